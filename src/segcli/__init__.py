@@ -1,0 +1,3 @@
+"""segcli: a command-line experiment runner for 2-D semantic segmentation."""
+
+__version__ = "0.1.0"

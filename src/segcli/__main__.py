@@ -1,0 +1,5 @@
+"""`python -m segcli` (and `torchrun -m segcli`) runs the command-line interface."""
+
+from segcli.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""Augmentation pipelines: albumentations transforms described in YAML, plus a fixed tail.
+
+``conf/augmentation/<name>.yaml`` lists the random transforms of the ``train`` and ``eval``
+pipelines as ``_target_`` entries (any albumentations class, or any importable class with the
+same call convention). The tail that train, eval and predict share is added here, once:
+
+    PadIfNeeded to a multiple of 32 (top-left anchored; image filled with 0, mask with
+    ignore_index, so padding is never counted as a class) -> Normalize(mean, std) -> ToTensorV2
+
+Padding is anchored top-left so that a prediction is cropped back with ``[:H, :W]``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from segcli.errors import SegcliError  # noqa: E402
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SIZE_DIVISOR = 32  # the output stride of 5-stage encoders
+
+
+def fixed_tail(ignore_index: int, mean: Sequence[float] = IMAGENET_MEAN,
+               std: Sequence[float] = IMAGENET_STD) -> list[A.BasicTransform]:
+    """Pad to a multiple of 32 (mask padded with ``ignore_index``), normalise, to tensor.
+
+    Output of the whole pipeline: ``image (3, H', W') float32`` and ``mask (H', W')``, with
+    H', W' the input size rounded up to a multiple of 32.
+    """
+    return [
+        A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=SIZE_DIVISOR,
+                      pad_width_divisor=SIZE_DIVISOR, position="top_left",
+                      border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
+        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+        ToTensorV2(),
+    ]
+
+
+def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int, seed: int | None = None,
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> A.Compose:
+    """Compose the YAML-listed transforms and the fixed tail.
+
+    Args:
+        specs: entries with ``_target_`` (e.g. ``albumentations.HorizontalFlip``) and arguments.
+        ignore_index: the mask fill value of every padding step of the tail.
+        seed: seed of albumentations' own generator (each loader worker re-seeds it).
+
+    Raises:
+        SegcliError: an entry cannot be instantiated: unknown class, or an argument that the
+            class does not take. albumentations 2.x only warns about the latter (an old name
+            such as ``mask_value`` for ``fill_mask`` is dropped, and masks get padded with
+            class 0); here that warning is an error.
+    """
+    transforms = []
+    for i, spec in enumerate(specs or []):
+        spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
+        where = f"augmentation entry {i} ({spec.get('_target_')})"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                transforms.append(instantiate(spec))
+            except Exception as exc:  # hydra wraps import and argument errors in InstantiationException
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise SegcliError(f"{where}: {first}") from exc
+        for w in caught:
+            if "not valid for transform" in str(w.message):
+                raise SegcliError(f"{where}: {w.message}")
+    return A.Compose(transforms + fixed_tail(ignore_index, mean, std), seed=seed)

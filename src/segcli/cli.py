@@ -1,0 +1,135 @@
+"""The `segcli` command: thin Typer commands that hand off to jobs.py and predict.py.
+
+Trailing arguments of `segcli train` go to Hydra unchanged (see config.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import typer  # noqa: E402
+
+from segcli import report  # noqa: E402
+from segcli.config import check_train_args, config_dir, group_options, run_hydra, to_plain  # noqa: E402
+from segcli.errors import SegcliError  # noqa: E402
+
+DEBUG = {"on": os.environ.get("HYDRA_FULL_ERROR") == "1"}
+EXIT_USAGE = 2
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, evaluate and apply 2-D semantic segmentation models from the shell.")
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
+    if debug:
+        DEBUG["on"] = True
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+
+
+@contextmanager
+def user_errors():
+    """Turn a SegcliError into one line on stderr and exit code 2 (a traceback with --debug)."""
+    try:
+        yield
+    except SegcliError as exc:
+        if DEBUG["on"]:
+            raise
+        report.error(str(exc))
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _train_help() -> str:
+    lines = ["Train a model. OVERRIDES use Hydra's syntax: group=option, key=value, +new_key=value.",
+             "", "Config groups (files of conf/; add your own with --config-dir DIR):", ""]
+    for group, options in group_options().items():
+        lines.append(f"  {group:<13} {', '.join(options)}")
+    lines += ["", "Examples:", "",
+              "  segcli train model=fpn model.encoder_name=resnet34 trainer.epochs=30 optimizer.lr=3e-4",
+              "  segcli train dataset=camvid dataset.root=data/camvid trainer.max_minutes=20",
+              "  segcli train --cfg job          print the composed config (--resolve to resolve it)",
+              "  segcli train -m loss=ce,dice    a Hydra multirun sweep",
+              "", f"Configs: {config_dir()}. Hydra's own flags (--cfg, -m, --config-dir, --hydra-help) pass through."]
+    return "\n\n".join(["\b\n" + "\n".join(lines)])
+
+
+def _train_task(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from segcli import jobs
+
+    with user_errors():
+        summary = jobs.train(to_plain(cfg), Path(HydraConfig.get().runtime.output_dir))
+    report.console.print(f"best val mIoU {report.fmt(summary['val'] and summary['val']['miou'])} "
+                         f"at epoch {summary['best_epoch']}; run directory:", highlight=False)
+    print(Path(summary["checkpoint"]).parents[1], flush=True)
+
+
+@app.command(help=_train_help(), context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context) -> None:
+    with user_errors():
+        check_train_args(ctx.args)
+    run_hydra(_train_task, ctx.args)
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")],
+    split: Annotated[str, typer.Option(help="Split of the run's dataset: train, val or test.")] = "val",
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Read the dataset from here instead.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (default: the run's).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Evaluate a checkpoint: per-class IoU and Dice, their means and pixel accuracy."""
+    from segcli import jobs
+    from segcli.run import write_json
+
+    with user_errors():
+        if split not in ("train", "val", "test"):
+            raise SegcliError(f"--split {split}: expected train, val or test")
+        result = jobs.evaluate_checkpoint(checkpoint, split, data_root, batch_size, device)
+        names = list(result["per_class_iou"])
+        report.console.print(report.scores_table(f"{split}: {result['images']} images, {checkpoint}", names, result))
+        report.console.print(f"protocol: {result['protocol']}", highlight=False)
+        if json_path:
+            write_json(json_path, result)
+            report.console.print(f"wrote {json_path}", highlight=False)
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("-c", "--checkpoint",
+                          help="Default: checkpoints/best.pt of the newest run under outputs/.")] = None,
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where NAME.png and NAME_overlay.jpg go.")] = Path("predictions"),
+    runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("outputs"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg."""
+    from segcli.predict import Predictor, expand_inputs, predict_files
+    from segcli.run import newest_checkpoint
+
+    with user_errors():
+        files = expand_inputs(inputs)
+        checkpoint = checkpoint or newest_checkpoint(runs_dir)
+        predictor = Predictor.from_checkpoint(checkpoint, device)
+        report.console.print(f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/", highlight=False)
+        masks = predict_files(predictor, files, out_dir)
+        report.console.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The only module that talks to Hydra: where conf/ is, checking overrides, running a job.
+
+`segcli train ARGS` hands ARGS to Hydra's own runner (``hydra.main``), so everything Hydra
+offers works unchanged: overrides, ``--cfg job``, ``--config-dir``, ``-m`` multirun, launcher and
+sweeper plugins, ``hydra.run.dir=``. Before that, a single run's overrides are composed once
+with Hydra's compose API so that a mistake (unknown key or option, a missing required value)
+is reported as one line with exit code 2 instead of Hydra's multi-line report.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from omegaconf import DictConfig, OmegaConf
+
+from segcli.errors import SegcliError
+
+GROUPS = ("dataset", "model", "loss", "augmentation", "trainer", "optimizer", "scheduler")
+
+
+def config_dir() -> Path:
+    """The packaged configs: ``segcli/conf`` in a built wheel, ``<repo>/conf`` in a source
+    checkout or editable install.
+
+    Raises:
+        SegcliError: neither exists (a broken install).
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parents[1] / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise SegcliError(f"{here}/conf: segcli's config folder is missing; reinstall segcli")
+
+
+def group_options(extra_dirs: Sequence[Path] = ()) -> dict[str, list[str]]:
+    """``{group: [option names]}`` from the YAML files of conf/ and any user config dirs."""
+    options: dict[str, set[str]] = {g: set() for g in GROUPS}
+    for root in (config_dir(), *extra_dirs):
+        for group in GROUPS:
+            options[group].update(p.stem for p in (Path(root) / group).glob("*.yaml"))
+    return {g: sorted(v) for g, v in options.items()}
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra and OmegaConf messages are multi-line; join their lines (and the cause's) into one."""
+    parts = []
+    for e in (exc, exc.__cause__):
+        if e is not None:
+            parts += [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(dict.fromkeys(parts))
+
+
+def compose_config(overrides: Sequence[str], config_name: str = "train",
+                   user_config_dir: str | None = None) -> DictConfig:
+    """Compose the config as ``segcli train`` would (without the ``hydra`` node) and resolve it.
+
+    Raises:
+        SegcliError: unknown config key or group option, bad override syntax, a missing
+            required (``???``) value, or a broken interpolation.
+    """
+    extra = list(overrides)
+    if user_config_dir:
+        extra.append(f"hydra.searchpath=[file://{Path(user_config_dir).resolve()}]")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name=config_name):
+            cfg = compose(config_name=config_name, overrides=extra)
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as exc:  # hydra.errors.*, omegaconf.errors.*: all user input problems here
+        raise SegcliError(f"config: {one_line(exc)}") from exc
+    return cfg
+
+
+def check_train_args(args: Sequence[str]) -> None:
+    """Compose a single run's overrides once to report mistakes early (see module docstring).
+
+    Multirun sweeps (``-m``) and Hydra's informational flags are left to Hydra.
+
+    Raises:
+        SegcliError: as ``compose_config``.
+    """
+    try:
+        parsed = get_args_parser().parse_args(list(args))
+    except SystemExit:
+        raise SegcliError(f"cannot parse arguments {' '.join(args)!r}; see segcli train --help") from None
+    if parsed.multirun or parsed.info or parsed.shell_completion or parsed.help or parsed.hydra_help:
+        return
+    compose_config(parsed.overrides, parsed.config_name or "train", parsed.config_dir)
+
+
+def run_hydra(task: Callable[[DictConfig], object], args: Sequence[str], config_name: str = "train") -> None:
+    """Run ``task(cfg)`` under Hydra's own runner with command-line ``args``."""
+    import hydra
+
+    argv, sys.argv = sys.argv, [f"segcli {config_name}", *args]
+    try:
+        hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)()
+    finally:
+        sys.argv = argv
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain dicts and lists (for checkpoints and the jobs)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

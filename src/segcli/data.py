@@ -1,0 +1,365 @@
+"""Datasets and loaders: paired image/mask folders (CamVid's SegNet layout, or images/ + masks/)
+and the embedded synthetic dataset.
+
+Every sample is a dict ``{"image": (3, H, W) float32, "mask": (H, W) int64, "name": str}``
+after the transform (see augment.py). Masks hold class indices 0..C-1 or ``ignore_index``;
+raw mask values are mapped through a look-up table built from ``dataset.mask_values``.
+
+Problems with the files (a missing folder, an image without a mask, a mask of another size,
+an unreadable file, mask values outside the classes) are found up front by ``check_pairs``,
+before any training step, and raised as one-line ``SegcliError``s naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from segcli.errors import SegcliError  # noqa: E402
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+SPLITS = ("train", "val", "test")
+
+# A fixed palette for datasets that name no colours (PASCAL VOC's bit-interleaved colour map).
+def default_colors(n: int) -> list[list[int]]:
+    """``n`` distinct RGB colours, the PASCAL VOC colour map: ``n`` lists of three ints 0..255."""
+    colors = []
+    for i in range(n):
+        r = g = b = 0
+        c = i + 1  # skip black, which reads as "nothing"
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colors.append([r, g, b])
+    return colors
+
+
+@dataclass
+class DatasetInfo:
+    """What eval and predict need to know about the classes, stored in every checkpoint.
+
+    Attributes:
+        num_classes: C.
+        class_names: C names.
+        colors: C RGB triples (0..255) for overlays.
+        ignore_index: mask value that losses and metrics skip.
+    """
+
+    num_classes: int
+    class_names: list[str]
+    colors: list[list[int]]
+    ignore_index: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> "DatasetInfo":
+        """Build from a ``dataset`` config group; names and colours default when null.
+
+        Raises:
+            SegcliError: class_names or colors do not have num_classes entries.
+        """
+        c = int(cfg["num_classes"])
+        names = list(cfg.get("class_names") or [f"class{i}" for i in range(c)])
+        colors = [list(map(int, x)) for x in (cfg.get("colors") or default_colors(c))]
+        for key, value in (("dataset.class_names", names), ("dataset.colors", colors)):
+            if len(value) != c:
+                raise SegcliError(f"{key} has {len(value)} entries; expected dataset.num_classes={c}")
+        return cls(c, names, colors, int(cfg["ignore_index"]))
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Image files directly in ``folder`` by stem (``NAME.jpg`` -> ``NAME``), sorted by stem."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return {p.stem: p for p in sorted(files)}
+
+
+def pair_files(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair ``image_dir/NAME.*`` with ``mask_dir/NAME.*``.
+
+    Raises:
+        SegcliError: a folder is missing or holds no images, or a file has no partner.
+    """
+    for folder in (image_dir, mask_dir):
+        if not folder.is_dir():
+            raise SegcliError(f"{folder}: data folder not found")
+    images, masks = list_images(image_dir), list_images(mask_dir)
+    if not images:
+        raise SegcliError(f"{image_dir}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    for name in images:
+        if name not in masks:
+            raise SegcliError(f"{images[name]}: image has no mask {mask_dir}/{name}.*")
+    for name in masks:
+        if name not in images:
+            raise SegcliError(f"{masks[name]}: mask has no image {image_dir}/{name}.*")
+    return [(images[n], masks[n]) for n in images]
+
+
+def mask_lut(num_classes: int, ignore_index: int,
+             mask_values: Mapping[int, int] | None = None) -> np.ndarray:
+    """Look-up table raw mask value -> class index: ``(65536,) int64``, -1 where invalid.
+
+    Without ``mask_values`` the raw values 0..C-1 and ``ignore_index`` are valid and kept.
+    With it, each ``raw: class`` entry maps a raw value; ``ignore_index`` stays valid.
+
+    Raises:
+        SegcliError: a mapped class is outside 0..C-1 and is not ignore_index.
+    """
+    lut = np.full(65536, -1, dtype=np.int64)
+    if mask_values:
+        for raw, cls in mask_values.items():
+            if not (0 <= int(cls) < num_classes or int(cls) == ignore_index):
+                raise SegcliError(f"dataset.mask_values maps {raw} to {cls}; expected 0..{num_classes - 1} or {ignore_index}")
+            lut[int(raw)] = int(cls)
+    else:
+        lut[:num_classes] = np.arange(num_classes)
+    if 0 <= ignore_index < 65536 and lut[ignore_index] == -1:
+        lut[ignore_index] = ignore_index
+    return lut
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3) uint8`` RGB.
+
+    Raises:
+        SegcliError: the file cannot be decoded as an image.
+    """
+    array = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if array is None:
+        raise SegcliError(f"{path}: cannot read as an image (missing, truncated or not an image)")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: Path, lut: np.ndarray) -> np.ndarray:
+    """Read a single-channel mask and map it through ``lut``: ``(H, W) int64`` class indices.
+
+    Raises:
+        SegcliError: unreadable, RGB instead of indices, or a value the table does not allow.
+    """
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise SegcliError(f"{path}: cannot read as a mask image")
+    if raw.ndim == 3:
+        raise SegcliError(f"{path}: mask has {raw.shape[2]} channels; expected one channel of class "
+                          "indices (convert colour masks to indices first)")
+    mask = lut[raw.astype(np.int64)]
+    if (mask < 0).any():
+        bad = sorted(set(np.unique(raw[mask < 0]).tolist()))[:5]
+        raise SegcliError(f"{path}: mask values {bad} are not classes; expected 0..{int(lut.max())} "
+                          "or ignore_index (map raw values with dataset.mask_values)")
+    return mask
+
+
+def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, num_classes: int) -> np.ndarray:
+    """Check every pair up front: sizes match and mask values are valid.
+
+    Reads each mask in full and each image's header only.
+
+    Returns:
+        ``(C,) int64`` pixel count of each class over all masks.
+
+    Raises:
+        SegcliError: see ``read_mask``; or an image is unreadable or of another size than its mask.
+    """
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for image_path, mask_path in pairs:
+        mask = read_mask(mask_path, lut)
+        try:
+            with Image.open(image_path) as im:
+                width, height = im.size
+        except OSError:
+            raise SegcliError(f"{image_path}: cannot read as an image (missing, truncated or not an image)") from None
+        if (height, width) != mask.shape:
+            raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
+                              f"expected the size of its image {image_path.name}, {width}x{height}")
+        valid = mask[(mask >= 0) & (mask < num_classes)]
+        counts += np.bincount(valid, minlength=num_classes)[:num_classes]
+    return counts
+
+
+class PairedFolderDataset(Dataset):
+    """Image/mask file pairs read from disk.
+
+    Args:
+        pairs: ``(image_path, mask_path)`` pairs.
+        lut: raw mask value -> class index table (see ``mask_lut``).
+        transform: ``f(image=(H, W, 3) uint8, mask=(H, W) int64) -> {"image": (3, h, w) float32
+            tensor, "mask": (h, w) tensor}``.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, transform: Callable) -> None:
+        self.pairs, self.lut, self.transform = list(pairs), lut, transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        image_path, mask_path = self.pairs[index]
+        out = self.transform(image=read_image(image_path), mask=read_mask(mask_path, self.lut))
+        return {"image": out["image"], "mask": out["mask"].long(), "name": image_path.stem}
+
+
+class SyntheticDataset(Dataset):
+    """Discs, squares and triangles (classes 1..3) on textured backgrounds (class 0).
+
+    Image ``index`` of ``split`` is a pure function of (split, index): the same on every machine.
+
+    Args:
+        length: number of images.
+        image_size: (height, width) in pixels.
+        split: "train", "val" or "test" (different images for each).
+        transform: as for ``PairedFolderDataset``.
+    """
+
+    def __init__(self, length: int, image_size: Sequence[int], split: str, transform: Callable) -> None:
+        self.length, self.size, self.transform = int(length), tuple(int(s) for s in image_size), transform
+        self.split_id = SPLITS.index(split)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(H, W, 3) uint8`` image and ``(H, W) int64`` mask of image ``index``."""
+        h, w = self.size
+        rng = np.random.default_rng([self.split_id, index])
+        low = rng.uniform(0, 255, size=(max(h // 16, 2), max(w // 16, 2), 3)).astype(np.float32)
+        image = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
+        image += rng.normal(0, 12, size=(h, w, 3)).astype(np.float32)
+        mask = np.zeros((h, w), dtype=np.int64)
+        base_colors = np.array([[0, 0, 0], [220, 40, 60], [40, 180, 80], [240, 220, 30]], np.float32)
+        for _ in range(rng.integers(2, 6)):
+            cls = int(rng.integers(1, 4))
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            r = int(rng.integers(max(h, w) // 12, max(h, w) // 5))
+            layer = np.zeros((h, w), np.uint8)
+            if cls == 1:
+                cv2.circle(layer, (int(cx), int(cy)), r, 1, -1)
+            elif cls == 2:
+                cv2.rectangle(layer, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), 1, -1)
+            else:
+                pts = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], np.int32)
+                cv2.fillPoly(layer, [pts], 1)
+            on = layer.astype(bool)
+            image[on] = 0.6 * base_colors[cls] + 0.4 * image[on]
+            mask[on] = cls
+        return np.clip(image, 0, 255).astype(np.uint8), mask
+
+    def __getitem__(self, index: int) -> dict:
+        image, mask = self.render(index)
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": out["mask"].long(), "name": f"{SPLITS[self.split_id]}_{index:05d}"}
+
+
+@dataclass
+class SplitFiles:
+    """The file pairs of each split of a folder dataset, and whether the split was made by segcli."""
+
+    pairs: dict[str, list[tuple[Path, Path]]] = field(default_factory=dict)
+    random_split: bool = False
+
+    def as_json(self) -> dict:
+        """``{split: [image stems]}`` for split.json."""
+        return {s: [img.stem for img, _ in p] for s, p in self.pairs.items()}
+
+
+def find_split_files(cfg: Mapping, seed: int) -> SplitFiles:
+    """Find the image/mask pairs of each split of a ``kind: folder`` dataset config.
+
+    Layouts: ``segnet`` (``root/<split>`` + ``root/<split>annot``) and ``image_mask_dirs``
+    (``root/<image_dir>[/<split>]`` + ``root/<mask_dir>[/<split>]``; flat folders are split at
+    random, seeded, by ``val_fraction``).
+
+    Raises:
+        SegcliError: the root or a needed folder is missing, or pairing fails.
+    """
+    root = Path(str(cfg["root"])).expanduser()
+    if not root.is_dir():
+        raise SegcliError(f"{root}: dataset.root not found (expected a folder; set dataset.root=PATH)")
+    out = SplitFiles()
+    if cfg.get("layout") == "segnet":
+        for split in SPLITS:
+            if (root / split).is_dir() or split != "test":
+                out.pairs[split] = pair_files(root / split, root / f"{split}annot")
+        return out
+    images, masks = root / str(cfg.get("image_dir", "images")), root / str(cfg.get("mask_dir", "masks"))
+    if (images / "train").is_dir():
+        for split in SPLITS:
+            if (images / split).is_dir() or split != "test":
+                out.pairs[split] = pair_files(images / split, masks / split)
+        return out
+    pairs = pair_files(images, masks)
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(pairs) * float(cfg.get("val_fraction", 0.2))))
+    if n_val >= len(pairs):
+        raise SegcliError(f"{images}: {len(pairs)} image(s) are too few to split off dataset.val_fraction for validation")
+    out.pairs["val"] = [pairs[i] for i in sorted(order[:n_val])]
+    out.pairs["train"] = [pairs[i] for i in sorted(order[n_val:])]
+    out.random_split = True
+    return out
+
+
+def pad_collate(batch: list[dict], ignore_index: int) -> dict:
+    """Stack samples of different sizes, padding bottom/right: image with 0, mask with ignore_index.
+
+    Returns:
+        ``{"image": (N, 3, H, W) float32, "mask": (N, H, W) int64, "name": list[str]}``, with
+        H, W the largest in the batch.
+    """
+    h = max(s["image"].shape[-2] for s in batch)
+    w = max(s["image"].shape[-1] for s in batch)
+    images = torch.zeros(len(batch), batch[0]["image"].shape[0], h, w, dtype=batch[0]["image"].dtype)
+    masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.int64)
+    for i, s in enumerate(batch):
+        sh, sw = s["image"].shape[-2:]
+        images[i, :, :sh, :sw] = s["image"]
+        masks[i, :sh, :sw] = s["mask"]
+    return {"image": images, "mask": masks, "name": [s["name"] for s in batch]}
+
+
+class PadCollate:
+    """Picklable ``pad_collate`` with a fixed ignore_index (for DataLoader workers)."""
+
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+
+    def __call__(self, batch: list[dict]) -> dict:
+        return pad_collate(batch, self.ignore_index)
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker set-up: no OpenCV threads (the cores belong to the model), and a
+    distinct augmentation seed per worker. albumentations 2.x keeps its own generator inside
+    ``Compose``, which every worker would otherwise inherit in the same state."""
+    cv2.setNumThreads(0)
+    seed = torch.initial_seed() % 2**32  # torch gives each worker base_seed + worker_id
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, ignore_index: int,
+                seed: int, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader: shuffled, last incomplete batch dropped for training (BatchNorm needs > 1
+    sample); in order and complete for evaluation. Workers persist across epochs."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
+        num_workers=num_workers, collate_fn=PadCollate(ignore_index), pin_memory=pin_memory,
+        worker_init_fn=worker_init, persistent_workers=num_workers > 0, generator=generator,
+    )

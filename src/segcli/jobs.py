@@ -1,0 +1,205 @@
+"""The jobs behind `segcli train` and `segcli eval`: the only place that turns a config into
+objects (through the ``build_*`` functions of data, augment, models and losses) and hands
+them to the engine. Configs arrive here as plain dicts, resolved.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segcli import report
+from segcli.augment import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from segcli.data import (DatasetInfo, PairedFolderDataset, SyntheticDataset, check_pairs, find_split_files,
+                         make_loader, mask_lut)
+from segcli.engine import (LrSchedule, StepContext, evaluate, resolve_amp, resolve_device, train_one_epoch)
+from segcli.errors import SegcliError
+from segcli.losses import build_loss
+from segcli.models import build_model
+from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int,
+                   run: RunDir | None = None) -> tuple[DatasetInfo, dict, dict]:
+    """Datasets of the given splits, with the train split augmented and the others not.
+
+    Returns:
+        (class info, {split: Dataset}, {split: (C,) int64 class pixel counts} for folder data).
+
+    Raises:
+        SegcliError: any data problem (see data.py), or a split the dataset does not have.
+    """
+    dcfg, aug = cfg["dataset"], cfg["augmentation"]
+    info = DatasetInfo.from_config(dcfg)
+    transforms = {s: build_transforms(aug.get("train" if s == "train" else "eval"), info.ignore_index,
+                                      seed=seed if s == "train" else None) for s in splits}
+    if dcfg["kind"] == "synthetic":
+        return info, {s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s]) for s in splits}, {}
+    if dcfg["kind"] != "folder":
+        raise SegcliError(f"dataset.kind={dcfg['kind']}: expected folder or synthetic")
+    files = find_split_files(dcfg, seed)
+    if run is not None and files.random_split:
+        write_json(run.path / "split.json", files.as_json())
+    lut = mask_lut(info.num_classes, info.ignore_index, dcfg.get("mask_values"))
+    datasets, counts = {}, {}
+    for s in splits:
+        if s not in files.pairs:
+            raise SegcliError(f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})")
+        counts[s] = check_pairs(files.pairs[s], lut, info.num_classes)
+        datasets[s] = PairedFolderDataset(files.pairs[s], lut, transforms[s])
+    return info, datasets, counts
+
+
+def step_context(trainer: Mapping) -> StepContext:
+    """Device, autocast dtype and memory format from the ``trainer`` group."""
+    device = resolve_device(str(trainer.get("device", "auto")))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return StepContext(device, resolve_amp(trainer.get("amp", "auto"), device), bool(trainer.get("channels_last")))
+
+
+def build_optimizer(cfg: Mapping, params) -> torch.optim.Optimizer:
+    """torch.optim.AdamW / Adam / SGD from the ``optimizer`` group."""
+    name, lr, wd = cfg["name"], float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(cfg.get("momentum", 0.9)),
+                               nesterov=bool(cfg.get("nesterov", False)))
+    raise SegcliError(f"optimizer.name={name}: expected adamw, adam or sgd")
+
+
+def train(cfg: dict, run_path: Path) -> dict:
+    """Train, validating each epoch; write the run directory (see run.py). Returns summary.json's dict.
+
+    ``cfg`` is the resolved root config as plain dicts. Stops after ``trainer.epochs`` or when
+    ``trainer.max_minutes`` (wall clock, validation included) runs out, whichever comes first.
+    """
+    trainer, seed = cfg["trainer"], int(cfg["seed"])
+    if cfg["dataset"].get("root") is not None:  # eval and predict may run from another folder
+        cfg["dataset"]["root"] = str(Path(str(cfg["dataset"]["root"])).expanduser().resolve())
+    seed_everything(seed)
+    run = RunDir(run_path)
+    info, data, counts = build_datasets(cfg, ("train", "val"), seed, run)
+    ctx = step_context(trainer)
+    loaders = {s: make_loader(d, int(trainer["batch_size" if s == "train" else "eval_batch_size"]), s == "train",
+                              int(trainer["num_workers"]), info.ignore_index, seed, ctx.device.type == "cuda")
+               for s, d in data.items()}
+    if len(loaders["train"]) == 0:
+        raise SegcliError("trainer.batch_size is larger than the training set; expected at most "
+                          f"{len(data['train'])}")
+    net = build_model(cfg["model"], info.num_classes).to(ctx.device)
+    if ctx.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = torch.compile(net) if trainer.get("compile") else net
+    loss_fn = build_loss(cfg["loss"], info.num_classes).to(ctx.device)
+    optimizer = build_optimizer(cfg["optimizer"], net.parameters())
+    scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
+    epochs = int(trainer["epochs"])
+    budget = float(trainer["max_minutes"]) * 60 if trainer.get("max_minutes") else None
+    sched = cfg["scheduler"]
+    schedule = LrSchedule(sched["name"], epochs * len(loaders["train"]), budget, float(sched.get("warmup_fraction", 0)),
+                          float(sched.get("power", 0.9)), float(sched.get("min_lr_ratio", 0.0)))
+    base = {"format": CHECKPOINT_FORMAT, "config": cfg, "classes": asdict(info),
+            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
+    report.console.print(f"segcli: training {cfg['model']['arch']}-{cfg['model']['encoder_name']} on "
+                         f"{len(data['train'])} train / {len(data['val'])} val images, device {ctx.device}, "
+                         f"{epochs} epochs" + (f" or {trainer['max_minutes']} min" if budget else ""), highlight=False)
+    started = time.perf_counter()
+    clock = lambda: time.perf_counter() - started  # noqa: E731
+    step, best, best_epoch, val_every = 0, None, 0, int(trainer.get("val_every", 1))
+    stopped_by = "epochs"
+    for epoch in range(1, epochs + 1):
+        with report.EpochProgress(f"epoch {epoch}/{epochs}", len(loaders["train"])) as bar:
+            result = train_one_epoch(model, loaders["train"], loss_fn, optimizer, ctx, schedule, step, clock,
+                                     scaler, trainer.get("grad_clip"), lambda i, loss: bar.advance(1, f"loss {loss:.4f}"))
+        step += result.steps
+        out_of_time = result.stopped or (budget is not None and clock() >= budget)
+        ev = None
+        if epoch % val_every == 0 or epoch == epochs or out_of_time:
+            ev = evaluate(model, loaders["val"], info.num_classes, info.ignore_index, ctx, loss_fn)
+        val = ev.scores.as_dict(info.class_names) if ev else None
+        record = {"epoch": epoch, "train_loss": result.loss, "val_loss": ev.loss if ev else None,
+                  "val_miou": val["miou"] if val else None, "val_mdice": val["mdice"] if val else None,
+                  "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(result.seconds, 3),
+                  "train_images_per_second": round(result.images_per_second, 3)}
+        run.log_epoch(record)
+        report.console.print(report.epoch_line(record), highlight=False)
+        ckpt = {**base, "epoch": epoch, "step": step, "model": net.state_dict(), "val": val}
+        run.save_checkpoint(run.last, {**ckpt, "optimizer": optimizer.state_dict()})
+        if val and val["miou"] is not None and (best is None or val["miou"] > best["miou"]):
+            best, best_epoch = val, epoch
+            run.save_checkpoint(run.best, ckpt)
+        if out_of_time:
+            stopped_by = "max_minutes"
+            break
+    if best is None:  # no class was ever present: keep the last weights as "best"
+        best_epoch = epoch
+        run.save_checkpoint(run.best, ckpt)
+    summary = {"status": "done", "best_epoch": best_epoch, "epochs": epoch, "stopped_by": stopped_by,
+               "train_seconds": round(clock(), 3), "checkpoint": str(run.best.resolve()), "val": best,
+               "class_pixel_counts": {s: c.tolist() for s, c in counts.items()}}
+    run.write_summary(summary)
+    if best:
+        report.console.print(report.scores_table(f"best epoch {best_epoch}: val", info.class_names, best))
+    return summary
+
+
+def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> torch.nn.Module:
+    """Rebuild the checkpoint's architecture (no download) and load its weights.
+
+    Raises:
+        SegcliError: the weights do not fit the architecture named in the checkpoint.
+    """
+    model_cfg = {**ckpt["config"]["model"], "encoder_weights": None}
+    model = build_model(model_cfg, int(ckpt["classes"]["num_classes"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise SegcliError(f"checkpoint weights do not fit {model_cfg['arch']}-{model_cfg['encoder_name']}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = None,
+                        batch_size: int | None = None, device: str = "auto") -> dict:
+    """Evaluate a checkpoint on a split of the data it was trained on, with the run's own
+    preprocessing and ``engine.evaluate`` (the code path of validation during training).
+
+    Returns:
+        summary.json's ``val`` keys plus ``split``, ``images``, ``seconds``, ``images_per_second``,
+        ``checkpoint``, ``epoch`` and ``protocol``.
+    """
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"]
+    if data_root is not None:
+        cfg["dataset"]["root"] = data_root
+    info, data, _ = build_datasets(cfg, (split,), int(cfg["seed"]))
+    ctx = step_context({**cfg["trainer"], "device": device})
+    model = model_from_checkpoint(ckpt, ctx.device)
+    if ctx.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = make_loader(data[split], batch_size or int(cfg["trainer"]["eval_batch_size"]), False,
+                         int(cfg["trainer"]["num_workers"]), info.ignore_index, int(cfg["seed"]))
+    with report.EpochProgress(f"eval {split}", len(data[split])) as bar:
+        ev = evaluate(model, loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance)
+    return {**ev.scores.as_dict(info.class_names), "split": split, "images": ev.images,
+            "seconds": round(ev.seconds, 3), "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
+            "checkpoint": str(Path(path).resolve()), "epoch": ckpt.get("epoch"),
+            "protocol": "dataset-level confusion matrix, per-class mean, ignore_index excluded, "
+                        "classes absent from truth and prediction excluded"}

@@ -1,0 +1,80 @@
+"""build_model: every segmentation-models-pytorch architecture, from the ``model`` config group.
+
+``encoder_weights`` is ``null`` (random init, the default here), a name SMP knows
+(``imagenet``: downloaded, so online only), or a path to a local weights file (``.pth``/``.pt``
+state dict or ``.safetensors``) holding the encoder's weights, e.g. torchvision's
+``resnet18-f37072fd.pth``; a classifier head (``fc.*``) in it is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from segcli.errors import SegcliError
+
+ARCHITECTURES = {a.__name__.lower(): a.__name__ for a in smp._MODEL_ARCHITECTURES}
+
+
+def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``: data, no code).
+
+    Raises:
+        SegcliError: the file is missing or holds no state dict.
+    """
+    if not path.is_file():
+        raise SegcliError(f"{path}: model.encoder_weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise SegcliError(f"{path}: cannot read as a torch state dict ({type(exc).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise SegcliError(f"{path}: expected a state dict (name -> tensor)")
+    return state
+
+
+def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Create an SMP model: ``forward(x: (N, in_channels, H, W) float32) -> (N, num_classes, H, W)
+    float logits``, with H and W multiples of 32.
+
+    Args:
+        cfg: ``arch`` (an SMP class name, any case), ``encoder_name``, ``encoder_weights``,
+            ``params`` (extra keyword arguments; null values are dropped so SMP's defaults apply).
+
+    Raises:
+        SegcliError: unknown architecture or encoder, or an unusable weights file.
+    """
+    arch = str(cfg["arch"])
+    if arch.lower() not in ARCHITECTURES:
+        raise SegcliError(f"model.arch={arch}: unknown architecture; expected one of {', '.join(ARCHITECTURES.values())}")
+    weights = cfg.get("encoder_weights")
+    local = weights is not None and (Path(str(weights)).suffix in {".pth", ".pt", ".bin", ".safetensors"}
+                                     or Path(str(weights)).exists())
+    params = {k: v for k, v in dict(cfg.get("params") or {}).items() if v is not None}
+    try:
+        model = smp.create_model(arch, encoder_name=str(cfg["encoder_name"]),
+                                 encoder_weights=None if local else weights,
+                                 in_channels=in_channels, classes=num_classes, **params)
+    except KeyError as exc:
+        message = str(exc.args[0] if exc.args else exc)
+        raise SegcliError(f"model.encoder_name={cfg['encoder_name']}: {message[:300]}") from None
+    except TypeError as exc:
+        raise SegcliError(f"model.params for {arch}: {exc}") from None
+    if local:
+        state = {k: v for k, v in load_weights_file(Path(str(weights))).items() if not k.startswith("fc.")}
+        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+        if len(unexpected) == len(state):
+            raise SegcliError(f"{weights}: no tensor matches encoder {cfg['encoder_name']} "
+                              f"(first key {next(iter(state), None)!r})")
+    return model

@@ -1,0 +1,111 @@
+"""Prediction: image files -> class-index masks and colour overlays, from a checkpoint alone.
+
+Each image is segmented at its own resolution: padded (top-left anchored) to a multiple of 32
+by the same eval pipeline as validation, then the logits are cropped back to H x W.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from segcli.augment import build_transforms
+from segcli.data import IMAGE_EXTENSIONS, read_image
+from segcli.engine import StepContext, resolve_device
+from segcli.errors import SegcliError
+from segcli.jobs import model_from_checkpoint
+from segcli.run import load_checkpoint
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[Path]:
+    """Image files named by paths, folders (their images, not recursive) or glob patterns.
+
+    Raises:
+        SegcliError: an input matches nothing, or no image is found at all.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not images:
+                raise SegcliError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            found += images
+        elif path.is_file():
+            found.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            if not matches:
+                raise SegcliError(f"{item}: no such image file, folder or matching glob")
+            found += matches
+    if not found:
+        raise SegcliError("no input images given")
+    return found
+
+
+class Predictor:
+    """A trained model with its preprocessing, class names and colours.
+
+    Use ``Predictor.from_checkpoint(path)``; ``predict(image)`` maps an ``(H, W, 3) uint8`` RGB
+    image to an ``(H, W) uint8`` class-index mask.
+    """
+
+    def __init__(self, model: torch.nn.Module, transform, colors: list[list[int]], class_names: list[str],
+                 ctx: StepContext) -> None:
+        self.model, self.transform, self.ctx = model, transform, ctx
+        self.colors = np.array(colors, dtype=np.uint8)
+        self.class_names = class_names
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str = "auto") -> "Predictor":
+        """Load a checkpoint written by `segcli train` (needs nothing else from the run).
+
+        Raises:
+            SegcliError: see ``run.load_checkpoint`` and ``jobs.model_from_checkpoint``.
+        """
+        ckpt = load_checkpoint(path)
+        classes, norm = ckpt["classes"], ckpt["normalization"]
+        ctx = StepContext(resolve_device(device))
+        transform = build_transforms(ckpt["config"]["augmentation"].get("eval"), int(classes["ignore_index"]),
+                                     mean=norm["mean"], std=norm["std"])
+        return cls(model_from_checkpoint(ckpt, ctx.device), transform, classes["colors"], classes["class_names"], ctx)
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` class indices (argmax of the logits)."""
+        h, w = image.shape[:2]
+        x = self.transform(image=image)["image"].unsqueeze(0).to(self.ctx.device)
+        logits = self.model(x)[0, :, :h, :w]
+        return logits.argmax(0).to(torch.uint8).cpu().numpy()
+
+    def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """The image with each pixel's class colour blended in: ``(H, W, 3) uint8`` RGB."""
+        colored = self.colors[np.minimum(mask, len(self.colors) - 1)]
+        return (image * (1 - alpha) + colored * alpha).astype(np.uint8)
+
+
+def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_image=None) -> list[Path]:
+    """Write ``out_dir/NAME.png`` (uint8 class indices, the input's size) and ``NAME_overlay.jpg``
+    for each file. Returns the mask paths.
+
+    Raises:
+        SegcliError: a file cannot be read as an image.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in files:
+        image = read_image(path)
+        mask = predictor.predict(image)
+        mask_path = out_dir / f"{path.stem}.png"
+        cv2.imwrite(str(mask_path), mask)
+        cv2.imwrite(str(out_dir / f"{path.stem}_overlay.jpg"),
+                    cv2.cvtColor(predictor.overlay(image, mask), cv2.COLOR_RGB2BGR))
+        written.append(mask_path)
+        if on_image:
+            on_image(path, mask_path)
+    return written

@@ -1,0 +1,77 @@
+"""Terminal output: rich progress bars and tables on a terminal, one plain line per epoch
+otherwise (shell sweeps, CI, log files). Uses rich's own terminal detection."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(soft_wrap=True)  # plain lines are never wrapped: logs stay one line per epoch
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def interactive() -> bool:
+    """True when stdout is a terminal (rich's detection; FORCE_COLOR / TTY_COMPATIBLE apply)."""
+    return console.is_terminal
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+class EpochProgress:
+    """A progress bar over the steps of an epoch on a terminal; nothing otherwise."""
+
+    def __init__(self, description: str, total: int) -> None:
+        self.progress = None
+        if interactive():
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                     console=console, transient=True)
+            self.task = self.progress.add_task(description, total=total, info="")
+
+    def __enter__(self) -> "EpochProgress":
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        if self.progress:
+            self.progress.update(self.task, advance=n, info=info)
+
+
+def epoch_line(record: dict) -> str:
+    """One line per epoch, the same on a terminal and in a log."""
+    return (f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}  val_loss {fmt(record['val_loss'])}"
+            f"  val_miou {fmt(record['val_miou'])}  val_mdice {fmt(record['val_mdice'])}  lr {record['lr']:.2e}"
+            f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s")
+
+
+def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
+    """A per-class IoU/Dice table with the means and pixel accuracy as the last rows."""
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    table.add_column("Dice", justify="right")
+    for name in class_names:
+        table.add_row(name, fmt(scores["per_class_iou"][name]), fmt(scores["per_class_dice"][name]))
+    table.add_section()
+    table.add_row("mean", fmt(scores["miou"]), fmt(scores["mdice"]))
+    table.add_row("pixel accuracy", fmt(scores["pixel_accuracy"]), "")
+    return table
+
+
+def error(message: str) -> None:
+    """One line on stderr: ``segcli: error: MESSAGE``."""
+    err_console.print(f"segcli: error: {message}", style="red", highlight=False, markup=False,
+                      soft_wrap=True)
+    sys.stderr.flush()

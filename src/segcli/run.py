@@ -1,0 +1,112 @@
+"""The run directory: what a training run leaves behind, written so that it is never half-written.
+
+    RUN_DIR/
+      .hydra/config.yaml, overrides.yaml   composed config and the command-line overrides (Hydra)
+      split.json                           the random train/val split, when segcli made one
+      metrics.jsonl                        one JSON line per epoch, appended and fsync'ed
+      checkpoints/best.pt, last.pt         weights + everything eval and predict need
+      summary.json                         written once, at the end
+
+Checkpoints and JSON files are written to a temporary file, fsync'ed and renamed over the old
+one, so a kill during a write leaves the previous complete file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segcli.errors import SegcliError
+
+CHECKPOINT_FORMAT = 1
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, rename to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+class RunDir:
+    """Writer for one run directory (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    def log_epoch(self, record: dict) -> None:
+        """Append one line to metrics.jsonl and fsync it (one write: never a half line)."""
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def save_checkpoint(self, path: Path, checkpoint: dict) -> None:
+        """Atomically ``torch.save`` a checkpoint dict (tensors and plain Python data only)."""
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.path / "summary.json", summary)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a segcli checkpoint with ``weights_only=True`` (data, never code).
+
+    Returns:
+        dict with ``model`` (state dict), ``config`` (the run's resolved config as plain
+        dicts), ``classes`` (num_classes, class_names, colors, ignore_index), ``normalization``
+        (mean, std), ``epoch`` and ``val`` (scores at that epoch).
+
+    Raises:
+        SegcliError: the file is missing, unreadable, or not a segcli checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegcliError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SegcliError(f"{path}: cannot read as a checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
+        raise SegcliError(f"{path}: not a segcli checkpoint (expected checkpoints/best.pt or last.pt of a run)")
+    return ckpt
+
+
+def newest_checkpoint(root: Path) -> Path:
+    """``checkpoints/best.pt`` of the most recently modified run under ``root``.
+
+    Raises:
+        SegcliError: no run with a best checkpoint is found.
+    """
+    found = sorted(Path(root).glob("**/checkpoints/best.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SegcliError(f"{root}: no run with checkpoints/best.pt found; train one or pass -c CHECKPOINT")
+    return found[-1]
