@@ -64,9 +64,15 @@ def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from segcli import jobs
+    from segcli.run import remove_unstarted
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     with user_errors():
-        summary = jobs.train(to_plain(cfg), Path(HydraConfig.get().runtime.output_dir))
+        try:
+            summary = jobs.train(to_plain(cfg), run_dir)
+        except SegcliError:
+            remove_unstarted(run_dir)  # bad input found before any checkpoint: leave no run dir behind
+            raise
     report.console.print(f"best val mIoU {report.fmt(summary['val'] and summary['val']['miou'])} "
                          f"at epoch {summary['best_epoch']}; run directory:", highlight=False)
     print(Path(summary["checkpoint"]).parents[1], flush=True)

@@ -30,6 +30,9 @@ def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, rename to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -75,6 +78,20 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.path / "summary.json", summary)
+
+
+def remove_unstarted(path: Path) -> None:
+    """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json,
+    an empty ``checkpoints/``), and the folder itself if nothing else is in it. A run that has
+    a checkpoint is left alone."""
+    path = Path(path)
+    if any(path.glob("checkpoints/*.pt")):
+        return
+    for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "split.json"):
+        (path / name).unlink(missing_ok=True)
+    for folder in (path / ".hydra", path / "checkpoints", path):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def load_checkpoint(path: Path) -> dict:
