@@ -47,7 +47,7 @@ def test_train_eval_predict_on_a_folder_dataset(segnet_root: Path, tmp_path: Pat
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2]
     assert set(lines[0]) == {"epoch", "train_loss", "val_loss", "val_miou", "val_mdice", "lr",
-                             "epoch_seconds", "train_images_per_second"}
+                             "epoch_seconds", "train_images_per_second", "val_seconds"}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert {"best_epoch", "train_seconds", "checkpoint", "val"} <= set(summary)
     assert Path(summary["checkpoint"]) == (run_dir / "checkpoints" / "best.pt").resolve()

@@ -78,7 +78,7 @@ def _train_task(cfg) -> None:
     print(Path(summary["checkpoint"]).parents[1], flush=True)
 
 
-@app.command(help=_train_help(), context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(help=_train_help(), options_metavar="[HYDRA FLAGS] [OVERRIDES]...", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(ctx: typer.Context) -> None:
     with user_errors():
         check_train_args(ctx.args)

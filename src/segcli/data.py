@@ -31,9 +31,10 @@ from segcli.errors import SegcliError  # noqa: E402
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")
 
-# A fixed palette for datasets that name no colours (PASCAL VOC's bit-interleaved colour map).
+
 def default_colors(n: int) -> list[list[int]]:
-    """``n`` distinct RGB colours, the PASCAL VOC colour map: ``n`` lists of three ints 0..255."""
+    """``n`` distinct RGB colours for datasets that name none: PASCAL VOC's bit-interleaved
+    colour map from index 1 on (index 0 is black). Returns ``n`` lists of three ints 0..255."""
     colors = []
     for i in range(n):
         r = g = b = 0

@@ -126,8 +126,14 @@ def train(cfg: dict, run_path: Path) -> dict:
     stopped_by = "epochs"
     for epoch in range(1, epochs + 1):
         with report.EpochProgress(f"epoch {epoch}/{epochs}", len(loaders["train"])) as bar:
-            result = train_one_epoch(model, loaders["train"], loss_fn, optimizer, ctx, schedule, step, clock,
-                                     scaler, trainer.get("grad_clip"), lambda i, loss: bar.advance(1, f"loss {loss:.4f}"))
+            try:
+                result = train_one_epoch(model, loaders["train"], loss_fn, optimizer, ctx, schedule, step, clock,
+                                         scaler, trainer.get("grad_clip"),
+                                         lambda i, loss: bar.advance(1, f"loss {loss:.4f}"))
+            except FloatingPointError as exc:
+                last = f"; the last good checkpoint is {run.last}" if run.last.exists() else ""
+                raise SegcliError(f"training diverged in epoch {epoch}: {exc} (try a lower optimizer.lr "
+                                  f"or trainer.grad_clip=1.0){last}") from None
         step += result.steps
         out_of_time = result.stopped or (budget is not None and clock() >= budget)
         ev = None
@@ -137,7 +143,8 @@ def train(cfg: dict, run_path: Path) -> dict:
         record = {"epoch": epoch, "train_loss": result.loss, "val_loss": ev.loss if ev else None,
                   "val_miou": val["miou"] if val else None, "val_mdice": val["mdice"] if val else None,
                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(result.seconds, 3),
-                  "train_images_per_second": round(result.images_per_second, 3)}
+                  "train_images_per_second": round(result.images_per_second, 3),
+                  "val_seconds": round(ev.seconds, 3) if ev else None}
         run.log_epoch(record)
         report.console.print(report.epoch_line(record), highlight=False)
         ckpt = {**base, "epoch": epoch, "step": step, "model": net.state_dict(), "val": val}
