@@ -103,7 +103,7 @@ def test_max_minutes_stops_validates_and_saves(tmp_path: Path):
 
 def test_binary_0_255_masks_with_mask_values_and_random_split(flat_binary_root: Path, tmp_path: Path):
     r = segcli("train", "dataset=folder", f"dataset.root={flat_binary_root}", "dataset.num_classes=2",
-               "+dataset.mask_values={0:0,255:1}", "dataset.ignore_index=254", "trainer.epochs=1",
+               "dataset.mask_values={0:0,255:1}", "dataset.ignore_index=254", "trainer.epochs=1",
                "hydra.run.dir=run", *FAST, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     split = json.loads((tmp_path / "run" / "split.json").read_text())

@@ -13,8 +13,8 @@ def test_every_model_option_builds_and_keeps_the_input_size(option):
     cfg = to_plain(compose_config([f"model={option}"]))["model"]
     model = build_model(cfg, num_classes=5).eval()
     with torch.inference_mode():
-        out = model(torch.randn(2, 3, 64, 96))
-    assert out.shape == (2, 5, 64, 96) and out.dtype == torch.float32
+        out = model(torch.randn(2, 3, 128, 160))
+    assert out.shape == (2, 5, 128, 160) and out.dtype == torch.float32
 
 
 def test_every_smp_architecture_has_a_config_file():

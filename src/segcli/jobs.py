@@ -89,6 +89,8 @@ def train(cfg: dict, run_path: Path) -> dict:
 
     ``cfg`` is the resolved root config as plain dicts. Stops after ``trainer.epochs`` or when
     ``trainer.max_minutes`` (wall clock, validation included) runs out, whichever comes first.
+    Training steps stop one validation's duration (the last one measured) before the budget, so
+    that the final validation ends within it; the learning rate anneals to that point.
     """
     trainer, seed = cfg["trainer"], int(cfg["seed"])
     if cfg["dataset"].get("root") is not None:  # eval and predict may run from another folder
@@ -135,10 +137,12 @@ def train(cfg: dict, run_path: Path) -> dict:
                 raise SegcliError(f"training diverged in epoch {epoch}: {exc} (try a lower optimizer.lr "
                                   f"or trainer.grad_clip=1.0){last}") from None
         step += result.steps
-        out_of_time = result.stopped or (budget is not None and clock() >= budget)
+        out_of_time = result.stopped or (budget is not None and clock() >= schedule.max_seconds)
         ev = None
         if epoch % val_every == 0 or epoch == epochs or out_of_time:
             ev = evaluate(model, loaders["val"], info.num_classes, info.ignore_index, ctx, loss_fn)
+            if budget is not None:  # keep time for the final validation inside the budget
+                schedule.max_seconds = max(budget - ev.seconds, 1e-3)
         val = ev.scores.as_dict(info.class_names) if ev else None
         record = {"epoch": epoch, "train_loss": result.loss, "val_loss": ev.loss if ev else None,
                   "val_miou": val["miou"] if val else None, "val_mdice": val["mdice"] if val else None,

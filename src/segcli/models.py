@@ -73,7 +73,8 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
         raise SegcliError(f"model.params for {arch}: {exc}") from None
     if local:
         state = {k: v for k, v in load_weights_file(Path(str(weights))).items() if not k.startswith("fc.")}
-        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+        # nn.Module's own method: SMP encoders override load_state_dict and return nothing
+        missing, unexpected = nn.Module.load_state_dict(model.encoder, state, strict=False)
         if len(unexpected) == len(state):
             raise SegcliError(f"{weights}: no tensor matches encoder {cfg['encoder_name']} "
                               f"(first key {next(iter(state), None)!r})")
