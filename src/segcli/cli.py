@@ -75,11 +75,13 @@ def _train_task(cfg) -> None:
             raise
     report.console.print(f"best val mIoU {report.fmt(summary['val'] and summary['val']['miou'])} "
                          f"at epoch {summary['best_epoch']}; run directory:", highlight=False)
-    print(Path(summary["checkpoint"]).parents[1], flush=True)
+    print(run_dir, flush=True)  # the last line: `run=$(segcli train ... | tail -1)`
 
 
-@app.command(help=_train_help(), options_metavar="[HYDRA FLAGS] [OVERRIDES]...", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(help=_train_help(), options_metavar="[HYDRA FLAGS] [OVERRIDES]...",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(ctx: typer.Context) -> None:
+    """Compose the config from the trailing arguments and run the training job under Hydra."""
     with user_errors():
         check_train_args(ctx.args)
     run_hydra(_train_task, ctx.args)

@@ -123,6 +123,7 @@ class EpochResult:
 
     @property
     def images_per_second(self) -> float:
+        """Training throughput of the epoch in images/s (data loading included)."""
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 

@@ -21,6 +21,7 @@ def interactive() -> bool:
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
+    """A score for a table: ``-`` for None or NaN (a class absent from truth and prediction)."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
@@ -45,6 +46,7 @@ class EpochProgress:
             self.progress.stop()
 
     def advance(self, n: int = 1, info: str = "") -> None:
+        """Move the bar ``n`` steps on and show ``info`` (e.g. the last loss) beside it."""
         if self.progress:
             self.progress.update(self.task, advance=n, info=info)
 

@@ -59,10 +59,12 @@ class RunDir:
 
     @property
     def best(self) -> Path:
+        """``checkpoints/best.pt``: the weights of the epoch with the highest val mIoU."""
         return self.checkpoints / "best.pt"
 
     @property
     def last(self) -> Path:
+        """``checkpoints/last.pt``: the latest weights, with the optimizer state."""
         return self.checkpoints / "last.pt"
 
     def log_epoch(self, record: dict) -> None:
@@ -77,6 +79,7 @@ class RunDir:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def write_summary(self, summary: dict) -> None:
+        """Atomically write summary.json (the run is complete once it exists)."""
         write_json(self.path / "summary.json", summary)
 
 
