@@ -171,3 +171,4 @@ def test_camvid_one_step_then_eval(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     ev = json.loads((tmp_path / "v.json").read_text())
     assert ev["images"] == 101 and ev["miou"] == pytest.approx(summary["val"]["miou"], abs=1e-9)
+

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.utils import get_args_parser
+from hydra._internal.utils import get_args_parser  # Hydra's own parser: the flags exactly as hydra.main reads them
 from omegaconf import DictConfig, OmegaConf
 
 from segcli.errors import SegcliError

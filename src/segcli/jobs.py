@@ -32,9 +32,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int,
-                   run: RunDir | None = None) -> tuple[DatasetInfo, dict, dict]:
-    """Datasets of the given splits, with the train split augmented and the others not.
+def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir | None = None,
+                   augmented: Sequence[str] = ("train",)) -> tuple[DatasetInfo, dict, dict]:
+    """Datasets of the given splits; those in ``augmented`` get the ``train`` pipeline, the
+    others the ``eval`` one.
 
     Returns:
         (class info, {split: Dataset}, {split: (C,) int64 class pixel counts} for folder data).
@@ -44,8 +45,8 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int,
     """
     dcfg, aug = cfg["dataset"], cfg["augmentation"]
     info = DatasetInfo.from_config(dcfg)
-    transforms = {s: build_transforms(aug.get("train" if s == "train" else "eval"), info.ignore_index,
-                                      seed=seed if s == "train" else None) for s in splits}
+    transforms = {s: build_transforms(aug.get("train" if s in augmented else "eval"), info.ignore_index,
+                                      seed=seed if s in augmented else None) for s in splits}
     if dcfg["kind"] == "synthetic":
         return info, {s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s]) for s in splits}, {}
     if dcfg["kind"] != "folder":
@@ -200,7 +201,7 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     cfg = ckpt["config"]
     if data_root is not None:
         cfg["dataset"]["root"] = data_root
-    info, data, _ = build_datasets(cfg, (split,), int(cfg["seed"]))
+    info, data, _ = build_datasets(cfg, (split,), int(cfg["seed"]), augmented=())
     ctx = step_context({**cfg["trainer"], "device": device})
     model = model_from_checkpoint(ckpt, ctx.device)
     if ctx.channels_last:
