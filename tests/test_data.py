@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 
 from segcli.augment import build_transforms
-from segcli.data import (PairedFolderDataset, SyntheticDataset, check_pairs, find_split_files, mask_lut,
+from segcli.data import (PairedFolderDataset, check_pairs, find_split_files, mask_lut,
                          pad_collate, pair_files, read_mask)
 from segcli.errors import SegcliError
+from segcli.synthetic import SyntheticDataset
 
 from conftest import camvid_or_skip, write_pair
 

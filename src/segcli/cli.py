@@ -5,9 +5,7 @@ Trailing arguments of `segcli train` go to Hydra unchanged (see config.py).
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional

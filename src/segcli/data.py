@@ -1,5 +1,5 @@
-"""Datasets and loaders: paired image/mask folders (CamVid's SegNet layout, or images/ + masks/)
-and the embedded synthetic dataset.
+"""Datasets and loaders: paired image/mask folders (CamVid's SegNet layout, or images/ + masks/).
+The embedded synthetic dataset is in synthetic.py.
 
 Every sample is a dict ``{"image": (3, H, W) float32, "mask": (H, W) int64, "name": str}``
 after the transform (see augment.py). Masks hold class indices 0..C-1 or ``ignore_index``;
@@ -209,57 +209,6 @@ class PairedFolderDataset(Dataset):
         image_path, mask_path = self.pairs[index]
         out = self.transform(image=read_image(image_path), mask=read_mask(mask_path, self.lut))
         return {"image": out["image"], "mask": out["mask"].long(), "name": image_path.stem}
-
-
-class SyntheticDataset(Dataset):
-    """Discs, squares and triangles (classes 1..3) on textured backgrounds (class 0).
-
-    Image ``index`` of ``split`` is a pure function of (split, index): the same on every machine.
-
-    Args:
-        length: number of images.
-        image_size: (height, width) in pixels.
-        split: "train", "val" or "test" (different images for each).
-        transform: as for ``PairedFolderDataset``.
-    """
-
-    def __init__(self, length: int, image_size: Sequence[int], split: str, transform: Callable) -> None:
-        self.length, self.size, self.transform = int(length), tuple(int(s) for s in image_size), transform
-        self.split_id = SPLITS.index(split)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(H, W, 3) uint8`` image and ``(H, W) int64`` mask of image ``index``."""
-        h, w = self.size
-        rng = np.random.default_rng([self.split_id, index])
-        low = rng.uniform(0, 255, size=(max(h // 16, 2), max(w // 16, 2), 3)).astype(np.float32)
-        image = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
-        image += rng.normal(0, 12, size=(h, w, 3)).astype(np.float32)
-        mask = np.zeros((h, w), dtype=np.int64)
-        base_colors = np.array([[0, 0, 0], [220, 40, 60], [40, 180, 80], [240, 220, 30]], np.float32)
-        for _ in range(rng.integers(2, 6)):
-            cls = int(rng.integers(1, 4))
-            cy, cx = rng.integers(0, h), rng.integers(0, w)
-            r = int(rng.integers(max(h, w) // 12, max(h, w) // 5))
-            layer = np.zeros((h, w), np.uint8)
-            if cls == 1:
-                cv2.circle(layer, (int(cx), int(cy)), r, 1, -1)
-            elif cls == 2:
-                cv2.rectangle(layer, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), 1, -1)
-            else:
-                pts = np.array([[cx, cy - r], [cx - r, cy + r], [cx + r, cy + r]], np.int32)
-                cv2.fillPoly(layer, [pts], 1)
-            on = layer.astype(bool)
-            image[on] = 0.6 * base_colors[cls] + 0.4 * image[on]
-            mask[on] = cls
-        return np.clip(image, 0, 255).astype(np.uint8), mask
-
-    def __getitem__(self, index: int) -> dict:
-        image, mask = self.render(index)
-        out = self.transform(image=image, mask=mask)
-        return {"image": out["image"], "mask": out["mask"].long(), "name": f"{SPLITS[self.split_id]}_{index:05d}"}
 
 
 @dataclass

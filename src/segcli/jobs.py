@@ -16,13 +16,14 @@ import torch
 
 from segcli import report
 from segcli.augment import IMAGENET_MEAN, IMAGENET_STD, build_transforms
-from segcli.data import (DatasetInfo, PairedFolderDataset, SyntheticDataset, check_pairs, find_split_files,
+from segcli.data import (DatasetInfo, PairedFolderDataset, check_pairs, find_split_files,
                          make_loader, mask_lut)
 from segcli.engine import (LrSchedule, StepContext, evaluate, resolve_amp, resolve_device, train_one_epoch)
 from segcli.errors import SegcliError
 from segcli.losses import build_loss
 from segcli.models import build_model
 from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
+from segcli.synthetic import SyntheticDataset
 
 
 def seed_everything(seed: int) -> None:
