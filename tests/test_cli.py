@@ -110,6 +110,22 @@ def test_binary_0_255_masks_with_mask_values_and_random_split(flat_binary_root: 
     assert len(split["val"]) == 2 and len(split["train"]) == 8
 
 
+def test_dataset_scale_keeps_scores_and_predictions_at_full_resolution(segnet_root: Path, tmp_path: Path):
+    r = segcli("train", "dataset=camvid", f"dataset.root={segnet_root}", "dataset.num_classes=3",
+               "dataset.class_names=null", "dataset.colors=null", "dataset.ignore_index=255", "dataset.scale=0.5",
+               "trainer.epochs=1", "hydra.run.dir=run", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    r = segcli("eval", "run/checkpoints/best.pt", "--json", "v.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ev = json.loads((tmp_path / "v.json").read_text())
+    assert ev["miou"] == pytest.approx(summary["val"]["miou"], abs=1e-9)
+    write_pair(tmp_path / "photos", tmp_path / "unused", "odd", 45, 67, 3, seed=5)
+    r = segcli("predict", "photos", "-c", "run/checkpoints/best.pt", "-o", "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "out" / "odd.png"), cv2.IMREAD_UNCHANGED).shape == (45, 67)
+
+
 def test_print_composed_config(tmp_path: Path):
     r = segcli("train", "--cfg", "job", "model=fpn", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

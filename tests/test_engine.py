@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from segcli.engine import LrSchedule, StepContext, evaluate, resolve_amp, train_one_epoch
+from segcli.engine import LrSchedule, StepContext, evaluate, forward_at_scale, resolve_amp, train_one_epoch
 
 
 def test_poly_schedule_follows_its_formula_after_warmup():
@@ -76,3 +76,15 @@ def test_amp_resolution():
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) is None and resolve_amp(False, cpu) is None
     assert resolve_amp("bf16", cpu) == torch.bfloat16
+
+
+def test_forward_at_scale_returns_logits_at_the_input_size():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 1)  # pointwise: a smooth image gives nearly the same logits at any scale
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 128), indexing="ij")
+    x = torch.stack([yy, xx, yy * xx])[None].repeat(2, 1, 1, 1)
+    assert torch.equal(forward_at_scale(model, x, 1.0), model(x))
+    out = forward_at_scale(model, x, 0.5)
+    assert out.shape == (2, 4, 96, 128)
+    assert torch.allclose(out[..., 2:-2, 2:-2], model(x)[..., 2:-2, 2:-2], atol=0.02)
+    assert forward_at_scale(model, x[..., :50, :70], 0.67).shape == (2, 4, 50, 70)

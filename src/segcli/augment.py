@@ -48,13 +48,17 @@ def fixed_tail(ignore_index: int, mean: Sequence[float] = IMAGENET_MEAN,
 
 
 def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int, seed: int | None = None,
-                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> A.Compose:
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                     scale: float = 1.0) -> A.Compose:
     """Compose the YAML-listed transforms and the fixed tail.
 
     Args:
         specs: entries with ``_target_`` (e.g. ``albumentations.HorizontalFlip``) and arguments.
         ignore_index: the mask fill value of every padding step of the tail.
         seed: seed of albumentations' own generator (each loader worker re-seeds it).
+        scale: ``dataset.scale``; other than 1, image and mask are first resized by this factor
+            (area / nearest), for training. Evaluation and prediction resize inside the forward
+            pass instead (``engine.forward_at_scale``), so that masks keep their resolution.
 
     Raises:
         SegcliError: an entry cannot be instantiated: unknown class, or an argument that the
@@ -62,7 +66,10 @@ def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int, seed: i
             such as ``mask_value`` for ``fill_mask`` is dropped, and masks get padded with
             class 0); here that warning is an error.
     """
-    transforms = []
+    transforms: list = []
+    if scale != 1.0:
+        transforms.append(A.RandomScale(scale_limit=(scale - 1, scale - 1), p=1.0,
+                                        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
     for i, spec in enumerate(specs or []):
         spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
         where = f"augmentation entry {i} ({spec.get('_target_')})"

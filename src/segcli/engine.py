@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segcli.metrics import ConfusionMatrix, SegmentationScores
@@ -91,13 +92,36 @@ class LrSchedule:
         return optimizer.param_groups[0]["lr"]
 
 
+def forward_at_scale(model: nn.Module, x: torch.Tensor, scale: float = 1.0, divisor: int = 32) -> torch.Tensor:
+    """Logits at the input's resolution from a model that runs at ``scale`` times it.
+
+    ``x: (N, 3, H, W) float`` is resized (bilinear, antialiased) to ``round(scale*H) x
+    round(scale*W)``, padded bottom/right to a multiple of ``divisor``, segmented, and the logits
+    are cropped and resized (bilinear) back: returns ``(N, C, H, W)``. The same idea as a
+    test-time resize in MMSegmentation: the model works at a lower resolution, scores and masks
+    stay at the original one.
+    """
+    if scale == 1.0:
+        return model(x)
+    h, w = x.shape[-2:]
+    sh, sw = max(round(h * scale), 1), max(round(w * scale), 1)
+    small = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=scale < 1)
+    small = F.pad(small, (0, -sw % divisor, 0, -sh % divisor))
+    if x.is_contiguous(memory_format=torch.channels_last):
+        small = small.contiguous(memory_format=torch.channels_last)
+    logits = model(small)[..., :sh, :sw]
+    return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+
+
 @dataclass
 class StepContext:
-    """How a batch is moved and run: device, autocast dtype (None: float32), memory format."""
+    """How a batch is moved and run: device, autocast dtype (None: float32), memory format, and
+    the scale at which evaluation runs the model (see ``forward_at_scale``)."""
 
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    eval_scale: float = 1.0
 
     def images(self, batch: dict) -> torch.Tensor:
         """``(N, 3, H, W) float32`` on the device, channels_last if asked."""
@@ -202,7 +226,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
         x = ctx.images(batch)
         y = batch["mask"].to(ctx.device, non_blocking=True)
         with ctx.autocast():
-            logits = model(x)
+            logits = forward_at_scale(model, x, ctx.eval_scale)
         if loss_fn is not None:
             total += loss_fn(logits.float(), y).item() * x.shape[0]
         matrix.update(logits.argmax(1), y)

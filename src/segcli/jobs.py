@@ -47,7 +47,9 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
     dcfg, aug = cfg["dataset"], cfg["augmentation"]
     info = DatasetInfo.from_config(dcfg)
     transforms = {s: build_transforms(aug.get("train" if s in augmented else "eval"), info.ignore_index,
-                                      seed=seed if s in augmented else None) for s in splits}
+                                      seed=seed if s in augmented else None,
+                                      scale=float(dcfg.get("scale", 1.0)) if s in augmented else 1.0)
+                  for s in splits}
     if dcfg["kind"] == "synthetic":
         return info, {s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s]) for s in splits}, {}
     if dcfg["kind"] != "folder":
@@ -65,12 +67,14 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
     return info, datasets, counts
 
 
-def step_context(trainer: Mapping) -> StepContext:
-    """Device, autocast dtype and memory format from the ``trainer`` group."""
+def step_context(trainer: Mapping, scale: float = 1.0) -> StepContext:
+    """Device, autocast dtype and memory format from the ``trainer`` group; ``scale`` is
+    ``dataset.scale``, the resolution factor at which evaluation runs the model."""
     device = resolve_device(str(trainer.get("device", "auto")))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return StepContext(device, resolve_amp(trainer.get("amp", "auto"), device), bool(trainer.get("channels_last")))
+    return StepContext(device, resolve_amp(trainer.get("amp", "auto"), device), bool(trainer.get("channels_last")),
+                       float(scale))
 
 
 def build_optimizer(cfg: Mapping, params) -> torch.optim.Optimizer:
@@ -100,7 +104,7 @@ def train(cfg: dict, run_path: Path) -> dict:
     seed_everything(seed)
     run = RunDir(run_path)
     info, data, counts = build_datasets(cfg, ("train", "val"), seed, run)
-    ctx = step_context(trainer)
+    ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
     loaders = {s: make_loader(d, int(trainer["batch_size" if s == "train" else "eval_batch_size"]), s == "train",
                               int(trainer["num_workers"]), info.ignore_index, seed, ctx.device.type == "cuda")
                for s, d in data.items()}
@@ -203,7 +207,7 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     if data_root is not None:
         cfg["dataset"]["root"] = data_root
     info, data, _ = build_datasets(cfg, (split,), int(cfg["seed"]), augmented=())
-    ctx = step_context({**cfg["trainer"], "device": device})
+    ctx = step_context({**cfg["trainer"], "device": device}, cfg["dataset"].get("scale", 1.0))
     model = model_from_checkpoint(ckpt, ctx.device)
     if ctx.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -1,7 +1,9 @@
 """Prediction: image files -> class-index masks and colour overlays, from a checkpoint alone.
 
 Each image is segmented at its own resolution: padded (top-left anchored) to a multiple of 32
-by the same eval pipeline as validation, then the logits are cropped back to H x W.
+by the same eval pipeline as validation, then the logits are cropped back to H x W. With
+``dataset.scale`` other than 1 the model runs on a resized copy and its logits are resized back
+(``engine.forward_at_scale``), exactly as in validation.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from segcli.augment import build_transforms
 from segcli.data import IMAGE_EXTENSIONS, read_image
-from segcli.engine import StepContext, resolve_device
+from segcli.engine import StepContext, forward_at_scale, resolve_device
 from segcli.errors import SegcliError
 from segcli.jobs import model_from_checkpoint
 from segcli.run import load_checkpoint
@@ -70,7 +72,7 @@ class Predictor:
         """
         ckpt = load_checkpoint(path)
         classes, norm = ckpt["classes"], ckpt["normalization"]
-        ctx = StepContext(resolve_device(device))
+        ctx = StepContext(resolve_device(device), eval_scale=float(ckpt["config"]["dataset"].get("scale", 1.0)))
         transform = build_transforms(ckpt["config"]["augmentation"].get("eval"), int(classes["ignore_index"]),
                                      mean=norm["mean"], std=norm["std"])
         return cls(model_from_checkpoint(ckpt, ctx.device), transform, classes["colors"], classes["class_names"], ctx)
@@ -80,7 +82,7 @@ class Predictor:
         """``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` class indices (argmax of the logits)."""
         h, w = image.shape[:2]
         x = self.transform(image=image)["image"].unsqueeze(0).to(self.ctx.device)
-        logits = self.model(x)[0, :, :h, :w]
+        logits = forward_at_scale(self.model, x, self.ctx.eval_scale)[0, :, :h, :w]
         return logits.argmax(0).to(torch.uint8).cpu().numpy()
 
     def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
