@@ -54,3 +54,8 @@ def test_a_users_own_config_dir_adds_options(tmp_path: Path):
     cfg = to_plain(compose_config(["model=mine"], user_config_dir=str(tmp_path)))
     assert cfg["model"]["arch"] == "FPN"
     assert "mine" in group_options([tmp_path])["model"]
+
+
+def test_seed_is_settable_at_the_root_and_in_trainer():
+    assert to_plain(compose_config(["seed=3"]))["trainer"]["seed"] == 3
+    assert to_plain(compose_config(["trainer.seed=4"]))["trainer"]["seed"] == 4

@@ -22,7 +22,9 @@ DEBUG = {"on": os.environ.get("HYDRA_FULL_ERROR") == "1"}
 EXIT_USAGE = 2
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train, evaluate and apply 2-D semantic segmentation models from the shell.")
+                  help="Train, evaluate and apply 2-D semantic segmentation models from the shell.\n\n"
+                       "Config groups of `segcli train`: " + ", ".join(group_options()) +
+                       " (`segcli train --help` lists their options).")
 
 
 @app.callback()

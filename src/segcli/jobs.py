@@ -26,6 +26,11 @@ from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
 from segcli.synthetic import SyntheticDataset
 
 
+def run_seed(cfg: Mapping) -> int:
+    """The run's seed: ``trainer.seed`` (which defaults to the root ``seed``)."""
+    return int(cfg["trainer"].get("seed", cfg["seed"]))
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -98,7 +103,7 @@ def train(cfg: dict, run_path: Path) -> dict:
     Training steps stop one validation's duration (the last one measured) before the budget, so
     that the final validation ends within it; the learning rate anneals to that point.
     """
-    trainer, seed = cfg["trainer"], int(cfg["seed"])
+    trainer, seed = cfg["trainer"], run_seed(cfg)
     if cfg["dataset"].get("root") is not None:  # eval and predict may run from another folder
         cfg["dataset"]["root"] = str(Path(str(cfg["dataset"]["root"])).expanduser().resolve())
     seed_everything(seed)
@@ -206,13 +211,13 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     cfg = ckpt["config"]
     if data_root is not None:
         cfg["dataset"]["root"] = data_root
-    info, data, _ = build_datasets(cfg, (split,), int(cfg["seed"]), augmented=())
+    info, data, _ = build_datasets(cfg, (split,), run_seed(cfg), augmented=())
     ctx = step_context({**cfg["trainer"], "device": device}, cfg["dataset"].get("scale", 1.0))
     model = model_from_checkpoint(ckpt, ctx.device)
     if ctx.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = make_loader(data[split], batch_size or int(cfg["trainer"]["eval_batch_size"]), False,
-                         int(cfg["trainer"]["num_workers"]), info.ignore_index, int(cfg["seed"]))
+                         int(cfg["trainer"]["num_workers"]), info.ignore_index, run_seed(cfg))
     with report.EpochProgress(f"eval {split}", len(data[split])) as bar:
         ev = evaluate(model, loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance)
     return {**ev.scores.as_dict(info.class_names), "split": split, "images": ev.images,
