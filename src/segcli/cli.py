@@ -57,7 +57,7 @@ def _train_help() -> str:
               "  segcli train --cfg job          print the composed config (--resolve to resolve it)",
               "  segcli train -m loss=ce,dice    a Hydra multirun sweep",
               "", f"Configs: {config_dir()}. Hydra's own flags (--cfg, -m, --config-dir, --hydra-help) pass through."]
-    return "\n\n".join(["\b\n" + "\n".join(lines)])
+    return "\b\n" + "\n".join(lines)  # \b: click keeps the line breaks
 
 
 def _train_task(cfg) -> None:

@@ -113,9 +113,9 @@ def train(cfg: dict, run_path: Path) -> dict:
     loaders = {s: make_loader(d, int(trainer["batch_size" if s == "train" else "eval_batch_size"]), s == "train",
                               int(trainer["num_workers"]), info.ignore_index, seed, ctx.device.type == "cuda")
                for s, d in data.items()}
-    if len(loaders["train"]) == 0:
-        raise SegcliError("trainer.batch_size is larger than the training set; expected at most "
-                          f"{len(data['train'])}")
+    if len(data["train"]) == 0 or len(data["val"]) == 0:
+        raise SegcliError(f"the dataset has {len(data['train'])} training and {len(data['val'])} validation "
+                          "images; expected at least one of each")
     net = build_model(cfg["model"], info.num_classes).to(ctx.device)
     if ctx.channels_last:
         net = net.to(memory_format=torch.channels_last)
