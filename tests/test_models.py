@@ -42,3 +42,15 @@ def test_model_errors_name_the_key(tmp_path: Path):
         build_model({**base, "encoder_name": "resnet999"}, 2)
     with pytest.raises(SegcliError, match="missing.pth: model.encoder_weights file not found"):
         build_model({**base, "encoder_weights": str(tmp_path / "missing.pth")}, 2)
+
+
+def test_failed_weight_download_is_a_user_error(monkeypatch):
+    import segmentation_models_pytorch as smp
+
+    def offline(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(smp, "create_model", offline)
+    cfg = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": "imagenet", "params": {}}
+    with pytest.raises(SegcliError, match="model.encoder_weights=imagenet: cannot load pretrained weights.*name resolution"):
+        build_model(cfg, 2)

@@ -71,6 +71,12 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
         raise SegcliError(f"model.encoder_name={cfg['encoder_name']}: {message[:300]}") from None
     except TypeError as exc:
         raise SegcliError(f"model.params for {arch}: {exc}") from None
+    except (OSError, RuntimeError, ValueError) as exc:  # a download that failed (offline) or bad weights
+        if weights is None or local:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SegcliError(f"model.encoder_weights={weights}: cannot load pretrained weights for "
+                          f"{cfg['encoder_name']} (downloading needs internet; use null or a local file): {first}") from None
     if local:
         state = {k: v for k, v in load_weights_file(Path(str(weights))).items() if not k.startswith("fc.")}
         # nn.Module's own method: SMP encoders override load_state_dict and return nothing
