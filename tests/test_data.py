@@ -34,8 +34,9 @@ def test_missing_folder_and_unpaired_files_name_the_file(segnet_root: Path):
 
 def test_check_pairs_counts_classes_and_rejects_bad_masks(segnet_root: Path):
     pairs = pair_files(segnet_root / "train", segnet_root / "trainannot")
-    counts = check_pairs(pairs, mask_lut(3, 255), 3)
-    assert counts.tolist() == [8 * 16 * 80] * 3  # 48 rows in three bands of 16, 80 wide, 8 images
+    stats = check_pairs(pairs, mask_lut(3, 255), 3)
+    assert stats.pixels.tolist() == [8 * 16 * 80] * 3  # 48 rows in three bands of 16, 80 wide, 8 images
+    assert stats.present.tolist() == [8 * 48 * 80] * 3  # every class occurs in every image
     with pytest.raises(SegcliError, match=r"train\d.png: mask values \[2\] are not classes"):
         check_pairs(pairs, mask_lut(2, 255), 2)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(pairs[0][1])
@@ -123,5 +124,5 @@ def test_camvid_pairs_and_classes():
     root = camvid_or_skip()
     files = find_split_files({"root": str(root), "layout": "segnet"}, 0)
     assert {s: len(p) for s, p in files.pairs.items()} == {"train": 367, "val": 101, "test": 233}
-    counts = check_pairs(files.pairs["val"], mask_lut(11, 11), 11)
-    assert (counts > 0).all()  # every class occurs in val
+    stats = check_pairs(files.pairs["val"], mask_lut(11, 11), 11)
+    assert (stats.pixels > 0).all() and (stats.present >= stats.pixels).all()  # every class occurs in val

@@ -55,3 +55,36 @@ def test_unknown_loss_and_term_names_are_user_errors():
         build_loss({"name": "compound", "ignore_index": 0, "terms": [{"name": "nope"}]}, 3)
     with pytest.raises(SegcliError, match="class_weights has 2"):
         build_loss({"name": "ce", "ignore_index": 0, "class_weights": [1, 2]}, 3)
+
+
+def test_class_weights_median_and_inverse_frequency_by_hand():
+    import numpy as np
+
+    from segcli.data import ClassPixels
+    from segcli.losses import class_weights
+
+    stats = ClassPixels(np.array([10, 30, 0, 60]), np.array([100, 100, 0, 60]))
+    # frequencies 0.1, 0.3, -, 1.0; median 0.3 -> 3, 1, 0 (absent), 0.3
+    assert class_weights("median_frequency", 4, stats) == pytest.approx([3.0, 1.0, 0.0, 0.3])
+    # N = 100 pixels, C = 4: N / (C n_c)
+    assert class_weights("inverse_frequency", 4, stats) == pytest.approx([2.5, 100 / 120, 0.0, 100 / 240])
+    assert class_weights([1, 2, 3, 4], 4, None) == [1.0, 2.0, 3.0, 4.0]
+    assert class_weights(None, 4, stats) is None
+    with pytest.raises(SegcliError, match="needs the class pixel counts"):
+        class_weights("median_frequency", 4, None)
+    with pytest.raises(SegcliError, match="loss.class_weights=balanced"):
+        class_weights("balanced", 4, stats)
+
+
+def test_weighted_ce_in_dice_ce_uses_the_training_statistics(batch):
+    import numpy as np
+
+    from segcli.data import ClassPixels
+
+    logits, target = batch
+    stats = ClassPixels(np.array([10, 30, 60]), np.array([100, 100, 100]))
+    cfg = {"name": "compound", "ignore_index": IGNORE,
+           "terms": [{"name": "ce", "weight": 1.0, "class_weights": "median_frequency"}]}
+    expected = torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor([3.0, 1.0, 0.5]),
+                                                 ignore_index=IGNORE)
+    assert build_loss(cfg, 3, stats)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)

@@ -162,18 +162,33 @@ def read_mask(path: Path, lut: np.ndarray) -> np.ndarray:
     return mask
 
 
-def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, num_classes: int) -> np.ndarray:
+@dataclass
+class ClassPixels:
+    """Class statistics of a split, for class weighting and reports.
+
+    Attributes:
+        pixels: ``(C,) int64`` labelled pixels of each class.
+        present: ``(C,) int64`` labelled pixels of the images in which each class occurs (the
+            denominator of median-frequency balancing, Eigen and Fergus 2015).
+    """
+
+    pixels: np.ndarray
+    present: np.ndarray
+
+
+def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, num_classes: int) -> ClassPixels:
     """Check every pair up front: sizes match and mask values are valid.
 
     Reads each mask in full and each image's header only.
 
     Returns:
-        ``(C,) int64`` pixel count of each class over all masks.
+        the class pixel statistics of all masks.
 
     Raises:
         SegcliError: see ``read_mask``; or an image is unreadable or of another size than its mask.
     """
     counts = np.zeros(num_classes, dtype=np.int64)
+    present = np.zeros(num_classes, dtype=np.int64)
     for image_path, mask_path in pairs:
         mask = read_mask(mask_path, lut)
         try:
@@ -185,8 +200,10 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, num_classes
             raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
                               f"expected the size of its image {image_path.name}, {width}x{height}")
         valid = mask[(mask >= 0) & (mask < num_classes)]
-        counts += np.bincount(valid, minlength=num_classes)[:num_classes]
-    return counts
+        image_counts = np.bincount(valid, minlength=num_classes)[:num_classes]
+        counts += image_counts
+        present += np.where(image_counts > 0, valid.size, 0)
+    return ClassPixels(counts, present)
 
 
 class PairedFolderDataset(Dataset):

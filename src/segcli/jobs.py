@@ -44,7 +44,7 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
     others the ``eval`` one.
 
     Returns:
-        (class info, {split: Dataset}, {split: (C,) int64 class pixel counts} for folder data).
+        (class info, {split: Dataset}, {split: ClassPixels} for folder data).
 
     Raises:
         SegcliError: any data problem (see data.py), or a split the dataset does not have.
@@ -120,7 +120,7 @@ def train(cfg: dict, run_path: Path) -> dict:
     if ctx.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if trainer.get("compile") else net
-    loss_fn = build_loss(cfg["loss"], info.num_classes).to(ctx.device)
+    loss_fn = build_loss(cfg["loss"], info.num_classes, counts.get("train")).to(ctx.device)
     optimizer = build_optimizer(cfg["optimizer"], net.parameters())
     scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
     epochs = int(trainer["epochs"])
@@ -175,7 +175,7 @@ def train(cfg: dict, run_path: Path) -> dict:
         run.save_checkpoint(run.best, ckpt)
     summary = {"status": "done", "best_epoch": best_epoch, "epochs": epoch, "stopped_by": stopped_by,
                "train_seconds": round(clock(), 3), "checkpoint": str(run.best.resolve()), "val": best,
-               "class_pixel_counts": {s: c.tolist() for s, c in counts.items()}}
+               "class_pixel_counts": {s: c.pixels.tolist() for s, c in counts.items()}}
     run.write_summary(summary)
     if best:
         report.console.print(report.scores_table(f"best epoch {best_epoch}: val", info.class_names, best))
