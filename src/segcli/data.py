@@ -12,6 +12,7 @@ before any training step, and raised as one-line ``SegcliError``s naming the fil
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -295,16 +296,6 @@ def pad_collate(batch: list[dict], ignore_index: int) -> dict:
     return {"image": images, "mask": masks, "name": [s["name"] for s in batch]}
 
 
-class PadCollate:
-    """Picklable ``pad_collate`` with a fixed ignore_index (for DataLoader workers)."""
-
-    def __init__(self, ignore_index: int) -> None:
-        self.ignore_index = ignore_index
-
-    def __call__(self, batch: list[dict]) -> dict:
-        return pad_collate(batch, self.ignore_index)
-
-
 def worker_init(worker_id: int) -> None:
     """DataLoader worker set-up: no OpenCV threads (the cores belong to the model), and a
     distinct augmentation seed per worker. albumentations 2.x keeps its own generator inside
@@ -327,6 +318,6 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
     generator.manual_seed(seed)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
-        num_workers=num_workers, collate_fn=PadCollate(ignore_index), pin_memory=pin_memory,
+        num_workers=num_workers, collate_fn=functools.partial(pad_collate, ignore_index=ignore_index), pin_memory=pin_memory,
         worker_init_fn=worker_init, persistent_workers=num_workers > 0, generator=generator,
     )

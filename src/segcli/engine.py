@@ -174,8 +174,9 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
         y = batch["mask"].to(ctx.device, non_blocking=True)
         with ctx.autocast():
             loss = loss_fn(model(x), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step + steps + 1}")
+        value = loss.item()  # the step's one host-device sync, shared by the check and the logs
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at step {step + steps + 1}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -191,9 +192,9 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
             optimizer.step()
         steps += 1
         images += x.shape[0]
-        total += loss.item() * x.shape[0]
+        total += value * x.shape[0]
         if on_step:
-            on_step(steps, loss.item())
+            on_step(steps, value)
         if schedule.max_seconds and clock() >= schedule.max_seconds:
             stopped = True
             break
