@@ -14,7 +14,7 @@ PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" /
 def test_every_preset_builds_and_pads_masks_with_ignore_index(preset):
     cfg = to_plain(compose_config([f"augmentation={preset}", "dataset.crop_size=[64,64]"]))
     ignore = cfg["dataset"]["ignore_index"]
-    transform = build_transforms(cfg["augmentation"]["train"], ignore, seed=0)
+    transform = build_transforms(cfg["augmentation"]["train"], ignore)
     image = np.full((40, 50, 3), 128, np.uint8)  # smaller than the crop: padding is needed
     mask = np.ones((40, 50), np.int64)
     for _ in range(5):

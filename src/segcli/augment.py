@@ -8,11 +8,17 @@ same call convention). The tail that train, eval and predict share is added here
     ignore_index, so padding is never counted as a class) -> Normalize(mean, std) -> ToTensorV2
 
 Padding is anchored top-left so that a prediction is cropped back with ``[:H, :W]``.
+
+Random draws are a pure function of (seed, epoch, sample index) (``seed_transform``): the same
+on any number of loader workers and after a resume. albumentations' own
+``Compose.set_random_seed`` is not used for this: it gives every transform a generator with the
+*same* seed, so that, for example, HorizontalFlip and VerticalFlip at p=0.5 always flip together.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -20,6 +26,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
@@ -47,7 +54,14 @@ def fixed_tail(ignore_index: int, mean: Sequence[float] = IMAGENET_MEAN,
     ]
 
 
-def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int, seed: int | None = None,
+def seed_transform(transform: A.BaseCompose, key: Sequence[int]) -> None:
+    """Give the pipeline one fresh random stream derived from ``key`` (e.g. (seed, epoch, index)),
+    shared by all its transforms in order (numpy ``SeedSequence`` hashing; see the module docstring)."""
+    rng = np.random.default_rng([int(k) for k in key])
+    transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
+
+
+def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int,
                      mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                      scale: float = 1.0) -> A.Compose:
     """Compose the YAML-listed transforms and the fixed tail.
@@ -55,7 +69,6 @@ def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int, seed: i
     Args:
         specs: entries with ``_target_`` (e.g. ``albumentations.HorizontalFlip``) and arguments.
         ignore_index: the mask fill value of every padding step of the tail.
-        seed: seed of albumentations' own generator (each loader worker re-seeds it).
         scale: ``dataset.scale``; other than 1, image and mask are first resized by this factor
             (area / nearest), for training. Evaluation and prediction resize inside the forward
             pass instead (``engine.forward_at_scale``), so that masks keep their resolution.
@@ -83,4 +96,4 @@ def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int, seed: i
         for w in caught:
             if "not valid for transform" in str(w.message):
                 raise SegcliError(f"{where}: {w.message}")
-    return A.Compose(transforms + fixed_tail(ignore_index, mean, std), seed=seed)
+    return A.Compose(transforms + fixed_tail(ignore_index, mean, std))

@@ -6,6 +6,7 @@ Trailing arguments of `segcli train` go to Hydra unchanged (see config.py).
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +17,7 @@ import typer  # noqa: E402
 
 from segcli import report  # noqa: E402
 from segcli.config import check_train_args, config_dir, group_options, run_hydra, to_plain  # noqa: E402
-from segcli.errors import SegcliError  # noqa: E402
+from segcli.errors import RunInterrupted, SegcliError  # noqa: E402
 
 DEBUG = {"on": os.environ.get("HYDRA_FULL_ERROR") == "1"}
 EXIT_USAGE = 2
@@ -34,16 +35,35 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
         os.environ["HYDRA_FULL_ERROR"] = "1"
 
 
+def error_line(exc: BaseException) -> str:
+    """The message of a SegcliError; for one raised in a DataLoader worker (which torch re-raises
+    with the worker's whole traceback in the message), the original message only."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split("SegcliError: ", 1)[-1]
+    return text
+
+
 @contextmanager
 def user_errors():
-    """Turn a SegcliError into one line on stderr and exit code 2 (a traceback with --debug)."""
+    """Turn a SegcliError into one line on stderr and exit code 2 (a traceback with --debug);
+    a RunInterrupted into its message and exit code 130/143."""
     try:
         yield
     except SegcliError as exc:
         if DEBUG["on"]:
             raise
-        report.error(str(exc))
+        report.error(error_line(exc))
         raise SystemExit(EXIT_USAGE) from None
+    except RunInterrupted as exc:
+        print(f"segcli: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which handles it itself)
+        if DEBUG["on"]:
+            raise
+        print("segcli: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 def _train_help() -> str:
@@ -56,6 +76,8 @@ def _train_help() -> str:
               "  segcli train dataset=camvid dataset.root=data/camvid trainer.max_minutes=20",
               "  segcli train --cfg job          print the composed config (--resolve to resolve it)",
               "  segcli train -m loss=ce,dice    a Hydra multirun sweep",
+              "  segcli train --resume RUN_DIR   continue a stopped run from checkpoints/last.pt",
+              "  segcli train --resume RUN_DIR --allow-changes trainer.epochs=100",
               "", f"Configs: {config_dir()}. Hydra's own flags (--cfg, -m, --config-dir, --hydra-help) pass through."]
     return "\b\n" + "\n".join(lines)  # \b: click keeps the line breaks
 
@@ -70,7 +92,7 @@ def _train_task(cfg) -> None:
     with user_errors():
         try:
             summary = jobs.train(to_plain(cfg), run_dir)
-        except SegcliError:
+        except (SegcliError, KeyboardInterrupt):
             remove_unstarted(run_dir)  # bad input found before any checkpoint: leave no run dir behind
             raise
     report.console.print(f"best val mIoU {report.fmt(summary['val'] and summary['val']['miou'])} "
@@ -78,13 +100,40 @@ def _train_task(cfg) -> None:
     print(run_dir, flush=True)  # the last line: `run=$(segcli train ... | tail -1)`
 
 
+def _resume(run_dir: Path, overrides: list[str], allow_changes: bool) -> None:
+    from segcli import jobs
+
+    with user_errors():
+        summary = jobs.resume(run_dir, overrides, allow_changes)
+    report.console.print(f"best val mIoU {report.fmt(summary.get('val') and summary['val']['miou'])} "
+                         f"at epoch {summary.get('best_epoch')}; run directory:", highlight=False)
+    print(run_dir.resolve(), flush=True)
+
+
 @app.command(help=_train_help(), options_metavar="[HYDRA FLAGS] [OVERRIDES]...",
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train(ctx: typer.Context) -> None:
+def train(
+    ctx: typer.Context,
+    resume: Annotated[Optional[Path], typer.Option(
+        "--resume", help="Continue RUN_DIR from checkpoints/last.pt (also: resume=RUN_DIR). "
+                         "OVERRIDES must then match the run's config, or be safe changes with --allow-changes.")] = None,
+    allow_changes: Annotated[bool, typer.Option(
+        "--allow-changes", help="With --resume: apply safe changes (more epochs, max_minutes, num_workers, ...).")] = False,
+) -> None:
     """Compose the config from the trailing arguments and run the training job under Hydra."""
+    args = list(ctx.args)
+    for arg in list(args):
+        if arg.startswith("resume="):
+            args.remove(arg)
+            resume = Path(arg.split("=", 1)[1])
+    if resume is not None:
+        _resume(resume, args, allow_changes)
+        return
     with user_errors():
-        check_train_args(ctx.args)
-    run_hydra(_train_task, ctx.args)
+        if allow_changes:
+            raise SegcliError("--allow-changes only applies with --resume RUN_DIR")
+        check_train_args(args)
+    run_hydra(_train_task, args)
 
 
 @app.command("eval")

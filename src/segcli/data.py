@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, Sampler  # noqa: E402
 
+from segcli.augment import seed_transform  # noqa: E402
 from segcli.errors import SegcliError  # noqa: E402
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -207,7 +209,31 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, num_classes
     return ClassPixels(counts, present)
 
 
-class PairedFolderDataset(Dataset):
+class SegmentationSamples(Dataset):
+    """Base of segcli's datasets: indexed by ``i`` or by ``(epoch, i)``.
+
+    With an ``(epoch, i)`` key (what ``EpochSampler`` yields) and an ``augment_seed``, the
+    transform's random draws are seeded from (augment_seed, epoch, i): a sample's augmentation
+    does not depend on which worker loads it or on whether the run was resumed.
+    """
+
+    transform: Callable
+    augment_seed: int | None = None
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """``(H, W, 3) uint8`` image, ``(H, W) int64`` mask and name of sample ``index``."""
+        raise NotImplementedError
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        image, mask, name = self.load(index)
+        if self.augment_seed is not None:
+            seed_transform(self.transform, (self.augment_seed, epoch, index))
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": out["mask"].long(), "name": name}
+
+
+class PairedFolderDataset(SegmentationSamples):
     """Image/mask file pairs read from disk.
 
     Args:
@@ -215,18 +241,52 @@ class PairedFolderDataset(Dataset):
         lut: raw mask value -> class index table (see ``mask_lut``).
         transform: ``f(image=(H, W, 3) uint8, mask=(H, W) int64) -> {"image": (3, h, w) float32
             tensor, "mask": (h, w) tensor}``.
+        augment_seed: see ``SegmentationSamples``; None for evaluation.
     """
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, transform: Callable) -> None:
-        self.pairs, self.lut, self.transform = list(pairs), lut, transform
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, transform: Callable,
+                 augment_seed: int | None = None) -> None:
+        self.pairs, self.lut, self.transform, self.augment_seed = list(pairs), lut, transform, augment_seed
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict:
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.pairs[index]
-        out = self.transform(image=read_image(image_path), mask=read_mask(mask_path, self.lut))
-        return {"image": out["image"], "mask": out["mask"].long(), "name": image_path.stem}
+        image, mask = read_image(image_path), read_mask(mask_path, self.lut)
+        if image.shape[:2] != mask.shape:
+            raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "
+                              f"size of its image {image_path.name}, {image.shape[1]}x{image.shape[0]}")
+        return image, mask, image_path.stem
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` keys: a permutation that depends only on (seed, epoch) when
+    shuffling, else 0..n-1, after skipping the first ``skip`` keys (to resume inside an epoch).
+
+    Call ``set_epoch`` before iterating. Used with a DataLoader's ``batch_size``/``drop_last``.
+    """
+
+    def __init__(self, length: int, seed: int, shuffle: bool) -> None:
+        self.length, self.seed, self.shuffle = int(length), int(seed), bool(shuffle)
+        self.epoch, self.skip = 1, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Iterate epoch ``epoch`` (1-based) from its ``skip``-th sample on."""
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def order(self) -> list[int]:
+        """The epoch's sample indices, before skipping."""
+        if not self.shuffle:
+            return list(range(self.length))
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        return torch.randperm(self.length, generator=g).tolist()
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in self.order()[self.skip:]])
+
+    def __len__(self) -> int:
+        return max(self.length - self.skip, 0)
 
 
 @dataclass
@@ -297,27 +357,26 @@ def pad_collate(batch: list[dict], ignore_index: int) -> dict:
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: no OpenCV threads (the cores belong to the model), and a
-    distinct augmentation seed per worker. albumentations 2.x keeps its own generator inside
-    ``Compose``, which every worker would otherwise inherit in the same state."""
+    """DataLoader worker set-up: no OpenCV threads (the cores belong to the model), and signals
+    left to the main process, which stops cleanly on Ctrl-C/SIGTERM (see interrupts.py); a
+    worker that died of Ctrl-C would break the batch the main process still needs."""
     cv2.setNumThreads(0)
     seed = torch.initial_seed() % 2**32  # torch gives each worker base_seed + worker_id
     np.random.seed(seed)
     random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info else None
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # workers exit when the main process shuts them down
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, ignore_index: int,
                 seed: int, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader: shuffled, last incomplete batch dropped for training (BatchNorm needs > 1
-    sample); in order and complete for evaluation. Workers persist across epochs."""
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    """A DataLoader over ``EpochSampler`` keys: shuffled per (seed, epoch) and the last
+    incomplete batch dropped for training (BatchNorm needs > 1 sample); in order and complete for
+    evaluation. Workers persist across epochs. ``loader.sampler.set_epoch(e, skip)`` picks the epoch."""
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
-        num_workers=num_workers, collate_fn=functools.partial(pad_collate, ignore_index=ignore_index), pin_memory=pin_memory,
-        worker_init_fn=worker_init, persistent_workers=num_workers > 0, generator=generator,
+        dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed, shuffle=train),
+        drop_last=train and len(dataset) > batch_size, num_workers=num_workers,
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index), pin_memory=pin_memory,
+        worker_init_fn=worker_init, persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # workers' base seed: not drawn from the global RNG
     )

@@ -137,46 +137,60 @@ class StepContext:
 
 @dataclass
 class EpochResult:
-    """One training epoch: mean loss, images seen, seconds (float), whether the budget stopped it."""
+    """A training epoch so far: summed loss (loss x images), images, optimizer steps, seconds of
+    training, and why it stopped early: None (it ran to its end), ``"max_minutes"`` or
+    ``"signal"``. A resumed epoch continues from the saved one (``asdict`` round-trips)."""
 
-    loss: float
-    images: int
-    seconds: float
-    steps: int
-    stopped: bool = False
+    loss_sum: float = 0.0
+    images: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    stopped: str | None = None
+
+    @property
+    def loss(self) -> float:
+        """Mean training loss per image."""
+        return self.loss_sum / max(self.images, 1)
 
     @property
     def images_per_second(self) -> float:
-        """Training throughput of the epoch in images/s (data loading included)."""
+        """Training throughput in images/s (data loading included)."""
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
 def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     ctx: StepContext, schedule: LrSchedule, step: int, clock: Callable[[], float],
                     scaler: torch.amp.GradScaler | None = None, grad_clip: float | None = None,
-                    on_step: Callable[[int, float], None] | None = None) -> EpochResult:
+                    on_step: Callable[[EpochResult, float], None] | None = None,
+                    totals: EpochResult | None = None,
+                    stop_requested: Callable[[], bool] | None = None) -> EpochResult:
     """One pass over ``loader`` (batches of image (N, 3, H, W) float32, mask (N, H, W) int64).
 
     Args:
-        step: optimizer steps taken before this epoch (for the schedule).
+        step: optimizer steps of the run before this call (for the schedule).
         clock: seconds of the run so far; when ``schedule.progress`` reaches 1 through the time
-            budget, the epoch stops after the current step.
-        on_step: called with (steps in this epoch, loss) after every step.
+            budget, the epoch stops after the current step (``stopped="max_minutes"``).
+        on_step: called with (totals so far, the step's loss) after every step.
+        totals: the epoch's totals before this call, when it continues a resumed epoch
+            (``loader`` then yields the remaining batches only); updated in place.
+        stop_requested: checked after every step; True stops the epoch (``stopped="signal"``).
 
     Raises:
-        FloatingPointError: the loss is NaN or infinite.
+        FloatingPointError: the loss is NaN or infinite (the message names the step).
     """
     model.train()
-    start, total, images, steps, stopped = time.perf_counter(), 0.0, 0, 0, False
+    res = totals if totals is not None else EpochResult()
+    res.stopped = None
+    first_step, start, seconds = res.steps, time.perf_counter(), res.seconds
     for batch in loader:
-        schedule.apply(optimizer, step + steps, clock())
+        schedule.apply(optimizer, step + res.steps - first_step, clock())
         x = ctx.images(batch)
         y = batch["mask"].to(ctx.device, non_blocking=True)
         with ctx.autocast():
             loss = loss_fn(model(x), y)
         value = loss.item()  # the step's one host-device sync, shared by the check and the logs
         if not math.isfinite(value):
-            raise FloatingPointError(f"loss is {value} at step {step + steps + 1}")
+            raise FloatingPointError(f"loss is {value} at step {step + res.steps - first_step + 1}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -190,15 +204,20 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
             scaler.update()
         else:
             optimizer.step()
-        steps += 1
-        images += x.shape[0]
-        total += value * x.shape[0]
+        res.steps += 1
+        res.images += x.shape[0]
+        res.loss_sum += value * x.shape[0]
+        res.seconds = seconds + time.perf_counter() - start
         if on_step:
-            on_step(steps, value)
-        if schedule.max_seconds and clock() >= schedule.max_seconds:
-            stopped = True
+            on_step(res, value)
+        if stop_requested is not None and stop_requested():
+            res.stopped = "signal"
             break
-    return EpochResult(total / max(images, 1), images, time.perf_counter() - start, steps, stopped)
+        if schedule.max_seconds and clock() >= schedule.max_seconds:
+            res.stopped = "max_minutes"
+            break
+    res.seconds = seconds + time.perf_counter() - start
+    return res
 
 
 @dataclass
@@ -214,11 +233,13 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx: StepContext,
-             loss_fn: nn.Module | None = None, on_batch: Callable[[int], None] | None = None) -> EvalResult:
+             loss_fn: nn.Module | None = None, on_batch: Callable[[int], None] | None = None,
+             stop_requested: Callable[[], bool] | None = None) -> EvalResult | None:
     """Predict every batch (argmax over classes) and accumulate one confusion matrix on the device.
 
     Used both for validation during training and by ``segcli eval``, so both give the same numbers.
-    Padded pixels carry ``ignore_index`` in the mask and are not counted.
+    Padded pixels carry ``ignore_index`` in the mask and are not counted. Returns None when
+    ``stop_requested()`` became True between two batches.
     """
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device)
@@ -234,5 +255,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
         images += x.shape[0]
         if on_batch:
             on_batch(x.shape[0])
+        if stop_requested is not None and stop_requested():
+            return None
     return EvalResult(matrix.compute(), total / images if loss_fn is not None and images else None,
                       images, time.perf_counter() - start, matrix)

@@ -10,3 +10,12 @@ class SegcliError(Exception):
 
     The message is one line that names the file or config key and says what was expected.
     """
+
+
+class RunInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving ``last.pt``; the CLI exits with ``exit_code``
+    (130 or 143) and prints the message, which says how to resume."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

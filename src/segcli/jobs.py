@@ -5,9 +5,11 @@ them to the engine. Configs arrive here as plain dicts, resolved.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,10 +20,13 @@ from segcli import report
 from segcli.augment import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from segcli.data import (DatasetInfo, PairedFolderDataset, check_pairs, find_split_files,
                          make_loader, mask_lut)
-from segcli.engine import (LrSchedule, StepContext, evaluate, resolve_amp, resolve_device, train_one_epoch)
-from segcli.errors import SegcliError
+from segcli.engine import (EpochResult, LrSchedule, StepContext, evaluate, resolve_amp, resolve_device,
+                           train_one_epoch)
+from segcli.errors import RunInterrupted, SegcliError
+from segcli.interrupts import StopSignals
 from segcli.losses import build_loss
 from segcli.models import build_model
+from segcli.resume import Progress, absolute_root, capture_rng, restore_rng, resume_config
 from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
 from segcli.synthetic import SyntheticDataset
 
@@ -52,11 +57,12 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
     dcfg, aug = cfg["dataset"], cfg["augmentation"]
     info = DatasetInfo.from_config(dcfg)
     transforms = {s: build_transforms(aug.get("train" if s in augmented else "eval"), info.ignore_index,
-                                      seed=seed if s in augmented else None,
                                       scale=float(dcfg.get("scale", 1.0)) if s in augmented else 1.0)
                   for s in splits}
+    seeds = {s: seed if s in augmented else None for s in splits}
     if dcfg["kind"] == "synthetic":
-        return info, {s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s]) for s in splits}, {}
+        return info, {s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s], seeds[s])
+                      for s in splits}, {}
     if dcfg["kind"] != "folder":
         raise SegcliError(f"dataset.kind={dcfg['kind']}: expected folder or synthetic")
     files = find_split_files(dcfg, seed)
@@ -68,7 +74,7 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
         if s not in files.pairs:
             raise SegcliError(f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})")
         counts[s] = check_pairs(files.pairs[s], lut, info.num_classes)
-        datasets[s] = PairedFolderDataset(files.pairs[s], lut, transforms[s])
+        datasets[s] = PairedFolderDataset(files.pairs[s], lut, transforms[s], seeds[s])
     return info, datasets, counts
 
 
@@ -95,17 +101,51 @@ def build_optimizer(cfg: Mapping, params) -> torch.optim.Optimizer:
     raise SegcliError(f"optimizer.name={name}: expected adamw, adam or sgd")
 
 
-def train(cfg: dict, run_path: Path) -> dict:
+def out_of_memory_error(exc: BaseException, cfg: Mapping, where: str) -> SegcliError | None:
+    """A one-line SegcliError for a CUDA or CPU out-of-memory ``exc``, else None."""
+    text = str(exc)
+    if not (isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text
+            or "out of memory" in text.lower()):
+        return None
+    trainer = cfg["trainer"]
+    crop = cfg["dataset"].get("crop_size")
+    return SegcliError(f"out of memory during {where} (trainer.batch_size={trainer['batch_size']}, "
+                       f"trainer.eval_batch_size={trainer['eval_batch_size']}, dataset.crop_size={crop}): "
+                       "try a smaller batch_size or crop_size, dataset.scale=0.5, or trainer.amp=bf16")
+
+
+@contextmanager
+def failure_recorded(run: RunDir):
+    """On a SegcliError after the first checkpoint, write summary.json with status "failed" and
+    the message (a run that failed before it is removed by the CLI)."""
+    try:
+        yield
+    except SegcliError as exc:
+        if run.last.exists():
+            run.write_summary({"status": "failed", "error": str(exc), "resume": f"segcli train --resume {run.path}"})
+        raise
+
+
+def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | None = None) -> dict:
     """Train, validating each epoch; write the run directory (see run.py). Returns summary.json's dict.
 
     ``cfg`` is the resolved root config as plain dicts. Stops after ``trainer.epochs`` or when
     ``trainer.max_minutes`` (wall clock, validation included) runs out, whichever comes first.
     Training steps stop one validation's duration (the last one measured) before the budget, so
     that the final validation ends within it; the learning rate anneals to that point.
+    ``checkpoints/last.pt`` is written after every epoch and every ``trainer.checkpoint_minutes``.
+
+    With ``resume``, continue from the run's ``last.pt`` (see resume.py); ``changes`` are the
+    config changes the resume applied, recorded in summary.json.
+
+    Raises:
+        SegcliError: bad data or config, a NaN/inf loss, out of memory.
+        RunInterrupted: SIGINT/SIGTERM arrived; last.pt and summary.json ("interrupted") are saved.
     """
     trainer, seed = cfg["trainer"], run_seed(cfg)
-    if cfg["dataset"].get("root") is not None:  # eval and predict may run from another folder
-        cfg["dataset"]["root"] = str(Path(str(cfg["dataset"]["root"])).expanduser().resolve())
+    absolute_root(cfg)  # eval and predict may run from another folder
+    if trainer.get("deterministic"):
+        torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
     run = RunDir(run_path)
     info, data, counts = build_datasets(cfg, ("train", "val"), seed, run)
@@ -123,63 +163,164 @@ def train(cfg: dict, run_path: Path) -> dict:
     loss_fn = build_loss(cfg["loss"], info.num_classes, counts.get("train")).to(ctx.device)
     optimizer = build_optimizer(cfg["optimizer"], net.parameters())
     scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
-    epochs = int(trainer["epochs"])
+    epochs, batches = int(trainer["epochs"]), len(loaders["train"])
     budget = float(trainer["max_minutes"]) * 60 if trainer.get("max_minutes") else None
     sched = cfg["scheduler"]
-    schedule = LrSchedule(sched["name"], epochs * len(loaders["train"]), budget, float(sched.get("warmup_fraction", 0)),
+    schedule = LrSchedule(sched["name"], epochs * batches, budget, float(sched.get("warmup_fraction", 0)),
                           float(sched.get("power", 0.9)), float(sched.get("min_lr_ratio", 0.0)))
     base = {"format": CHECKPOINT_FORMAT, "config": cfg, "classes": asdict(info),
             "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
-    report.console.print(f"segcli: training {cfg['model']['arch']}-{cfg['model']['encoder_name']} on "
+    progress = Progress()
+    if resume and run.last.is_file():
+        progress = restore_training(run.last, net, optimizer, scaler)
+        progress.resumes.append({"epoch": progress.epoch, "step": progress.step,
+                                 "changes": {k: list(v) for k, v in (changes or {}).items()}})
+        run.rewrite_metrics(progress.history)
+    elif resume:
+        run.rewrite_metrics([])  # stopped before its first checkpoint: start over in the same folder
+    if budget is not None:
+        schedule.max_seconds = max(budget - progress.val_reserve, 1e-3)
+    action = f"resuming at epoch {progress.epoch}, step {progress.step}:" if progress.step else "training"
+    report.console.print(f"segcli: {action} {cfg['model']['arch']}-{cfg['model']['encoder_name']} on "
                          f"{len(data['train'])} train / {len(data['val'])} val images, device {ctx.device}, "
                          f"{epochs} epochs" + (f" or {trainer['max_minutes']} min" if budget else ""), highlight=False)
-    started = time.perf_counter()
-    clock = lambda: time.perf_counter() - started  # noqa: E731
-    step, best, best_epoch, val_every = 0, None, 0, int(trainer.get("val_every", 1))
-    stopped_by = "epochs"
-    for epoch in range(1, epochs + 1):
-        with report.EpochProgress(f"epoch {epoch}/{epochs}", len(loaders["train"])) as bar:
-            try:
-                result = train_one_epoch(model, loaders["train"], loss_fn, optimizer, ctx, schedule, step, clock,
-                                         scaler, trainer.get("grad_clip"),
-                                         lambda i, loss: bar.advance(1, f"loss {loss:.4f}"))
-            except FloatingPointError as exc:
-                last = f"; the last good checkpoint is {run.last}" if run.last.exists() else ""
-                raise SegcliError(f"training diverged in epoch {epoch}: {exc} (try a lower optimizer.lr "
-                                  f"or trainer.grad_clip=1.0){last}") from None
-        step += result.steps
-        out_of_time = result.stopped or (budget is not None and clock() >= schedule.max_seconds)
-        ev = None
-        if epoch % val_every == 0 or epoch == epochs or out_of_time:
-            ev = evaluate(model, loaders["val"], info.num_classes, info.ignore_index, ctx, loss_fn)
-            if budget is not None:  # keep time for the final validation inside the budget
-                schedule.max_seconds = max(budget - ev.seconds, 1e-3)
-        val = ev.scores.as_dict(info.class_names) if ev else None
-        record = {"epoch": epoch, "train_loss": result.loss, "val_loss": ev.loss if ev else None,
-                  "val_miou": val["miou"] if val else None, "val_mdice": val["mdice"] if val else None,
-                  "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(result.seconds, 3),
-                  "train_images_per_second": round(result.images_per_second, 3),
-                  "val_seconds": round(ev.seconds, 3) if ev else None}
-        run.log_epoch(record)
-        report.console.print(report.epoch_line(record), highlight=False)
-        ckpt = {**base, "epoch": epoch, "step": step, "model": net.state_dict(), "val": val}
-        run.save_checkpoint(run.last, {**ckpt, "optimizer": optimizer.state_dict()})
-        if val and val["miou"] is not None and (best is None or val["miou"] > best["miou"]):
-            best, best_epoch = val, epoch
-            run.save_checkpoint(run.best, ckpt)
-        if out_of_time:
-            stopped_by = "max_minutes"
-            break
-    if best is None:  # no class was ever present: keep the last weights as "best"
-        best_epoch = epoch
-        run.save_checkpoint(run.best, ckpt)
-    summary = {"status": "done", "best_epoch": best_epoch, "epochs": epoch, "stopped_by": stopped_by,
-               "train_seconds": round(clock(), 3), "checkpoint": str(run.best.resolve()), "val": best,
+    started, elapsed_before = time.perf_counter(), progress.elapsed
+    clock = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731
+    every = float(trainer.get("checkpoint_minutes") or 0) * 60
+    saved_at = [time.perf_counter()]
+
+    def save_last() -> None:
+        progress.elapsed = clock()
+        run.save_checkpoint(run.last, {**base, "epoch": progress.epoch - 1, "step": progress.step,
+                                       "model": net.state_dict(), "val": progress.last_val,
+                                       "optimizer": optimizer.state_dict(),
+                                       "scaler": scaler.state_dict() if scaler else None,
+                                       "progress": asdict(progress), "rng": capture_rng()})
+        saved_at[0] = time.perf_counter()
+
+    def interrupted(signals: StopSignals) -> RunInterrupted:
+        save_last()
+        run.write_summary({"status": "interrupted", "epoch": progress.epoch, "step": progress.step,
+                           "resume": f"segcli train --resume {run.path}"})
+        return RunInterrupted(signals.exit_code, f"stopped in epoch {progress.epoch} after step {progress.step}; "
+                                                 f"checkpoints/last.pt saved. Resume with: segcli train --resume {run.path}")
+
+    with StopSignals() as signals, failure_recorded(run):
+        while progress.epoch <= epochs and progress.stopped_by is None:
+            epoch = progress.epoch
+            totals = EpochResult(**{**progress.epoch_totals, "stopped": None})
+            progress.epoch_totals = totals.__dict__  # the same object: a mid-epoch save sees the latest totals
+
+            def on_step(res: EpochResult, loss: float) -> None:
+                progress.step += 1
+                bar.advance(1, f"loss {loss:.4f}")
+                if every and time.perf_counter() - saved_at[0] >= every:
+                    save_last()
+
+            if totals.steps < batches:
+                loaders["train"].sampler.set_epoch(epoch, skip=totals.steps * loaders["train"].batch_size)
+                with report.EpochProgress(f"epoch {epoch}/{epochs}", batches, done=totals.steps) as bar:
+                    try:
+                        train_one_epoch(model, loaders["train"], loss_fn, optimizer, ctx, schedule, progress.step,
+                                        clock, scaler, trainer.get("grad_clip"), on_step, totals, signals.requested)
+                    except FloatingPointError as exc:
+                        last = f"; the last good checkpoint is {run.last}" if run.last.exists() else ""
+                        raise SegcliError(f"training diverged in epoch {epoch}: {exc} (try a lower optimizer.lr "
+                                          f"or trainer.grad_clip=1.0){last}") from None
+                    except RuntimeError as exc:
+                        raise out_of_memory_error(exc, cfg, f"training epoch {epoch}") or exc from None
+            if totals.stopped == "signal":
+                raise interrupted(signals)
+            out_of_time = totals.stopped == "max_minutes" or (budget is not None and clock() >= schedule.max_seconds)
+            ev = None
+            if epoch % int(trainer.get("val_every", 1)) == 0 or epoch == epochs or out_of_time:
+                try:
+                    ev = evaluate(model, loaders["val"], info.num_classes, info.ignore_index, ctx, loss_fn,
+                                  stop_requested=signals.requested)
+                except RuntimeError as exc:
+                    raise out_of_memory_error(exc, cfg, f"validation after epoch {epoch}") or exc from None
+                if ev is None:
+                    raise interrupted(signals)
+                progress.val_reserve = ev.seconds
+                if budget is not None:  # keep time for the final validation inside the budget
+                    schedule.max_seconds = max(budget - ev.seconds, 1e-3)
+            val = ev.scores.as_dict(info.class_names) if ev else None
+            record = {"epoch": epoch, "train_loss": totals.loss, "val_loss": ev.loss if ev else None,
+                      "val_miou": val["miou"] if val else None, "val_mdice": val["mdice"] if val else None,
+                      "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(totals.seconds, 3),
+                      "train_images_per_second": round(totals.images_per_second, 3),
+                      "val_seconds": round(ev.seconds, 3) if ev else None}
+            if val and val["miou"] is not None and (progress.best is None or val["miou"] > progress.best["miou"]):
+                progress.best, progress.best_epoch = val, epoch
+                run.save_checkpoint(run.best, {**base, "epoch": epoch, "step": progress.step,
+                                               "model": net.state_dict(), "val": val})
+            progress.history.append(record)
+            progress.last_val = val or progress.last_val
+            progress.epoch, progress.epoch_totals = epoch + 1, {}
+            if out_of_time:
+                progress.stopped_by = "max_minutes"
+            save_last()  # before the metrics line: a kill between the two loses no line on resume
+            run.log_epoch(record)
+            report.console.print(report.epoch_line(record), highlight=False)
+            if signals.requested():
+                raise interrupted(signals)
+    if progress.best is None and not run.best.exists():  # no class was ever present: keep the last weights
+        progress.best_epoch = progress.epoch - 1
+        run.save_checkpoint(run.best, {**base, "epoch": progress.best_epoch, "step": progress.step,
+                                       "model": net.state_dict(), "val": None})
+    summary = {"status": "done", "best_epoch": progress.best_epoch, "epochs": progress.epoch - 1,
+               "stopped_by": progress.stopped_by or "epochs", "train_seconds": round(clock(), 3),
+               "checkpoint": str(run.best.resolve()), "val": progress.best,
                "class_pixel_counts": {s: c.pixels.tolist() for s, c in counts.items()}}
+    if progress.resumes:
+        summary["resumes"] = progress.resumes
     run.write_summary(summary)
-    if best:
-        report.console.print(report.scores_table(f"best epoch {best_epoch}: val", info.class_names, best))
+    if progress.best:
+        report.console.print(report.scores_table(f"best epoch {progress.best_epoch}: val", info.class_names,
+                                                 progress.best))
     return summary
+
+
+def restore_training(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler | None) -> Progress:
+    """Load ``last.pt`` into the model, optimizer and scaler, restore the random state, and
+    return the saved ``Progress``.
+
+    Raises:
+        SegcliError: the file is not a resumable segcli checkpoint or does not fit the model.
+    """
+    ckpt = load_checkpoint(path)
+    if "progress" not in ckpt or "optimizer" not in ckpt:
+        raise SegcliError(f"{path}: this checkpoint has no training state to resume from")
+    try:
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise SegcliError(f"{path}: does not fit the configured model/optimizer: {str(exc).splitlines()[0]}") from None
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    restore_rng(ckpt["rng"])
+    return Progress(**ckpt["progress"])
+
+
+def resume(run_dir: Path, overrides: Sequence[str] = (), allow_changes: bool = False) -> dict:
+    """Continue the run in ``run_dir`` (``segcli train --resume``); see ``train`` and resume.py.
+
+    A finished run (summary.json status "done") is left alone unless the overrides change it
+    (e.g. more ``trainer.epochs`` with ``allow_changes``); its summary is returned.
+
+    Raises:
+        SegcliError: see ``resume.resume_config`` and ``train``.
+    """
+    run_dir = Path(run_dir)
+    cfg, changes = resume_config(run_dir, overrides, allow_changes)
+    summary_path = run_dir / "summary.json"
+    if not changes and summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("status") == "done":
+            report.console.print(f"segcli: {run_dir} is already done; nothing to resume", highlight=False)
+            return summary
+    return train(cfg, run_dir, resume=True, changes=changes)
 
 
 def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> torch.nn.Module:

@@ -28,13 +28,13 @@ def fmt(x: float | None, digits: int = 4) -> str:
 class EpochProgress:
     """A progress bar over the steps of an epoch on a terminal; nothing otherwise."""
 
-    def __init__(self, description: str, total: int) -> None:
+    def __init__(self, description: str, total: int, done: int = 0) -> None:
         self.progress = None
         if interactive():
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
                                      console=console, transient=True)
-            self.task = self.progress.add_task(description, total=total, info="")
+            self.task = self.progress.add_task(description, total=total, completed=done, info="")
 
     def __enter__(self) -> "EpochProgress":
         if self.progress:

@@ -4,8 +4,9 @@
       .hydra/config.yaml, overrides.yaml   composed config and the command-line overrides (Hydra)
       split.json                           the random train/val split, when segcli made one
       metrics.jsonl                        one JSON line per epoch, appended and fsync'ed
-      checkpoints/best.pt, last.pt         weights + everything eval and predict need
-      summary.json                         written once, at the end
+      checkpoints/best.pt, last.pt         weights + everything eval and predict need; last.pt
+                                           also the optimizer and the state to resume from
+      summary.json                         status "done" at the end, "interrupted" after Ctrl-C/SIGTERM
 
 Checkpoints and JSON files are written to a temporary file, fsync'ed and renamed over the old
 one, so a kill during a write leaves the previous complete file.
@@ -74,12 +75,18 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
+    def rewrite_metrics(self, records: list[dict]) -> None:
+        """Atomically replace metrics.jsonl with ``records`` (on resume: the lines of the epochs
+        that last.pt includes, so an epoch that is trained again is never logged twice)."""
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(self.path / "metrics.jsonl", lambda f: f.write(text.encode()))
+
     def save_checkpoint(self, path: Path, checkpoint: dict) -> None:
         """Atomically ``torch.save`` a checkpoint dict (tensors and plain Python data only)."""
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def write_summary(self, summary: dict) -> None:
-        """Atomically write summary.json (the run is complete once it exists)."""
+        """Atomically write summary.json (``status`` "done": the run is complete)."""
         write_json(self.path / "summary.json", summary)
 
 

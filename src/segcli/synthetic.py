@@ -10,12 +10,10 @@ from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
-
-from segcli.data import SPLITS
+from segcli.data import SPLITS, SegmentationSamples
 
 
-class SyntheticDataset(Dataset):
+class SyntheticDataset(SegmentationSamples):
     """Discs, squares and triangles (classes 1..3) on textured backgrounds (class 0).
 
     Image ``index`` of ``split`` is a pure function of (split, index): the same on every machine.
@@ -25,10 +23,13 @@ class SyntheticDataset(Dataset):
         image_size: (height, width) in pixels.
         split: "train", "val" or "test" (different images for each).
         transform: as for ``PairedFolderDataset``.
+        augment_seed: see ``data.SegmentationSamples``; None for evaluation.
     """
 
-    def __init__(self, length: int, image_size: Sequence[int], split: str, transform: Callable) -> None:
+    def __init__(self, length: int, image_size: Sequence[int], split: str, transform: Callable,
+                 augment_seed: int | None = None) -> None:
         self.length, self.size, self.transform = int(length), tuple(int(s) for s in image_size), transform
+        self.augment_seed = augment_seed
         self.split_id = SPLITS.index(split)
 
     def __len__(self) -> int:
@@ -60,7 +61,5 @@ class SyntheticDataset(Dataset):
             mask[on] = cls
         return np.clip(image, 0, 255).astype(np.uint8), mask
 
-    def __getitem__(self, index: int) -> dict:
-        image, mask = self.render(index)
-        out = self.transform(image=image, mask=mask)
-        return {"image": out["image"], "mask": out["mask"].long(), "name": f"{SPLITS[self.split_id]}_{index:05d}"}
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        return (*self.render(index), f"{SPLITS[self.split_id]}_{index:05d}")
