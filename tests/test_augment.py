@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segcli.augment import build_transforms
+from segcli.augment import build_transforms, seed_transform
 from segcli.config import compose_config, to_plain
 from segcli.errors import SegcliError
 
@@ -17,13 +17,34 @@ def test_every_preset_builds_and_pads_masks_with_ignore_index(preset):
     transform = build_transforms(cfg["augmentation"]["train"], ignore)
     image = np.full((40, 50, 3), 128, np.uint8)  # smaller than the crop: padding is needed
     mask = np.ones((40, 50), np.int64)
-    for _ in range(5):
+    padded = 0
+    for i in range(8):
+        seed_transform(transform, (0, 1, i))
         out = transform(image=image, mask=mask)
         values = set(out["mask"].unique().tolist())
         assert values <= {1, ignore}, f"padding filled the mask with {values - {1, ignore}}"
         if preset != "none":
             assert tuple(out["mask"].shape) == (64, 64)
-    assert ignore in values  # a 40x50 image in a 64x64 crop leaves padding
+        padded += ignore in values
+    assert padded > 0  # a 40x50 image in a 64x64 crop leaves padding (unless scaled up)
+
+
+def test_seeded_transforms_draw_independently_and_repeat():
+    """albumentations' Compose.set_random_seed gives every transform the same seed, so two p=0.5
+    flips always agree; seed_transform shares one stream, so they agree about half the time."""
+    flips = build_transforms([{"_target_": "albumentations.HorizontalFlip", "p": 0.5},
+                              {"_target_": "albumentations.VerticalFlip", "p": 0.5}], 255)
+    image = np.arange(16, dtype=np.uint8).reshape(4, 4)[..., None].repeat(3, 2)
+    corners = []
+    for i in range(200):
+        seed_transform(flips, (0, 0, i))
+        corners.append(int(flips(image=image, mask=image[..., 0])["mask"][0, 0]))
+    agree = sum(c in (0, 15) for c in corners)  # no flip, or both flips
+    assert 70 < agree < 130
+    assert set(corners) == {0, 3, 12, 15}
+    seed_transform(flips, (0, 0, 7))
+    again = int(flips(image=image, mask=image[..., 0])["mask"][0, 0])
+    assert again == corners[7]
 
 
 def test_old_albumentations_argument_names_are_errors_not_warnings():

@@ -139,8 +139,10 @@ def test_help_lists_groups_and_options(tmp_path: Path):
         assert word in r.stdout
 
 
-@pytest.mark.parametrize("case", ["missing_root", "no_mask", "mask_size", "mask_value", "unknown_key",
-                                  "unknown_option", "missing_checkpoint", "empty_predict_folder"])
+@pytest.mark.parametrize("case", ["missing_root", "empty_root", "no_mask", "no_image", "truncated_image",
+                                  "mask_size", "mask_value", "rgb_mask", "unknown_key", "unknown_option",
+                                  "bad_number", "nan_loss", "missing_checkpoint", "not_a_checkpoint",
+                                  "empty_predict_folder"])
 def test_bad_input_is_one_line_and_exit_code_2(case: str, segnet_root: Path, tmp_path: Path):
     train = ["train", "dataset=camvid", "dataset.num_classes=3", "dataset.class_names=null",
              "dataset.colors=null", "dataset.ignore_index=255", "trainer.epochs=1", *FAST]
@@ -151,6 +153,33 @@ def test_bad_input_is_one_line_and_exit_code_2(case: str, segnet_root: Path, tmp
         (segnet_root / "trainannot" / "train3.png").unlink()
         r = segcli(*train, f"dataset.root={segnet_root}", cwd=tmp_path)
         assert_user_error(r, "train3.jpg: image has no mask")
+    elif case == "empty_root":
+        (tmp_path / "empty" / "images").mkdir(parents=True)
+        (tmp_path / "empty" / "masks").mkdir()
+        r = segcli(*train, "dataset=folder", f"dataset.root={tmp_path / 'empty'}", cwd=tmp_path)
+        assert_user_error(r, "images: no image files")
+    elif case == "no_image":
+        (segnet_root / "val" / "val2.jpg").unlink()
+        r = segcli(*train, f"dataset.root={segnet_root}", cwd=tmp_path)
+        assert_user_error(r, "val2.png: mask has no image")
+    elif case == "truncated_image":
+        path = segnet_root / "train" / "train5.jpg"
+        path.write_bytes(path.read_bytes()[:300])
+        r = segcli(*train, f"dataset.root={segnet_root}", cwd=tmp_path)
+        assert_user_error(r, "train5.jpg: cannot read as an image")
+    elif case == "rgb_mask":
+        path = segnet_root / "trainannot" / "train1.png"
+        cv2.imwrite(str(path), cv2.imread(str(path)))  # three channels
+        r = segcli(*train, f"dataset.root={segnet_root}", cwd=tmp_path)
+        assert_user_error(r, "train1.png: mask has 3 channels", "dataset.mask_format=rgb")
+    elif case == "bad_number":
+        assert_user_error(segcli("train", "trainer.batch_size=0", cwd=tmp_path), "trainer.batch_size=0: expected an integer >= 1")
+    elif case == "nan_loss":
+        r = segcli("train", "loss=ce", "dataset.class_weights=[nan,1,1,1]", "dataset.num_train=8", *FAST, cwd=tmp_path)
+        assert_user_error(r, "training diverged in epoch 1: loss is nan at step 1")
+    elif case == "not_a_checkpoint":
+        (tmp_path / "notes.pt").write_text("hello")
+        assert_user_error(segcli("eval", "notes.pt", cwd=tmp_path), "notes.pt: cannot read as a checkpoint")
     elif case == "mask_size":
         cv2.imwrite(str(segnet_root / "valannot" / "val1.png"), cv2.imread(str(segnet_root / "valannot" / "val1.png"))[:10, :, 0])
         r = segcli(*train, f"dataset.root={segnet_root}", cwd=tmp_path)

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from segcli.augment import build_transforms
-from segcli.data import (PairedFolderDataset, check_pairs, find_split_files, mask_lut,
-                         pad_collate, pair_files, read_mask)
+from segcli.data import (EpochSampler, PairedFolderDataset, check_pairs, find_split_files, image_size,
+                         mask_lut, mask_table, pad_collate, pair_files, read_image, read_mask)
 from segcli.errors import SegcliError
 from segcli.synthetic import SyntheticDataset
 
@@ -126,3 +126,73 @@ def test_camvid_pairs_and_classes():
     assert {s: len(p) for s, p in files.pairs.items()} == {"train": 367, "val": 101, "test": 233}
     stats = check_pairs(files.pairs["val"], mask_lut(11, 11), 11)
     assert (stats.pixels > 0).all() and (stats.present >= stats.pixels).all()  # every class occurs in val
+
+
+def test_truncated_image_is_found_up_front_and_can_be_skipped(segnet_root: Path):
+    pairs = pair_files(segnet_root / "train", segnet_root / "trainannot")
+    data = pairs[2][0].read_bytes()
+    pairs[2][0].write_bytes(data[: len(data) // 2])  # cv2 would decode this with a grey bottom half
+    with pytest.raises(SegcliError, match=r"train2.jpg: cannot read as an image \(image file is truncated"):
+        check_pairs(pairs, mask_lut(3, 255), 3)
+    found = check_pairs(pairs, mask_lut(3, 255), 3, skip_bad=True)
+    assert len(found.pairs) == 7 and pairs[2] not in found.pairs and len(found.problems) == 1
+    assert found.pixels.tolist() == [7 * 16 * 80] * 3 and found.sizes == {(48, 80): 7}
+
+
+def test_unpaired_files_are_collected_when_skipping(segnet_root: Path):
+    (segnet_root / "trainannot" / "train0.png").unlink()
+    problems: list[str] = []
+    pairs = pair_files(segnet_root / "train", segnet_root / "trainannot", problems)
+    assert len(pairs) == 7 and len(problems) == 1 and "train0.jpg: image has no mask" in problems[0]
+
+
+def test_non_integer_and_out_of_table_masks_are_errors(tmp_path: Path):
+    import cv2
+
+    path = tmp_path / "m.tiff"
+    cv2.imwrite(str(path), np.full((4, 4), 1.5, np.float32))
+    with pytest.raises(SegcliError, match="m.tiff: mask has float32 pixels; expected integer"):
+        read_mask(path, mask_lut(2, 255))
+    cv2.imwrite(str(path), np.full((4, 4), 70000, np.int32))
+    with pytest.raises(SegcliError, match=r"mask values \[70000\] are not classes"):
+        read_mask(path, mask_lut(2, 255))
+
+
+def test_colour_masks_map_through_dataset_colors(tmp_path: Path):
+    colors = [[0, 0, 255], [255, 0, 0]]
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0] = [255, 0, 0]
+    rgb[1, :2] = [0, 0, 255]  # rgb[1, 2] stays black: not a class colour
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    table = mask_table({"mask_format": "rgb", "ignore_index": 9}, colors)
+    with pytest.raises(SegcliError, match=r"c.png: mask colours \[\[0, 0, 0\]\] are not in dataset.colors"):
+        read_mask(tmp_path / "c.png", table)
+    table = mask_table({"mask_format": "rgb", "ignore_index": 9, "mask_values": {"0,0,0": 9}}, colors)
+    assert read_mask(tmp_path / "c.png", table).tolist() == [[1, 1, 1], [0, 0, 9]]
+    Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "i.png")
+    with pytest.raises(SegcliError, match="i.png: mask is not an 8-bit RGB image"):
+        read_mask(tmp_path / "i.png", table)
+    with pytest.raises(SegcliError, match="dataset.mask_format=hsv"):
+        mask_table({"mask_format": "hsv"}, colors)
+
+
+def test_exif_orientation_is_ignored_so_images_stay_aligned_with_masks(tmp_path: Path):
+    image = np.zeros((20, 40, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees": a viewer would show it 40 high and 20 wide
+    Image.fromarray(image).save(tmp_path / "r.jpg", exif=exif)
+    assert read_image(tmp_path / "r.jpg").shape == (20, 40, 3)
+    assert image_size(tmp_path / "r.jpg") == (20, 40)
+
+
+def test_epoch_sampler_order_depends_on_seed_and_epoch_only_and_skips():
+    a, b = EpochSampler(10, seed=3, shuffle=True), EpochSampler(10, seed=3, shuffle=True)
+    a.set_epoch(2)
+    b.set_epoch(2, skip=4)
+    keys = list(a)
+    assert sorted(i for _, i in keys) == list(range(10)) and {e for e, _ in keys} == {2}
+    assert list(b) == keys[4:] and len(b) == 6
+    b.set_epoch(3)
+    assert list(b) != keys
+    plain = EpochSampler(4, seed=0, shuffle=False)
+    assert list(plain) == [(1, 0), (1, 1), (1, 2), (1, 3)]

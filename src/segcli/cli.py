@@ -183,6 +183,42 @@ def predict(
         report.console.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
 
 
+data_app = typer.Typer(help="Inspect a dataset without training.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check", options_metavar="[OPTIONS] [OVERRIDES]...",
+                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def data_check(
+    ctx: typer.Context,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the findings to this JSON file.")] = None,
+) -> None:
+    """Run every dataset check on every split (pairing, decoding, sizes, mask values) and print
+    images per split, image sizes, class pixel frequencies and all problems found. OVERRIDES as
+    for `segcli train` (e.g. dataset=camvid dataset.root=PATH). Exit code 1 when problems are found.
+
+    Example: segcli data check dataset=folder dataset.root=data/mine dataset.num_classes=3
+    """
+    from segcli import jobs
+    from segcli.config import compose_config
+    from segcli.run import write_json
+
+    with user_errors():
+        result = jobs.check_dataset(to_plain(compose_config(ctx.args)))
+        for table in report.data_tables(result):
+            report.console.print(table)
+        for note in result["notes"]:
+            report.console.print(f"note: {note}", highlight=False)
+        for problem in result["problems"]:
+            report.error(problem)
+        if json_path:
+            write_json(json_path, result)
+    n = len(result["problems"])
+    report.console.print(f"{n} problem(s) found" if n else "no problems found", highlight=False)
+    if n:
+        raise SystemExit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

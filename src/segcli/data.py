@@ -6,8 +6,10 @@ after the transform (see augment.py). Masks hold class indices 0..C-1 or ``ignor
 raw mask values are mapped through a look-up table built from ``dataset.mask_values``.
 
 Problems with the files (a missing folder, an image without a mask, a mask of another size,
-an unreadable file, mask values outside the classes) are found up front by ``check_pairs``,
-before any training step, and raised as one-line ``SegcliError``s naming the file.
+an unreadable or truncated file, mask values outside the classes, a colour mask where indices
+were expected) are found up front by ``pair_files`` and ``check_pairs``, before any training
+step, and raised as one-line ``SegcliError``s naming the file; or, with
+``dataset.on_bad_file=skip``, the bad pairs are left out with a warning and a count.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler  # noqa: E402
 
 from segcli.augment import seed_transform  # noqa: E402
 from segcli.errors import SegcliError  # noqa: E402
+
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # bad files get segcli's one-line errors instead
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")
@@ -89,11 +93,16 @@ def list_images(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(files)}
 
 
-def pair_files(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+def pair_files(image_dir: Path, mask_dir: Path, problems: list[str] | None = None) -> list[tuple[Path, Path]]:
     """Pair ``image_dir/NAME.*`` with ``mask_dir/NAME.*``.
 
+    Args:
+        problems: when given, a file without a partner is described here and left out
+            instead of raising (``dataset.on_bad_file=skip``, ``segcli data check``).
+
     Raises:
-        SegcliError: a folder is missing or holds no images, or a file has no partner.
+        SegcliError: a folder is missing or holds no images, or (without ``problems``) a file
+            has no partner.
     """
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
@@ -101,13 +110,13 @@ def pair_files(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
     images, masks = list_images(image_dir), list_images(mask_dir)
     if not images:
         raise SegcliError(f"{image_dir}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    for name in images:
-        if name not in masks:
-            raise SegcliError(f"{images[name]}: image has no mask {mask_dir}/{name}.*")
-    for name in masks:
-        if name not in images:
-            raise SegcliError(f"{masks[name]}: mask has no image {image_dir}/{name}.*")
-    return [(images[n], masks[n]) for n in images]
+    unpaired = [f"{images[n]}: image has no mask {mask_dir}/{n}.*" for n in images if n not in masks]
+    unpaired += [f"{masks[n]}: mask has no image {image_dir}/{n}.*" for n in masks if n not in images]
+    if unpaired and problems is None:
+        raise SegcliError(unpaired[0])
+    if problems is not None:
+        problems.extend(unpaired)
+    return [(images[n], masks[n]) for n in images if n in masks]
 
 
 def mask_lut(num_classes: int, ignore_index: int,
@@ -118,13 +127,17 @@ def mask_lut(num_classes: int, ignore_index: int,
     With it, each ``raw: class`` entry maps a raw value; ``ignore_index`` stays valid.
 
     Raises:
-        SegcliError: a mapped class is outside 0..C-1 and is not ignore_index.
+        SegcliError: a mapped class is outside 0..C-1 and is not ignore_index, or a raw value
+            is not an integer in 0..65535.
     """
     lut = np.full(65536, -1, dtype=np.int64)
     if mask_values:
         for raw, cls in mask_values.items():
             if not (0 <= int(cls) < num_classes or int(cls) == ignore_index):
                 raise SegcliError(f"dataset.mask_values maps {raw} to {cls}; expected 0..{num_classes - 1} or {ignore_index}")
+            if not str(raw).isdigit() or int(raw) > 65535:
+                raise SegcliError(f"dataset.mask_values key {raw!r}: expected a raw mask value 0..65535 "
+                                  "(for colour masks use dataset.mask_format=rgb)")
             lut[int(raw)] = int(cls)
     else:
         lut[:num_classes] = np.arange(num_classes)
@@ -133,36 +146,120 @@ def mask_lut(num_classes: int, ignore_index: int,
     return lut
 
 
+@dataclass
+class ColorTable:
+    """Colour-coded masks (``dataset.mask_format=rgb``): each RGB colour names a class.
+
+    Attributes:
+        codes: ``{(r << 16) | (g << 8) | b: class index or ignore_index}``.
+    """
+
+    codes: dict[int, int]
+
+    @classmethod
+    def from_config(cls, colors: Sequence[Sequence[int]], ignore_index: int,
+                    mask_values: Mapping | None = None) -> "ColorTable":
+        """Class ``i`` is ``colors[i]``; ``mask_values`` adds ``"R,G,B": class`` entries (e.g.
+        ``{"0,0,0": 255}`` to ignore black).
+
+        Raises:
+            SegcliError: a mask_values key is not "R,G,B".
+        """
+        codes = {(int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(colors)}
+        for key, value in (mask_values or {}).items():
+            parts = str(key).replace(" ", "").split(",")
+            if len(parts) != 3 or not all(p.isdigit() and int(p) < 256 for p in parts):
+                raise SegcliError(f"dataset.mask_values key {key!r}: expected 'R,G,B' with dataset.mask_format=rgb")
+            r, g, b = map(int, parts)
+            codes[(r << 16) | (g << 8) | b] = int(value) if int(value) != -1 else ignore_index
+        return cls(codes)
+
+    def decode(self, rgb: np.ndarray) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB -> ``(H, W) int64`` class indices, -1 for unknown colours."""
+        code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        values, inverse = np.unique(code, return_inverse=True)
+        classes = np.array([self.codes.get(int(v), -1) for v in values], dtype=np.int64)
+        return classes[inverse.reshape(code.shape)]
+
+
+def mask_table(cfg: Mapping, colors: Sequence[Sequence[int]]) -> np.ndarray | ColorTable:
+    """The raw-mask decoder a ``dataset`` config asks for: ``mask_lut`` for index masks
+    (``mask_format: index``, the default) or a ``ColorTable`` for ``mask_format: rgb``.
+
+    Raises:
+        SegcliError: an unknown mask_format, or a bad mask_values entry.
+    """
+    fmt = str(cfg.get("mask_format") or "index")
+    if fmt == "rgb":
+        return ColorTable.from_config(colors, int(cfg["ignore_index"]), cfg.get("mask_values"))
+    if fmt != "index":
+        raise SegcliError(f"dataset.mask_format={fmt}: expected index or rgb")
+    return mask_lut(int(cfg["num_classes"]), int(cfg["ignore_index"]), cfg.get("mask_values"))
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` RGB.
+    """Read an image file as ``(H, W, 3) uint8`` RGB, in stored pixel order (EXIF orientation
+    is ignored, as it is for masks, so that image and mask pixels stay aligned).
 
     Raises:
         SegcliError: the file cannot be decoded as an image.
     """
-    array = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    array = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if array is None:
         raise SegcliError(f"{path}: cannot read as an image (missing, truncated or not an image)")
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path, lut: np.ndarray) -> np.ndarray:
-    """Read a single-channel mask and map it through ``lut``: ``(H, W) int64`` class indices.
+def read_mask(path: Path, lut: np.ndarray | ColorTable) -> np.ndarray:
+    """Read a mask and map it to ``(H, W) int64`` class indices (or ignore_index): a
+    single-channel integer image through the ``mask_lut`` table, or an RGB image through a
+    ``ColorTable``.
 
     Raises:
-        SegcliError: unreadable, RGB instead of indices, or a value the table does not allow.
+        SegcliError: unreadable; colour where indices were expected or the reverse; a
+            non-integer dtype; a value or colour the table does not allow.
     """
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise SegcliError(f"{path}: cannot read as a mask image")
+    if isinstance(lut, ColorTable):
+        if raw.ndim != 3 or raw.shape[2] not in (3, 4) or raw.dtype != np.uint8:
+            raise SegcliError(f"{path}: mask is not an 8-bit RGB image; dataset.mask_format=rgb expects colour masks")
+        mask = lut.decode(cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB))
+        if (mask < 0).any():
+            bad = np.unique(raw[..., :3][mask < 0][:, ::-1], axis=0)[:3].tolist()
+            raise SegcliError(f"{path}: mask colours {bad} are not in dataset.colors (map them with "
+                              "dataset.mask_values, e.g. {'0,0,0': 255} to ignore)")
+        return mask
     if raw.ndim == 3:
         raise SegcliError(f"{path}: mask has {raw.shape[2]} channels; expected one channel of class "
-                          "indices (convert colour masks to indices first)")
-    mask = lut[raw.astype(np.int64)]
+                          "indices (for colour-coded masks set dataset.mask_format=rgb and dataset.colors)")
+    if raw.dtype.kind not in "ui":
+        raise SegcliError(f"{path}: mask has {raw.dtype} pixels; expected integer class indices")
+    raw = raw.astype(np.int64)
+    outside = (raw < 0) | (raw >= len(lut))
+    mask = lut[np.where(outside, 0, raw)]
+    mask[outside] = -1
     if (mask < 0).any():
         bad = sorted(set(np.unique(raw[mask < 0]).tolist()))[:5]
         raise SegcliError(f"{path}: mask values {bad} are not classes; expected 0..{int(lut.max())} "
                           "or ignore_index (map raw values with dataset.mask_values)")
     return mask
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Decode an image file in full (which finds truncated files) and return its (height, width).
+
+    Raises:
+        SegcliError: the file is missing, truncated or not an image.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            width, height = im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise SegcliError(f"{path}: cannot read as an image ({str(exc)[:80] or type(exc).__name__})") from None
+    return height, width
 
 
 @dataclass
@@ -179,34 +276,64 @@ class ClassPixels:
     present: np.ndarray
 
 
-def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, num_classes: int) -> ClassPixels:
-    """Check every pair up front: sizes match and mask values are valid.
+@dataclass
+class SplitCheck(ClassPixels):
+    """What ``check_pairs`` found in a split: class statistics of the good pairs, the good pairs,
+    the problems of the bad ones (one line each), and how many images have each (H, W)."""
 
-    Reads each mask in full and each image's header only.
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+
+
+def _check_pair(image_path: Path, mask_path: Path, lut, num_classes: int) -> tuple[np.ndarray, tuple[int, int]]:
+    mask = read_mask(mask_path, lut)
+    height, width = image_size(image_path)
+    if (height, width) != mask.shape:
+        raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
+                          f"expected the size of its image {image_path.name}, {width}x{height}")
+    valid = mask[(mask >= 0) & (mask < num_classes)]
+    return np.bincount(valid, minlength=num_classes)[:num_classes], (height, width)
+
+
+def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray | ColorTable, num_classes: int,
+                skip_bad: bool = False) -> SplitCheck:
+    """Check every pair up front, before any training step: both files decode in full (truncated
+    files are found), sizes match, and mask values are classes. Files are read by a few threads
+    (decoders release the GIL).
+
+    Args:
+        skip_bad: describe bad pairs in ``problems`` and leave them out instead of raising.
 
     Returns:
-        the class pixel statistics of all masks.
+        see ``SplitCheck``; ``pixels`` and ``present`` count the good pairs only.
 
     Raises:
-        SegcliError: see ``read_mask``; or an image is unreadable or of another size than its mask.
+        SegcliError: (without ``skip_bad``) the first bad pair, see ``read_mask`` and
+            ``image_size``, or an image of another size than its mask.
     """
-    counts = np.zeros(num_classes, dtype=np.int64)
-    present = np.zeros(num_classes, dtype=np.int64)
-    for image_path, mask_path in pairs:
-        mask = read_mask(mask_path, lut)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(pair):
         try:
-            with Image.open(image_path) as im:
-                width, height = im.size
-        except OSError:
-            raise SegcliError(f"{image_path}: cannot read as an image (missing, truncated or not an image)") from None
-        if (height, width) != mask.shape:
-            raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
-                              f"expected the size of its image {image_path.name}, {width}x{height}")
-        valid = mask[(mask >= 0) & (mask < num_classes)]
-        image_counts = np.bincount(valid, minlength=num_classes)[:num_classes]
-        counts += image_counts
-        present += np.where(image_counts > 0, valid.size, 0)
-    return ClassPixels(counts, present)
+            return _check_pair(pair[0], pair[1], lut, num_classes)
+        except SegcliError as exc:
+            if not skip_bad:
+                raise
+            return str(exc)
+
+    out = SplitCheck(np.zeros(num_classes, dtype=np.int64), np.zeros(num_classes, dtype=np.int64))
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for pair, result in zip(pairs, pool.map(check, pairs)):
+            if isinstance(result, str):
+                out.problems.append(result)
+                continue
+            counts, size = result
+            out.pairs.append(pair)
+            out.pixels += counts
+            out.present += np.where(counts > 0, counts.sum(), 0)
+            out.sizes[size] = out.sizes.get(size, 0) + 1
+    return out
 
 
 class SegmentationSamples(Dataset):
@@ -229,8 +356,17 @@ class SegmentationSamples(Dataset):
         image, mask, name = self.load(index)
         if self.augment_seed is not None:
             seed_transform(self.transform, (self.augment_seed, epoch, index))
-        out = self.transform(image=image, mask=mask)
+        try:
+            out = self.transform(image=image, mask=mask)
+        except (cv2.error, ValueError) as exc:  # e.g. a 1-pixel image scaled down to nothing
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
+            raise SegcliError(f"{self.source(index)}: the augmentation pipeline failed on this "
+                              f"{image.shape[1]}x{image.shape[0]} (WxH) image: {detail}") from None
         return {"image": out["image"], "mask": out["mask"].long(), "name": name}
+
+    def source(self, index: int) -> str:
+        """Where sample ``index`` comes from, for error messages."""
+        return f"sample {index}"
 
 
 class PairedFolderDataset(SegmentationSamples):
@@ -238,18 +374,21 @@ class PairedFolderDataset(SegmentationSamples):
 
     Args:
         pairs: ``(image_path, mask_path)`` pairs.
-        lut: raw mask value -> class index table (see ``mask_lut``).
+        lut: raw mask decoder (see ``mask_table``).
         transform: ``f(image=(H, W, 3) uint8, mask=(H, W) int64) -> {"image": (3, h, w) float32
             tensor, "mask": (h, w) tensor}``.
         augment_seed: see ``SegmentationSamples``; None for evaluation.
     """
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: np.ndarray, transform: Callable,
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: np.ndarray | ColorTable, transform: Callable,
                  augment_seed: int | None = None) -> None:
         self.pairs, self.lut, self.transform, self.augment_seed = list(pairs), lut, transform, augment_seed
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def source(self, index: int) -> str:
+        return str(self.pairs[index][0])
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.pairs[index]
@@ -301,12 +440,12 @@ class SplitFiles:
         return {s: [img.stem for img, _ in p] for s, p in self.pairs.items()}
 
 
-def find_split_files(cfg: Mapping, seed: int) -> SplitFiles:
+def find_split_files(cfg: Mapping, seed: int, problems: list[str] | None = None) -> SplitFiles:
     """Find the image/mask pairs of each split of a ``kind: folder`` dataset config.
 
     Layouts: ``segnet`` (``root/<split>`` + ``root/<split>annot``) and ``image_mask_dirs``
     (``root/<image_dir>[/<split>]`` + ``root/<mask_dir>[/<split>]``; flat folders are split at
-    random, seeded, by ``val_fraction``).
+    random, seeded, by ``val_fraction``). ``problems``: see ``pair_files``.
 
     Raises:
         SegcliError: the root or a needed folder is missing, or pairing fails.
@@ -318,15 +457,15 @@ def find_split_files(cfg: Mapping, seed: int) -> SplitFiles:
     if cfg.get("layout") == "segnet":
         for split in SPLITS:
             if (root / split).is_dir() or split != "test":
-                out.pairs[split] = pair_files(root / split, root / f"{split}annot")
+                out.pairs[split] = pair_files(root / split, root / f"{split}annot", problems)
         return out
     images, masks = root / str(cfg.get("image_dir", "images")), root / str(cfg.get("mask_dir", "masks"))
     if (images / "train").is_dir():
         for split in SPLITS:
             if (images / split).is_dir() or split != "test":
-                out.pairs[split] = pair_files(images / split, masks / split)
+                out.pairs[split] = pair_files(images / split, masks / split, problems)
         return out
-    pairs = pair_files(images, masks)
+    pairs = pair_files(images, masks, problems)
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     n_val = max(1, round(len(pairs) * float(cfg.get("val_fraction", 0.2))))

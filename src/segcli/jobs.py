@@ -18,14 +18,14 @@ import torch
 
 from segcli import report
 from segcli.augment import IMAGENET_MEAN, IMAGENET_STD, build_transforms
-from segcli.data import (DatasetInfo, PairedFolderDataset, check_pairs, find_split_files,
-                         make_loader, mask_lut)
+from segcli.data import (SPLITS, DatasetInfo, PairedFolderDataset, check_pairs, find_split_files,
+                         make_loader, mask_table)
 from segcli.engine import (EpochResult, LrSchedule, StepContext, evaluate, resolve_amp, resolve_device,
                            train_one_epoch)
 from segcli.errors import RunInterrupted, SegcliError
 from segcli.interrupts import StopSignals
 from segcli.losses import build_loss
-from segcli.models import build_model
+from segcli.models import build_model, load_error_detail
 from segcli.resume import Progress, absolute_root, capture_rng, restore_rng, resume_config
 from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
 from segcli.synthetic import SyntheticDataset
@@ -43,13 +43,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# (dotted key, lowest allowed value, whether null is allowed, whether it must be an integer)
+NUMBER_RULES = (("trainer.epochs", 1, False, True), ("trainer.batch_size", 1, False, True),
+                ("trainer.eval_batch_size", 1, False, True), ("trainer.num_workers", 0, False, True),
+                ("trainer.val_every", 1, False, True), ("trainer.max_minutes", 1e-9, True, False),
+                ("trainer.checkpoint_minutes", 1e-9, True, False), ("trainer.grad_clip", 1e-12, True, False),
+                ("optimizer.lr", 1e-12, False, False), ("dataset.num_classes", 1, False, True),
+                ("dataset.scale", 1e-3, False, False))
+
+
+def check_config(cfg: Mapping) -> None:
+    """Check the numbers of a resolved config before anything is built.
+
+    Raises:
+        SegcliError: the first value of ``NUMBER_RULES`` that is not a number, is too small, or
+            is not an integer where one is needed; names the key and what was expected.
+    """
+    for key, low, nullable, integer in NUMBER_RULES:
+        section, name = key.split(".")
+        if name not in cfg.get(section, {}):
+            continue
+        value = cfg[section][name]
+        if value is None and nullable:
+            continue
+        kind = "an integer" if integer else "a number"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
+        if not ok or (integer and not float(value).is_integer()):
+            bound = f">= {low}" if integer or low >= 1 else "> 0"
+            raise SegcliError(f"{key}={value}: expected {kind} {bound}" + (" or null" if nullable else ""))
+
+
 def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir | None = None,
                    augmented: Sequence[str] = ("train",)) -> tuple[DatasetInfo, dict, dict]:
     """Datasets of the given splits; those in ``augmented`` get the ``train`` pipeline, the
     others the ``eval`` one.
 
     Returns:
-        (class info, {split: Dataset}, {split: ClassPixels} for folder data).
+        (class info, {split: Dataset}, {split: data.SplitCheck} for folder data).
 
     Raises:
         SegcliError: any data problem (see data.py), or a split the dataset does not have.
@@ -65,17 +95,69 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
                       for s in splits}, {}
     if dcfg["kind"] != "folder":
         raise SegcliError(f"dataset.kind={dcfg['kind']}: expected folder or synthetic")
-    files = find_split_files(dcfg, seed)
+    on_bad = str(dcfg.get("on_bad_file") or "error")
+    if on_bad not in ("error", "skip"):
+        raise SegcliError(f"dataset.on_bad_file={on_bad}: expected error or skip")
+    unpaired: list[str] | None = [] if on_bad == "skip" else None
+    files = find_split_files(dcfg, seed, unpaired)
     if run is not None and files.random_split:
         write_json(run.path / "split.json", files.as_json())
-    lut = mask_lut(info.num_classes, info.ignore_index, dcfg.get("mask_values"))
+    lut = mask_table(dcfg, info.colors)
     datasets, counts = {}, {}
     for s in splits:
         if s not in files.pairs:
             raise SegcliError(f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})")
-        counts[s] = check_pairs(files.pairs[s], lut, info.num_classes)
-        datasets[s] = PairedFolderDataset(files.pairs[s], lut, transforms[s], seeds[s])
+        counts[s] = check_pairs(files.pairs[s], lut, info.num_classes, skip_bad=on_bad == "skip")
+        datasets[s] = PairedFolderDataset(counts[s].pairs, lut, transforms[s], seeds[s])
+        if counts[s].problems:
+            report.warning(f"dataset.on_bad_file=skip: left out {len(counts[s].problems)} bad pair(s) of the "
+                           f"{s} split; the first: {counts[s].problems[0]}")
+    if unpaired:
+        report.warning(f"dataset.on_bad_file=skip: left out {len(unpaired)} file(s) without a partner; "
+                       f"the first: {unpaired[0]}")
     return info, datasets, counts
+
+
+def check_dataset(cfg: Mapping) -> dict:
+    """Every dataset check of ``build_datasets`` on every split, collecting all problems instead
+    of stopping at the first (``segcli data check``). Nothing is trained or written.
+
+    Returns:
+        ``{"dataset": root or "synthetic", "class_names": [...], "splits": {split: {"images": int
+        (good pairs), "bad": int, "sizes": {"HxW": count}, "class_pixels": [C ints]}},
+        "problems": [one line each], "notes": [...]}``.
+
+    Raises:
+        SegcliError: problems that stop any check: a missing root or folder, bad class names.
+    """
+    dcfg = cfg["dataset"]
+    info = DatasetInfo.from_config(dcfg)
+    out: dict = {"dataset": dcfg.get("root") or dcfg["kind"], "class_names": info.class_names, "splits": {},
+                 "problems": [], "notes": []}
+    if dcfg["kind"] == "synthetic":
+        for split in SPLITS:
+            ds = SyntheticDataset(dcfg[f"num_{split}"], dcfg["image_size"], split, None)
+            pixels = sum(np.bincount(ds.render(i)[1].ravel(), minlength=info.num_classes) for i in range(len(ds)))
+            out["splits"][split] = {"images": len(ds), "bad": 0, "sizes": {"x".join(map(str, ds.size)): len(ds)},
+                                    "class_pixels": [int(x) for x in pixels]}
+    else:
+        files = find_split_files(dcfg, run_seed(cfg), out["problems"])
+        lut = mask_table(dcfg, info.colors)
+        for split, pairs in files.pairs.items():
+            found = check_pairs(pairs, lut, info.num_classes, skip_bad=True)
+            out["problems"] += found.problems
+            out["splits"][split] = {"images": len(found.pairs), "bad": len(found.problems),
+                                    "sizes": {f"{h}x{w}": n for (h, w), n in sorted(found.sizes.items())},
+                                    "class_pixels": found.pixels.tolist()}
+        if files.random_split:
+            out["notes"].append(f"no split folders: a seeded random split (dataset.val_fraction="
+                                f"{dcfg.get('val_fraction')}) is made when training")
+    train = out["splits"].get("train")
+    if train:
+        absent = [n for n, c in zip(info.class_names, train["class_pixels"]) if c == 0]
+        if absent:
+            out["notes"].append(f"classes with no pixels in the train split: {', '.join(absent)}")
+    return out
 
 
 def step_context(trainer: Mapping, scale: float = 1.0) -> StepContext:
@@ -122,7 +204,7 @@ def failure_recorded(run: RunDir):
         yield
     except SegcliError as exc:
         if run.last.exists():
-            run.write_summary({"status": "failed", "error": str(exc), "resume": f"segcli train --resume {run.path}"})
+            run.write_summary({"status": "failed", "error": str(exc)})
         raise
 
 
@@ -142,6 +224,7 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
         SegcliError: bad data or config, a NaN/inf loss, out of memory.
         RunInterrupted: SIGINT/SIGTERM arrived; last.pt and summary.json ("interrupted") are saved.
     """
+    check_config(cfg)
     trainer, seed = cfg["trainer"], run_seed(cfg)
     absolute_root(cfg)  # eval and predict may run from another folder
     if trainer.get("deterministic"):
@@ -296,7 +379,7 @@ def restore_training(path: Path, net: torch.nn.Module, optimizer: torch.optim.Op
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise SegcliError(f"{path}: does not fit the configured model/optimizer: {str(exc).splitlines()[0]}") from None
+        raise SegcliError(f"{path}: does not fit the configured model/optimizer: {load_error_detail(exc)}") from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
@@ -334,8 +417,8 @@ def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> torch.nn.Modul
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise SegcliError(f"checkpoint weights do not fit {model_cfg['arch']}-{model_cfg['encoder_name']}: "
-                          f"{str(exc).splitlines()[0]}") from None
+        raise SegcliError(f"checkpoint weights do not fit {model_cfg['arch']}-{model_cfg['encoder_name']} with "
+                          f"{ckpt['classes']['num_classes']} classes: {load_error_detail(exc)}") from None
     return model.to(device).eval()
 
 

@@ -21,7 +21,8 @@ ARCHITECTURES = {a.__name__.lower(): a.__name__ for a in smp._MODEL_ARCHITECTURE
 
 
 def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``: data, no code).
+    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``: data, no code);
+    from a segcli checkpoint, the weights of its encoder.
 
     Raises:
         SegcliError: the file is missing or holds no state dict.
@@ -39,9 +40,21 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
             raise SegcliError(f"{path}: cannot read as a torch state dict ({type(exc).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if isinstance(state, dict) and "format" in state and isinstance(state.get("model"), dict):
+        # a segcli checkpoint: its encoder's weights (fine-tuning from an earlier run)
+        state = {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
     if not isinstance(state, dict):
         raise SegcliError(f"{path}: expected a state dict (name -> tensor)")
     return state
+
+
+def load_error_detail(exc: RuntimeError) -> str:
+    """The informative line of torch's multi-line ``load_state_dict`` error (the first size
+    mismatch, missing or unexpected key), shortened."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((x for x in lines if x.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+                  lines[-1] if lines else type(exc).__name__)
+    return detail if len(detail) <= 240 else detail[:237] + "..."
 
 
 def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:
@@ -80,8 +93,18 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
     if local:
         state = {k: v for k, v in load_weights_file(Path(str(weights))).items() if not k.startswith("fc.")}
         # nn.Module's own method: SMP encoders override load_state_dict and return nothing
-        missing, unexpected = nn.Module.load_state_dict(model.encoder, state, strict=False)
+        try:
+            missing, unexpected = nn.Module.load_state_dict(model.encoder, state, strict=False)
+        except RuntimeError as exc:  # same names, other shapes: another depth or width of encoder
+            raise SegcliError(f"{weights}: weights do not fit encoder {cfg['encoder_name']}: "
+                              f"{load_error_detail(exc)}") from None
         if len(unexpected) == len(state):
             raise SegcliError(f"{weights}: no tensor matches encoder {cfg['encoder_name']} "
                               f"(first key {next(iter(state), None)!r})")
+        if missing:
+            from segcli import report
+
+            report.warning(f"{weights}: {len(missing)} of the {len(missing) + len(state) - len(unexpected)} tensors "
+                           f"of encoder {cfg['encoder_name']} are not in the file and stay random "
+                           f"(first: {missing[0]}); is it another encoder?")
     return model

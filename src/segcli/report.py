@@ -77,3 +77,31 @@ def error(message: str) -> None:
     err_console.print(f"segcli: error: {message}", style="red", highlight=False, markup=False,
                       soft_wrap=True)
     sys.stderr.flush()
+
+
+def warning(message: str) -> None:
+    """One line on stderr: ``segcli: warning: MESSAGE``."""
+    err_console.print(f"segcli: warning: {message}", style="yellow", highlight=False, markup=False,
+                      soft_wrap=True)
+    sys.stderr.flush()
+
+
+def data_tables(result: dict) -> list[Table]:
+    """Tables of ``jobs.check_dataset``'s result: images and sizes per split, then the share of
+    labelled pixels of each class per split (in %)."""
+    splits = result["splits"]
+    table = Table(title=f"dataset {result['dataset']}")
+    for column in ("split", "images", "bad", "sizes (HxW: images)"):
+        table.add_column(column, justify="left" if column.startswith(("split", "sizes")) else "right")
+    for split, s in splits.items():
+        sizes = s["sizes"]
+        shown = ", ".join(f"{k}: {v}" for k, v in list(sizes.items())[:3]) + (f", ... ({len(sizes)} sizes)" if len(sizes) > 3 else "")
+        table.add_row(split, str(s["images"]), str(s["bad"]), shown)
+    classes = Table(title="labelled pixels per class (%)")
+    classes.add_column("class")
+    for split in splits:
+        classes.add_column(split, justify="right")
+    totals = {split: max(sum(s["class_pixels"]), 1) for split, s in splits.items()}
+    for i, name in enumerate(result["class_names"]):
+        classes.add_row(name, *(f"{100 * s['class_pixels'][i] / totals[split]:.2f}" for split, s in splits.items()))
+    return [table, classes]

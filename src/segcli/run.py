@@ -93,13 +93,15 @@ class RunDir:
 def remove_unstarted(path: Path) -> None:
     """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json,
     an empty ``checkpoints/``), and the folder itself if nothing else is in it. A run that has
-    a checkpoint is left alone."""
+    a checkpoint is left alone. Parent folders that end up empty (``outputs/DATE/``) go too."""
     path = Path(path)
     if any(path.glob("checkpoints/*.pt")):
         return
     for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "split.json"):
         (path / name).unlink(missing_ok=True)
-    for folder in (path / ".hydra", path / "checkpoints", path):
+    for folder in (path / ".hydra", path / "checkpoints", path, path.parent, path.parent.parent):
+        if folder.resolve() == Path.cwd().resolve():
+            break  # Hydra's outputs/DATE/ folders may go when empty, the working directory never
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
