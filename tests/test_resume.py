@@ -161,3 +161,15 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_a_kill_between_last_and_best_checkpoint_is_repaired_on_resume(reference: Path, tmp_path: Path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / "summary.json").unlink()
+    (run / "checkpoints" / "best.pt").unlink()  # last.pt of the final (best) epoch was written, best.pt not
+    r = segcli("train", "--resume", str(run), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(run, reference)

@@ -261,6 +261,8 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
         run.rewrite_metrics(progress.history)
     elif resume:
         run.rewrite_metrics([])  # stopped before its first checkpoint: start over in the same folder
+    if resume:
+        (run.path / "summary.json").unlink(missing_ok=True)  # "interrupted" no longer; written again at the end
     if budget is not None:
         schedule.max_seconds = max(budget - progress.val_reserve, 1e-3)
     action = f"resuming at epoch {progress.epoch}, step {progress.step}:" if progress.step else "training"
@@ -280,6 +282,15 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
                                        "scaler": scaler.state_dict() if scaler else None,
                                        "progress": asdict(progress), "rng": capture_rng()})
         saved_at[0] = time.perf_counter()
+
+    def best_checkpoint() -> dict:
+        return {**base, "epoch": progress.best_epoch, "step": progress.step, "model": net.state_dict(),
+                "val": progress.best}
+
+    if resume and progress.best_epoch and progress.best_epoch == progress.epoch - 1 and not progress.epoch_totals:
+        saved = load_checkpoint(run.best).get("epoch") if run.best.is_file() else None
+        if saved != progress.best_epoch:  # killed between last.pt and best.pt: the weights are last.pt's
+            run.save_checkpoint(run.best, best_checkpoint())
 
     def interrupted(signals: StopSignals) -> RunInterrupted:
         save_last()
@@ -333,24 +344,26 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
                       "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(totals.seconds, 3),
                       "train_images_per_second": round(totals.images_per_second, 3),
                       "val_seconds": round(ev.seconds, 3) if ev else None}
-            if val and val["miou"] is not None and (progress.best is None or val["miou"] > progress.best["miou"]):
+            improved = val and val["miou"] is not None and (progress.best is None or val["miou"] > progress.best["miou"])
+            if improved:
                 progress.best, progress.best_epoch = val, epoch
-                run.save_checkpoint(run.best, {**base, "epoch": epoch, "step": progress.step,
-                                               "model": net.state_dict(), "val": val})
             progress.history.append(record)
             progress.last_val = val or progress.last_val
             progress.epoch, progress.epoch_totals = epoch + 1, {}
             if out_of_time:
                 progress.stopped_by = "max_minutes"
-            save_last()  # before the metrics line: a kill between the two loses no line on resume
+            # Order for kills between writes: last.pt first (a resume re-creates a missing best.pt
+            # from it: see best_checkpoint's use above), then best.pt, then the metrics line (rewritten on resume).
+            save_last()
+            if improved:
+                run.save_checkpoint(run.best, best_checkpoint())
             run.log_epoch(record)
             report.console.print(report.epoch_line(record), highlight=False)
             if signals.requested():
                 raise interrupted(signals)
     if progress.best is None and not run.best.exists():  # no class was ever present: keep the last weights
         progress.best_epoch = progress.epoch - 1
-        run.save_checkpoint(run.best, {**base, "epoch": progress.best_epoch, "step": progress.step,
-                                       "model": net.state_dict(), "val": None})
+        run.save_checkpoint(run.best, best_checkpoint())
     summary = {"status": "done", "best_epoch": progress.best_epoch, "epochs": progress.epoch - 1,
                "stopped_by": progress.stopped_by or "epochs", "train_seconds": round(clock(), 3),
                "checkpoint": str(run.best.resolve()), "val": progress.best,
