@@ -60,7 +60,7 @@ def test_mask_values_map_binary_255_masks(flat_binary_root: Path):
     lut = mask_lut(2, 255, {0: 0, 255: 1})
     mask = read_mask(next((flat_binary_root / "masks").iterdir()), lut)
     assert set(np.unique(mask).tolist()) == {0, 1}
-    with pytest.raises(SegcliError, match=r"mask values \[255\] are not classes"):
+    with pytest.raises(SegcliError, match=r"mask values \[255\] are not classes; expected one of \[0, 1, 254\]"):
         read_mask(next((flat_binary_root / "masks").iterdir()), mask_lut(2, 254))
     with pytest.raises(SegcliError, match="dataset.mask_values maps 255 to 7"):
         mask_lut(2, 254, {255: 7})

@@ -51,7 +51,8 @@ def one_line(exc: BaseException) -> str:
     for e in (exc, exc.__cause__):
         if e is not None:
             parts += [line.strip() for line in str(e).splitlines() if line.strip()]
-    return " ".join(dict.fromkeys(parts))
+    text = " ".join(dict.fromkeys(parts))
+    return text.split(" Config search path:")[0]  # Hydra's list of search paths says nothing useful here
 
 
 def compose_config(overrides: Sequence[str], config_name: str = "train",

@@ -163,15 +163,17 @@ class ColorTable:
         ``{"0,0,0": 255}`` to ignore black).
 
         Raises:
-            SegcliError: a mask_values key is not "R,G,B".
+            SegcliError: a mask_values key is not "R,G,B", or its value is not a class or ignore_index.
         """
         codes = {(int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(colors)}
         for key, value in (mask_values or {}).items():
             parts = str(key).replace(" ", "").split(",")
             if len(parts) != 3 or not all(p.isdigit() and int(p) < 256 for p in parts):
                 raise SegcliError(f"dataset.mask_values key {key!r}: expected 'R,G,B' with dataset.mask_format=rgb")
+            if not (0 <= int(value) < len(colors) or int(value) == ignore_index):
+                raise SegcliError(f"dataset.mask_values maps {key} to {value}; expected 0..{len(colors) - 1} or {ignore_index}")
             r, g, b = map(int, parts)
-            codes[(r << 16) | (g << 8) | b] = int(value) if int(value) != -1 else ignore_index
+            codes[(r << 16) | (g << 8) | b] = int(value)
         return cls(codes)
 
     def decode(self, rgb: np.ndarray) -> np.ndarray:
@@ -242,8 +244,10 @@ def read_mask(path: Path, lut: np.ndarray | ColorTable) -> np.ndarray:
     mask[outside] = -1
     if (mask < 0).any():
         bad = sorted(set(np.unique(raw[mask < 0]).tolist()))[:5]
-        raise SegcliError(f"{path}: mask values {bad} are not classes; expected 0..{int(lut.max())} "
-                          "or ignore_index (map raw values with dataset.mask_values)")
+        allowed = np.flatnonzero(lut >= 0).tolist()
+        shown = ", ".join(map(str, allowed[:12])) + (", ..." if len(allowed) > 12 else "")
+        raise SegcliError(f"{path}: mask values {bad} are not classes; expected one of [{shown}] "
+                          "(classes and ignore_index; map raw values with dataset.mask_values)")
     return mask
 
 
