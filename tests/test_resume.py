@@ -173,3 +173,15 @@ def test_a_kill_between_last_and_best_checkpoint_is_repaired_on_resume(reference
     r = segcli("train", "--resume", str(run), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert_same_run(run, reference)
+
+
+def test_more_minutes_continue_a_run_that_its_budget_stopped(tmp_path: Path):
+    r = segcli("train", *TINY, "trainer.checkpoint_minutes=null", "trainer.max_minutes=0.0001", "hydra.run.dir=run",
+               cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_by"] == "max_minutes"
+    r = segcli("train", "--resume", "run", "--allow-changes", "trainer.max_minutes=null", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped_by"] == "epochs" and summary["epochs"] == 3
+    assert [x["epoch"] for x in records(tmp_path / "run")] == [1, 2, 3]

@@ -265,6 +265,8 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
         (run.path / "summary.json").unlink(missing_ok=True)  # "interrupted" no longer; written again at the end
     if budget is not None:
         schedule.max_seconds = max(budget - progress.val_reserve, 1e-3)
+    if progress.stopped_by == "max_minutes" and (budget is None or schedule.max_seconds > progress.elapsed):
+        progress.stopped_by = None  # resumed with a larger (or no) time budget: train on
     action = f"resuming at epoch {progress.epoch}, step {progress.step}:" if progress.step else "training"
     report.console.print(f"segcli: {action} {cfg['model']['arch']}-{cfg['model']['encoder_name']} on "
                          f"{len(data['train'])} train / {len(data['val'])} val images, device {ctx.device}, "
