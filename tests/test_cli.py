@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import write_pair
@@ -219,3 +220,19 @@ def test_camvid_one_step_then_eval(tmp_path: Path):
     ev = json.loads((tmp_path / "v.json").read_text())
     assert ev["images"] == 101 and ev["miou"] == pytest.approx(summary["val"]["miou"], abs=1e-9)
 
+
+
+def test_every_loss_option_trains_end_to_end_in_one_multirun(tmp_path: Path):
+    names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "loss").glob("*.yaml"))
+    r = segcli("train", "-m", "loss=" + ",".join(names), "trainer.epochs=1", "dataset.num_train=8", "dataset.num_val=4",
+               "dataset.image_size=[64,64]", "dataset.crop_size=[64,64]", "trainer.num_workers=0",
+               "trainer.batch_size=4", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    seen = set()
+    for job in (tmp_path / "sweep").iterdir():
+        if not (job / "summary.json").exists():
+            continue
+        seen.add(next(x for x in (job / ".hydra" / "overrides.yaml").read_text().split() if x.startswith("loss=")))
+        record = json.loads((job / "metrics.jsonl").read_text().splitlines()[-1])
+        assert all(np.isfinite(record[k]) for k in ("train_loss", "val_loss", "val_miou")), job
+    assert seen == {f"loss={n}" for n in names}

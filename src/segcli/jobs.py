@@ -91,8 +91,9 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
                   for s in splits}
     seeds = {s: seed if s in augmented else None for s in splits}
     if dcfg["kind"] == "synthetic":
-        return info, {s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s], seeds[s])
-                      for s in splits}, {}
+        datasets = {s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s], seeds[s])
+                    for s in splits}
+        return info, datasets, {s: d.class_pixels() for s, d in datasets.items() if s == "train"}
     if dcfg["kind"] != "folder":
         raise SegcliError(f"dataset.kind={dcfg['kind']}: expected folder or synthetic")
     on_bad = str(dcfg.get("on_bad_file") or "error")
@@ -137,9 +138,8 @@ def check_dataset(cfg: Mapping) -> dict:
     if dcfg["kind"] == "synthetic":
         for split in SPLITS:
             ds = SyntheticDataset(dcfg[f"num_{split}"], dcfg["image_size"], split, None)
-            pixels = sum(np.bincount(ds.render(i)[1].ravel(), minlength=info.num_classes) for i in range(len(ds)))
             out["splits"][split] = {"images": len(ds), "bad": 0, "sizes": {"x".join(map(str, ds.size)): len(ds)},
-                                    "class_pixels": [int(x) for x in pixels]}
+                                    "class_pixels": ds.class_pixels().pixels.tolist()}
     else:
         files = find_split_files(dcfg, run_seed(cfg), out["problems"])
         lut = mask_table(dcfg, info.colors)

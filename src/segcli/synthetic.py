@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
-from segcli.data import SPLITS, SegmentationSamples
+from segcli.data import SPLITS, ClassPixels, SegmentationSamples
 
 
 class SyntheticDataset(SegmentationSamples):
@@ -63,3 +63,13 @@ class SyntheticDataset(SegmentationSamples):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         return (*self.render(index), f"{SPLITS[self.split_id]}_{index:05d}")
+
+    def class_pixels(self) -> ClassPixels:
+        """Pixels of each of the 4 classes over the split, and the pixels of the images each
+        occurs in (for class weights, as ``data.check_pairs`` gives for folder data)."""
+        pixels, present = np.zeros(4, np.int64), np.zeros(4, np.int64)
+        for i in range(self.length):
+            counts = np.bincount(self.render(i)[1].ravel(), minlength=4)
+            pixels += counts
+            present += np.where(counts > 0, counts.sum(), 0)
+        return ClassPixels(pixels, present)
