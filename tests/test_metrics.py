@@ -66,3 +66,67 @@ def test_merge_sums_matrices():
     b.update(torch.tensor([[1]]), torch.tensor([[0]]))
     a.merge(b)
     assert a.matrix.tolist() == [[1, 1], [0, 0]]
+
+
+def test_accuracy_and_frequency_weighted_iou_by_hand():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 9]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 1]])
+    cm = ConfusionMatrix(3, ignore_index=9)
+    cm.update(pred[None], target[None])
+    s = cm.compute()
+    # recall: class 0 1/2, class 1 2/2, class 2 2/3; true pixel shares 2/7, 2/7, 3/7
+    assert s.per_class_accuracy == pytest.approx([0.5, 1.0, 2 / 3])
+    assert s.mean_accuracy == pytest.approx((0.5 + 1 + 2 / 3) / 3)
+    assert s.fwiou == pytest.approx(2 / 7 * 1 / 3 + 2 / 7 * 2 / 3 + 3 / 7 * 2 / 3)
+
+
+def _random_batches(seed: int, classes: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        target = torch.randint(0, classes, (2, 6, 7), generator=g)
+        target[target == 3] = 0 if seed % 2 else 3  # class 3 sometimes absent from the truth
+        pred = torch.where(torch.rand(2, 6, 7, generator=g) < 0.6, target, torch.randint(0, classes - 1, (2, 6, 7), generator=g))
+        target[torch.rand(2, 6, 7, generator=g) < 0.1] = 255
+        yield pred, target
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_protocols_agree_with_smp_metrics_on_random_inputs_with_ignore(seed):
+    import segmentation_models_pytorch as smp
+
+    from segcli.metrics import protocols
+
+    cm = ConfusionMatrix(4, ignore_index=255, per_image=True)
+    stats = []
+    for pred, target in _random_batches(seed):
+        cm.update(pred, target)
+        stats.append(smp.metrics.get_stats(pred, target, mode="multiclass", num_classes=4, ignore_index=255))
+    tp, fp, fn, tn = (torch.cat(x) for x in zip(*stats))
+    table = protocols(cm)
+    # SMP "macro": stats summed over images, per-class score, mean over classes (absent -> zero_division)
+    assert table["dataset_absent_as_1"]["miou"] == pytest.approx(smp.metrics.iou_score(tp, fp, fn, tn, "macro").item())
+    assert table["dataset_absent_as_1"]["mdice"] == pytest.approx(smp.metrics.f1_score(tp, fp, fn, tn, "macro").item())
+    assert table["micro"]["miou"] == pytest.approx(smp.metrics.iou_score(tp, fp, fn, tn, "micro").item())
+    assert table["micro"]["mdice"] == pytest.approx(smp.metrics.f1_score(tp, fp, fn, tn, "micro").item())
+    # per image: SMP's per-image per-class scores with absent classes as NaN, then our nan-aware means
+    iou = smp.metrics.iou_score(tp, fp, fn, tn, None, zero_division=float("nan"))
+    dice = smp.metrics.f1_score(tp, fp, fn, tn, None, zero_division=float("nan"))
+    assert table["per_image"]["miou"] == pytest.approx(iou.nanmean(1).nanmean().item())
+    assert table["per_image"]["mdice"] == pytest.approx(dice.nanmean(1).nanmean().item())
+    present = (tp + fp + fn).sum(0) > 0
+    macro = smp.metrics.iou_score(tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0), None)
+    assert table["dataset"]["miou"] == pytest.approx(macro[present].mean().item())
+    assert table["dataset_no_background"]["miou"] == pytest.approx(macro[1:][present[1:]].mean().item())
+    recall = smp.metrics.recall(tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0), None)
+    truth = (tp + fn).sum(0) > 0
+    assert cm.compute().mean_accuracy == pytest.approx(recall[truth].mean().item())
+
+
+def test_edge_cases_absent_from_truth_from_prediction_and_from_both():
+    cm = ConfusionMatrix(4, per_image=True)
+    # class 1: only predicted (absent from truth); class 2: only in truth (never predicted); class 3: absent
+    cm.update(torch.tensor([[0, 1, 0, 0]]), torch.tensor([[0, 0, 2, 0]]))
+    s = cm.compute()
+    assert s.per_class_iou[1] == 0.0 and s.per_class_iou[2] == 0.0 and math.isnan(s.per_class_iou[3])
+    assert math.isnan(s.per_class_accuracy[1]) and s.per_class_accuracy[2] == 0.0
+    assert s.miou == pytest.approx((2 / 4 + 0 + 0) / 3) and s.per_image_miou == pytest.approx(s.miou)

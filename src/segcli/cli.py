@@ -136,6 +136,9 @@ def train(
     run_hydra(_train_task, args)
 
 
+EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "per_image_miou", "per_image_mdice")
+
+
 @app.command("eval")
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")],
@@ -144,17 +147,30 @@ def evaluate(
     data_root: Annotated[Optional[str], typer.Option(help="Read the dataset from here instead.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (default: the run's).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    metrics: Annotated[Optional[str], typer.Option(
+        help="Also print these, comma-separated: " + ", ".join(EVAL_METRICS) + ".")] = None,
+    show_protocols: Annotated[bool, typer.Option(
+        "--protocols", help="Print mIoU and mDice under each named protocol, to match a paper's table.")] = False,
 ) -> None:
-    """Evaluate a checkpoint: per-class IoU and Dice, their means and pixel accuracy."""
+    """Evaluate a checkpoint: per-class IoU, Dice and accuracy, their means and pixel accuracy."""
     from segcli import jobs
+    from segcli.metrics import PROTOCOLS
     from segcli.run import write_json
 
     with user_errors():
         if split not in ("train", "val", "test"):
             raise SegcliError(f"--split {split}: expected train, val or test")
+        wanted = [m.strip() for m in (metrics or "").split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in EVAL_METRICS]
+        if unknown:
+            raise SegcliError(f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}")
         result = jobs.evaluate_checkpoint(checkpoint, split, data_root, batch_size, device)
         names = list(result["per_class_iou"])
         report.console.print(report.scores_table(f"{split}: {result['images']} images, {checkpoint}", names, result))
+        for name in wanted:
+            report.console.print(f"{name} {report.fmt(result[name])}", highlight=False)
+        if show_protocols:
+            report.console.print(report.protocols_table(result["protocols"], PROTOCOLS))
         report.console.print(f"protocol: {result['protocol']}", highlight=False)
         if json_path:
             write_json(json_path, result)

@@ -234,15 +234,16 @@ class EvalResult:
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx: StepContext,
              loss_fn: nn.Module | None = None, on_batch: Callable[[int], None] | None = None,
-             stop_requested: Callable[[], bool] | None = None) -> EvalResult | None:
+             stop_requested: Callable[[], bool] | None = None, per_image: bool = False) -> EvalResult | None:
     """Predict every batch (argmax over classes) and accumulate one confusion matrix on the device.
 
     Used both for validation during training and by ``segcli eval``, so both give the same numbers.
     Padded pixels carry ``ignore_index`` in the mask and are not counted. Returns None when
-    ``stop_requested()`` became True between two batches.
+    ``stop_requested()`` became True between two batches. ``per_image`` also keeps a matrix per
+    image (for the per-image protocol of ``metrics.protocols``).
     """
     model.eval()
-    matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device)
+    matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device, per_image=per_image)
     start, total, images = time.perf_counter(), 0.0, 0
     for batch in loader:
         x = ctx.images(batch)

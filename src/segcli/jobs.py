@@ -25,6 +25,7 @@ from segcli.engine import (EpochResult, LrSchedule, StepContext, evaluate, resol
 from segcli.errors import RunInterrupted, SegcliError
 from segcli.interrupts import StopSignals
 from segcli.losses import build_loss
+from segcli.metrics import PROTOCOLS, protocols
 from segcli.models import build_model, load_error_detail
 from segcli.resume import Progress, absolute_root, capture_rng, restore_rng, resume_config
 from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
@@ -443,8 +444,9 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     preprocessing and ``engine.evaluate`` (the code path of validation during training).
 
     Returns:
-        summary.json's ``val`` keys plus ``split``, ``images``, ``seconds``, ``images_per_second``,
-        ``checkpoint``, ``epoch`` and ``protocol``.
+        summary.json's ``val`` keys (plus ``per_image_miou``, ``per_image_mdice``) and ``split``,
+        ``images``, ``seconds``, ``images_per_second``, ``checkpoint``, ``epoch``, ``protocol`` (the
+        default's description) and ``protocols`` (``{name: {miou, mdice}}``, see metrics.PROTOCOLS).
     """
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
@@ -458,9 +460,8 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     loader = make_loader(data[split], batch_size or int(cfg["trainer"]["eval_batch_size"]), False,
                          int(cfg["trainer"]["num_workers"]), info.ignore_index, run_seed(cfg))
     with report.EpochProgress(f"eval {split}", len(data[split])) as bar:
-        ev = evaluate(model, loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance)
+        ev = evaluate(model, loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance, per_image=True)
     return {**ev.scores.as_dict(info.class_names), "split": split, "images": ev.images,
             "seconds": round(ev.seconds, 3), "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
             "checkpoint": str(Path(path).resolve()), "epoch": ckpt.get("epoch"),
-            "protocol": "dataset-level confusion matrix, per-class mean, ignore_index excluded, "
-                        "classes absent from truth and prediction excluded"}
+            "protocol": "dataset: " + PROTOCOLS["dataset"], "protocols": protocols(ev.matrix)}

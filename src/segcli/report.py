@@ -69,6 +69,19 @@ def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
     table.add_section()
     table.add_row("mean", fmt(scores["miou"]), fmt(scores["mdice"]))
     table.add_row("pixel accuracy", fmt(scores["pixel_accuracy"]), "")
+    if "mean_accuracy" in scores:
+        table.add_row("mean accuracy", fmt(scores["mean_accuracy"]), "")
+        table.add_row("frequency-weighted IoU", fmt(scores["fwiou"]), "")
+    return table
+
+
+def protocols_table(values: dict, descriptions: dict) -> Table:
+    """mIoU and mDice under each protocol (``metrics.protocols``), with what each one means."""
+    table = Table(title="the same predictions under each protocol")
+    for column in ("protocol", "mIoU", "mDice", "definition"):
+        table.add_column(column, justify="right" if column.startswith("m") else "left")
+    for name, v in values.items():
+        table.add_row(name, fmt(v["miou"]), fmt(v["mdice"]), descriptions.get(name, ""))
     return table
 
 
