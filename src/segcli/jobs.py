@@ -464,4 +464,4 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     return {**ev.scores.as_dict(info.class_names), "split": split, "images": ev.images,
             "seconds": round(ev.seconds, 3), "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
             "checkpoint": str(Path(path).resolve()), "epoch": ckpt.get("epoch"),
-            "protocol": "dataset: " + PROTOCOLS["dataset"], "protocols": protocols(ev.matrix)}
+            "protocol": "dataset: " + PROTOCOLS["dataset"], "protocols": protocols(ev.matrix, ev.scores)}

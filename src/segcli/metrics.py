@@ -203,14 +203,15 @@ PROTOCOLS = {
 }
 
 
-def protocols(matrix: ConfusionMatrix) -> dict[str, dict[str, float]]:
+def protocols(matrix: ConfusionMatrix, scores: SegmentationScores | None = None) -> dict[str, dict[str, float]]:
     """The headline mIoU and mDice under each protocol of ``PROTOCOLS`` (``per_image`` only when
-    the matrix kept images). Returns ``{protocol: {"miou": float, "mdice": float}}`` (NaN: undefined)."""
+    the matrix kept images). ``scores``: ``matrix.compute()`` when the caller has it already.
+    Returns ``{protocol: {"miou": float, "mdice": float}}`` (NaN: undefined)."""
     m = matrix.matrix.double().cpu()
     iou, dice = class_scores(m)
     tp = m.diag()
     fp, fn = m.sum(0) - tp, m.sum(1) - tp
-    scores = matrix.compute()
+    scores = scores or matrix.compute()
     out = {
         "dataset": {"miou": scores.miou, "mdice": scores.mdice},
         "dataset_absent_as_1": {"miou": float(iou.nan_to_num(1.0).mean()), "mdice": float(dice.nan_to_num(1.0).mean())},
