@@ -37,7 +37,8 @@ def test_dice_ce_is_the_weighted_sum_of_its_terms(batch):
 
 
 @pytest.mark.parametrize("name", ["ce", "dice", "focal", "dice_ce", "jaccard", "lovasz", "tversky", "focal_tversky",
-                                  "log_cosh_dice", "sensitivity_specificity", "combo", "exp_log"])
+                                  "log_cosh_dice", "sensitivity_specificity", "combo", "exp_log", "bce",
+                                  "weighted_bce", "balanced_ce", "boundary", "hausdorff", "shape_aware"])
 def test_ignored_pixels_do_not_change_the_loss(batch, name):
     from segcli.config import compose_config, to_plain
 
@@ -167,7 +168,8 @@ def test_exp_log_weights_classes_by_training_frequency(batch):
     assert loss(logits, target).item() == pytest.approx(reference("exp_log", logits, target, weights), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["ce", "weighted_ce", "dice", "focal", "dice_ce", "jaccard", "lovasz", "tversky", *REGION])
+@pytest.mark.parametrize("name", ["ce", "weighted_ce", "dice", "focal", "dice_ce", "jaccard", "lovasz", "tversky", *REGION,
+                                  "bce", "weighted_bce", "balanced_ce", "boundary", "hausdorff", "shape_aware"])
 def test_gradients_are_finite_at_perfect_and_totally_wrong_predictions(name):
     import numpy as np
 
@@ -192,3 +194,153 @@ def test_wrapped_smp_losses_are_smp_s(batch, name):
                 "lovasz": smp.losses.LovaszLoss("multiclass", ignore_index=IGNORE),
                 "tversky": smp.losses.TverskyLoss("multiclass", ignore_index=IGNORE, alpha=0.3, beta=0.7)}[name]
     assert _yaml_loss(name)(logits, target).item() == pytest.approx(smp_loss(logits, target).item(), rel=1e-6)
+
+
+# --- sigmoid (multilabel) forms and class subsets ------------------------------------------------
+
+def _numpy_sigmoid_onehot(logits, target, classes=None):
+    import numpy as np
+
+    x = logits.double().numpy()
+    t = target.numpy()
+    valid = t != IGNORE
+    keep = list(range(x.shape[1])) if classes is None else classes
+    xs = np.stack([x[:, c][valid] for c in keep])  # (K, P)
+    ys = np.stack([(t[valid] == c) for c in keep]).astype(np.float64)
+    return 1 / (1 + np.exp(-xs)), ys
+
+
+@pytest.mark.parametrize("classes", [None, [1], [0, 2]])
+def test_bce_family_matches_its_formulas(batch, classes):
+    import numpy as np
+
+    logits, target = batch
+    p, y = _numpy_sigmoid_onehot(logits, target, classes)
+    overrides = [] if classes is None else [f"loss.classes=[{','.join(map(str, classes))}]"]
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert _yaml_loss("bce", *overrides)(logits, target).item() == pytest.approx(bce.mean(), rel=1e-5)
+    weighted = -(2.0 * y * np.log(p) + (1 - y) * np.log(1 - p))  # beta 2 on positives
+    assert _yaml_loss("weighted_bce", *overrides)(logits, target).item() == pytest.approx(weighted.mean(), rel=1e-5)
+    beta = 1 - y.mean(1, keepdims=True)  # HED: share of negatives per class
+    balanced = -(beta * y * np.log(p) + (1 - beta) * (1 - y) * np.log(1 - p))
+    assert _yaml_loss("balanced_ce", *overrides)(logits, target).item() == pytest.approx(balanced.mean(), rel=1e-5)
+    fixed = -(0.8 * y * np.log(p) + 0.2 * (1 - y) * np.log(1 - p))
+    assert _yaml_loss("balanced_ce", *overrides, "loss.beta=0.8")(logits, target).item() == pytest.approx(fixed.mean(), rel=1e-5)
+
+
+def test_binary_form_is_bce_on_the_foreground_channel():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 2, 5, 5, generator=g)
+    target = torch.randint(0, 2, (2, 5, 5), generator=g)
+    target[0, 0] = IGNORE
+    valid = target != IGNORE
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 1][valid], (target[valid] == 1).float())
+    assert _yaml_loss("bce", "loss.classes=[1]")(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_multilabel_dice_matches_the_sigmoid_formula(batch):
+    import numpy as np
+
+    logits, target = batch
+    p, y = _numpy_sigmoid_onehot(logits, target)
+    dice = 2 * (p * y).sum(1) / (p.sum(1) + y.sum(1))
+    assert _yaml_loss("dice", "loss.mode=multilabel")(logits, target).item() == pytest.approx(np.mean(1 - dice), rel=1e-5)
+    p, y = _numpy_sigmoid_onehot(logits, target, [2])
+    dice = 2 * (p * y).sum() / (p.sum() + y.sum())
+    got = _yaml_loss("dice", "loss.mode=multilabel", "loss.classes=[2]")(logits, target).item()
+    assert got == pytest.approx(1 - dice, rel=1e-5)
+
+
+def test_multilabel_wrapper_handles_ignore_like_smp(batch):
+    logits, target = batch
+    onehot = torch.nn.functional.one_hot(torch.where(target == IGNORE, 0, target), 3).permute(0, 3, 1, 2).float()
+    onehot[(target == IGNORE).unsqueeze(1).expand_as(onehot)] = IGNORE
+    dice = smp.losses.DiceLoss("multilabel", ignore_index=IGNORE)(logits, onehot)
+    assert _yaml_loss("dice", "loss.mode=multilabel")(logits, target).item() == pytest.approx(dice.item(), rel=1e-6)
+    # SMP's "multiclass" focal is one-vs-rest sigmoid focal: the same numbers as multilabel mode
+    focal = smp.losses.FocalLoss("multiclass", ignore_index=IGNORE)(logits, target)
+    assert _yaml_loss("focal", "loss.mode=multilabel")(logits, target).item() == pytest.approx(focal.item(), rel=1e-6)
+
+
+def test_multiclass_class_subsets(batch):
+    logits, target = batch
+    dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE, classes=[1, 2])(logits, target)
+    assert _yaml_loss("dice", "loss.classes=[1,2]")(logits, target).item() == pytest.approx(dice.item(), rel=1e-6)
+    import numpy as np
+
+    _, _, _, tp, fp, fn, _ = _reference_stats(logits, target)
+    ti = (tp + 1) / (tp + 0.7 * fn + 0.3 * fp + 1)
+    got = _yaml_loss("focal_tversky", "loss.classes=[0]")(logits, target).item()
+    assert got == pytest.approx((1 - ti[0]) ** 0.75, rel=1e-5)
+    assert np.isfinite(got)
+
+
+def test_mode_and_class_errors():
+    with pytest.raises(SegcliError, match=r"loss.classes=\[5\]: expected a list of class indices in 0..2"):
+        _yaml_loss("dice", "loss.classes=[5]")
+    with pytest.raises(SegcliError, match="loss focal in multiclass mode"):
+        _yaml_loss("focal", "loss.classes=[1]")
+    with pytest.raises(SegcliError, match="loss.mode=softmax: expected multiclass or multilabel"):
+        _yaml_loss("dice", "loss.mode=softmax")
+    with pytest.raises(SegcliError, match="loss ce has no multilabel form"):
+        _yaml_loss("ce", "+loss.mode=multilabel")
+    with pytest.raises(SegcliError, match="loss bce is a sigmoid loss"):
+        _yaml_loss("bce", "loss.mode=multiclass")
+
+
+# --- distance-map losses, against hand-computed distance maps -------------------------------------
+
+def test_distance_maps_by_hand():
+    import numpy as np
+
+    from segcli.distance_losses import boundary_distance, label_boundary, signed_distance
+
+    row = np.array([[False, False, True, True, True]])
+    # outside: distance to the nearest True pixel; inside: -(distance to the nearest False - 1)
+    assert signed_distance(row).tolist() == [[2, 1, 0, -1, -2]]
+    assert signed_distance(~row).tolist() == [[-1, 0, 1, 2, 3]]
+    assert boundary_distance(row).tolist() == [[2, 1, 1, 2, 3]]  # edt(mask) + edt(~mask)
+    assert not signed_distance(np.zeros((2, 2), bool)).any() and not boundary_distance(np.ones((2, 2), bool)).any()
+    labels = np.array([[0, 0, 1], [0, 0, 1]])
+    valid = np.array([[True, True, True], [True, False, True]])
+    # (1, 2) touches label 0 only through the invalid (1, 1): not a boundary pixel
+    assert label_boundary(labels, valid).tolist() == [[False, True, True], [False, False, False]]
+
+
+def _row_case():
+    target = torch.tensor([[[0, 0, 1, 1, 1]]])  # (1, 1, 5)
+    logits = torch.tensor([[[[2.0, 1.0, 0.5, -1.0, 0.0]], [[0.0, 0.0, 1.0, 1.0, -2.0]]]])  # (1, 2, 1, 5)
+    return logits, target
+
+
+def test_boundary_loss_by_hand():
+    logits, target = _row_case()
+    p = logits.double().softmax(1)[0, :, 0]
+    phi = torch.tensor([[-1, 0, 1, 2, 3], [2, 1, 0, -1, -2]], dtype=torch.float64)
+    cfg = {"name": "boundary", "ignore_index": IGNORE}
+    assert build_loss(cfg, 2)(logits, target).item() == pytest.approx(((p * phi).sum() / 10).item(), rel=1e-6)
+    only1 = build_loss({**cfg, "classes": [1]}, 2)(logits, target).item()
+    assert only1 == pytest.approx(((p[1] * phi[1]).sum() / 5).item(), rel=1e-6)
+
+
+def test_hausdorff_loss_by_hand():
+    logits, target = _row_case()
+    p = logits.double().softmax(1)[0, :, 0]
+    y = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.float64)
+    # argmax per pixel: 0, 0, 1, 1, 0 -> class 1 predicted at [2, 3], class 0 at [0, 1, 4]
+    d_true = torch.tensor([[2, 1, 1, 2, 3], [2, 1, 1, 2, 3]], dtype=torch.float64)
+    d_pred = torch.tensor([[2, 1, 1, 1, 1], [2, 1, 1, 1, 1]], dtype=torch.float64)  # [T,T,F,F,T] and its complement
+    expected = ((p - y) ** 2 * (d_true ** 2 + d_pred ** 2)).sum() / 10
+    assert build_loss({"name": "hausdorff", "ignore_index": IGNORE}, 2)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_shape_aware_loss_by_hand():
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[:, :, 2:] = 1  # true boundary: columns 1 and 2
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[:, 1, :, 3] = 2.0  # predicted boundary: columns 2 and 3; distances 0 and 1 -> E = 0.5 pixels
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="sum") / 16
+    loss = build_loss({"name": "shape_aware", "ignore_index": IGNORE, "normalize": False}, 2)
+    assert loss(logits, target).item() == pytest.approx(1.5 * ce.item(), rel=1e-6)
+    normalized = build_loss({"name": "shape_aware", "ignore_index": IGNORE}, 2)
+    assert normalized(logits, target).item() == pytest.approx((1 + 0.5 / (32 ** 0.5)) * ce.item(), rel=1e-6)
