@@ -111,10 +111,16 @@ def test_max_minutes_stops_validates_and_saves(tmp_path: Path):
 def test_binary_0_255_masks_with_mask_values_and_random_split(flat_binary_root: Path, tmp_path: Path):
     r = segcli("train", "dataset=folder", f"dataset.root={flat_binary_root}", "dataset.num_classes=2",
                "dataset.mask_values={0:0,255:1}", "dataset.ignore_index=254", "trainer.epochs=1",
-               "hydra.run.dir=run", *FAST, cwd=tmp_path)
+               "loss=balanced_ce", "loss.classes=[1]", "hydra.run.dir=run", *FAST, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert len(split["val"]) == 2 and len(split["train"]) == 8
+    # the training split's class statistics, kept for the loss weights of a resumed run
+    stats = json.loads((tmp_path / "run" / "class_pixels.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert stats["pixels"] == summary["class_pixel_counts"]["train"] and sum(stats["pixels"]) > 0
+    n0, n1 = stats["pixels"]
+    assert stats["class_weights"]["inverse_frequency"] == pytest.approx([(n0 + n1) / (2 * n0), (n0 + n1) / (2 * n1)])
 
 
 def test_dataset_scale_keeps_scores_and_predictions_at_full_resolution(segnet_root: Path, tmp_path: Path):

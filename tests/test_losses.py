@@ -344,3 +344,19 @@ def test_shape_aware_loss_by_hand():
     assert loss(logits, target).item() == pytest.approx(1.5 * ce.item(), rel=1e-6)
     normalized = build_loss({"name": "shape_aware", "ignore_index": IGNORE}, 2)
     assert normalized(logits, target).item() == pytest.approx((1 + 0.5 / (32 ** 0.5)) * ce.item(), rel=1e-6)
+
+
+def test_class_statistics_are_cached_in_the_run_dir_for_resumes(tmp_path):
+    import numpy as np
+
+    from segcli.data import ClassPixels
+    from segcli.jobs import cached_class_pixels
+    from segcli.run import RunDir
+
+    run = RunDir(tmp_path / "run")
+    first = ClassPixels(np.array([10, 30, 60]), np.array([100, 100, 100]))
+    changed = ClassPixels(np.array([50, 50, 0]), np.array([100, 100, 0]))
+    assert cached_class_pixels(run, first, 3) is first
+    saved = cached_class_pixels(run, changed, 3, resume=True)  # the data changed before the resume
+    assert saved.pixels.tolist() == [10, 30, 60] and saved.present.tolist() == [100, 100, 100]
+    assert cached_class_pixels(run, changed, 3) is changed  # a new run counts again

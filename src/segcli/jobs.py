@@ -19,12 +19,12 @@ import torch
 from segcli import report
 from segcli.augment import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from segcli.data import (SPLITS, DatasetInfo, PairedFolderDataset, check_pairs, find_split_files,
-                         make_loader, mask_table)
+                         ClassPixels, make_loader, mask_table)
 from segcli.engine import (EpochResult, LrSchedule, StepContext, evaluate, resolve_amp, resolve_device,
                            train_one_epoch)
 from segcli.errors import RunInterrupted, SegcliError
 from segcli.interrupts import StopSignals
-from segcli.losses import build_loss
+from segcli.losses import build_loss, class_weights
 from segcli.metrics import PROTOCOLS, protocols
 from segcli.models import build_model, load_error_detail
 from segcli.resume import Progress, absolute_root, capture_rng, restore_rng, resume_config
@@ -209,6 +209,24 @@ def failure_recorded(run: RunDir):
         raise
 
 
+def cached_class_pixels(run: RunDir, found: ClassPixels | None, num_classes: int,
+                        resume: bool = False) -> ClassPixels | None:
+    """The training split's class statistics of a run, computed once: ``class_pixels.json`` in the run
+    dir keeps the pixel counts (and the class weights both balancing schemes give) the run started
+    with, so a resumed run weights its loss the same even if the data changed. ``found``: this
+    start's counts (None for data without counts); ``resume``: read the saved file if there is one.
+    """
+    path = run.path / "class_pixels.json"
+    if resume and path.is_file():
+        saved = json.loads(path.read_text())
+        return ClassPixels(np.asarray(saved["pixels"], dtype=np.int64), np.asarray(saved["present"], dtype=np.int64))
+    if found is not None:
+        write_json(path, {"pixels": np.asarray(found.pixels).tolist(), "present": np.asarray(found.present).tolist(),
+                          "class_weights": {s: class_weights(s, num_classes, found)
+                                            for s in ("median_frequency", "inverse_frequency")}})
+    return found
+
+
 def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | None = None) -> dict:
     """Train, validating each epoch; write the run directory (see run.py). Returns summary.json's dict.
 
@@ -244,7 +262,8 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
     if ctx.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if trainer.get("compile") else net
-    loss_fn = build_loss(cfg["loss"], info.num_classes, counts.get("train")).to(ctx.device)
+    stats = cached_class_pixels(run, counts.get("train"), info.num_classes, resume)
+    loss_fn = build_loss(cfg["loss"], info.num_classes, stats).to(ctx.device)
     optimizer = build_optimizer(cfg["optimizer"], net.parameters())
     scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
     epochs, batches = int(trainer["epochs"]), len(loaders["train"])

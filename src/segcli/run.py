@@ -91,13 +91,13 @@ class RunDir:
 
 
 def remove_unstarted(path: Path) -> None:
-    """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json,
+    """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json, class_pixels.json,
     an empty ``checkpoints/``), and the folder itself if nothing else is in it. A run that has
     a checkpoint is left alone. Parent folders that end up empty (``outputs/DATE/``) go too."""
     path = Path(path)
     if any(path.glob("checkpoints/*.pt")):
         return
-    for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "split.json"):
+    for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "split.json", "class_pixels.json"):
         (path / name).unlink(missing_ok=True)
     for folder in (path / ".hydra", path / "checkpoints", path, path.parent, path.parent.parent):
         if folder.resolve() == Path.cwd().resolve():
