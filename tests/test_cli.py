@@ -58,7 +58,7 @@ def test_train_eval_predict_on_a_folder_dataset(segnet_root: Path, tmp_path: Pat
     assert val["miou"] == max(x["val_miou"] for x in lines)
 
     # eval: the same code path as validation, so the same numbers for the best checkpoint
-    r = segcli("eval", summary["checkpoint"], "--json", "val.json", "--protocols", "--metrics", "fwiou,per_image_miou",
+    r = segcli("eval", summary["checkpoint"], "--json", "val.json", "--protocols", "--metrics", "fwiou,per_image_miou,hd95",
                cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     ev = json.loads((tmp_path / "val.json").read_text())
@@ -68,6 +68,8 @@ def test_train_eval_predict_on_a_folder_dataset(segnet_root: Path, tmp_path: Pat
                                     "frequency_weighted"}
     assert ev["protocols"]["dataset"]["miou"] == ev["miou"] and ev["protocols"]["per_image"]["miou"] == ev["per_image_miou"]
     assert f"fwiou {ev['fwiou']:.4f}" in r.stdout and "micro" in r.stdout and "per_image_miou" in r.stdout
+    assert set(ev["per_class_hd95"]) == {"a", "b", "c"} and all(0 <= n <= 3 for n in ev["hd95_images"].values())
+    assert "hd95 " in r.stdout and " px " in r.stdout
     assert_user_error(segcli("eval", summary["checkpoint"], "--metrics", "hd42", cwd=tmp_path), "--metrics hd42: expected")
     assert ev["per_class_dice"] == pytest.approx(val["per_class_dice"])
     assert "IoU" in r.stdout and "mean" in r.stdout

@@ -130,3 +130,69 @@ def test_edge_cases_absent_from_truth_from_prediction_and_from_both():
     assert s.per_class_iou[1] == 0.0 and s.per_class_iou[2] == 0.0 and math.isnan(s.per_class_iou[3])
     assert math.isnan(s.per_class_accuracy[1]) and s.per_class_accuracy[2] == 0.0
     assert s.miou == pytest.approx((2 / 4 + 0 + 0) / 3) and s.per_image_miou == pytest.approx(s.miou)
+
+
+# --- HD95 against a brute-force reference ----------------------------------------------------------
+
+def _brute_hd95(pred, truth):
+    """medpy's hd95 by brute force: surface = pixels with a 4-neighbour outside (image edge counts),
+    all pairwise distances, nearest per point, both directions pooled, 95th percentile."""
+    import numpy as np
+
+    def border(m):
+        padded = np.pad(m, 1)
+        inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        return np.argwhere(m & ~inner)
+
+    a, b = border(pred).astype(float), border(truth).astype(float)
+    d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    return np.percentile(np.hstack([d.min(1), d.min(0)]), 95)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hd95_matches_brute_force_on_random_masks(seed):
+    import numpy as np
+
+    from segcli.surface_metrics import hd95
+
+    rng = np.random.default_rng(seed)
+    for _ in range(10):
+        h, w = rng.integers(3, 20, size=2)
+        pred, truth = rng.random((h, w)) < rng.random(), rng.random((h, w)) < rng.random()
+        if pred.any() and truth.any():
+            assert hd95(pred, truth) == pytest.approx(_brute_hd95(pred, truth))
+
+
+def test_hd95_by_hand_and_edge_cases():
+    import math
+
+    import numpy as np
+
+    from segcli.surface_metrics import HausdorffAccumulator, hd95
+
+    truth = np.zeros((5, 9), bool)
+    truth[1:4, 1:4] = True
+    shifted = np.roll(truth, 3, axis=1)  # the same square, 3 pixels to the right
+    assert hd95(truth, truth) == 0.0
+    assert hd95(shifted, truth) == pytest.approx(_brute_hd95(shifted, truth))
+    assert 2.0 <= hd95(shifted, truth) <= 3.0  # surface pixels move by 3; the nearest other surface is 0..3 away
+    assert math.isnan(hd95(np.zeros((5, 9), bool), truth)) and math.isnan(hd95(truth, np.zeros((5, 9), bool)))
+
+    # accumulator: binary task -> class 1; ignored pixels drop predictions there; absent images left out
+    acc = HausdorffAccumulator(2, ignore_index=255)
+    target = torch.zeros(3, 5, 9, dtype=torch.long)
+    target[0][torch.from_numpy(truth)] = 1
+    target[1][torch.from_numpy(truth)] = 1
+    pred = target.clone()
+    pred[1] = 0
+    pred[1][torch.from_numpy(shifted)] = 1
+    target[1][:, 7:] = 255  # part of the shifted prediction falls on ignored pixels
+    pred[2, 0, 0] = 1  # class 1 absent from image 2's truth: no HD95
+    acc.update(pred, target)
+    out = acc.compute(["bg", "fg"])
+    cut = shifted.copy()
+    cut[:, 7:] = False
+    assert out["hd95_images"] == {"fg": 2}
+    assert out["per_class_hd95"]["fg"] == pytest.approx((0.0 + _brute_hd95(cut, truth)) / 2)
+    assert out["hd95"] == out["per_class_hd95"]["fg"]
+    assert HausdorffAccumulator(4, 255).classes == [0, 1, 2, 3]

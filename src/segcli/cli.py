@@ -136,7 +136,8 @@ def train(
     run_hydra(_train_task, args)
 
 
-EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "per_image_miou", "per_image_mdice")
+EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "per_image_miou", "per_image_mdice",
+                "hd95")
 
 
 @app.command("eval")
@@ -148,7 +149,8 @@ def evaluate(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (default: the run's).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     metrics: Annotated[Optional[str], typer.Option(
-        help="Also print these, comma-separated: " + ", ".join(EVAL_METRICS) + ".")] = None,
+        help="Also print these, comma-separated: " + ", ".join(EVAL_METRICS)
+        + " (hd95: pixels, per class; slower).")] = None,
     show_protocols: Annotated[bool, typer.Option(
         "--protocols", help="Print mIoU and mDice under each named protocol, to match a paper's table.")] = False,
 ) -> None:
@@ -164,10 +166,16 @@ def evaluate(
         unknown = [m for m in wanted if m not in EVAL_METRICS]
         if unknown:
             raise SegcliError(f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}")
-        result = jobs.evaluate_checkpoint(checkpoint, split, data_root, batch_size, device)
+        result = jobs.evaluate_checkpoint(checkpoint, split, data_root, batch_size, device, hd95="hd95" in wanted)
         names = list(result["per_class_iou"])
         report.console.print(report.scores_table(f"{split}: {result['images']} images, {checkpoint}", names, result))
         for name in wanted:
+            if name == "hd95":
+                per_class = ", ".join(f"{c} {v:.2f} ({result['hd95_images'][c]} images)"
+                                      for c, v in result["per_class_hd95"].items())
+                report.console.print(f"hd95 {result['hd95']:.2f} px (95th-percentile Hausdorff distance, medpy's "
+                                     f"definition; per class: {per_class})", highlight=False)
+                continue
             report.console.print(f"{name} {report.fmt(result[name])}", highlight=False)
         if show_protocols:
             report.console.print(report.protocols_table(result["protocols"], PROTOCOLS))

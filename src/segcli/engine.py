@@ -234,13 +234,15 @@ class EvalResult:
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx: StepContext,
              loss_fn: nn.Module | None = None, on_batch: Callable[[int], None] | None = None,
-             stop_requested: Callable[[], bool] | None = None, per_image: bool = False) -> EvalResult | None:
+             stop_requested: Callable[[], bool] | None = None, per_image: bool = False,
+             on_predictions: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> EvalResult | None:
     """Predict every batch (argmax over classes) and accumulate one confusion matrix on the device.
 
     Used both for validation during training and by ``segcli eval``, so both give the same numbers.
     Padded pixels carry ``ignore_index`` in the mask and are not counted. Returns None when
     ``stop_requested()`` became True between two batches. ``per_image`` also keeps a matrix per
-    image (for the per-image protocol of ``metrics.protocols``).
+    image (for the per-image protocol of ``metrics.protocols``). ``on_predictions(pred, target)``
+    receives every batch's ``(N, H, W)`` int64 predictions and targets (e.g. for HD95).
     """
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device, per_image=per_image)
@@ -252,7 +254,10 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
             logits = forward_at_scale(model, x, ctx.eval_scale)
         if loss_fn is not None:
             total += loss_fn(logits.float(), y).item() * x.shape[0]
-        matrix.update(logits.argmax(1), y)
+        pred = logits.argmax(1)
+        matrix.update(pred, y)
+        if on_predictions is not None:
+            on_predictions(pred, y)
         images += x.shape[0]
         if on_batch:
             on_batch(x.shape[0])
