@@ -5,6 +5,8 @@ Trailing arguments of `segcli train` go to Hydra unchanged (see config.py).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import typer  # noqa: E402
 
 from segcli import report  # noqa: E402
-from segcli.config import check_train_args, config_dir, group_options, run_hydra, to_plain  # noqa: E402
+from segcli.config import check_train_args, config_dir, group_options, run_hydra, sweep_args, to_plain  # noqa: E402
 from segcli.errors import RunInterrupted, SegcliError  # noqa: E402
 
 DEBUG = {"on": os.environ.get("HYDRA_FULL_ERROR") == "1"}
@@ -82,22 +84,71 @@ def _train_help() -> str:
     return "\b\n" + "\n".join(lines)  # \b: click keeps the line breaks
 
 
-def _train_task(cfg) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
+def _run_job(cfg, run_dir: Path) -> dict:
+    """One training job in ``run_dir``: skip it when a finished run of the same config is there,
+    resume an unfinished one, else train (see ``jobs.existing_run``)."""
     from segcli import jobs
-    from segcli.run import remove_unstarted
+    from segcli.run import keep_hydra_record, remove_unstarted, restore_hydra_record
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with user_errors():
+    plain = to_plain(cfg)
+    try:
+        state = jobs.existing_run(run_dir, plain)
+    except SegcliError:
+        restore_hydra_record(run_dir)  # the refused job's config must not replace the run's own record
+        raise
+    if state == "new":
+        keep_hydra_record(run_dir)
+    else:
+        restore_hydra_record(run_dir)
+    if state == "done":
+        if not plain["trainer"].get("skip_if_done", True):
+            raise SegcliError(f"{run_dir} holds a finished run of this config; set trainer.skip_if_done=true to "
+                              "skip it, or choose another run.name or hydra.run.dir")
+        summary = json.loads((run_dir / "summary.json").read_text())
+        report.console.print(f"segcli: {run_dir}: already done; skipped", highlight=False)
+        return summary
+    if state == "resume":
+        report.console.print(f"segcli: {run_dir}: unfinished run of this config; resuming it", highlight=False)
+        return jobs.resume(run_dir)
+    try:
+        return jobs.train(plain, run_dir)
+    except (SegcliError, KeyboardInterrupt):
+        remove_unstarted(run_dir)  # bad input found before any checkpoint: leave no run dir behind
+        raise
+
+
+def _train_task(cfg) -> float:
+    """Hydra's task function: returns the best val mIoU (NaN for a failed job of a sweep), the
+    objective of Hydra's optuna sweeper. In a sweep a job's error is printed, recorded in the sweep's
+    failures.jsonl, and the next job runs; Ctrl-C still stops the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from segcli import sweeps
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
         try:
-            summary = jobs.train(to_plain(cfg), run_dir)
-        except (SegcliError, KeyboardInterrupt):
-            remove_unstarted(run_dir)  # bad input found before any checkpoint: leave no run dir behind
-            raise
-    report.console.print(f"best val mIoU {report.fmt(summary['val'] and summary['val']['miou'])} "
-                         f"at epoch {summary['best_epoch']}; run directory:", highlight=False)
+            summary = _run_job(cfg, run_dir)
+        except (RunInterrupted, KeyboardInterrupt):
+            with user_errors():
+                raise
+        except Exception as exc:  # noqa: BLE001 - any job failure is reported and the sweep goes on
+            line = error_line(exc) if isinstance(exc, SegcliError) else f"{type(exc).__name__}: {exc}"
+            report.error(f"job {hydra_cfg.job.num}: {line}")
+            sweeps.record_failure(Path(hydra_cfg.sweep.dir), {"job": hydra_cfg.job.num, "dir": str(run_dir),
+                                                              "overrides": list(hydra_cfg.overrides.task),
+                                                              "error": line})
+            return math.nan
+    else:
+        with user_errors():
+            summary = _run_job(cfg, run_dir)
+    best = summary.get("val") and summary["val"]["miou"]
+    report.console.print(f"best val mIoU {report.fmt(best)} at epoch {summary.get('best_epoch')}; run directory:",
+                         highlight=False)
     print(run_dir, flush=True)  # the last line: `run=$(segcli train ... | tail -1)`
+    return math.nan if best is None else float(best)
 
 
 def _resume(run_dir: Path, overrides: list[str], allow_changes: bool) -> None:
@@ -133,7 +184,12 @@ def train(
         if allow_changes:
             raise SegcliError("--allow-changes only applies with --resume RUN_DIR")
         check_train_args(args)
+    from segcli import sweeps
+
+    args = sweep_args(args)
     run_hydra(_train_task, args)
+    if sweeps.RESULT["failed"]:
+        raise SystemExit(1)
 
 
 EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "per_image_miou", "per_image_mdice",
@@ -205,6 +261,37 @@ def predict(
         report.console.print(f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/", highlight=False)
         masks = predict_files(predictor, files, out_dir)
         report.console.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
+
+
+@app.command("runs")
+def list_runs(
+    dirs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Folders to search (default: outputs/ and multirun/ where they exist).")] = None,
+    sort: Annotated[str, typer.Option(help="Column or override key; miou and mdice: best first.")] = "miou",
+    filters: Annotated[Optional[list[str]], typer.Option(
+        "--filter", help="KEY=VALUE, KEY!=VALUE, KEY>VALUE (<, >=, <=); repeatable, all must hold.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """One row per run: the overrides that differ between runs, best val mIoU and mDice, epochs,
+    minutes and status (running, done, interrupted, failed, killed)."""
+    from segcli import compare
+
+    with user_errors():
+        if fmt not in ("table", "csv", "json"):
+            raise SegcliError(f"--format {fmt}: expected table, csv or json")
+        roots = dirs or [p for p in (Path("outputs"), Path("multirun")) if p.is_dir()]
+        if not roots:
+            raise SegcliError("no outputs/ or multirun/ here; give the folders to search: segcli runs DIR...")
+        records = [compare.run_record(p) for p in compare.find_runs(roots)]
+        keys = compare.differing_keys(records)
+        records = compare.select(records, filters or (), sort)
+        if fmt == "csv":
+            sys.stdout.write(compare.to_csv(compare.rows(records, keys)))
+        elif fmt == "json":
+            print(compare.to_json(records, keys))
+        else:
+            table = report.runs_table(compare.rows(records, keys), ", ".join(str(r) for r in roots))
+            report.print_wide(table)
 
 
 data_app = typer.Typer(help="Inspect a dataset without training.", no_args_is_help=True)

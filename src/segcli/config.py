@@ -92,6 +92,31 @@ def check_train_args(args: Sequence[str]) -> None:
     compose_config(parsed.overrides, parsed.config_name or "train", parsed.config_dir)
 
 
+def sweep_args(args: Sequence[str]) -> list[str]:
+    """``args`` plus ``hydra.sweep.dir=multirun/NAME-HASH`` for a multirun without its own sweep folder
+    (``sweeps.default_sweep_dir``: a re-run of the same command resumes the same sweep). Optuna and
+    other sweepers that sample keep Hydra's dated folder, as do single runs."""
+    from segcli.sweeps import default_sweep_dir
+
+    args = list(args)
+    try:
+        parsed = get_args_parser().parse_args(args)
+    except SystemExit:
+        return args
+    own = any(o.startswith(("hydra.sweep.dir=", "hydra/sweeper=")) for o in parsed.overrides)
+    if not parsed.multirun or own:
+        return args
+    return [*args, f"hydra.sweep.dir={default_sweep_dir(parsed.overrides)}"]
+
+
+def _run_dir_name(name, date: str, time: str, arch: str, encoder: str) -> str:
+    """``hydra.run.dir`` below outputs/: ``run.name`` when set, else ``DATE/TIME_ARCH-ENCODER``."""
+    return str(name) if name not in (None, "") else f"{date}/{time}_{arch}-{encoder}"
+
+
+OmegaConf.register_new_resolver("segcli_run_dir", _run_dir_name, replace=True)
+
+
 def run_hydra(task: Callable[[DictConfig], object], args: Sequence[str], config_name: str = "train") -> None:
     """Run ``task(cfg)`` under Hydra's own runner with command-line ``args``."""
     import hydra

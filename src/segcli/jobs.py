@@ -27,7 +27,8 @@ from segcli.interrupts import StopSignals
 from segcli.losses import build_loss, class_weights
 from segcli.metrics import PROTOCOLS, protocols
 from segcli.models import build_model, load_error_detail
-from segcli.resume import Progress, absolute_root, capture_rng, restore_rng, resume_config
+from segcli.resume import (Progress, absolute_root, capture_rng, config_changes, format_value, restore_rng,
+                           resume_config, saved_config)
 from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
 from segcli.synthetic import SyntheticDataset
 
@@ -283,6 +284,7 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
         run.rewrite_metrics([])  # stopped before its first checkpoint: start over in the same folder
     if resume:
         (run.path / "summary.json").unlink(missing_ok=True)  # "interrupted" no longer; written again at the end
+    run.mark_running()
     if budget is not None:
         schedule.max_seconds = max(budget - progress.val_reserve, 1e-3)
     if progress.stopped_by == "max_minutes" and (budget is None or schedule.max_seconds > progress.elapsed):
@@ -419,6 +421,39 @@ def restore_training(path: Path, net: torch.nn.Module, optimizer: torch.optim.Op
         scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
     return Progress(**ckpt["progress"])
+
+
+# Keys that may differ between a run and a re-run of the same job (machine settings, names).
+RERUN_IGNORES = ("trainer.skip_if_done", "trainer.num_workers", "trainer.eval_batch_size", "trainer.device",
+                 "trainer.checkpoint_minutes", "run.name")
+
+
+def existing_run(run_dir: Path, cfg: Mapping) -> str:
+    """What a new job should do with its run folder (a re-run of a sweep or of a shell loop).
+
+    Returns:
+        ``"new"``: no run there (or one stopped before its first checkpoint: start over);
+        ``"done"``: a finished run (summary.json status done) of this config;
+        ``"resume"``: an unfinished run of this config (interrupted, failed or killed) with last.pt.
+
+    Raises:
+        SegcliError: the folder holds a run of another config (every differing key listed).
+    """
+    run_dir = Path(run_dir)
+    last, summary = run_dir / "checkpoints" / "last.pt", run_dir / "summary.json"
+    if not last.is_file():
+        return "new"
+    old = absolute_root(saved_config(run_dir))
+    changes = {k: v for k, v in config_changes(old, absolute_root(json.loads(json.dumps(cfg)))).items()
+               if k not in RERUN_IGNORES}
+    if changes:
+        listed = "; ".join(f"{k}: {format_value(a)} -> {format_value(b)}" for k, (a, b) in changes.items())
+        raise SegcliError(f"{run_dir} holds a run of another config ({listed}); choose another run.name, "
+                          f"hydra.run.dir or hydra.sweep.dir, or continue it with segcli train --resume {run_dir} "
+                          "--allow-changes")
+    if summary.is_file() and json.loads(summary.read_text()).get("status") == "done":
+        return "done"
+    return "resume"
 
 
 def resume(run_dir: Path, overrides: Sequence[str] = (), allow_changes: bool = False) -> dict:

@@ -118,3 +118,32 @@ def data_tables(result: dict) -> list[Table]:
     for i, name in enumerate(result["class_names"]):
         classes.add_row(name, *(f"{100 * s['class_pixels'][i] / totals[split]:.2f}" for split, s in splits.items()))
     return [table, classes]
+
+
+def runs_table(rows: list[dict], where: str) -> Table:
+    """``segcli runs``: one row per run (see compare.rows)."""
+    table = Table(title=f"{len(rows)} run(s) under {where}", title_justify="left")
+    for name, justify in (("run", "left"), ("overrides", "left"), ("val mIoU", "right"), ("val mDice", "right"),
+                          ("best epoch", "right"), ("epochs", "right"), ("minutes", "right"), ("status", "left")):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        table.add_row(r["name"], r["overrides"], fmt(r["miou"]), fmt(r["mdice"]), str(r["best_epoch"] or "-"),
+                      str(r["epochs"]), f"{r['minutes']:.1f}", r["status"])
+    return table
+
+
+def print_wide(table: Table) -> None:
+    """Print a table; off a terminal (files, pipes) as wide as its cells need instead of 80 columns."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    wide = Console(width=100_000)
+    needed = Measurement.get(wide, wide.options, table).maximum
+    width = console.width
+    console.width = max(width, needed)
+    try:
+        console.print(table)
+    finally:
+        console.width = width

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -86,8 +88,36 @@ class RunDir:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def write_summary(self, summary: dict) -> None:
-        """Atomically write summary.json (``status`` "done": the run is complete)."""
+        """Atomically write summary.json (``status`` "done": the run is complete); the run is no
+        longer running (``running.json`` goes)."""
         write_json(self.path / "summary.json", summary)
+        (self.path / "running.json").unlink(missing_ok=True)
+
+    def mark_running(self) -> None:
+        """Write ``running.json`` (host and pid of this process) while the run trains; ``segcli runs``
+        tells a running run from a killed one with it."""
+        write_json(self.path / "running.json", {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
+
+
+def keep_hydra_record(path: Path) -> None:
+    """Copy a new run's ``.hydra/*.yaml`` to ``.hydra/first/``: Hydra rewrites ``.hydra/`` whenever a job
+    starts in the folder, also when segcli then skips, resumes or refuses it (``restore_hydra_record``)."""
+    first = Path(path) / ".hydra" / "first"
+    first.mkdir(parents=True, exist_ok=True)
+    for name in HYDRA_FILES:
+        if (Path(path) / ".hydra" / name).is_file():
+            shutil.copy2(Path(path) / ".hydra" / name, first / name)
+
+
+def restore_hydra_record(path: Path) -> None:
+    """Put back the ``.hydra/*.yaml`` of the run's first start (see ``keep_hydra_record``), if kept."""
+    first = Path(path) / ".hydra" / "first"
+    for name in HYDRA_FILES:
+        if (first / name).is_file():
+            shutil.copy2(first / name, Path(path) / ".hydra" / name)
 
 
 def remove_unstarted(path: Path) -> None:
@@ -97,9 +127,12 @@ def remove_unstarted(path: Path) -> None:
     path = Path(path)
     if any(path.glob("checkpoints/*.pt")):
         return
-    for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "split.json", "class_pixels.json"):
+    for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "split.json", "class_pixels.json",
+                 "running.json",
+                 *(f".hydra/first/{n}" for n in HYDRA_FILES)):
         (path / name).unlink(missing_ok=True)
-    for folder in (path / ".hydra", path / "checkpoints", path, path.parent, path.parent.parent):
+    for folder in (path / ".hydra" / "first", path / ".hydra", path / "checkpoints", path, path.parent,
+                   path.parent.parent):
         if folder.resolve() == Path.cwd().resolve():
             break  # Hydra's outputs/DATE/ folders may go when empty, the working directory never
         if folder.is_dir() and not any(folder.iterdir()):
