@@ -106,7 +106,10 @@ def sweep_args(args: Sequence[str]) -> list[str]:
     own = any(o.startswith(("hydra.sweep.dir=", "hydra/sweeper=")) for o in parsed.overrides)
     if not parsed.multirun or own:
         return args
-    return [*args, f"hydra.sweep.dir={default_sweep_dir(parsed.overrides)}"]
+    # next to the other overrides: argparse takes one run of positional arguments
+    anchor = (max(i for i, a in enumerate(args) if a in parsed.overrides) if parsed.overrides
+              else next(i for i, a in enumerate(args) if a in ("-m", "--multirun")))
+    return [*args[:anchor + 1], f"hydra.sweep.dir={default_sweep_dir(parsed.overrides)}", *args[anchor + 1:]]
 
 
 def _run_dir_name(name, date: str, time: str, arch: str, encoder: str) -> str:
