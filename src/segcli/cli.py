@@ -294,6 +294,20 @@ def list_runs(
             report.print_wide(table)
 
 
+@app.command()
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (e.g. the jobs of a sweep).")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where the PNG files go.")] = Path("plots"),
+) -> None:
+    """PNG plots of runs: loss and mIoU curves on shared axes, per-class IoU bars of each best epoch,
+    and each run's normalised confusion matrix (needs the plot extra: pip install 'segcli[plot]')."""
+    from segcli.plot import plot_runs
+
+    with user_errors():
+        for path in plot_runs(run_dirs, out_dir):
+            print(path)
+
+
 data_app = typer.Typer(help="Inspect a dataset without training.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

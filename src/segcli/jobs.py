@@ -27,6 +27,7 @@ from segcli.interrupts import StopSignals
 from segcli.losses import build_loss, class_weights
 from segcli.metrics import PROTOCOLS, protocols
 from segcli.models import build_model, load_error_detail
+from segcli.plot import save_samples
 from segcli.resume import (Progress, absolute_root, capture_rng, config_changes, format_value, restore_rng,
                            resume_config, saved_config)
 from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
@@ -370,7 +371,8 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
                       "val_seconds": round(ev.seconds, 3) if ev else None}
             improved = val and val["miou"] is not None and (progress.best is None or val["miou"] > progress.best["miou"])
             if improved:
-                progress.best, progress.best_epoch = val, epoch
+                progress.best = {**val, "confusion_matrix": ev.matrix.matrix.cpu().tolist()}  # rows: truth
+                progress.best_epoch = epoch
             progress.history.append(record)
             progress.last_val = val or progress.last_val
             progress.epoch, progress.epoch_totals = epoch + 1, {}
@@ -381,6 +383,9 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
             save_last()
             if improved:
                 run.save_checkpoint(run.best, best_checkpoint())
+                if int(trainer.get("samples") or 0) > 0:
+                    save_samples(net, data["val"], int(trainer["samples"]), ctx, info.colors, info.ignore_index,
+                                 IMAGENET_MEAN, IMAGENET_STD, run.path / "samples" / "best.png")
             run.log_epoch(record)
             report.console.print(report.epoch_line(record), highlight=False)
             if signals.requested():
