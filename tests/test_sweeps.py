@@ -155,3 +155,64 @@ def test_shell_loop_example(tmp_path: Path):
     assert r.returncode == 0 and (tmp_path / "outputs" / "sweep" / "unet_ce_s0" / "summary.json").stat().st_mtime == mtime
     r = run("trainer.batch_size=0")  # every run fails: listed, exit 1
     assert r.returncode == 1 and "failed: sweep/unet_ce_s0 sweep/unet_dice_s0" in r.stderr
+
+
+def test_plots_samples_and_loggers_record_the_same_numbers(tmp_path: Path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked
+    names = ["csv", "tensorboard", "mlflow"]
+    have = [n for n in names if n == "csv" or (n == "tensorboard" and _has("tensorboard")) or (n == "mlflow" and _has("mlflow"))]
+    r = segcli("train", "-m", "logger=" + ",".join(have), *[a for a in TINY if a != "trainer.epochs=1"],
+               "trainer.epochs=2", "hydra.sweep.dir=lg", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = {yaml.safe_load((j / ".hydra" / "overrides.yaml").read_text())[0].split("=")[1]: j
+            for j in job_dirs(tmp_path / "lg").values()}
+    for name, job in jobs.items():
+        records = [json.loads(x) for x in (job / "metrics.jsonl").read_text().splitlines()]
+        summary = json.loads((job / "summary.json").read_text())
+        # the best epoch's confusion matrix gives the summary's per-class IoU
+        import numpy as np
+
+        m = np.asarray(summary["val"]["confusion_matrix"], dtype=float)
+        iou = np.diag(m) / (m.sum(0) + m.sum(1) - np.diag(m))
+        assert [v for v in iou if not np.isnan(v)] == pytest.approx(
+            [v for v in summary["val"]["per_class_iou"].values() if v is not None])
+        sample = __import__("cv2").imread(str(job / "samples" / "best.png"))
+        assert sample.shape == (4 * (64 + 4), 3 * 64, 3)  # 4 val images: image | truth | prediction
+        if name == "csv":
+            import csv
+
+            rows = list(csv.DictReader((job / "metrics.csv").open()))
+            assert [float(r["val_miou"]) for r in rows] == pytest.approx([x["val_miou"] for x in records])
+        if name == "tensorboard":
+            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+            events = EventAccumulator(str(job / "tensorboard"))
+            events.Reload()
+            scalars = events.Scalars("val/miou")
+            assert [e.step for e in scalars] == [x["epoch"] for x in records]
+            assert [e.value for e in scalars] == pytest.approx([x["val_miou"] for x in records], rel=1e-6)
+        if name == "mlflow":
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient((tmp_path / "mlruns").resolve().as_uri())
+            (run,) = client.search_runs([client.get_experiment_by_name("segcli").experiment_id])
+            assert run.info.status == "FINISHED" and run.data.params["optimizer.lr"] == "0.001"
+            history = client.get_metric_history(run.info.run_id, "val_miou")
+            assert [h.step for h in history] == [x["epoch"] for x in records]
+            assert [h.value for h in history] == pytest.approx([x["val_miou"] for x in records])
+
+    r = segcli("plot", *[str(j) for j in jobs.values()], "-o", "plots", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    written = r.stdout.split()
+    assert written[:2] == ["plots/curves.png", "plots/per_class_iou.png"] and len(written) == 2 + len(jobs)
+    assert all((tmp_path / w).stat().st_size > 10_000 for w in written)
+    assert "plots/confusion_logger_csv.png" in written
+    r = segcli("plot", "nowhere", cwd=tmp_path)
+    assert r.returncode == 2 and "nowhere: not a segcli run" in r.stderr
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None

@@ -112,8 +112,8 @@ def _run_job(cfg, run_dir: Path) -> dict:
         return jobs.resume(run_dir)
     try:
         return jobs.train(plain, run_dir)
-    except (SegcliError, KeyboardInterrupt):
-        remove_unstarted(run_dir)  # bad input found before any checkpoint: leave no run dir behind
+    except (Exception, KeyboardInterrupt):
+        remove_unstarted(run_dir)  # failed before any checkpoint (bad input): leave no run dir behind
         raise
 
 

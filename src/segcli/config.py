@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segcli.errors import SegcliError
 
-GROUPS = ("dataset", "model", "loss", "augmentation", "trainer", "optimizer", "scheduler")
+GROUPS = ("dataset", "model", "loss", "augmentation", "trainer", "optimizer", "scheduler", "logger")
 
 
 def config_dir() -> Path:

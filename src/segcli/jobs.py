@@ -26,6 +26,7 @@ from segcli.errors import RunInterrupted, SegcliError
 from segcli.interrupts import StopSignals
 from segcli.losses import build_loss, class_weights
 from segcli.metrics import PROTOCOLS, protocols
+from segcli.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.models import build_model, load_error_detail
 from segcli.plot import save_samples
 from segcli.resume import (Progress, absolute_root, capture_rng, config_changes, format_value, restore_rng,
@@ -324,7 +325,11 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
         return RunInterrupted(signals.exit_code, f"stopped in epoch {progress.epoch} after step {progress.step}; "
                                                  f"checkpoints/last.pt saved. Resume with: segcli train --resume {run.path}")
 
-    with StopSignals() as signals, failure_recorded(run):
+    logger = build_logger(cfg.get("logger"), run.path)
+    if resume and isinstance(logger, CsvLogger):
+        logger.rewrite(progress.history)
+    logger.start(cfg)
+    with StopSignals() as signals, failure_recorded(run), closed_on_error(logger):
         while progress.epoch <= epochs and progress.stopped_by is None:
             epoch = progress.epoch
             totals = EpochResult(**{**progress.epoch_totals, "stopped": None})
@@ -387,6 +392,7 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
                     save_samples(net, data["val"], int(trainer["samples"]), ctx, info.colors, info.ignore_index,
                                  IMAGENET_MEAN, IMAGENET_STD, run.path / "samples" / "best.png")
             run.log_epoch(record)
+            logger.log(record)
             report.console.print(report.epoch_line(record), highlight=False)
             if signals.requested():
                 raise interrupted(signals)
@@ -400,6 +406,7 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
     if progress.resumes:
         summary["resumes"] = progress.resumes
     run.write_summary(summary)
+    logger.finish(summary)
     if progress.best:
         report.console.print(report.scores_table(f"best epoch {progress.best_epoch}: val", info.class_names,
                                                  progress.best))
