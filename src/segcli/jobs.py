@@ -29,7 +29,7 @@ from segcli.metrics import PROTOCOLS, protocols
 from segcli.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.models import build_model, load_error_detail
 from segcli.plot import save_samples
-from segcli.resume import (Progress, absolute_root, capture_rng, config_changes, format_value, restore_rng,
+from segcli.resume import (Progress, absolute_root, capture_rng, config_changes, flatten, format_value, restore_rng,
                            resume_config, saved_config)
 from segcli.run import CHECKPOINT_FORMAT, RunDir, load_checkpoint, write_json
 from segcli.synthetic import SyntheticDataset
@@ -445,7 +445,8 @@ def existing_run(run_dir: Path, cfg: Mapping) -> str:
 
     Returns:
         ``"new"``: no run there (or one stopped before its first checkpoint: start over);
-        ``"done"``: a finished run (summary.json status done) of this config;
+        ``"done"``: a finished run (summary.json status done) of this config (keys the saved config
+        lacks, options added by a newer segcli, do not count);
         ``"resume"``: an unfinished run of this config (interrupted, failed or killed) with last.pt.
 
     Raises:
@@ -456,8 +457,9 @@ def existing_run(run_dir: Path, cfg: Mapping) -> str:
     if not last.is_file():
         return "new"
     old = absolute_root(saved_config(run_dir))
+    known = flatten(old)  # keys a newer segcli added are not differences of the run's own config
     changes = {k: v for k, v in config_changes(old, absolute_root(json.loads(json.dumps(cfg)))).items()
-               if k not in RERUN_IGNORES}
+               if k not in RERUN_IGNORES and k in known}
     if changes:
         listed = "; ".join(f"{k}: {format_value(a)} -> {format_value(b)}" for k, (a, b) in changes.items())
         raise SegcliError(f"{run_dir} holds a run of another config ({listed}); choose another run.name, "
