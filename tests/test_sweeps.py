@@ -93,6 +93,15 @@ def test_a_run_folder_of_another_config_is_refused_and_its_record_kept(tmp_path:
     assert "optimizer.lr=0.1" not in (tmp_path / "outputs" / "a" / ".hydra" / "overrides.yaml").read_text()
     r = segcli("train", "run.name=a", *TINY, "trainer.skip_if_done=false", cwd=tmp_path)
     assert r.returncode == 2 and "holds a finished run of this config" in r.stderr
+    # a run made before an option existed (no `logger` in its config) still counts as the same config
+    import torch
+
+    last = tmp_path / "outputs" / "a" / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["config"]["logger"]
+    torch.save(ckpt, last)
+    r = segcli("train", "run.name=a", *TINY, cwd=tmp_path)
+    assert r.returncode == 0 and "already done; skipped" in r.stdout
 
 
 def test_joblib_launcher_runs_the_jobs_in_parallel(tmp_path: Path):
