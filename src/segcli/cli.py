@@ -308,6 +308,31 @@ def plot(
             print(path)
 
 
+@app.command(options_metavar="[OPTIONS] [OVERRIDES]...",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(help="Seconds per timed phase (after one warm-up step).")] = 20.0,
+    repeats: Annotated[int, typer.Option(help="Alternating repeats of engine/reference/naive; the median is shown.")] = 2,
+    crop: Annotated[int, typer.Option(help="Training crop size in pixels (square).")] = 256,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
+) -> None:
+    """Images/s of segcli's train and eval loops against a hand-written PyTorch loop with the same
+    settings and a plain eager float32 one, the data loader alone, and metric updates/s against
+    torchmetrics, for the config composed from OVERRIDES (as segcli train)."""
+    from segcli.bench import benchmark
+    from segcli.config import compose_config
+    from segcli.run import write_json
+
+    with user_errors():
+        cfg = to_plain(compose_config([*ctx.args, f"dataset.crop_size=[{crop},{crop}]"]))
+        result = benchmark(cfg, seconds, repeats, crop)
+        report.print_wide(report.bench_table(result))
+        if json_path:
+            write_json(json_path, result)
+            report.console.print(f"wrote {json_path}", highlight=False)
+
+
 data_app = typer.Typer(help="Inspect a dataset without training.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

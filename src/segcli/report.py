@@ -147,3 +147,26 @@ def print_wide(table: Table) -> None:
         console.print(table)
     finally:
         console.width = width
+
+
+def bench_table(r: dict) -> Table:
+    """``segcli bench``: images/s of segcli, the same-settings reference loop and the naive loop."""
+    st = r["settings"]
+    table = Table(title=f"{st['model']}, {st['device']}, {st['amp']}, channels_last={st['channels_last']}, "
+                        f"batch {st['batch_size']} ({st['crop'][0]}x{st['crop'][1]} crops), eval batch "
+                        f"{st['eval_batch_size']} at {st['eval_size'][0]}x{st['eval_size'][1]}, "
+                        f"{st['repeats']} x {st['seconds']:g} s each", title_justify="left")
+    for name in ("measurement", "segcli", "reference (same settings)", "ratio", "naive (eager fp32)", "ratio",
+                 "segcli spread"):
+        table.add_column(name, justify="left" if name == "measurement" else "right")
+    for key, unit in (("train", "images/s"), ("eval", "images/s")):
+        lo, hi = r["spread"][key]
+        table.add_row(f"{key} ({unit})", f"{r[f'{key}_images_per_s']:.2f}", f"{r[f'reference_{key}_images_per_s']:.2f}",
+                      f"{r[f'{key}_vs_reference']:.3f}", f"{r[f'naive_{key}_images_per_s']:.2f}",
+                      f"{r[f'{key}_vs_naive']:.3f}", f"{lo:.2f}..{hi:.2f}")
+    table.add_row("loader alone (images/s)", f"{r['loader_images_per_s']:.1f}", "", "", "",
+                  f"{r['loader_vs_train']:.1f}x train", f"{st['num_workers']} workers")
+    tm = r["torchmetrics_updates_per_s"]
+    table.add_row("metric updates/s", f"{r['metric_updates_per_s']:.1f}", "-" if tm is None else f"{tm:.1f}",
+                  "-" if tm is None else f"{r['metric_updates_per_s'] / tm:.2f}", "", "", "vs torchmetrics Jaccard")
+    return table
