@@ -18,7 +18,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import typer  # noqa: E402
 
 from segcli import report  # noqa: E402
-from segcli.config import check_train_args, config_dir, group_options, run_hydra, sweep_args, to_plain  # noqa: E402
+from segcli.config import (check_train_args, config_dir, distributed_args, group_options, run_hydra,  # noqa: E402
+                           sweep_args, to_plain)
+from segcli import distributed  # noqa: E402
 from segcli.errors import RunInterrupted, SegcliError  # noqa: E402
 
 DEBUG = {"on": os.environ.get("HYDRA_FULL_ERROR") == "1"}
@@ -128,6 +130,8 @@ def _train_task(cfg) -> float:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if distributed.launched_by_torchrun():
+        return _train_distributed(cfg, run_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         try:
             summary = _run_job(cfg, run_dir)
@@ -148,6 +152,40 @@ def _train_task(cfg) -> float:
     report.console.print(f"best val mIoU {report.fmt(best)} at epoch {summary.get('best_epoch')}; run directory:",
                          highlight=False)
     print(run_dir, flush=True)  # the last line: `run=$(segcli train ... | tail -1)`
+    return math.nan if best is None else float(best)
+
+
+def _train_distributed(cfg, run_dir: Path) -> float:
+    """One rank of ``torchrun -m segcli train``: join the group, take rank 0's run folder (the other
+    ranks' Hydra folders are throw-away temporary ones), train; only rank 0 prints and writes."""
+    import shutil
+
+    from segcli import jobs
+
+    ddp = distributed.init_from_env()
+    own = run_dir
+    run_dir = Path(ddp.broadcast(str(run_dir.resolve())))
+    if not ddp.main:
+        report.console.quiet = True
+        shutil.rmtree(own, ignore_errors=True)
+    try:
+        with user_errors():
+            state = jobs.existing_run(run_dir, to_plain(cfg)) if ddp.main else None
+            state = ddp.broadcast(state)
+            if state == "done":
+                summary = json.loads((run_dir / "summary.json").read_text())
+                report.console.print(f"segcli: {run_dir}: already done; skipped", highlight=False)
+            elif state == "resume":
+                summary = jobs.resume(run_dir)
+            else:
+                summary = jobs.train(to_plain(cfg), run_dir)
+    finally:
+        distributed.shutdown()
+    best = summary.get("val") and summary["val"]["miou"]
+    if ddp.main:
+        report.console.print(f"best val mIoU {report.fmt(best)} at epoch {summary.get('best_epoch')} "
+                             f"({ddp.world} processes); run directory:", highlight=False)
+        print(run_dir, flush=True)
     return math.nan if best is None else float(best)
 
 
@@ -187,6 +225,9 @@ def train(
     from segcli import sweeps
 
     args = sweep_args(args)
+    if distributed.launched_by_torchrun():
+        with user_errors():
+            args = distributed_args(args)
     run_hydra(_train_task, args)
     if sweeps.RESULT["failed"]:
         raise SystemExit(1)

@@ -112,6 +112,27 @@ def sweep_args(args: Sequence[str]) -> list[str]:
     return [*args[:anchor + 1], f"hydra.sweep.dir={default_sweep_dir(parsed.overrides)}", *args[anchor + 1:]]
 
 
+def distributed_args(args: Sequence[str]) -> list[str]:
+    """Under torchrun: ranks other than 0 let Hydra write into a throw-away temporary folder
+    (``hydra.output_subdir=null``); they train in rank 0's run folder (see cli._train_distributed).
+
+    Raises:
+        SegcliError: a multirun (``-m``): torchrun runs one training, sweep around it.
+    """
+    import os
+    import tempfile
+
+    args = list(args)
+    parsed = get_args_parser().parse_args(args)
+    if parsed.multirun:
+        raise SegcliError("-m under torchrun: torchrun runs one training; run the sweep outside torchrun")
+    if int(os.environ.get("RANK", "0")) == 0:
+        return args
+    anchor = max((i for i, a in enumerate(args) if a in parsed.overrides), default=-1)
+    extra = ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='segcli-rank')}"]
+    return [*args[:anchor + 1], *extra, *args[anchor + 1:]]
+
+
 def _run_dir_name(name, date: str, time: str, arch: str, encoder: str) -> str:
     """``hydra.run.dir`` below outputs/: ``run.name`` when set, else ``DATE/TIME_ARCH-ENCODER``."""
     return str(name) if name not in (None, "") else f"{date}/{time}_{arch}-{encoder}"

@@ -407,11 +407,21 @@ class EpochSampler(Sampler):
     """Yields ``(epoch, index)`` keys: a permutation that depends only on (seed, epoch) when
     shuffling, else 0..n-1, after skipping the first ``skip`` keys (to resume inside an epoch).
 
+    With ``world > 1`` (torchrun) it yields rank ``rank``'s shard, as torch's DistributedSampler
+    does: the order padded by repeating its start to a multiple of ``world`` when ``pad`` (training:
+    every rank takes the same number of steps), then every ``world``-th key from ``rank``; without
+    ``pad`` (evaluation) nothing is repeated, so summed results count each sample once. Written here
+    rather than using DistributedSampler because segcli's keys carry the epoch (augmentation is a
+    function of (seed, epoch, index)); ``skip`` counts keys of this rank's shard.
+
     Call ``set_epoch`` before iterating. Used with a DataLoader's ``batch_size``/``drop_last``.
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool) -> None:
+    def __init__(self, length: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1,
+                 pad: bool | None = None) -> None:
         self.length, self.seed, self.shuffle = int(length), int(seed), bool(shuffle)
+        self.rank, self.world = int(rank), int(world)
+        self.pad = self.shuffle if pad is None else bool(pad)
         self.epoch, self.skip = 1, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -425,11 +435,27 @@ class EpochSampler(Sampler):
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
         return torch.randperm(self.length, generator=g).tolist()
 
+    def shard(self) -> list[int]:
+        """This rank's indices of the epoch, before skipping."""
+        order = self.order()
+        if self.world == 1:
+            return order
+        if self.pad and order:
+            total = -(-len(order) // self.world) * self.world
+            order = (order * (total // len(order) + 1))[:total]
+        return order[self.rank::self.world]
+
     def __iter__(self):
-        return iter([(self.epoch, i) for i in self.order()[self.skip:]])
+        return iter([(self.epoch, i) for i in self.shard()[self.skip:]])
 
     def __len__(self) -> int:
-        return max(self.length - self.skip, 0)
+        if self.world == 1:
+            size = self.length
+        elif self.pad:
+            size = -(-self.length // self.world)
+        else:
+            size = len(range(self.rank, self.length, self.world))
+        return max(size - self.skip, 0)
 
 
 @dataclass
@@ -512,13 +538,15 @@ def worker_init(worker_id: int) -> None:
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, ignore_index: int,
-                seed: int, pin_memory: bool = False) -> DataLoader:
+                seed: int, pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
     """A DataLoader over ``EpochSampler`` keys: shuffled per (seed, epoch) and the last
     incomplete batch dropped for training (BatchNorm needs > 1 sample); in order and complete for
-    evaluation. Workers persist across epochs. ``loader.sampler.set_epoch(e, skip)`` picks the epoch."""
+    evaluation. Workers persist across epochs. ``loader.sampler.set_epoch(e, skip)`` picks the epoch.
+    ``rank``/``world``: this process's shard under torchrun (see EpochSampler)."""
+    sampler = EpochSampler(len(dataset), seed, shuffle=train, rank=rank, world=world)
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed, shuffle=train),
-        drop_last=train and len(dataset) > batch_size, num_workers=num_workers,
+        dataset, batch_size=batch_size, sampler=sampler,
+        drop_last=train and len(sampler) > batch_size, num_workers=num_workers,
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index), pin_memory=pin_memory,
         worker_init_fn=worker_init, persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed),  # workers' base seed: not drawn from the global RNG

@@ -163,7 +163,8 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
                     scaler: torch.amp.GradScaler | None = None, grad_clip: float | None = None,
                     on_step: Callable[[EpochResult, float], None] | None = None,
                     totals: EpochResult | None = None,
-                    stop_requested: Callable[[], bool] | None = None) -> EpochResult:
+                    stop_requested: Callable[[], bool] | None = None,
+                    agree: Callable[[bool, bool], tuple[bool, bool]] | None = None) -> EpochResult:
     """One pass over ``loader`` (batches of image (N, 3, H, W) float32, mask (N, H, W) int64).
 
     Args:
@@ -174,6 +175,8 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
         totals: the epoch's totals before this call, when it continues a resumed epoch
             (``loader`` then yields the remaining batches only); updated in place.
         stop_requested: checked after every step; True stops the epoch (``stopped="signal"``).
+        agree: ``(signal, out_of_time) -> (signal, out_of_time)`` as all processes see them
+            (``distributed.Distributed.any``), so that every rank stops after the same step.
 
     Raises:
         FloatingPointError: the loss is NaN or infinite (the message names the step).
@@ -210,10 +213,14 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: tor
         res.seconds = seconds + time.perf_counter() - start
         if on_step:
             on_step(res, value)
-        if stop_requested is not None and stop_requested():
+        signal = stop_requested is not None and stop_requested()
+        late = bool(schedule.max_seconds) and clock() >= schedule.max_seconds
+        if agree is not None:  # several processes: all stop after the same step
+            signal, late = agree(signal, late)
+        if signal:
             res.stopped = "signal"
             break
-        if schedule.max_seconds and clock() >= schedule.max_seconds:
+        if late:
             res.stopped = "max_minutes"
             break
     res.seconds = seconds + time.perf_counter() - start

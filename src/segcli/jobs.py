@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segcli import report
+from segcli import distributed, report
 from segcli.augment import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from segcli.data import (SPLITS, DatasetInfo, PairedFolderDataset, check_pairs, find_split_files,
                          ClassPixels, make_loader, mask_table)
@@ -105,7 +105,7 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
         raise SegcliError(f"dataset.on_bad_file={on_bad}: expected error or skip")
     unpaired: list[str] | None = [] if on_bad == "skip" else None
     files = find_split_files(dcfg, seed, unpaired)
-    if run is not None and files.random_split:
+    if run is not None and run.writer and files.random_split:
         write_json(run.path / "split.json", files.as_json())
     lut = mask_table(dcfg, info.colors)
     datasets, counts = {}, {}
@@ -164,10 +164,14 @@ def check_dataset(cfg: Mapping) -> dict:
     return out
 
 
-def step_context(trainer: Mapping, scale: float = 1.0) -> StepContext:
+def step_context(trainer: Mapping, scale: float = 1.0, local_rank: int | None = None) -> StepContext:
     """Device, autocast dtype and memory format from the ``trainer`` group; ``scale`` is
-    ``dataset.scale``, the resolution factor at which evaluation runs the model."""
+    ``dataset.scale``, the resolution factor at which evaluation runs the model. ``local_rank``
+    (torchrun): a CUDA device becomes ``cuda:LOCAL_RANK``."""
     device = resolve_device(str(trainer.get("device", "auto")))
+    if local_rank is not None and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return StepContext(device, resolve_amp(trainer.get("amp", "auto"), device), bool(trainer.get("channels_last")),
@@ -223,7 +227,7 @@ def cached_class_pixels(run: RunDir, found: ClassPixels | None, num_classes: int
     if resume and path.is_file():
         saved = json.loads(path.read_text())
         return ClassPixels(np.asarray(saved["pixels"], dtype=np.int64), np.asarray(saved["present"], dtype=np.int64))
-    if found is not None:
+    if found is not None and run.writer:
         write_json(path, {"pixels": np.asarray(found.pixels).tolist(), "present": np.asarray(found.present).tolist(),
                           "class_weights": {s: class_weights(s, num_classes, found)
                                             for s in ("median_frequency", "inverse_frequency")}})
@@ -252,11 +256,13 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
     if trainer.get("deterministic"):
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
-    run = RunDir(run_path)
+    ddp = distributed.CURRENT  # rank 0 of 1 unless torchrun started several processes
+    run = RunDir(run_path, writer=ddp.main)
     info, data, counts = build_datasets(cfg, ("train", "val"), seed, run)
-    ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
+    ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0), ddp.local_rank if ddp.enabled else None)
     loaders = {s: make_loader(d, int(trainer["batch_size" if s == "train" else "eval_batch_size"]), s == "train",
-                              int(trainer["num_workers"]), info.ignore_index, seed, ctx.device.type == "cuda")
+                              int(trainer["num_workers"]), info.ignore_index, seed, ctx.device.type == "cuda",
+                              ddp.rank, ddp.world)
                for s, d in data.items()}
     if len(data["train"]) == 0 or len(data["val"]) == 0:
         raise SegcliError(f"the dataset has {len(data['train'])} training and {len(data['val'])} validation "
@@ -264,7 +270,11 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
     net = build_model(cfg["model"], info.num_classes).to(ctx.device)
     if ctx.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    model = torch.compile(net) if trainer.get("compile") else net
+    model = net
+    if ddp.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                                          else None)
+    model = torch.compile(model) if trainer.get("compile") else model
     stats = cached_class_pixels(run, counts.get("train"), info.num_classes, resume)
     loss_fn = build_loss(cfg["loss"], info.num_classes, stats).to(ctx.device)
     optimizer = build_optimizer(cfg["optimizer"], net.parameters())
@@ -325,7 +335,7 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
         return RunInterrupted(signals.exit_code, f"stopped in epoch {progress.epoch} after step {progress.step}; "
                                                  f"checkpoints/last.pt saved. Resume with: segcli train --resume {run.path}")
 
-    logger = build_logger(cfg.get("logger"), run.path)
+    logger = build_logger(cfg.get("logger") if ddp.main else None, run.path)
     if resume and isinstance(logger, CsvLogger):
         logger.rewrite(progress.history)
     logger.start(cfg)
@@ -346,7 +356,8 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
                 with report.EpochProgress(f"epoch {epoch}/{epochs}", batches, done=totals.steps) as bar:
                     try:
                         train_one_epoch(model, loaders["train"], loss_fn, optimizer, ctx, schedule, progress.step,
-                                        clock, scaler, trainer.get("grad_clip"), on_step, totals, signals.requested)
+                                        clock, scaler, trainer.get("grad_clip"), on_step, totals, signals.requested,
+                                        ddp.any if ddp.enabled else None)
                     except FloatingPointError as exc:
                         last = f"; the last good checkpoint is {run.last}" if run.last.exists() else ""
                         raise SegcliError(f"training diverged in epoch {epoch}: {exc} (try a lower optimizer.lr "
@@ -356,11 +367,17 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
             if totals.stopped == "signal":
                 raise interrupted(signals)
             out_of_time = totals.stopped == "max_minutes" or (budget is not None and clock() >= schedule.max_seconds)
+            if ddp.enabled:
+                (out_of_time,) = ddp.any(out_of_time)  # every rank validates (or not) alike
             ev = None
             if epoch % int(trainer.get("val_every", 1)) == 0 or epoch == epochs or out_of_time:
                 try:
-                    ev = evaluate(model, loaders["val"], info.num_classes, info.ignore_index, ctx, loss_fn,
-                                  stop_requested=signals.requested)
+                    # under torchrun the unwrapped model: DDP's forward would broadcast buffers, a
+                    # collective that hangs when the ranks' shards have different batch counts
+                    ddp.sync_buffers(net)
+                    ev = evaluate(net if ddp.enabled else model, loaders["val"], info.num_classes, info.ignore_index,
+                                  ctx, loss_fn, stop_requested=None if ddp.enabled else signals.requested)
+                    ev = distributed.reduce_eval(ev, ddp)  # the whole split's scores on every rank
                 except RuntimeError as exc:
                     raise out_of_memory_error(exc, cfg, f"validation after epoch {epoch}") or exc from None
                 if ev is None:
@@ -369,10 +386,15 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
                 if budget is not None:  # keep time for the final validation inside the budget
                     schedule.max_seconds = max(budget - ev.seconds, 1e-3)
             val = ev.scores.as_dict(info.class_names) if ev else None
-            record = {"epoch": epoch, "train_loss": totals.loss, "val_loss": ev.loss if ev else None,
+            train_loss, train_rate = totals.loss, totals.images_per_second
+            if ddp.enabled:  # the mean over every rank's images; images/s of all ranks together
+                summed = ddp.all_sum(torch.tensor([totals.loss_sum, float(totals.images)], dtype=torch.float64))
+                train_loss = float(summed[0]) / max(float(summed[1]), 1.0)
+                train_rate = float(summed[1]) / max(totals.seconds, 1e-9)
+            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": ev.loss if ev else None,
                       "val_miou": val["miou"] if val else None, "val_mdice": val["mdice"] if val else None,
                       "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(totals.seconds, 3),
-                      "train_images_per_second": round(totals.images_per_second, 3),
+                      "train_images_per_second": round(train_rate, 3),
                       "val_seconds": round(ev.seconds, 3) if ev else None}
             improved = val and val["miou"] is not None and (progress.best is None or val["miou"] > progress.best["miou"])
             if improved:
@@ -388,13 +410,13 @@ def train(cfg: dict, run_path: Path, resume: bool = False, changes: Mapping | No
             save_last()
             if improved:
                 run.save_checkpoint(run.best, best_checkpoint())
-                if int(trainer.get("samples") or 0) > 0:
+                if int(trainer.get("samples") or 0) > 0 and ddp.main:
                     save_samples(net, data["val"], int(trainer["samples"]), ctx, info.colors, info.ignore_index,
                                  IMAGENET_MEAN, IMAGENET_STD, run.path / "samples" / "best.png")
             run.log_epoch(record)
             logger.log(record)
             report.console.print(report.epoch_line(record), highlight=False)
-            if signals.requested():
+            if ddp.any(signals.requested())[0]:
                 raise interrupted(signals)
     if progress.best is None and not run.best.exists():  # no class was ever present: keep the last weights
         progress.best_epoch = progress.epoch - 1

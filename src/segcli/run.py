@@ -55,10 +55,12 @@ def write_json(path: Path, data: Any) -> None:
 class RunDir:
     """Writer for one run directory (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, writer: bool = True) -> None:
+        """``writer=False``: a torchrun rank other than 0, which reads the folder but writes nothing."""
+        self.path, self.writer = Path(path), bool(writer)
         self.checkpoints = self.path / "checkpoints"
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        if self.writer:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
 
     @property
     def best(self) -> Path:
@@ -72,6 +74,8 @@ class RunDir:
 
     def log_epoch(self, record: dict) -> None:
         """Append one line to metrics.jsonl and fsync it (one write: never a half line)."""
+        if not self.writer:
+            return
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -80,22 +84,30 @@ class RunDir:
     def rewrite_metrics(self, records: list[dict]) -> None:
         """Atomically replace metrics.jsonl with ``records`` (on resume: the lines of the epochs
         that last.pt includes, so an epoch that is trained again is never logged twice)."""
+        if not self.writer:
+            return
         text = "".join(json.dumps(r) + "\n" for r in records)
         atomic_write(self.path / "metrics.jsonl", lambda f: f.write(text.encode()))
 
     def save_checkpoint(self, path: Path, checkpoint: dict) -> None:
         """Atomically ``torch.save`` a checkpoint dict (tensors and plain Python data only)."""
+        if not self.writer:
+            return
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def write_summary(self, summary: dict) -> None:
         """Atomically write summary.json (``status`` "done": the run is complete); the run is no
         longer running (``running.json`` goes)."""
+        if not self.writer:
+            return
         write_json(self.path / "summary.json", summary)
         (self.path / "running.json").unlink(missing_ok=True)
 
     def mark_running(self) -> None:
         """Write ``running.json`` (host and pid of this process) while the run trains; ``segcli runs``
         tells a running run from a killed one with it."""
+        if not self.writer:
+            return
         write_json(self.path / "running.json", {"host": socket.gethostname(), "pid": os.getpid()})
 
 
