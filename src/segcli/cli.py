@@ -216,6 +216,10 @@ def train(
             args.remove(arg)
             resume = Path(arg.split("=", 1)[1])
     if resume is not None:
+        if distributed.launched_by_torchrun():
+            with user_errors():
+                raise SegcliError(f"--resume under torchrun: start the same command with hydra.run.dir={resume}; "
+                                  "the ranks resume it together")
         _resume(resume, args, allow_changes)
         return
     with user_errors():
