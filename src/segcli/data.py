@@ -18,6 +18,7 @@ import functools
 import os
 import random
 import signal
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -544,10 +545,14 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
     evaluation. Workers persist across epochs. ``loader.sampler.set_epoch(e, skip)`` picks the epoch.
     ``rank``/``world``: this process's shard under torchrun (see EpochSampler)."""
     sampler = EpochSampler(len(dataset), seed, shuffle=train, rank=rank, world=world)
+    # Linux: fork, as torch does by default, named explicitly because a job that Hydra's joblib
+    # launcher runs in a loky process inherits loky's start method, whose Process cannot start
+    # DataLoader workers ("'Process' object has no attribute 'env'")
+    context = "fork" if num_workers > 0 and sys.platform.startswith("linux") else None
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler,
         drop_last=train and len(sampler) > batch_size, num_workers=num_workers,
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index), pin_memory=pin_memory,
-        worker_init_fn=worker_init, persistent_workers=num_workers > 0,
+        worker_init_fn=worker_init, persistent_workers=num_workers > 0, multiprocessing_context=context,
         generator=torch.Generator().manual_seed(seed),  # workers' base seed: not drawn from the global RNG
     )
