@@ -29,23 +29,28 @@ import torch
 from segcli.errors import SegcliError
 
 
-def _timed(batches: list[dict], seconds: float, warmup: int = 1) -> Iterator[dict]:
-    """Cycle ``batches``: ``warmup`` batches, then more until ``seconds`` have passed since the
-    first timed one. The first timed batch sets ``_timed.start``."""
-    it = itertools.cycle(batches)
-    for _ in range(warmup):
-        yield next(it)
-    start = time.perf_counter()
-    _timed.start = start
-    while time.perf_counter() - start < seconds:
-        yield next(it)
+class TimedBatches:
+    """Cycles ``batches``: ``warmup`` batches first, then more until ``seconds`` have passed since the
+    first timed one was asked for (``start``, ``time.perf_counter`` seconds)."""
+
+    def __init__(self, batches: list[dict], seconds: float, warmup: int = 1) -> None:
+        self.batches, self.seconds, self.warmup, self.start = batches, seconds, warmup, None
+
+    def __iter__(self) -> Iterator[dict]:
+        it = itertools.cycle(self.batches)
+        for _ in range(self.warmup):
+            yield next(it)
+        self.start = time.perf_counter()
+        while time.perf_counter() - self.start < self.seconds:
+            yield next(it)
 
 
 def _rate(run: Callable[[Iterator[dict]], int], batches: list[dict], seconds: float, sync) -> float:
-    """images/s of ``run(batches)``; ``run`` returns the images it processed after warm-up."""
-    images = run(_timed(batches, seconds))
+    """images/s of ``run(batches)``; ``run`` returns the images it processed after the warm-up batch."""
+    timed = TimedBatches(batches, seconds)
+    images = run(iter(timed))
     sync()
-    return images / (time.perf_counter() - _timed.start)
+    return images / (time.perf_counter() - timed.start)
 
 
 def benchmark(cfg: Mapping, seconds: float = 20.0, repeats: int = 2, crop: int = 256) -> dict:
