@@ -123,7 +123,7 @@ def plot_runs(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
     with_classes = [(r, n) for r, n in zip(runs, names) if r["val"].get("per_class_iou")]
     if with_classes:
         classes = list(with_classes[0][0]["val"]["per_class_iou"])
-        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(classes) * max(1, len(with_classes)) + 2), 4.5))
+        fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(classes) * len(with_classes) + 2)), 4.5))
         width = 0.8 / len(with_classes)
         for i, (run, name) in enumerate(with_classes):
             values = [run["val"]["per_class_iou"].get(c) for c in classes]
