@@ -36,17 +36,18 @@ def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: in
 @torch.inference_mode()
 def save_samples(model: torch.nn.Module, dataset, count: int, ctx, colors, ignore_index: int,
                  mean: Sequence[float], std: Sequence[float], path: Path) -> None:
-    """One PNG of ``count`` rows (image | truth | prediction) for the first images of ``dataset``
-    (its eval transform: whole images, normalised), predicted by ``model`` in eval mode.
-
-    The model is put back into the mode it was in; no random state is used.
+    """One PNG of ``count`` rows (image | truth | prediction) for images spread evenly over
+    ``dataset`` (its eval transform: whole images, normalised, padded), predicted by ``model`` in eval
+    mode. The prediction is drawn where the truth is labelled (black on ignore_index and padding, as
+    the metrics skip them). The model is put back into the mode it was in; no random state is used.
     """
     from segcli.engine import forward_at_scale
 
     was_training = model.training
     model.eval()
     rows = []
-    for index in range(min(count, len(dataset))):
+    picks = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))}) if len(dataset) else []
+    for index in picks:
         sample = dataset[index]
         x = sample["image"].unsqueeze(0).to(ctx.device)
         if ctx.channels_last:
@@ -56,6 +57,7 @@ def save_samples(model: torch.nn.Module, dataset, count: int, ctx, colors, ignor
         image = sample["image"].permute(1, 2, 0).cpu().numpy() * np.asarray(std) + np.asarray(mean)
         image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
         truth = sample["mask"].cpu().numpy()
+        pred = np.where(truth == ignore_index, ignore_index, pred)
         rows.append(np.concatenate([image, colorize(truth, colors, ignore_index),
                                     colorize(pred, colors, ignore_index)], axis=1))
     model.train(was_training)
