@@ -345,7 +345,7 @@ def plot(
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where the PNG files go.")] = Path("plots"),
 ) -> None:
     """PNG plots of runs: loss and mIoU curves on shared axes, per-class IoU bars of each best epoch,
-    and each run's normalised confusion matrix (needs the plot extra: pip install 'segcli[plot]')."""
+    and each run's normalised confusion matrix (needs matplotlib: pip install 'segcli\\[plot]')."""
     from segcli.plot import plot_runs
 
     with user_errors():
