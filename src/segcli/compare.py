@@ -177,6 +177,7 @@ def rows(records: Sequence[dict], keys: Sequence[str]) -> list[dict]:
 
 
 def to_csv(table: Sequence[dict]) -> str:
+    """``rows`` as CSV text with a header of ``COLUMNS`` (fractions as floats, minutes as floats)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()

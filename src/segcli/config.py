@@ -106,10 +106,16 @@ def sweep_args(args: Sequence[str]) -> list[str]:
     own = any(o.startswith(("hydra.sweep.dir=", "hydra/sweeper=")) for o in parsed.overrides)
     if not parsed.multirun or own:
         return args
-    # next to the other overrides: argparse takes one run of positional arguments
-    anchor = (max(i for i, a in enumerate(args) if a in parsed.overrides) if parsed.overrides
-              else next(i for i, a in enumerate(args) if a in ("-m", "--multirun")))
-    return [*args[:anchor + 1], f"hydra.sweep.dir={default_sweep_dir(parsed.overrides)}", *args[anchor + 1:]]
+    return _with_overrides(args, parsed, [f"hydra.sweep.dir={default_sweep_dir(parsed.overrides)}"])
+
+
+def _with_overrides(args: list[str], parsed, extra: list[str]) -> list[str]:
+    """``args`` with ``extra`` overrides placed right after the last given override (or after ``-m``,
+    or at the start): Hydra's argparse takes one run of positional arguments."""
+    given = [i for i, a in enumerate(args) if a in parsed.overrides]
+    flag = [i for i, a in enumerate(args) if a in ("-m", "--multirun")]
+    anchor = max(given) if given else (flag[0] if flag else -1)
+    return [*args[:anchor + 1], *extra, *args[anchor + 1:]]
 
 
 def distributed_args(args: Sequence[str]) -> list[str]:
@@ -128,9 +134,8 @@ def distributed_args(args: Sequence[str]) -> list[str]:
         raise SegcliError("-m under torchrun: torchrun runs one training; run the sweep outside torchrun")
     if int(os.environ.get("RANK", "0")) == 0:
         return args
-    anchor = max((i for i, a in enumerate(args) if a in parsed.overrides), default=-1)
-    extra = ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='segcli-rank')}"]
-    return [*args[:anchor + 1], *extra, *args[anchor + 1:]]
+    return _with_overrides(args, parsed, ["hydra.output_subdir=null",
+                                          f"hydra.run.dir={tempfile.mkdtemp(prefix='segcli-rank')}"])
 
 
 def _run_dir_name(name, date: str, time: str, arch: str, encoder: str) -> str:
