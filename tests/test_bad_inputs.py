@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_pair
 from test_cli import FAST, assert_user_error, segcli
 
@@ -82,7 +81,7 @@ def test_data_check_lists_every_problem(segnet_root: Path, tmp_path: Path):
 
 
 def test_out_of_memory_is_a_one_line_hint(monkeypatch, tmp_path: Path):
-    from segcli import jobs
+    from segcli import trainer
     from segcli.config import compose_config, to_plain
     from segcli.errors import SegcliError
 
@@ -90,12 +89,12 @@ def test_out_of_memory_is_a_one_line_hint(monkeypatch, tmp_path: Path):
         def forward(self, logits, target):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(jobs, "build_loss", lambda *a, **k: Exhausted())
+    monkeypatch.setattr(trainer, "build_loss", lambda *a, **k: Exhausted())
     cfg = to_plain(compose_config(["trainer.epochs=1", "dataset.num_train=8", "dataset.num_val=2",
                                    "dataset.image_size=[64,64]", "dataset.crop_size=[64,64]", *FAST]))
     with pytest.raises(SegcliError, match=r"out of memory during training epoch 1 \(trainer.batch_size=4.*"
                                           r"try a smaller batch_size or crop_size"):
-        jobs.train(cfg, tmp_path / "run")
+        trainer.Trainer(cfg, tmp_path / "run").fit()
 
 
 class Payload:

@@ -2,7 +2,16 @@
 import pytest
 import torch
 
-from segcli.engine import LrSchedule, StepContext, evaluate, forward_at_scale, resolve_amp, train_one_epoch
+from segcli.engine import (
+    Budget,
+    StepContext,
+    TrainStep,
+    evaluate,
+    forward_at_scale,
+    train_one_epoch,
+)
+from segcli.optim import LrSchedule
+from segcli.runtime import resolve_amp
 
 
 def test_poly_schedule_follows_its_formula_after_warmup():
@@ -22,10 +31,11 @@ def test_cosine_and_onecycle_and_min_lr():
 
 
 def test_progress_is_the_larger_of_steps_and_time():
-    s = LrSchedule("poly", total_steps=1000, max_seconds=60)
-    assert s.progress(step=10, elapsed=30) == pytest.approx(0.5)   # time dominates
-    assert s.progress(step=900, elapsed=6) == pytest.approx(0.9)   # steps dominate
-    assert s.progress(step=0, elapsed=600) == 1.0
+    s = LrSchedule("poly", total_steps=1000)
+    assert s.progress(step=10, elapsed=30, max_seconds=60) == pytest.approx(0.5)   # time dominates
+    assert s.progress(step=900, elapsed=6, max_seconds=60) == pytest.approx(0.9)   # steps dominate
+    assert s.progress(step=0, elapsed=600, max_seconds=60) == 1.0
+    assert s.progress(step=10, elapsed=600) == pytest.approx(0.01)  # no budget: steps alone
 
 
 def test_apply_sets_every_group_from_its_initial_lr():
@@ -39,37 +49,69 @@ def test_apply_sets_every_group_from_its_initial_lr():
 def _toy(n=6):
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 2, 1)
-    batches = [{"image": torch.randn(2, 3, 4, 4), "mask": torch.randint(0, 2, (2, 4, 4))} for _ in range(n)]
+    images = [torch.randn(2, 3, 4, 4) for _ in range(n)]
+    batches = [{"image": x, "mask": (x[:, 0] > 0).long()} for x in images]  # learnable: class = sign of channel 0
     return model, batches
 
 
-def test_train_one_epoch_learns_and_stops_when_the_budget_is_spent():
+def test_train_one_epoch_equals_a_plain_torch_loop_and_stops_when_the_budget_is_spent():
+    import copy
+
     model, batches = _toy()
+    twin = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ctx = StepContext(torch.device("cpu"))
-    res = train_one_epoch(model, batches, torch.nn.CrossEntropyLoss(), opt, ctx, LrSchedule("constant", 6), 0,
-                          clock=lambda: 0.0)
+    step = TrainStep(model, torch.nn.CrossEntropyLoss(), opt, LrSchedule("constant", 6), ctx)
+    seen = []
+    res = train_one_epoch(step, batches, Budget(None), on_step=lambda r, loss: seen.append(loss))
+    # the same six SGD steps written out by hand
+    twin_opt, losses = torch.optim.SGD(twin.parameters(), lr=0.1), []
+    for b in batches:
+        loss = torch.nn.functional.cross_entropy(twin(b["image"]), b["mask"])
+        twin_opt.zero_grad()
+        loss.backward()
+        twin_opt.step()
+        losses.append(loss.item())
+    assert seen == pytest.approx(losses, rel=1e-6) and losses[-1] < losses[0]  # it learns
     assert res.steps == 6 and res.images == 12 and not res.stopped
+    assert res.loss == pytest.approx(sum(losses) / 6, rel=1e-6)
+    assert all(torch.allclose(a, b) for a, b in zip(model.parameters(), twin.parameters()))
     clock = iter([0.0, 0.0, 5.0, 100.0] + [100.0] * 20)
-    res = train_one_epoch(model, batches, torch.nn.CrossEntropyLoss(), opt, ctx,
-                          LrSchedule("constant", 6, max_seconds=10), 0, clock=lambda: next(clock))
-    assert res.stopped and res.steps == 2
+    res = train_one_epoch(step, batches, Budget(10.0, clock=lambda: next(clock)))
+    assert res.stopped == "max_minutes" and res.steps == 2
+
+
+def test_the_schedule_sets_the_lr_of_each_step():
+    model, batches = _toy(4)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    lrs = []
+    step = TrainStep(model, torch.nn.CrossEntropyLoss(), opt, LrSchedule("poly", 4, power=1.0),
+                     StepContext(torch.device("cpu")))
+    train_one_epoch(step, batches, Budget(None), on_step=lambda r, loss: lrs.append(opt.param_groups[0]["lr"]))
+    assert lrs == pytest.approx([1.0, 0.75, 0.5, 0.25])  # (1 - step/4) before steps 0..3
 
 
 def test_nan_loss_raises():
     model, batches = _toy(1)
     ctx = StepContext(torch.device("cpu"))
-    nan_loss = lambda logits, target: logits.sum() * float("nan")  # noqa: E731
+    nan_loss = lambda logits, target: logits.sum() * float("nan")
     with pytest.raises(FloatingPointError, match="step 1"):
-        train_one_epoch(model, batches, nan_loss, torch.optim.SGD(model.parameters(), lr=0.1), ctx,
-                        LrSchedule("constant", 1), 0, clock=lambda: 0.0)
+        train_one_epoch(TrainStep(model, nan_loss, torch.optim.SGD(model.parameters(), lr=0.1),
+                                  LrSchedule("constant", 1), ctx), batches, Budget(None))
 
 
-def test_evaluate_counts_every_pixel_once():
+def test_evaluate_counts_every_pixel_once_and_averages_the_loss_per_image():
     model, batches = _toy(3)
+    batches[1] = {"image": batches[1]["image"][:1], "mask": batches[1]["mask"][:1]}  # batches of 2, 1, 2
     res = evaluate(model, batches, 2, 255, StepContext(torch.device("cpu")), torch.nn.CrossEntropyLoss())
-    assert res.images == 6 and res.scores.pixels == 6 * 16 and res.loss is not None
-    assert int(res.matrix.matrix.sum()) == 96
+    assert res.images == 5 and res.scores.pixels == 5 * 16 and int(res.matrix.matrix.sum()) == 80
+    with torch.no_grad():
+        per_image = [torch.nn.functional.cross_entropy(model(b["image"][i:i + 1]), b["mask"][i:i + 1]).item()
+                     for b in batches for i in range(len(b["image"]))]
+        pred = torch.cat([model(b["image"]).argmax(1).flatten() for b in batches])
+    truth = torch.cat([b["mask"].flatten() for b in batches])
+    assert res.loss == pytest.approx(sum(per_image) / 5, rel=1e-6)
+    assert res.scores.pixel_accuracy == pytest.approx((pred == truth).float().mean().item())
 
 
 def test_amp_resolution():

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from segcli.config import compose_config, to_plain
-from segcli.jobs import build_datasets
+from segcli.datasets import build_datasets
 
 
 def test_eval_on_the_train_split_is_not_augmented(segnet_root: Path):

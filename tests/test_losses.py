@@ -158,8 +158,9 @@ def test_region_losses_match_their_formulas(batch, name):
 
 
 def test_exp_log_weights_classes_by_training_frequency(batch):
-    from segcli.data import ClassPixels
     import numpy as np
+
+    from segcli.data import ClassPixels
 
     logits, target = batch
     stats = ClassPixels(np.array([10, 30, 60]), np.array([100, 100, 100]))
@@ -350,8 +351,8 @@ def test_class_statistics_are_cached_in_the_run_dir_for_resumes(tmp_path):
     import numpy as np
 
     from segcli.data import ClassPixels
-    from segcli.jobs import cached_class_pixels
     from segcli.run import RunDir
+    from segcli.trainer import cached_class_pixels
 
     run = RunDir(tmp_path / "run")
     first = ClassPixels(np.array([10, 30, 60]), np.array([100, 100, 100]))

@@ -24,14 +24,14 @@ from collections.abc import Mapping, Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from segcli.errors import SegcliError  # noqa: E402
+from segcli.errors import SegcliError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -23,10 +23,20 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 
+from segcli.config import run_seed
+from segcli.data import make_loader
+from segcli.datasets import build_datasets
+from segcli.engine import Budget, StepContext, TrainStep, evaluate, train_one_epoch
 from segcli.errors import SegcliError
+from segcli.losses import build_loss
+from segcli.metrics import ConfusionMatrix
+from segcli.models import build_model
+from segcli.optim import LrSchedule, build_optimizer
+from segcli.runtime import seed_everything, step_context
 
 
 class TimedBatches:
@@ -53,24 +63,83 @@ def _rate(run: Callable[[Iterator[dict]], int], batches: list[dict], seconds: fl
     return images / (time.perf_counter() - timed.start)
 
 
-def benchmark(cfg: Mapping, seconds: float = 20.0, repeats: int = 2, crop: int = 256) -> dict:
-    """Measure (see the module docstring). Returns images/s (floats) under the keys
-    ``train_images_per_s``, ``reference_train_images_per_s``, ``naive_train_images_per_s``, the same
-    for ``eval``, ``loader_images_per_s``, ``metric_updates_per_s``, ``torchmetrics_updates_per_s``
-    (None without torchmetrics), the ratios, ``spread`` (min, max per measurement) and ``settings``.
+@dataclass
+class Parts:
+    """What the timed loops share: the model, loss, optimizer and device context of the config, the
+    cycled train and eval batches, and the class count and ignore index."""
 
-    Raises:
-        SegcliError: bad config or data (as ``segcli train``).
-    """
-    from segcli.data import make_loader
-    from segcli.engine import LrSchedule, evaluate, train_one_epoch
-    from segcli.jobs import build_datasets, build_optimizer, run_seed, seed_everything, step_context
-    from segcli.losses import build_loss
-    from segcli.metrics import ConfusionMatrix
-    from segcli.models import build_model
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ctx: StepContext
+    train_batches: list[dict]
+    eval_batches: list[dict]
+    num_classes: int
+    ignore_index: int
 
-    if seconds <= 0 or repeats < 1 or crop < 32:
-        raise SegcliError("expected --seconds > 0, --repeats >= 1 and --crop >= 32")
+    def memory_format(self, channels_last: bool) -> None:
+        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    def engine_train(self, batches: Iterator[dict]) -> int:
+        """images trained by ``engine.train_one_epoch`` after the warm-up batch."""
+        self.memory_format(self.ctx.channels_last)
+        step = TrainStep(self.model, self.loss_fn, self.optimizer, LrSchedule("constant", 10**9), self.ctx)
+        return train_one_epoch(step, batches, Budget(None)).images - self.train_batches[0]["image"].shape[0]
+
+    def engine_eval(self, batches: Iterator[dict]) -> int:
+        """images scored by ``engine.evaluate`` after the warm-up batch."""
+        self.memory_format(self.ctx.channels_last)
+        ev = evaluate(self.model, batches, self.num_classes, self.ignore_index, self.ctx)
+        return ev.images - self.eval_batches[0]["image"].shape[0]
+
+    def hand_loop(self, train: bool, channels_last: bool, autocast: bool) -> Callable[[Iterator[dict]], int]:
+        """The loop a user writes by hand: train (forward, loss, backward, step) or eval (no_grad,
+        argmax, one bincount per batch), with or without channels_last and autocast; it returns
+        the images after the warm-up batch."""
+        def run(batches: Iterator[dict]) -> int:
+            self.memory_format(channels_last)
+            self.model.train(train)
+            n = self.num_classes
+            matrix, images = torch.zeros(n * n, dtype=torch.int64, device=self.ctx.device), 0
+            with torch.set_grad_enabled(train):
+                for i, batch in enumerate(batches):
+                    x = batch["image"].to(self.ctx.device, non_blocking=True)
+                    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+                    y = batch["mask"].to(self.ctx.device, non_blocking=True)
+                    with torch.autocast(self.ctx.device.type, dtype=self.ctx.amp_dtype,
+                                        enabled=autocast and self.ctx.amp_dtype is not None):
+                        logits = self.model(x)
+                        loss = self.loss_fn(logits, y) if train else None
+                    if train:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        self.optimizer.step()
+                    else:
+                        keep = y != self.ignore_index
+                        matrix += torch.bincount(y[keep] * n + logits.argmax(1)[keep], minlength=n * n)
+                    images += x.shape[0] if i else 0
+            return images
+        return run
+
+
+def _loader_rate(loader, seconds: float) -> tuple[float, list[dict]]:
+    """images/s of the training loader alone after its first batch (worker start-up excluded), and
+    up to 4 of its batches for the model loops."""
+    loader.sampler.set_epoch(1)
+    it = iter(loader)
+    batches = [next(it) for _ in range(min(4, len(loader)))]
+    start, images = time.perf_counter(), 0
+    for epoch in itertools.count(2):
+        for batch in it:
+            images += batch["image"].shape[0]
+            if time.perf_counter() - start >= seconds:
+                return images / (time.perf_counter() - start), batches
+        loader.sampler.set_epoch(epoch)
+        it = iter(loader)
+
+
+def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
+    """The parts of the composed config, the loader's images/s and the settings to report."""
     trainer, seed = cfg["trainer"], run_seed(cfg)
     seed_everything(seed)
     info, data, counts = build_datasets(cfg, ("train", "val"), seed)
@@ -78,113 +147,56 @@ def benchmark(cfg: Mapping, seconds: float = 20.0, repeats: int = 2, crop: int =
     batch_size, workers = int(trainer["batch_size"]), int(trainer["num_workers"])
     loader = make_loader(data["train"], batch_size, True, workers, info.ignore_index, seed, ctx.device.type == "cuda")
     eval_loader = make_loader(data["val"], int(trainer["eval_batch_size"]), False, 0, info.ignore_index, seed)
-    sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
-
-    # the data pipeline alone: images/s after the first batch (worker start-up excluded)
-    loader.sampler.set_epoch(1)
-    it = iter(loader)
-    train_batches = [next(it) for _ in range(min(4, len(loader)))]
-    start, images = time.perf_counter(), 0
-    for epoch in itertools.count(2):
-        for batch in it:
-            images += batch["image"].shape[0]
-            if time.perf_counter() - start >= seconds:
-                break
-        if time.perf_counter() - start >= seconds:
-            break
-        loader.sampler.set_epoch(epoch)
-        it = iter(loader)
-    loader_rate = images / (time.perf_counter() - start)
+    loader_rate, train_batches = _loader_rate(loader, seconds)
     eval_batches = list(itertools.islice(iter(eval_loader), 2))
-
     model = build_model(cfg["model"], info.num_classes).to(ctx.device)
     loss_fn = build_loss(cfg["loss"], info.num_classes, counts.get("train")).to(ctx.device)
-    optimizer = build_optimizer(cfg["optimizer"], model.parameters())
-    schedule = LrSchedule("constant", 10**9)
+    parts = Parts(model, loss_fn, build_optimizer(cfg["optimizer"], model.parameters()), ctx, train_batches,
+                  eval_batches, info.num_classes, info.ignore_index)
+    settings = {"model": f"{cfg['model']['arch']}-{cfg['model']['encoder_name']}", "device": str(ctx.device),
+                "amp": str(ctx.amp_dtype).replace("torch.", "") if ctx.amp_dtype else "float32",
+                "channels_last": ctx.channels_last, "batch_size": batch_size,
+                "eval_batch_size": int(trainer["eval_batch_size"]), "crop": list(train_batches[0]["image"].shape[-2:]),
+                "eval_size": list(eval_batches[0]["image"].shape[-2:]), "num_workers": workers}
+    return parts, loader_rate, settings
 
-    def memory_format(channels_last: bool) -> None:
-        model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
-    def engine_train(batches: Iterator[dict]) -> int:
-        memory_format(ctx.channels_last)
-        res = train_one_epoch(model, batches, loss_fn, optimizer, ctx, schedule, 0, lambda: 0.0)
-        return res.images - batch_size  # the warm-up step is not counted
+def benchmark(cfg: Mapping, seconds: float = 20.0, repeats: int = 2, crop: int = 256) -> dict:
+    """Measure (see the module docstring). Returns images/s (floats) under the keys
+    ``train_images_per_s``, ``reference_train_images_per_s``, ``naive_train_images_per_s``, the same
+    for ``eval``, ``loader_images_per_s``, ``metric_updates_per_s``, ``torchmetrics_updates_per_s``
+    (None without torchmetrics), the ratios, ``spread`` (min, max per measurement) and ``settings``.
 
-    def hand_train(channels_last: bool, autocast: bool) -> Callable[[Iterator[dict]], int]:
-        def run(batches: Iterator[dict]) -> int:
-            memory_format(channels_last)
-            model.train()
-            images = 0
-            for i, batch in enumerate(batches):
-                x = batch["image"].to(ctx.device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = batch["mask"].to(ctx.device, non_blocking=True)
-                with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype, enabled=autocast and ctx.amp_dtype is not None):
-                    loss = loss_fn(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                images += x.shape[0] if i else 0
-            return images
-        return run
-
-    def engine_eval(batches: Iterator[dict]) -> int:
-        memory_format(ctx.channels_last)
-        ev = evaluate(model, batches, info.num_classes, info.ignore_index, ctx)
-        return ev.images - eval_batches[0]["image"].shape[0]
-
-    def hand_eval(channels_last: bool, autocast: bool) -> Callable[[Iterator[dict]], int]:
-        def run(batches: Iterator[dict]) -> int:
-            memory_format(channels_last)
-            model.eval()
-            matrix = torch.zeros(info.num_classes ** 2, dtype=torch.int64, device=ctx.device)
-            images = 0
-            with torch.no_grad():
-                for i, batch in enumerate(batches):
-                    x = batch["image"].to(ctx.device, non_blocking=True)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    y = batch["mask"].to(ctx.device, non_blocking=True)
-                    with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype,
-                                        enabled=autocast and ctx.amp_dtype is not None):
-                        pred = model(x).argmax(1)
-                    keep = y != info.ignore_index
-                    matrix += torch.bincount(y[keep] * info.num_classes + pred[keep], minlength=info.num_classes ** 2)
-                    images += x.shape[0] if i else 0
-            return images
-        return run
-
-    measured: dict[str, list[float]] = {k: [] for k in ("train", "reference_train", "naive_train",
-                                                         "eval", "reference_eval", "naive_eval")}
+    Raises:
+        SegcliError: bad arguments, or bad config or data (as ``segcli train``).
+    """
+    if seconds <= 0 or repeats < 1 or crop < 32:
+        raise SegcliError("expected --seconds > 0, --repeats >= 1 and --crop >= 32")
+    parts, loader_rate, settings = _prepare(cfg, seconds)
+    ctx = parts.ctx
+    sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
+    loops = {"train": (parts.engine_train, parts.train_batches),
+             "reference_train": (parts.hand_loop(True, ctx.channels_last, True), parts.train_batches),
+             "naive_train": (parts.hand_loop(True, False, False), parts.train_batches),
+             "eval": (parts.engine_eval, parts.eval_batches),
+             "reference_eval": (parts.hand_loop(False, ctx.channels_last, True), parts.eval_batches),
+             "naive_eval": (parts.hand_loop(False, False, False), parts.eval_batches)}
+    measured: dict[str, list[float]] = {k: [] for k in loops}
     for _ in range(repeats):  # alternate, so a slow minute of the machine hits all of them
-        measured["train"].append(_rate(engine_train, train_batches, seconds, sync))
-        measured["reference_train"].append(_rate(hand_train(ctx.channels_last, True), train_batches, seconds, sync))
-        measured["naive_train"].append(_rate(hand_train(False, False), train_batches, seconds, sync))
-        measured["eval"].append(_rate(engine_eval, eval_batches, seconds, sync))
-        measured["reference_eval"].append(_rate(hand_eval(ctx.channels_last, True), eval_batches, seconds, sync))
-        measured["naive_eval"].append(_rate(hand_eval(False, False), eval_batches, seconds, sync))
-
-    metric_rate, torchmetrics_rate = _metric_rates(info.num_classes, info.ignore_index, eval_batches, ctx.device,
-                                                   min(seconds, 5.0), ConfusionMatrix, sync)
+        for name, (run, batches) in loops.items():
+            measured[name].append(_rate(run, batches, seconds, sync))
+    metric_rate, torchmetrics_rate = _metric_rates(parts.num_classes, parts.ignore_index, parts.eval_batches,
+                                                   ctx.device, min(seconds, 5.0), ConfusionMatrix, sync)
     med = {k: statistics.median(v) for k, v in measured.items()}
-    shape = tuple(eval_batches[0]["image"].shape[-2:])
     return {
-        "train_images_per_s": med["train"], "reference_train_images_per_s": med["reference_train"],
-        "naive_train_images_per_s": med["naive_train"], "eval_images_per_s": med["eval"],
-        "reference_eval_images_per_s": med["reference_eval"], "naive_eval_images_per_s": med["naive_eval"],
+        **{f"{k}_images_per_s": v for k, v in med.items()},
         "loader_images_per_s": loader_rate, "metric_updates_per_s": metric_rate,
         "torchmetrics_updates_per_s": torchmetrics_rate,
         "train_vs_reference": med["train"] / med["reference_train"], "eval_vs_reference": med["eval"] / med["reference_eval"],
         "train_vs_naive": med["train"] / med["naive_train"], "eval_vs_naive": med["eval"] / med["naive_eval"],
         "loader_vs_train": loader_rate / med["train"],
         "spread": {k: [min(v), max(v)] for k, v in measured.items()},
-        "settings": {"model": f"{cfg['model']['arch']}-{cfg['model']['encoder_name']}", "device": str(ctx.device),
-                     "amp": str(ctx.amp_dtype).replace("torch.", "") if ctx.amp_dtype else "float32",
-                     "channels_last": ctx.channels_last, "batch_size": batch_size,
-                     "eval_batch_size": int(trainer["eval_batch_size"]), "crop": list(train_batches[0]["image"].shape[-2:]),
-                     "eval_size": list(shape), "num_workers": workers, "seconds": seconds, "repeats": repeats,
-                     "threads": torch.get_num_threads()},
+        "settings": {**settings, "seconds": seconds, "repeats": repeats, "threads": torch.get_num_threads()},
     }
 
 

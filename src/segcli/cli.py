@@ -1,29 +1,35 @@
-"""The `segcli` command: thin Typer commands that hand off to jobs.py and predict.py.
+"""The `segcli` command: thin Typer commands that hand off to jobs.py (train), evaluation.py,
+predict.py, compare.py (runs), plot.py, bench.py and datasets.py (data check).
 
 Trailing arguments of `segcli train` go to Hydra unchanged (see config.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import typer  # noqa: E402
+import typer
 
-from segcli import report  # noqa: E402
-from segcli.config import (check_train_args, config_dir, distributed_args, group_options, run_hydra,  # noqa: E402
-                           sweep_args, to_plain)
-from segcli import distributed  # noqa: E402
-from segcli.errors import RunInterrupted, SegcliError  # noqa: E402
+from segcli import distributed, report
+from segcli.config import (
+    check_train_args,
+    config_dir,
+    distributed_args,
+    group_options,
+    run_hydra,
+    sweep_args,
+    to_plain,
+)
+from segcli.errors import RunInterrupted, SegcliError
 
-DEBUG = {"on": os.environ.get("HYDRA_FULL_ERROR") == "1"}
 EXIT_USAGE = 2
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -35,8 +41,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
     if debug:
-        DEBUG["on"] = True
-        os.environ["HYDRA_FULL_ERROR"] = "1"
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own switch; also read by debugging() in sweep jobs
+
+
+def debugging() -> bool:
+    """``--debug`` was given (or HYDRA_FULL_ERROR=1 set): errors show their tracebacks."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def error_line(exc: BaseException) -> str:
@@ -56,7 +66,7 @@ def user_errors():
     try:
         yield
     except SegcliError as exc:
-        if DEBUG["on"]:
+        if debugging():
             raise
         report.error(error_line(exc))
         raise SystemExit(EXIT_USAGE) from None
@@ -64,7 +74,7 @@ def user_errors():
         print(f"segcli: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (which handles it itself)
-        if DEBUG["on"]:
+        if debugging():
             raise
         print("segcli: interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
@@ -86,78 +96,54 @@ def _train_help() -> str:
     return "\b\n" + "\n".join(lines)  # \b: click keeps the line breaks
 
 
-def _run_job(cfg, run_dir: Path) -> dict:
-    """One training job in ``run_dir``: skip it when a finished run of the same config is there,
-    resume an unfinished one, else train (see ``jobs.existing_run``)."""
-    from segcli import jobs
-    from segcli.run import keep_hydra_record, remove_unstarted, restore_hydra_record
-
-    plain = to_plain(cfg)
-    try:
-        state = jobs.existing_run(run_dir, plain)
-    except SegcliError:
-        restore_hydra_record(run_dir)  # the refused job's config must not replace the run's own record
-        raise
-    if state == "new":
-        keep_hydra_record(run_dir)
-    else:
-        restore_hydra_record(run_dir)
-    if state == "done":
-        if not plain["trainer"].get("skip_if_done", True):
-            raise SegcliError(f"{run_dir} holds a finished run of this config; set trainer.skip_if_done=true to "
-                              "skip it, or choose another run.name or hydra.run.dir")
-        summary = json.loads((run_dir / "summary.json").read_text())
-        report.console.print(f"segcli: {run_dir}: already done; skipped", highlight=False)
-        return summary
-    if state == "resume":
-        report.console.print(f"segcli: {run_dir}: unfinished run of this config; resuming it", highlight=False)
-        return jobs.resume(run_dir)
-    try:
-        return jobs.train(plain, run_dir)
-    except (Exception, KeyboardInterrupt):
-        remove_unstarted(run_dir)  # failed before any checkpoint (bad input): leave no run dir behind
-        raise
-
-
 def _train_task(cfg) -> float:
     """Hydra's task function: returns the best val mIoU (NaN for a failed job of a sweep), the
-    objective of Hydra's optuna sweeper. In a sweep a job's error is printed, recorded in the sweep's
-    failures.jsonl, and the next job runs; Ctrl-C still stops the whole sweep."""
+    objective of Hydra's optuna sweeper. In a sweep a job's error is printed (with its traceback under
+    --debug), recorded in the sweep's failures.jsonl, and the next job runs; Ctrl-C still stops the
+    whole sweep. Under torchrun every rank runs the job in rank 0's run folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from segcli import sweeps
+    from segcli import jobs, sweeps
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if distributed.launched_by_torchrun():
         return _train_distributed(cfg, run_dir)
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        try:
-            summary = _run_job(cfg, run_dir)
-        except (RunInterrupted, KeyboardInterrupt):
-            with user_errors():
-                raise
-        except Exception as exc:  # noqa: BLE001 - any job failure is reported and the sweep goes on
-            line = error_line(exc) if isinstance(exc, SegcliError) else f"{type(exc).__name__}: {exc}"
-            report.error(f"job {hydra_cfg.job.num}: {line}")
-            sweeps.record_failure(Path(hydra_cfg.sweep.dir), {"job": hydra_cfg.job.num, "dir": str(run_dir),
-                                                              "overrides": list(hydra_cfg.overrides.task),
-                                                              "error": line})
-            return math.nan
-    else:
+    if hydra_cfg.mode != RunMode.MULTIRUN:
         with user_errors():
-            summary = _run_job(cfg, run_dir)
+            return _report_best(jobs.run_job(to_plain(cfg), run_dir), run_dir)
+    try:
+        summary = jobs.run_job(to_plain(cfg), run_dir)
+    except (RunInterrupted, KeyboardInterrupt):
+        with user_errors():
+            raise
+    except Exception as exc:  # noqa: BLE001 - any job failure is reported and the sweep goes on
+        line = error_line(exc) if isinstance(exc, SegcliError) else f"{type(exc).__name__}: {exc}"
+        if debugging():
+            traceback.print_exc()
+        report.error(f"job {hydra_cfg.job.num}: {line}")
+        sweeps.record_failure(Path(hydra_cfg.sweep.dir), {"job": hydra_cfg.job.num, "dir": str(run_dir),
+                                                          "overrides": list(hydra_cfg.overrides.task),
+                                                          "error": line})
+        return math.nan
+    return _report_best(summary, run_dir)
+
+
+def _report_best(summary: dict, run_dir: Path, processes: int = 1) -> float:
+    """Print the best val mIoU and, as the last line, the run folder (``run=$(segcli train ... | tail -1)``);
+    returns the mIoU (NaN when none)."""
     best = summary.get("val") and summary["val"]["miou"]
-    report.console.print(f"best val mIoU {report.fmt(best)} at epoch {summary.get('best_epoch')}; run directory:",
-                         highlight=False)
-    print(run_dir, flush=True)  # the last line: `run=$(segcli train ... | tail -1)`
+    where = f" ({processes} processes)" if processes > 1 else ""
+    report.console.print(f"best val mIoU {report.fmt(best)} at epoch {summary.get('best_epoch')}{where}; "
+                         "run directory:", highlight=False)
+    print(run_dir, flush=True)
     return math.nan if best is None else float(best)
 
 
 def _train_distributed(cfg, run_dir: Path) -> float:
     """One rank of ``torchrun -m segcli train``: join the group, take rank 0's run folder (the other
-    ranks' Hydra folders are throw-away temporary ones), train; only rank 0 prints and writes."""
+    ranks' Hydra folders are throw-away temporary ones), run the job; only rank 0 prints and writes."""
     import shutil
 
     from segcli import jobs
@@ -170,23 +156,12 @@ def _train_distributed(cfg, run_dir: Path) -> float:
         shutil.rmtree(own, ignore_errors=True)
     try:
         with user_errors():
-            state = jobs.existing_run(run_dir, to_plain(cfg)) if ddp.main else None
-            state = ddp.broadcast(state)
-            if state == "done":
-                summary = json.loads((run_dir / "summary.json").read_text())
-                report.console.print(f"segcli: {run_dir}: already done; skipped", highlight=False)
-            elif state == "resume":
-                summary = jobs.resume(run_dir)
-            else:
-                summary = jobs.train(to_plain(cfg), run_dir)
+            summary = jobs.run_job(to_plain(cfg), run_dir, ddp)
     finally:
         distributed.shutdown()
-    best = summary.get("val") and summary["val"]["miou"]
-    if ddp.main:
-        report.console.print(f"best val mIoU {report.fmt(best)} at epoch {summary.get('best_epoch')} "
-                             f"({ddp.world} processes); run directory:", highlight=False)
-        print(run_dir, flush=True)
-    return math.nan if best is None else float(best)
+    if not ddp.main:
+        return math.nan
+    return _report_best(summary, run_dir, ddp.world)
 
 
 def _resume(run_dir: Path, overrides: list[str], allow_changes: bool) -> None:
@@ -203,7 +178,7 @@ def _resume(run_dir: Path, overrides: list[str], allow_changes: bool) -> None:
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    resume: Annotated[Optional[Path], typer.Option(
+    resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue RUN_DIR from checkpoints/last.pt (also: resume=RUN_DIR). "
                          "OVERRIDES must then match the run's config, or be safe changes with --allow-changes.")] = None,
     allow_changes: Annotated[bool, typer.Option(
@@ -226,15 +201,11 @@ def train(
         if allow_changes:
             raise SegcliError("--allow-changes only applies with --resume RUN_DIR")
         check_train_args(args)
-    from segcli import sweeps
-
     args = sweep_args(args)
     if distributed.launched_by_torchrun():
         with user_errors():
             args = distributed_args(args)
-    run_hydra(_train_task, args)
-    if sweeps.RESULT["failed"]:
-        raise SystemExit(1)
+    run_hydra(_train_task, args)  # a sweep with failed jobs exits 1 (sweeps.SweepReport)
 
 
 EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "per_image_miou", "per_image_mdice",
@@ -245,18 +216,18 @@ EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "pe
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")],
     split: Annotated[str, typer.Option(help="Split of the run's dataset: train, val or test.")] = "val",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Read the dataset from here instead.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch (default: the run's).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="Read the dataset from here instead.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch (default: the run's).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    metrics: Annotated[Optional[str], typer.Option(
+    metrics: Annotated[str | None, typer.Option(
         help="Also print these, comma-separated: " + ", ".join(EVAL_METRICS)
         + " (hd95: pixels, per class; slower).")] = None,
     show_protocols: Annotated[bool, typer.Option(
         "--protocols", help="Print mIoU and mDice under each named protocol, to match a paper's table.")] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Dice and accuracy, their means and pixel accuracy."""
-    from segcli import jobs
+    from segcli.evaluation import evaluate_checkpoint
     from segcli.metrics import PROTOCOLS
     from segcli.run import write_json
 
@@ -267,7 +238,7 @@ def evaluate(
         unknown = [m for m in wanted if m not in EVAL_METRICS]
         if unknown:
             raise SegcliError(f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}")
-        result = jobs.evaluate_checkpoint(checkpoint, split, data_root, batch_size, device, hd95="hd95" in wanted)
+        result = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device, hd95="hd95" in wanted)
         names = list(result["per_class_iou"])
         report.console.print(report.scores_table(f"{split}: {result['images']} images, {checkpoint}", names, result))
         for name in wanted:
@@ -289,15 +260,15 @@ def evaluate(
 @app.command()
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
-    checkpoint: Annotated[Optional[Path], typer.Option("-c", "--checkpoint",
+    checkpoint: Annotated[Path | None, typer.Option("-c", "--checkpoint",
                           help="Default: checkpoints/best.pt of the newest run under outputs/.")] = None,
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where NAME.png and NAME_overlay.jpg go.")] = Path("predictions"),
     runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("outputs"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg."""
+    from segcli.checkpoints import newest_checkpoint
     from segcli.predict import Predictor, expand_inputs, predict_files
-    from segcli.run import newest_checkpoint
 
     with user_errors():
         files = expand_inputs(inputs)
@@ -310,10 +281,10 @@ def predict(
 
 @app.command("runs")
 def list_runs(
-    dirs: Annotated[Optional[list[Path]], typer.Argument(
+    dirs: Annotated[list[Path] | None, typer.Argument(
         help="Folders to search (default: outputs/ and multirun/ where they exist).")] = None,
     sort: Annotated[str, typer.Option(help="Column or override key; miou and mdice: best first.")] = "miou",
-    filters: Annotated[Optional[list[str]], typer.Option(
+    filters: Annotated[list[str] | None, typer.Option(
         "--filter", help="KEY=VALUE, KEY!=VALUE, KEY>VALUE (<, >=, <=); repeatable, all must hold.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
 ) -> None:
@@ -360,7 +331,7 @@ def bench(
     seconds: Annotated[float, typer.Option(help="Seconds per timed phase (after one warm-up step).")] = 20.0,
     repeats: Annotated[int, typer.Option(help="Alternating repeats of engine/reference/naive; the median is shown.")] = 2,
     crop: Annotated[int, typer.Option(help="Training crop size in pixels (square).")] = 256,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
 ) -> None:
     """Images/s of segcli's train and eval loops against a hand-written PyTorch loop with the same
     settings and a plain eager float32 one, the data loader alone, and metric updates/s against
@@ -386,7 +357,7 @@ app.add_typer(data_app, name="data")
                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def data_check(
     ctx: typer.Context,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the findings to this JSON file.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the findings to this JSON file.")] = None,
 ) -> None:
     """Run every dataset check on every split (pairing, decoding, sizes, mask values) and print
     images per split, image sizes, class pixel frequencies and all problems found. OVERRIDES as
@@ -394,12 +365,12 @@ def data_check(
 
     Example: segcli data check dataset=folder dataset.root=data/mine dataset.num_classes=3
     """
-    from segcli import jobs
     from segcli.config import compose_config
+    from segcli.datasets import check_dataset
     from segcli.run import write_json
 
     with user_errors():
-        result = jobs.check_dataset(to_plain(compose_config(ctx.args)))
+        result = check_dataset(to_plain(compose_config(ctx.args)))
         for table in report.data_tables(result):
             report.console.print(table)
         for note in result["notes"]:

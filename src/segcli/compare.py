@@ -2,8 +2,7 @@
 overrides that differ between them, filtering, sorting, and table/csv/json output.
 
 A run folder is one with ``.hydra/config.yaml`` and a ``checkpoints/`` folder or ``metrics.jsonl``.
-Its status: summary.json's (done, interrupted, failed); without one, ``running`` while
-``running.json`` names a live process on this host (``running?`` for another host), else ``killed``.
+Everything is read through ``run.RunDir`` (status rules: ``RunDir.status``).
 """
 
 from __future__ import annotations
@@ -13,16 +12,13 @@ import io
 import json
 import math
 import operator
-import os
 import re
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from segcli.errors import SegcliError
 from segcli.resume import flatten
+from segcli.run import RunDir
 
 COLUMNS = ("name", "overrides", "miou", "mdice", "best_epoch", "epochs", "minutes", "status")
 DESCENDING = {"miou", "mdice"}  # --sort on these puts the best first
@@ -30,7 +26,7 @@ _FILTER = re.compile(r"^([\w./-]+)(!=|>=|<=|=|>|<)(.*)$")
 
 
 def find_runs(dirs: Sequence[Path]) -> list[Path]:
-    """Run folders under ``dirs`` (recursively), sorted by path.
+    """Run folders under ``dirs`` (recursively; see ``run.RunDir.is_run``), sorted by path.
 
     Raises:
         SegcliError: a given folder does not exist.
@@ -41,20 +37,9 @@ def find_runs(dirs: Sequence[Path]) -> list[Path]:
         if not root.is_dir():
             raise SegcliError(f"{root}: no such folder (expected a folder of runs, e.g. outputs/ or multirun/)")
         for config in root.rglob(".hydra/config.yaml"):
-            run = config.parent.parent
-            if (run / "checkpoints").is_dir() or (run / "metrics.jsonl").is_file():
-                found.add(run)
+            if RunDir.read(config.parent.parent).is_run():
+                found.add(config.parent.parent)
     return sorted(found)
-
-
-def _alive(info: dict) -> str:
-    if info.get("host") != socket.gethostname():
-        return "running?"
-    try:
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        return "killed"
-    return "running"
 
 
 def _parse_override(item: str) -> tuple[str, str]:
@@ -66,28 +51,13 @@ def run_record(path: Path) -> dict:
     """One run: ``name`` (the folder), ``path``, ``params`` ({key: value} of the overrides and of the run's
     saved config and group choices), ``given`` (the keys its command line set), ``miou``/``mdice``
     (best validation, fractions), ``best_epoch``, ``epochs`` (validated epochs logged), ``minutes``
-    (training wall-clock), ``status``, and ``history`` (the metrics.jsonl records)."""
-    path = Path(path)
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    params = dict(_parse_override(str(o)) for o in overrides or [] if not str(o).startswith("hydra"))
-    settings = {}  # every config value and group choice of the run, for keys other runs override
-    if (path / ".hydra" / "config.yaml").is_file():
-        settings.update(flatten(yaml.safe_load((path / ".hydra" / "config.yaml").read_text()) or {}))
-    if (path / ".hydra" / "hydra.yaml").is_file():
-        hydra_cfg = yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text()) or {}
-        choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
-        settings.update({k: v for k, v in choices.items() if not k.startswith("hydra/")})
-    metrics = path / "metrics.jsonl"
-    history = []
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                history.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a line cut by a kill
-    summary_file = path / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    (training wall-clock), ``status`` (``run.STATUSES``), and ``history`` (the metrics.jsonl records)."""
+    run = RunDir.read(path)
+    overrides = run.overrides()
+    params = dict(_parse_override(o) for o in overrides if not o.startswith("hydra"))
+    # every config value and group choice of the run, for keys other runs override
+    settings = {**flatten(run.hydra_config()), **run.group_choices()}
+    history, summary = run.metrics(), run.summary()
     validated = [h for h in history if h.get("val_miou") is not None]
     best = max(validated, key=lambda h: h["val_miou"], default=None)
     if summary.get("val"):
@@ -97,17 +67,10 @@ def run_record(path: Path) -> dict:
     else:
         miou = mdice = best_epoch = None
     seconds = summary.get("train_seconds", sum(h.get("epoch_seconds", 0) for h in history))
-    if summary.get("status"):
-        status = summary["status"]
-    elif (path / "running.json").is_file():
-        status = _alive(json.loads((path / "running.json").read_text()))
-    else:
-        status = "killed"
     params = {**{k: str(v) for k, v in settings.items()}, **params}  # given overrides win over the saved values
-    return {"name": str(path), "path": str(path.resolve()), "params": params, "given": sorted(params_given(overrides)),
-            "miou": miou, "mdice": mdice,
-            "best_epoch": best_epoch, "epochs": len(history), "minutes": round(seconds / 60, 2), "status": status,
-            "history": history}
+    return {"name": str(path), "path": str(Path(path).resolve()), "params": params,
+            "given": sorted(params_given(overrides)), "miou": miou, "mdice": mdice, "best_epoch": best_epoch,
+            "epochs": len(history), "minutes": round(seconds / 60, 2), "status": run.status(), "history": history}
 
 
 def params_given(overrides) -> list[str]:

@@ -1,4 +1,4 @@
-"""The only module that talks to Hydra: where conf/ is, checking overrides, running a job.
+"""The only module that talks to Hydra: where conf/ is, checking overrides and values, running a job.
 
 `segcli train ARGS` hands ARGS to Hydra's own runner (``hydra.main``), so everything Hydra
 offers works unchanged: overrides, ``--cfg job``, ``--config-dir``, ``-m`` multirun, launcher and
@@ -10,11 +10,11 @@ is reported as one line with exit code 2 instead of Hydra's multi-line report.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.utils import get_args_parser  # Hydra's own parser: the flags exactly as hydra.main reads them
+from hydra._internal.utils import get_args_parser  # the flags exactly as hydra.main reads them
 from omegaconf import DictConfig, OmegaConf
 
 from segcli.errors import SegcliError
@@ -160,3 +160,38 @@ def run_hydra(task: Callable[[DictConfig], object], args: Sequence[str], config_
 def to_plain(cfg: DictConfig) -> dict:
     """The resolved config as plain dicts and lists (for checkpoints and the jobs)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def run_seed(cfg: Mapping) -> int:
+    """The run's seed: ``trainer.seed`` (which defaults to the root ``seed``)."""
+    return int(cfg["trainer"].get("seed", cfg["seed"]))
+
+
+# (dotted key, lowest allowed value, whether null is allowed, whether it must be an integer)
+NUMBER_RULES = (("trainer.epochs", 1, False, True), ("trainer.batch_size", 1, False, True),
+                ("trainer.eval_batch_size", 1, False, True), ("trainer.num_workers", 0, False, True),
+                ("trainer.val_every", 1, False, True), ("trainer.max_minutes", 1e-9, True, False),
+                ("trainer.checkpoint_minutes", 1e-9, True, False), ("trainer.grad_clip", 1e-12, True, False),
+                ("optimizer.lr", 1e-12, False, False), ("dataset.num_classes", 1, False, True),
+                ("dataset.scale", 1e-3, False, False))
+
+
+def check_config(cfg: Mapping) -> None:
+    """Check the numbers of a resolved config before anything is built.
+
+    Raises:
+        SegcliError: the first value of ``NUMBER_RULES`` that is not a number, is too small, or
+            is not an integer where one is needed; names the key and what was expected.
+    """
+    for key, low, nullable, integer in NUMBER_RULES:
+        section, name = key.split(".")
+        if name not in cfg.get(section, {}):
+            continue
+        value = cfg[section][name]
+        if value is None and nullable:
+            continue
+        kind = "an integer" if integer else "a number"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
+        if not ok or (integer and not float(value).is_integer()):
+            bound = f">= {low}" if integer or low >= 1 else "> 0"
+            raise SegcliError(f"{key}={value}: expected {kind} {bound}" + (" or null" if nullable else ""))

@@ -25,14 +25,14 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset, Sampler  # noqa: E402
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from segcli.augment import seed_transform  # noqa: E402
-from segcli.errors import SegcliError  # noqa: E402
+from segcli.augment import seed_transform
+from segcli.errors import SegcliError
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # bad files get segcli's one-line errors instead
 
@@ -73,7 +73,7 @@ class DatasetInfo:
     ignore_index: int
 
     @classmethod
-    def from_config(cls, cfg: Mapping) -> "DatasetInfo":
+    def from_config(cls, cfg: Mapping) -> DatasetInfo:
         """Build from a ``dataset`` config group; names and colours default when null.
 
         Raises:
@@ -159,7 +159,7 @@ class ColorTable:
 
     @classmethod
     def from_config(cls, colors: Sequence[Sequence[int]], ignore_index: int,
-                    mask_values: Mapping | None = None) -> "ColorTable":
+                    mask_values: Mapping | None = None) -> ColorTable:
         """Class ``i`` is ``colors[i]``; ``mask_values`` adds ``"R,G,B": class`` entries (e.g.
         ``{"0,0,0": 255}`` to ignore black).
 

@@ -73,26 +73,20 @@ class Distributed:
         return box[0]
 
 
-CURRENT = Distributed()
-
-
 def launched_by_torchrun() -> bool:
     """True when torchrun (or another launcher) started this process as one of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def init_from_env() -> Distributed:
-    """Join the process group torchrun describes (once) and return this process's place; a single
-    process (no WORLD_SIZE > 1) gets rank 0 of 1."""
-    global CURRENT
+    """Join the process group torchrun describes (once) and return this process's place, which the
+    caller passes on (``jobs.run_job``); a single process (no WORLD_SIZE > 1) gets rank 0 of 1."""
     if not launched_by_torchrun():
-        CURRENT = Distributed()
-        return CURRENT
+        return Distributed()
     if not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
-    CURRENT = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    return CURRENT
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def shutdown() -> None:

@@ -1,10 +1,6 @@
 """The training and evaluation loops. They take built objects (model, loaders, loss, optimizer),
-never a config, so they are tested without Hydra.
-
-The learning-rate schedule is written here rather than taken from ``torch.optim.lr_scheduler``
-because it follows the run's *progress*, the larger of steps/total_steps and
-elapsed/max_seconds: a run bounded by ``trainer.max_minutes`` still warms up and anneals to
-its end, which no step-counting torch scheduler can do without knowing the step rate.
+never a config, so they are tested without Hydra. The learning-rate schedule is optim.py's; the
+wall-clock budget that ends a run is ``Budget``; what a run does between epochs is trainer.py's.
 """
 
 from __future__ import annotations
@@ -20,76 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli.metrics import ConfusionMatrix, SegmentationScores
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as torch reads it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_amp(setting: str | bool | None, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: ``auto`` -> bf16 on CUDA where supported, fp16 on older CUDA, none on CPU."""
-    if setting in (False, None, "false", "off", "none"):
-        return None
-    if setting == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[str(setting)]
-
-
-@dataclass
-class LrSchedule:
-    """Learning-rate factor over the run's progress p in [0, 1] (see the module docstring).
-
-    Shapes (after a linear warm-up over ``warmup_fraction``): ``poly`` lr*(1-p)^power
-    (Chen et al., DeepLab), ``cosine`` (Loshchilov and Hutter 2017), ``onecycle`` (Smith 2018:
-    warm-up from lr/25, then cosine), ``constant``. Never below ``min_lr_ratio`` * lr after warm-up.
-
-    Args:
-        total_steps: optimizer steps the run would take without a time budget.
-        max_seconds: the time budget in seconds, or None.
-    """
-
-    name: str
-    total_steps: int
-    max_seconds: float | None = None
-    warmup_fraction: float = 0.0
-    power: float = 0.9
-    min_lr_ratio: float = 0.0
-
-    def progress(self, step: int, elapsed: float) -> float:
-        """Fraction of the run done after ``step`` steps and ``elapsed`` seconds, in [0, 1]."""
-        p = step / max(self.total_steps, 1)
-        if self.max_seconds:
-            p = max(p, elapsed / self.max_seconds)
-        return min(max(p, 0.0), 1.0)
-
-    def factor(self, p: float) -> float:
-        """Multiplier of the base learning rate at progress ``p``."""
-        start = 1 / 25 if self.name == "onecycle" else 0.0
-        if self.warmup_fraction > 0 and p < self.warmup_fraction:
-            return start + (1 - start) * p / self.warmup_fraction
-        q = (p - self.warmup_fraction) / max(1 - self.warmup_fraction, 1e-8)
-        if self.name == "poly":
-            f = (1 - q) ** self.power
-        elif self.name in ("cosine", "onecycle"):
-            f = 0.5 * (1 + math.cos(math.pi * q))
-        elif self.name == "constant":
-            return 1.0
-        else:
-            raise ValueError(f"unknown schedule {self.name!r}")
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * f
-
-    def apply(self, optimizer: torch.optim.Optimizer, step: int, elapsed: float) -> float:
-        """Set every param group's lr to ``initial_lr * factor``; returns the first group's lr."""
-        f = self.factor(self.progress(step, elapsed))
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * f
-        return optimizer.param_groups[0]["lr"]
+from segcli.optim import LrSchedule
 
 
 def forward_at_scale(model: nn.Module, x: torch.Tensor, scale: float = 1.0, divisor: int = 32) -> torch.Tensor:
@@ -158,70 +85,109 @@ class EpochResult:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def train_one_epoch(model: nn.Module, loader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    ctx: StepContext, schedule: LrSchedule, step: int, clock: Callable[[], float],
-                    scaler: torch.amp.GradScaler | None = None, grad_clip: float | None = None,
-                    on_step: Callable[[EpochResult, float], None] | None = None,
+@dataclass
+class Budget:
+    """A run's wall-clock budget (``trainer.max_minutes``) as training sees it.
+
+    Args:
+        seconds: the whole budget in seconds (validation included), or None for no budget.
+        clock: seconds of the run so far (earlier processes of a resumed run included).
+        reserve: seconds kept free at the end for the final validation (the last one measured).
+    """
+
+    seconds: float | None
+    clock: Callable[[], float] = field(default=lambda: 0.0, repr=False)
+    reserve: float = 0.0
+
+    @property
+    def deadline(self) -> float | None:
+        """Seconds of the run after which no training step starts (budget minus the validation
+        reserve, at least 1 ms), or None without a budget. The LR schedule anneals to it."""
+        return None if self.seconds is None else max(self.seconds - self.reserve, 1e-3)
+
+    def spent(self) -> bool:
+        """True once the clock has reached the deadline (never without a budget)."""
+        return self.deadline is not None and self.clock() >= self.deadline
+
+
+@dataclass
+class TrainStep:
+    """What an optimizer step needs: the model (possibly DDP- or compile-wrapped), the loss
+    ``loss_fn(logits (N, C, H, W) float, target (N, H, W) int64) -> scalar``, the optimizer, the
+    LR schedule, the device context, the fp16 gradient scaler (None otherwise) and the max
+    gradient norm (None: no clipping)."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LrSchedule
+    ctx: StepContext
+    scaler: torch.amp.GradScaler | None = None
+    grad_clip: float | None = None
+
+    def __call__(self, batch: dict, step: int, budget: Budget) -> tuple[int, float]:
+        """One step on ``batch`` (image (N, 3, H, W) float32, mask (N, H, W) int64) as the run's
+        ``step``-th (0-based, for the schedule); returns (N, the loss as a float).
+
+        Raises:
+            FloatingPointError: the loss is NaN or infinite (the message names the step, 1-based).
+        """
+        self.schedule.apply(self.optimizer, step, budget.clock(), budget.deadline)
+        x = self.ctx.images(batch)
+        y = batch["mask"].to(self.ctx.device, non_blocking=True)
+        with self.ctx.autocast():
+            loss = self.loss_fn(self.model(x), y)
+        value = loss.item()  # the step's one host-device sync, shared by the check and the logs
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at step {step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return x.shape[0], value
+
+
+def train_one_epoch(step: TrainStep, loader, budget: Budget, first_step: int = 0,
                     totals: EpochResult | None = None,
-                    stop_requested: Callable[[], bool] | None = None,
-                    agree: Callable[[bool, bool], tuple[bool, bool]] | None = None) -> EpochResult:
+                    on_step: Callable[[EpochResult, float], None] | None = None,
+                    should_stop: Callable[[], str | None] | None = None) -> EpochResult:
     """One pass over ``loader`` (batches of image (N, 3, H, W) float32, mask (N, H, W) int64).
 
     Args:
-        step: optimizer steps of the run before this call (for the schedule).
-        clock: seconds of the run so far; when ``schedule.progress`` reaches 1 through the time
-            budget, the epoch stops after the current step (``stopped="max_minutes"``).
-        on_step: called with (totals so far, the step's loss) after every step.
+        first_step: optimizer steps of the run before this call (for the schedule).
         totals: the epoch's totals before this call, when it continues a resumed epoch
             (``loader`` then yields the remaining batches only); updated in place.
-        stop_requested: checked after every step; True stops the epoch (``stopped="signal"``).
-        agree: ``(signal, out_of_time) -> (signal, out_of_time)`` as all processes see them
-            (``distributed.Distributed.any``), so that every rank stops after the same step.
+        on_step: called with (totals so far, the step's loss) after every step.
+        should_stop: asked after every step; a reason (``"signal"``, ``"max_minutes"``) ends the
+            epoch with ``stopped`` set to it. Default: ``"max_minutes"`` once ``budget.spent()``.
 
     Raises:
-        FloatingPointError: the loss is NaN or infinite (the message names the step).
+        FloatingPointError: see ``TrainStep``.
     """
-    model.train()
+    step.model.train()
     res = totals if totals is not None else EpochResult()
     res.stopped = None
-    first_step, start, seconds = res.steps, time.perf_counter(), res.seconds
+    should_stop = should_stop or (lambda: "max_minutes" if budget.spent() else None)
+    steps_before, start, seconds = res.steps, time.perf_counter(), res.seconds
     for batch in loader:
-        schedule.apply(optimizer, step + res.steps - first_step, clock())
-        x = ctx.images(batch)
-        y = batch["mask"].to(ctx.device, non_blocking=True)
-        with ctx.autocast():
-            loss = loss_fn(model(x), y)
-        value = loss.item()  # the step's one host-device sync, shared by the check and the logs
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss is {value} at step {step + res.steps - first_step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        images, value = step(batch, first_step + res.steps - steps_before, budget)
         res.steps += 1
-        res.images += x.shape[0]
-        res.loss_sum += value * x.shape[0]
+        res.images += images
+        res.loss_sum += value * images
         res.seconds = seconds + time.perf_counter() - start
         if on_step:
             on_step(res, value)
-        signal = stop_requested is not None and stop_requested()
-        late = bool(schedule.max_seconds) and clock() >= schedule.max_seconds
-        if agree is not None:  # several processes: all stop after the same step
-            signal, late = agree(signal, late)
-        if signal:
-            res.stopped = "signal"
-            break
-        if late:
-            res.stopped = "max_minutes"
+        res.stopped = should_stop()
+        if res.stopped:
             break
     res.seconds = seconds + time.perf_counter() - start
     return res

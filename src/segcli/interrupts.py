@@ -46,7 +46,7 @@ class StopSignals:
         report.console.print(f"\nsegcli: {signal.Signals(signum).name} received; stopping after the current "
                              "step and saving checkpoints/last.pt (Ctrl-C again to stop at once)", highlight=False)
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:  # noqa: PYI034 - Self needs Python 3.11
         if threading.current_thread() is threading.main_thread():
             for sig in EXIT_CODES:
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -23,11 +23,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from segcli.errors import SegcliError
+from segcli.registry import Registry
 from segcli.resume import flatten
+from segcli.run import SUMMARY
+
+LOGGERS = Registry("logger")
 
 
+@LOGGERS.register("none")
 class Logger:
-    """No-op base: ``start(cfg)``, ``log(record)`` once per epoch, ``finish(summary)``."""
+    """No-op base (``logger=none``): ``start(cfg)``, ``log(record)`` once per epoch, ``finish(summary)``.
+    Every logger is built as ``Logger(cfg, run_dir)`` from the ``logger`` group's config."""
+
+    def __init__(self, cfg: Mapping | None = None, run_dir: Path | None = None) -> None:
+        """Nothing to set up."""
 
     def start(self, cfg: Mapping) -> None:
         """Called once when training starts (also on a resume)."""
@@ -40,10 +49,11 @@ class Logger:
         (interrupted or failed; it may be resumed)."""
 
 
+@LOGGERS.register("csv")
 class CsvLogger(Logger):
     """``metrics.csv`` beside metrics.jsonl; a resume rewrites it from the history it continues."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, cfg: Mapping, run_dir: Path) -> None:
         self.path = Path(run_dir) / "metrics.csv"
 
     def rewrite(self, history: list[Mapping]) -> None:
@@ -60,10 +70,11 @@ class CsvLogger(Logger):
             writer.writerow({k: "" if v is None else v for k, v in record.items()})
 
 
+@LOGGERS.register("tensorboard")
 class TensorBoardLogger(Logger):
     """Scalars ``train/loss``, ``val/loss``, ``val/miou``, ... per epoch in ``RUN/tensorboard``."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, cfg: Mapping, run_dir: Path) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -84,10 +95,13 @@ class TensorBoardLogger(Logger):
         self.writer.close()
 
 
+@LOGGERS.register("mlflow")
 class MlflowLogger(Logger):
-    """One MLflow run per segcli run, in a file store."""
+    """One MLflow run per segcli run, in a file store (``logger.tracking_uri``, ``logger.experiment``)."""
 
-    def __init__(self, run_dir: Path, tracking_uri: str, experiment: str) -> None:
+    def __init__(self, cfg: Mapping, run_dir: Path) -> None:
+        tracking_uri = str(cfg.get("tracking_uri") or "mlruns")
+        experiment = str(cfg.get("experiment") or "segcli")
         try:
             import mlflow
         except ImportError:
@@ -111,8 +125,9 @@ class MlflowLogger(Logger):
                                 step=int(record["epoch"]))
 
     def finish(self, summary: Mapping | None) -> None:
-        if (self.run_dir / "summary.json").is_file():
-            self.mlflow.log_artifact(str(self.run_dir / "summary.json"))
+        summary_file = self.run_dir / SUMMARY
+        if summary_file.is_file():
+            self.mlflow.log_artifact(str(summary_file))
         self.mlflow.end_run(status="FINISHED" if summary is not None else "KILLED")
 
 
@@ -127,18 +142,9 @@ def closed_on_error(logger: Logger):
 
 
 def build_logger(cfg: Mapping | None, run_dir: Path) -> Logger:
-    """The logger of the ``logger`` config (``name``: csv, tensorboard, mlflow or none).
+    """The logger the ``logger`` config names (``LOGGERS``; None: ``none``, as on torchrun ranks > 0).
 
     Raises:
         SegcliError: unknown name, or the logger's package is not installed.
     """
-    name = str((cfg or {}).get("name", "none"))
-    if name == "csv":
-        return CsvLogger(run_dir)
-    if name == "tensorboard":
-        return TensorBoardLogger(run_dir)
-    if name == "mlflow":
-        return MlflowLogger(run_dir, str(cfg.get("tracking_uri") or "mlruns"), str(cfg.get("experiment") or "segcli"))
-    if name == "none":
-        return Logger()
-    raise SegcliError(f"logger.name={name}: expected csv, tensorboard, mlflow or none")
+    return LOGGERS.build(cfg or {"name": "none"}, Path(run_dir))

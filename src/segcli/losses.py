@@ -40,6 +40,10 @@ from torch import nn
 
 from segcli.data import ClassPixels
 from segcli.errors import SegcliError
+from segcli.registry import Registry
+
+# name (conf/loss/NAME.yaml's ``name:``) -> builder(cfg, num_classes, stats) -> nn.Module
+LOSSES = Registry("loss")
 
 
 def class_weights(spec, num_classes: int, stats: ClassPixels | None) -> list[float] | None:
@@ -183,6 +187,7 @@ class BinaryCE(nn.Module):
         return F.binary_cross_entropy_with_logits(x, y, weight=beta * y + (1 - beta) * (1 - y))
 
 
+@LOSSES.register(*BinaryCE.KINDS)
 def _bce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     mode, classes = loss_mode(cfg, num_classes)
     if mode != "multilabel":
@@ -193,6 +198,7 @@ def _bce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn
     return MultilabelTarget(BinaryCE(str(cfg["name"]), beta), int(cfg["ignore_index"]), classes)
 
 
+@LOSSES.register("ce")
 def _ce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     loss_mode(cfg, num_classes, multiclass_classes=False, multilabel=False)
     weights = class_weights(cfg.get("class_weights"), num_classes, stats)
@@ -211,12 +217,14 @@ def _smp(make, cfg: Mapping, num_classes: int, multiclass_classes: bool) -> nn.M
     return make(smp.losses.MULTICLASS_MODE, {"ignore_index": ignore, **({"classes": classes} if classes else {})})
 
 
+@LOSSES.register("dice")
 def _dice(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     return _smp(lambda mode, kw: smp.losses.DiceLoss(mode, smooth=float(cfg.get("smooth", 0.0)),
                                                      log_loss=bool(cfg.get("log_loss", False)), **kw),
                 cfg, num_classes, True)
 
 
+@LOSSES.register("focal")
 def _focal(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     alpha = cfg.get("alpha")
     return _smp(lambda mode, kw: smp.losses.FocalLoss(mode, gamma=float(cfg.get("gamma", 2.0)),
@@ -224,11 +232,13 @@ def _focal(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> 
                 cfg, num_classes, False)
 
 
+@LOSSES.register("jaccard")
 def _jaccard(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     return _smp(lambda mode, kw: smp.losses.JaccardLoss(mode, smooth=float(cfg.get("smooth", 0.0)), **kw),
                 cfg, num_classes, True)
 
 
+@LOSSES.register("lovasz")
 def _lovasz(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     if cfg.get("per_image") and cfg.get("mode") == "multilabel":
         raise SegcliError("loss.per_image=true needs loss.mode=multiclass for lovasz")
@@ -236,6 +246,7 @@ def _lovasz(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) ->
                 cfg, num_classes, False)
 
 
+@LOSSES.register("tversky")
 def _tversky(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     return _smp(lambda mode, kw: smp.losses.TverskyLoss(mode, smooth=float(cfg.get("smooth", 0.0)),
                                                         alpha=float(cfg.get("alpha", 0.5)),
@@ -338,6 +349,7 @@ class RegionLoss(nn.Module):
         return self.w_dice * dice_term[present].mean() + self.w_cross * cross.mean()
 
 
+@LOSSES.register(*RegionLoss.NAMES)
 def _region(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     name = str(cfg["name"])
     params = {k: float(cfg[k]) for k in ("smooth", "alpha", "beta", "gamma", "w", "w_dice", "w_cross") if cfg.get(k) is not None}
@@ -349,6 +361,7 @@ def _region(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) ->
     return RegionLoss(name, int(cfg["ignore_index"]), label_weights=label_weights, mode=mode, classes=classes, **params)
 
 
+@LOSSES.register("boundary", "hausdorff", "shape_aware")
 def _distance(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     from segcli.distance_losses import build_distance_loss
 
@@ -358,15 +371,26 @@ def _distance(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) 
     return build_distance_loss(cfg, mode, classes)
 
 
-LOSSES = {"ce": _ce, "dice": _dice, "focal": _focal, "jaccard": _jaccard, "lovasz": _lovasz, "tversky": _tversky,
-          **{name: _region for name in RegionLoss.NAMES}, **{name: _bce for name in BinaryCE.KINDS},
-          **{name: _distance for name in ("boundary", "hausdorff", "shape_aware")}}
+@LOSSES.register("compound")
+def _compound(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    terms = []
+    for i, term in enumerate(cfg.get("terms") or []):
+        term = dict(term)
+        term.setdefault("ignore_index", cfg["ignore_index"])
+        where = f"loss.terms[{i}].name"
+        if term.get("name") == "compound":
+            raise SegcliError(f"{where}=compound: a term cannot be compound itself")
+        builder = LOSSES.get(str(term.get("name")), where)
+        terms.append((term["name"], float(term.get("weight", 1.0)), builder(term, num_classes, stats)))
+    if not terms:
+        raise SegcliError("loss.terms is empty; expected at least one {name, weight} entry")
+    return WeightedSum(terms)
 
 
 def build_loss(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
-    """The loss named by ``cfg["name"]`` (a key of ``LOSSES`` or ``compound``), in ``cfg["mode"]``
-    (multiclass, the default, or multilabel) over ``cfg["classes"]`` (all when null).
-    ``stats`` (the training split's class pixels) serve ``class_weights: median_frequency``.
+    """The loss named by ``cfg["name"]`` (a name of ``LOSSES``), in ``cfg["mode"]`` (multiclass, the
+    default, or multilabel) over ``cfg["classes"]`` (all when null). ``stats`` (the training split's
+    class pixels) serve ``class_weights: median_frequency``.
 
     For ``compound``, ``cfg["terms"]`` lists ``{name, weight, ...parameters}``; each term
     inherits ``ignore_index`` from the group.
@@ -374,18 +398,4 @@ def build_loss(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None)
     Raises:
         SegcliError: unknown loss or term name, or bad parameters.
     """
-    name = str(cfg["name"])
-    if name == "compound":
-        terms = []
-        for i, term in enumerate(cfg.get("terms") or []):
-            term = dict(term)
-            term.setdefault("ignore_index", cfg["ignore_index"])
-            if term.get("name") not in LOSSES:
-                raise SegcliError(f"loss.terms[{i}].name={term.get('name')}: expected one of {', '.join(LOSSES)}")
-            terms.append((term["name"], float(term.get("weight", 1.0)), LOSSES[term["name"]](term, num_classes, stats)))
-        if not terms:
-            raise SegcliError("loss.terms is empty; expected at least one {name, weight} entry")
-        return WeightedSum(terms)
-    if name not in LOSSES:
-        raise SegcliError(f"loss.name={name}: expected one of {', '.join([*LOSSES, 'compound'])}")
-    return LOSSES[name](cfg, num_classes, stats)
+    return LOSSES.build(cfg, num_classes, stats)

@@ -137,7 +137,7 @@ class ConfusionMatrix:
         else:
             self.matrix += torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         """Add another matrix of the same size (e.g. from another process)."""
         self.matrix += other.matrix.to(self.matrix.device)
 

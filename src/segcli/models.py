@@ -1,4 +1,7 @@
-"""build_model: every segmentation-models-pytorch architecture, from the ``model`` config group.
+"""build_model: the ``model`` config group. ``MODELS`` maps ``model.arch`` (any case) to a builder
+``(cfg, num_classes, in_channels) -> nn.Module``; every segmentation-models-pytorch architecture is
+registered under its class name. Another architecture is one YAML file plus one
+``@MODELS.register("name")`` function.
 
 ``encoder_weights`` is ``null`` (random init, the default here), a name SMP knows
 (``imagenet``: downloaded, so online only), or a path to a local weights file (``.pth``/``.pt``
@@ -16,7 +19,9 @@ import torch
 from torch import nn
 
 from segcli.errors import SegcliError
+from segcli.registry import Registry
 
+MODELS = Registry("model", key="arch", fold_case=True)
 ARCHITECTURES = {a.__name__.lower(): a.__name__ for a in smp._MODEL_ARCHITECTURES}
 
 
@@ -36,7 +41,7 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
             raise SegcliError(f"{path}: cannot read as a torch state dict ({type(exc).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -58,19 +63,28 @@ def load_error_detail(exc: RuntimeError) -> str:
 
 
 def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """Create an SMP model: ``forward(x: (N, in_channels, H, W) float32) -> (N, num_classes, H, W)
-    float logits``, with H and W multiples of 32.
-
-    Args:
-        cfg: ``arch`` (an SMP class name, any case), ``encoder_name``, ``encoder_weights``,
-            ``params`` (extra keyword arguments; null values are dropped so SMP's defaults apply).
+    """The model ``cfg["arch"]`` names: ``forward(x: (N, in_channels, H, W) float32) ->
+    (N, num_classes, H, W) float logits``, with H and W multiples of 32.
 
     Raises:
-        SegcliError: unknown architecture or encoder, or an unusable weights file.
+        SegcliError: unknown architecture (``model.arch=X: unknown architecture; expected one of ...``),
+            or what the builder raises.
     """
     arch = str(cfg["arch"])
-    if arch.lower() not in ARCHITECTURES:
-        raise SegcliError(f"model.arch={arch}: unknown architecture; expected one of {', '.join(ARCHITECTURES.values())}")
+    if arch not in MODELS:
+        raise SegcliError(f"model.arch={arch}: unknown architecture; expected one of {', '.join(MODELS.names())}")
+    return MODELS.build(cfg, num_classes, in_channels)
+
+
+def smp_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Create an SMP model of ``cfg``: ``arch`` (an SMP class name, any case), ``encoder_name``,
+    ``encoder_weights``, ``params`` (extra keyword arguments; null values are dropped so SMP's
+    defaults apply).
+
+    Raises:
+        SegcliError: unknown encoder, or an unusable weights file.
+    """
+    arch = str(cfg["arch"])
     weights = cfg.get("encoder_weights")
     local = weights is not None and (Path(str(weights)).suffix in {".pth", ".pt", ".bin", ".safetensors"}
                                      or Path(str(weights)).exists())
@@ -108,3 +122,6 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
                            f"of encoder {cfg['encoder_name']} are not in the file and stay random "
                            f"(first: {missing[0]}); is it another encoder?")
     return model
+
+
+MODELS.add(smp_model, ARCHITECTURES.values())

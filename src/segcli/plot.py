@@ -11,7 +11,6 @@ predictions a run saves at its best epoch (``samples/best.png``, OpenCV only).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from segcli.errors import SegcliError
+from segcli.run import METRICS, RunDir
 
 
 def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
@@ -72,14 +72,10 @@ def save_samples(model: torch.nn.Module, dataset, count: int, ctx, colors, ignor
 
 
 def _run(path: Path) -> dict:
-    path = Path(path)
-    summary_file = path / "summary.json"
-    metrics_file = path / "metrics.jsonl"
-    if not metrics_file.is_file():
-        raise SegcliError(f"{path}: not a segcli run (expected metrics.jsonl)")
-    history = [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    return {"path": path, "history": history, "val": summary.get("val") or {}}
+    run = RunDir.read(path)
+    if not (run.path / METRICS).is_file():
+        raise SegcliError(f"{path}: not a segcli run (expected {METRICS})")
+    return {"path": run.path, "history": run.metrics(), "val": run.summary().get("val") or {}}
 
 
 def plot_runs(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
@@ -96,13 +92,25 @@ def plot_runs(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import matplotlib.ticker  # noqa: F401
+        import matplotlib.ticker
     except ImportError:
         raise SegcliError("segcli plot needs matplotlib: pip install 'segcli[plot]'") from None
     runs = [_run(p) for p in run_dirs]
     names = _labels(run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [_curves(plt, runs, names, out_dir / "curves.png")]
+    with_classes = [(r, n) for r, n in zip(runs, names) if r["val"].get("per_class_iou")]
+    if with_classes:
+        written.append(_per_class_bars(plt, with_classes, out_dir / "per_class_iou.png"))
+    for run, name in zip(runs, names):
+        if run["val"].get("confusion_matrix"):
+            written.append(_confusion(plt, run["val"], name, out_dir / f"confusion_{_slug(name)}.png"))
+    return written
+
+
+def _curves(plt, runs: Sequence[dict], names: Sequence[str], path: Path) -> Path:
+    """Train (solid) and val (dashed) loss, and val mIoU, per epoch; one colour per run."""
+    import matplotlib.ticker
 
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run, name in zip(runs, names):
@@ -120,43 +128,42 @@ def plot_runs(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    written.append(_save(fig, out_dir / "curves.png"))
+    return _save(fig, path)
 
-    with_classes = [(r, n) for r, n in zip(runs, names) if r["val"].get("per_class_iou")]
-    if with_classes:
-        classes = list(with_classes[0][0]["val"]["per_class_iou"])
-        fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(classes) * len(with_classes) + 2)), 4.5))
-        width = 0.8 / len(with_classes)
-        for i, (run, name) in enumerate(with_classes):
-            values = [run["val"]["per_class_iou"].get(c) for c in classes]
-            ax.bar(np.arange(len(classes)) + i * width - 0.4 + width / 2,
-                   [0 if v is None else v for v in values], width, label=f"{name} (mIoU {run['val']['miou']:.3f})")
-        ax.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
-        ax.set(title="per-class val IoU at the best epoch", ylabel="IoU", ylim=(0, 1))
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-        written.append(_save(fig, out_dir / "per_class_iou.png"))
 
-    for run, name in zip(runs, names):
-        matrix = run["val"].get("confusion_matrix")
-        if not matrix:
-            continue
-        m = np.asarray(matrix, dtype=np.float64)
-        normalised = m / np.maximum(m.sum(1, keepdims=True), 1)
-        classes = list(run["val"].get("per_class_iou") or range(len(m)))
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.55 * len(m)), max(4.0, 1.2 + 0.5 * len(m))))
-        image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(m)):
-            for j in range(len(m)):
-                ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if normalised[i, j] > 0.5 else "black")
-        ax.set_xticks(range(len(m)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(m)), classes)
-        ax.set(xlabel="predicted", ylabel="true")
-        ax.set_title(f"{name}\nconfusion matrix at the best epoch, rows normalised (recall)", fontsize=9)
-        fig.colorbar(image, ax=ax, fraction=0.046)
-        written.append(_save(fig, out_dir / f"confusion_{_slug(name)}.png"))
-    return written
+def _per_class_bars(plt, with_classes: Sequence[tuple[dict, str]], path: Path) -> Path:
+    """Per-class val IoU of each run's best epoch, bars side by side (at most 16 inches wide)."""
+    classes = list(with_classes[0][0]["val"]["per_class_iou"])
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(classes) * len(with_classes) + 2)), 4.5))
+    width = 0.8 / len(with_classes)
+    for i, (run, name) in enumerate(with_classes):
+        values = [run["val"]["per_class_iou"].get(c) for c in classes]
+        ax.bar(np.arange(len(classes)) + i * width - 0.4 + width / 2,
+               [0 if v is None else v for v in values], width, label=f"{name} (mIoU {run['val']['miou']:.3f})")
+    ax.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
+    ax.set(title="per-class val IoU at the best epoch", ylabel="IoU", ylim=(0, 1))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _confusion(plt, val: dict, name: str, path: Path) -> Path:
+    """The best epoch's confusion matrix, rows normalised to the true class (recall on the diagonal)."""
+    m = np.asarray(val["confusion_matrix"], dtype=np.float64)
+    normalised = m / np.maximum(m.sum(1, keepdims=True), 1)
+    classes = list(val.get("per_class_iou") or range(len(m)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.55 * len(m)), max(4.0, 1.2 + 0.5 * len(m))))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(m)):
+        for j in range(len(m)):
+            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(m)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(m)), classes)
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(f"{name}\nconfusion matrix at the best epoch, rows normalised (recall)", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _save(fig, path)
 
 
 def _labels(run_dirs: Sequence[Path]) -> list[str]:

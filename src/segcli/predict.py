@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from segcli.augment import build_transforms
+from segcli.checkpoints import load_checkpoint, model_from_checkpoint
 from segcli.data import IMAGE_EXTENSIONS, read_image
-from segcli.engine import StepContext, forward_at_scale, resolve_device
+from segcli.engine import StepContext, forward_at_scale
 from segcli.errors import SegcliError
-from segcli.jobs import model_from_checkpoint
-from segcli.run import load_checkpoint
+from segcli.runtime import resolve_device
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
@@ -64,11 +64,11 @@ class Predictor:
         self.class_names = class_names
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "auto") -> "Predictor":
+    def from_checkpoint(cls, path: Path, device: str = "auto") -> Predictor:
         """Load a checkpoint written by `segcli train` (needs nothing else from the run).
 
         Raises:
-            SegcliError: see ``run.load_checkpoint`` and ``jobs.model_from_checkpoint``.
+            SegcliError: see ``checkpoints.load_checkpoint`` and ``checkpoints.model_from_checkpoint``.
         """
         ckpt = load_checkpoint(path)
         classes, norm = ckpt["classes"], ckpt["normalization"]

@@ -36,7 +36,7 @@ class EpochProgress:
                                      console=console, transient=True)
             self.task = self.progress.add_task(description, total=total, completed=done, info="")
 
-    def __enter__(self) -> "EpochProgress":
+    def __enter__(self) -> EpochProgress:  # noqa: PYI034 - Self needs Python 3.11
         if self.progress:
             self.progress.start()
         return self
@@ -100,7 +100,7 @@ def warning(message: str) -> None:
 
 
 def data_tables(result: dict) -> list[Table]:
-    """Tables of ``jobs.check_dataset``'s result: images and sizes per split, then the share of
+    """Tables of ``datasets.check_dataset``'s result: images and sizes per split, then the share of
     labelled pixels of each class per split (in %)."""
     splits = result["splits"]
     table = Table(title=f"dataset {result['dataset']}")

@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from segcli.errors import SegcliError
-from segcli.run import load_checkpoint
+from segcli.run import RunDir
 
 # Keys a resumed run may change with --allow-changes: they do not alter what was already
 # trained or how the remaining steps compute (beyond their number or where data is read).
@@ -130,22 +130,6 @@ def absolute_root(cfg: dict) -> dict:
     return cfg
 
 
-def saved_config(run_dir: Path) -> dict:
-    """The run's own resolved config: from ``checkpoints/last.pt``, or from ``.hydra/config.yaml``
-    when it was stopped before its first checkpoint.
-
-    Raises:
-        SegcliError: the folder is not a segcli run, or last.pt is unreadable.
-    """
-    last = run_dir / "checkpoints" / "last.pt"
-    if last.is_file():
-        return load_checkpoint(last)["config"]
-    hydra_cfg = run_dir / ".hydra" / "config.yaml"
-    if hydra_cfg.is_file():
-        return absolute_root(OmegaConf.to_container(OmegaConf.load(hydra_cfg), resolve=True))
-    raise SegcliError(f"{run_dir}: not a segcli run directory (expected checkpoints/last.pt or .hydra/config.yaml)")
-
-
 def format_value(value: Any) -> str:
     """Short rendering of a config value for a one-line message."""
     text = str(value)
@@ -159,13 +143,13 @@ def resume_config(run_dir: Path, overrides: Sequence[str], allow_changes: bool) 
         (resolved config, {key: (old, new)}).
 
     Raises:
-        SegcliError: see ``saved_config`` and ``apply_overrides``; or the overrides change the
+        SegcliError: see ``run.RunDir.saved_config`` and ``apply_overrides``; or the overrides change the
             config and either a changed key is not in ``SAFE_ON_RESUME`` or ``allow_changes`` is
             False. The message lists every change.
     """
     if not run_dir.is_dir():
         raise SegcliError(f"{run_dir}: run directory not found")
-    old = absolute_root(saved_config(run_dir))
+    old = absolute_root(RunDir.read(run_dir).saved_config())
     new = absolute_root(apply_overrides(old, overrides))
     changes = config_changes(old, new)
     unsafe = [k for k in changes if k not in SAFE_ON_RESUME]

@@ -1,12 +1,18 @@
-"""The run directory: what a training run leaves behind, written so that it is never half-written.
+"""The run directory: the one owner of every file a run leaves behind, which writes them so that
+none is ever half-written and reads them back for resume, re-run detection, ``segcli runs`` and
+``segcli plot``. No other module spells these file names.
 
     RUN_DIR/
-      .hydra/config.yaml, overrides.yaml   composed config and the command-line overrides (Hydra)
+      .hydra/config.yaml, overrides.yaml,  composed config, command-line overrides, group choices
+        hydra.yaml                         (Hydra); .hydra/first/ keeps the first start's copies
       split.json                           the random train/val split, when segcli made one
+      class_pixels.json                    the training split's class pixel counts and weights
       metrics.jsonl                        one JSON line per epoch, appended and fsync'ed
-      checkpoints/best.pt, last.pt         weights + everything eval and predict need; last.pt
-                                           also the optimizer and the state to resume from
-      summary.json                         status "done" at the end, "interrupted" after Ctrl-C/SIGTERM
+      checkpoints/best.pt, last.pt         see checkpoints.py; last.pt also resumes the run
+      running.json                         host and pid while the run trains
+      summary.json                         status "done" at the end, "interrupted" after Ctrl-C/SIGTERM,
+                                           "failed" after an error past the first checkpoint
+      samples/best.png                     image | truth | prediction at the best epoch
 
 Checkpoints and JSON files are written to a temporary file, fsync'ed and renamed over the old
 one, so a kill during a write leaves the previous complete file.
@@ -26,7 +32,10 @@ import torch
 
 from segcli.errors import SegcliError
 
-CHECKPOINT_FORMAT = 1
+SUMMARY, METRICS, RUNNING = "summary.json", "metrics.jsonl", "running.json"
+SPLIT, CLASS_PIXELS = "split.json", "class_pixels.json"
+HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
+STATUSES = ("done", "interrupted", "failed", "running", "running?", "killed")
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -52,15 +61,36 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _process_status(info: dict) -> str:
+    """``running`` while the pid of ``running.json`` lives on this host, ``running?`` on another
+    host, else ``killed``."""
+    if info.get("host") != socket.gethostname():
+        return "running?"
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return "killed"
+    return "running"
+
+
 class RunDir:
-    """Writer for one run directory (see the module docstring)."""
+    """One run directory (see the module docstring): every write, every read, every file name."""
 
     def __init__(self, path: Path, writer: bool = True) -> None:
-        """``writer=False``: a torchrun rank other than 0, which reads the folder but writes nothing."""
+        """``writer=False``: a reader, or a torchrun rank other than 0; it writes nothing."""
         self.path, self.writer = Path(path), bool(writer)
         self.checkpoints = self.path / "checkpoints"
         if self.writer:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def read(cls, path: Path) -> RunDir:
+        """A reader of an existing folder (creates nothing)."""
+        return cls(path, writer=False)
 
     @property
     def best(self) -> Path:
@@ -72,11 +102,100 @@ class RunDir:
         """``checkpoints/last.pt``: the latest weights, with the optimizer state."""
         return self.checkpoints / "last.pt"
 
+    @property
+    def samples(self) -> Path:
+        """``samples/best.png``: sample predictions at the best epoch."""
+        return self.path / "samples" / "best.png"
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def is_run(self) -> bool:
+        """A segcli run folder: ``.hydra/config.yaml`` and a ``checkpoints/`` folder or metrics.jsonl."""
+        return (self.path / ".hydra" / "config.yaml").is_file() and (
+            self.checkpoints.is_dir() or (self.path / METRICS).is_file())
+
+    def summary(self) -> dict:
+        """summary.json's content, {} when there is none (a run that has not ended)."""
+        return _read_json(self.path / SUMMARY)
+
+    def metrics(self) -> list[dict]:
+        """The metrics.jsonl records, oldest first; a line cut by a kill is left out; [] without the file."""
+        path, records = self.path / METRICS, []
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return records
+
+    def status(self) -> str:
+        """One of ``STATUSES``: summary.json's status (done, interrupted, failed); without one,
+        ``running`` while running.json names a live process on this host (``running?`` for another
+        host), else ``killed``."""
+        status = self.summary().get("status")
+        if status:
+            return status
+        running = self.path / RUNNING
+        return _process_status(json.loads(running.read_text())) if running.is_file() else "killed"
+
+    def done(self) -> bool:
+        """summary.json says the run finished."""
+        return self.summary().get("status") == "done"
+
+    def hydra_config(self) -> dict:
+        """``.hydra/config.yaml`` as written (unresolved interpolations stay text); {} without it."""
+        import yaml
+
+        path = self.path / ".hydra" / "config.yaml"
+        return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+    def overrides(self) -> list[str]:
+        """The command-line overrides of ``.hydra/overrides.yaml`` ([] without it)."""
+        import yaml
+
+        path = self.path / ".hydra" / "overrides.yaml"
+        return [str(o) for o in (yaml.safe_load(path.read_text()) or [])] if path.is_file() else []
+
+    def group_choices(self) -> dict[str, str]:
+        """``{group: option}`` of the run's config groups (Hydra's runtime choices, ``hydra/*`` left out)."""
+        import yaml
+
+        path = self.path / ".hydra" / "hydra.yaml"
+        hydra_cfg = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+        choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
+        return {k: v for k, v in choices.items() if not k.startswith("hydra/")}
+
+    def saved_config(self) -> dict:
+        """The run's own resolved config: from ``last.pt``, or from ``.hydra/config.yaml`` when it
+        was stopped before its first checkpoint. ``dataset.root`` is as saved (see
+        ``resume.absolute_root``).
+
+        Raises:
+            SegcliError: the folder is not a segcli run, or last.pt is unreadable.
+        """
+        if self.last.is_file():
+            from segcli.checkpoints import load_checkpoint
+
+            return load_checkpoint(self.last)["config"]
+        hydra_cfg = self.path / ".hydra" / "config.yaml"
+        if hydra_cfg.is_file():
+            from omegaconf import OmegaConf
+
+            return OmegaConf.to_container(OmegaConf.load(hydra_cfg), resolve=True)
+        raise SegcliError(f"{self.path}: not a segcli run directory (expected checkpoints/last.pt or "
+                          ".hydra/config.yaml)")
+
+    def class_pixels(self) -> dict | None:
+        """class_pixels.json's content (``pixels``, ``present``, ``class_weights``), or None."""
+        return _read_json(self.path / CLASS_PIXELS) or None
+
+    # -- writing ------------------------------------------------------------------------------
+
     def log_epoch(self, record: dict) -> None:
         """Append one line to metrics.jsonl and fsync it (one write: never a half line)."""
         if not self.writer:
             return
-        with open(self.path / "metrics.jsonl", "a") as f:
+        with open(self.path / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -87,7 +206,7 @@ class RunDir:
         if not self.writer:
             return
         text = "".join(json.dumps(r) + "\n" for r in records)
-        atomic_write(self.path / "metrics.jsonl", lambda f: f.write(text.encode()))
+        atomic_write(self.path / METRICS, lambda f: f.write(text.encode()))
 
     def save_checkpoint(self, path: Path, checkpoint: dict) -> None:
         """Atomically ``torch.save`` a checkpoint dict (tensors and plain Python data only)."""
@@ -100,87 +219,63 @@ class RunDir:
         longer running (``running.json`` goes)."""
         if not self.writer:
             return
-        write_json(self.path / "summary.json", summary)
-        (self.path / "running.json").unlink(missing_ok=True)
+        write_json(self.path / SUMMARY, summary)
+        (self.path / RUNNING).unlink(missing_ok=True)
+
+    def clear_summary(self) -> None:
+        """Remove summary.json (a resumed run is no longer "interrupted"; it is written again at the end)."""
+        if self.writer:
+            (self.path / SUMMARY).unlink(missing_ok=True)
 
     def mark_running(self) -> None:
-        """Write ``running.json`` (host and pid of this process) while the run trains; ``segcli runs``
+        """Write ``running.json`` (host and pid of this process) while the run trains; ``status``
         tells a running run from a killed one with it."""
         if not self.writer:
             return
-        write_json(self.path / "running.json", {"host": socket.gethostname(), "pid": os.getpid()})
+        write_json(self.path / RUNNING, {"host": socket.gethostname(), "pid": os.getpid()})
 
+    def write_split(self, split: dict) -> None:
+        """Write split.json: the random train/val split segcli made (``data.SplitFiles.as_json``)."""
+        if self.writer:
+            write_json(self.path / SPLIT, split)
 
-HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
+    def write_class_pixels(self, content: dict) -> None:
+        """Write class_pixels.json (see ``trainer.cached_class_pixels``)."""
+        if self.writer:
+            write_json(self.path / CLASS_PIXELS, content)
 
+    # -- Hydra's record and unstarted runs -------------------------------------------------------
 
-def keep_hydra_record(path: Path) -> None:
-    """Copy a new run's ``.hydra/*.yaml`` to ``.hydra/first/``: Hydra rewrites ``.hydra/`` whenever a job
-    starts in the folder, also when segcli then skips, resumes or refuses it (``restore_hydra_record``)."""
-    first = Path(path) / ".hydra" / "first"
-    first.mkdir(parents=True, exist_ok=True)
-    for name in HYDRA_FILES:
-        if (Path(path) / ".hydra" / name).is_file():
-            shutil.copy2(Path(path) / ".hydra" / name, first / name)
+    def keep_hydra_record(self) -> None:
+        """Copy a new run's ``.hydra/*.yaml`` to ``.hydra/first/``: Hydra rewrites ``.hydra/`` whenever a
+        job starts in the folder, also when segcli then skips, resumes or refuses it (``restore_hydra_record``)."""
+        first = self.path / ".hydra" / "first"
+        first.mkdir(parents=True, exist_ok=True)
+        for name in HYDRA_FILES:
+            if (self.path / ".hydra" / name).is_file():
+                shutil.copy2(self.path / ".hydra" / name, first / name)
 
+    def restore_hydra_record(self) -> None:
+        """Put back the ``.hydra/*.yaml`` of the run's first start (see ``keep_hydra_record``), if kept."""
+        first = self.path / ".hydra" / "first"
+        for name in HYDRA_FILES:
+            if (first / name).is_file():
+                shutil.copy2(first / name, self.path / ".hydra" / name)
 
-def restore_hydra_record(path: Path) -> None:
-    """Put back the ``.hydra/*.yaml`` of the run's first start (see ``keep_hydra_record``), if kept."""
-    first = Path(path) / ".hydra" / "first"
-    for name in HYDRA_FILES:
-        if (first / name).is_file():
-            shutil.copy2(first / name, Path(path) / ".hydra" / name)
-
-
-def remove_unstarted(path: Path) -> None:
-    """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json, class_pixels.json,
-    an empty ``checkpoints/``), and the folder itself if nothing else is in it. A run that has
-    a checkpoint is left alone. Parent folders that end up empty (``outputs/DATE/``) go too."""
-    path = Path(path)
-    if any(path.glob("checkpoints/*.pt")):
-        return
-    for name in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "split.json", "class_pixels.json",
-                 "running.json",
-                 *(f".hydra/first/{n}" for n in HYDRA_FILES)):
-        (path / name).unlink(missing_ok=True)
-    for folder in (path / ".hydra" / "first", path / ".hydra", path / "checkpoints", path, path.parent,
-                   path.parent.parent):
-        if folder.resolve() == Path.cwd().resolve():
-            break  # Hydra's outputs/DATE/ folders may go when empty, the working directory never
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a segcli checkpoint with ``weights_only=True`` (data, never code).
-
-    Returns:
-        dict with ``model`` (state dict), ``config`` (the run's resolved config as plain
-        dicts), ``classes`` (num_classes, class_names, colors, ignore_index), ``normalization``
-        (mean, std), ``epoch`` and ``val`` (scores at that epoch).
-
-    Raises:
-        SegcliError: the file is missing, unreadable, or not a segcli checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SegcliError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SegcliError(f"{path}: cannot read as a checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
-        raise SegcliError(f"{path}: not a segcli checkpoint (expected checkpoints/best.pt or last.pt of a run)")
-    return ckpt
-
-
-def newest_checkpoint(root: Path) -> Path:
-    """``checkpoints/best.pt`` of the most recently modified run under ``root``.
-
-    Raises:
-        SegcliError: no run with a best checkpoint is found.
-    """
-    found = sorted(Path(root).glob("**/checkpoints/best.pt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SegcliError(f"{root}: no run with checkpoints/best.pt found; train one or pass -c CHECKPOINT")
-    return found[-1]
+    def remove_unstarted(self) -> None:
+        """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json,
+        class_pixels.json, running.json, an empty ``checkpoints/``), and the folder itself if nothing
+        else is in it. A run that has a checkpoint is left alone. Parent folders that end up empty
+        (``outputs/DATE/``) go too, the working directory never."""
+        path = self.path
+        if any(path.glob("checkpoints/*.pt")):
+            return
+        for name in (*(f".hydra/{n}" for n in HYDRA_FILES), SPLIT, CLASS_PIXELS, RUNNING,
+                     *(f".hydra/first/{n}" for n in HYDRA_FILES)):
+            (path / name).unlink(missing_ok=True)
+        for folder in (path / ".hydra" / "first", path / ".hydra", path / "checkpoints", path, path.parent,
+                       path.parent.parent):
+            if folder.resolve() == Path.cwd().resolve():
+                break
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

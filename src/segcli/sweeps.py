@@ -1,10 +1,11 @@
 """Sweeps: what makes Hydra's multirun (and shell loops) safe to re-run.
 
 - A failed job does not stop a sweep: ``cli._train_task`` catches the job's error, prints it as
-  one line, appends it to ``SWEEP_DIR/failures.jsonl`` and returns NaN (Hydra's basic launcher
-  would otherwise stop at a SystemExit, and its sweeper re-raises a job's exception after the
-  batch). ``SweepReport``, a Hydra callback run in the launching process, lists the failures when
-  the sweep ends; ``segcli train -m`` then exits 1.
+  one line (with its traceback under ``--debug``), appends it to ``SWEEP_DIR/failures.jsonl`` and
+  returns NaN (Hydra's basic launcher would otherwise stop at a SystemExit, and its sweeper
+  re-raises a job's exception after the batch). ``SweepReport``, a Hydra callback run in the
+  launching process, lists the failures when the sweep ends and then exits 1 (``SystemExit``
+  passes through Hydra's runner to the shell).
 - A re-run of the same sweep command resumes it: without ``hydra.sweep.dir=``, the sweep folder is
   named after the command's overrides (``default_sweep_dir``), so the same command finds the same
   job folders; each job skips a finished run of its own config (``trainer.skip_if_done``), resumes
@@ -30,7 +31,6 @@ from hydra.experimental.callback import Callback
 from segcli import report
 
 FAILURES = "failures.jsonl"
-RESULT: dict[str, Any] = {"failed": 0, "jobs": 0, "sweep_dir": None}  # set by SweepReport in this process
 
 
 def default_sweep_dir(overrides: Sequence[str]) -> str:
@@ -64,13 +64,15 @@ def read_failures(sweep_dir: Path) -> list[dict]:
 
 class SweepReport(Callback):
     """Hydra callback (``hydra.callbacks.sweep_report`` in conf/train.yaml): clears the failure log when
-    a multirun starts and, when it ends, prints how many jobs ran and which failed, and stores the
-    counts in ``RESULT`` for the exit code."""
+    a multirun starts and, when it ends, prints how many jobs ran and which failed.
+
+    Raises:
+        SystemExit: exit code 1 when a job failed (at the sweep's end).
+    """
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         (sweep_dir / FAILURES).unlink(missing_ok=True)
-        RESULT.update(failed=0, jobs=0, sweep_dir=str(sweep_dir))
         report.console.print(f"segcli: sweep folder {sweep_dir}", highlight=False)
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
@@ -78,7 +80,6 @@ class SweepReport(Callback):
         failures = read_failures(sweep_dir)
         numbers = {p.parent.parent.name for p in sweep_dir.glob("*/.hydra/overrides.yaml")}
         jobs = len(numbers | {str(j["job"]) for j in failures})  # a job that failed before its first checkpoint left no folder
-        RESULT.update(failed=len(failures), jobs=jobs, sweep_dir=str(sweep_dir))
         if not failures:
             report.console.print(f"segcli: sweep done: {jobs} job(s) in {sweep_dir}", highlight=False)
             return
@@ -87,3 +88,4 @@ class SweepReport(Callback):
         for job in failures:
             report.err_console.print(f"  job {job['job']} ({' '.join(job['overrides'])}): {job['error']}",
                                      highlight=False, markup=False, soft_wrap=True)
+        raise SystemExit(1)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
+
 from segcli.data import SPLITS, ClassPixels, SegmentationSamples
 
 

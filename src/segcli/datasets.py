@@ -1,0 +1,110 @@
+"""Datasets from the ``dataset`` and ``augmentation`` config groups: the splits a job needs, each with
+its pipeline (the ``train`` one for augmented splits, the ``eval`` one otherwise), and every check
+of ``segcli data check``. The readers themselves are data.py's and synthetic.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from segcli import report
+from segcli.augment import build_transforms
+from segcli.config import run_seed
+from segcli.data import (
+    SPLITS,
+    DatasetInfo,
+    PairedFolderDataset,
+    check_pairs,
+    find_split_files,
+    mask_table,
+)
+from segcli.errors import SegcliError
+from segcli.run import RunDir
+from segcli.synthetic import SyntheticDataset
+
+
+def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir | None = None,
+                   augmented: Sequence[str] = ("train",)) -> tuple[DatasetInfo, dict, dict]:
+    """Datasets of the given splits; those in ``augmented`` get the ``train`` pipeline, the
+    others the ``eval`` one.
+
+    Returns:
+        (class info, {split: Dataset}, {split: data.SplitCheck} for folder data).
+
+    Raises:
+        SegcliError: any data problem (see data.py), or a split the dataset does not have.
+    """
+    dcfg, aug = cfg["dataset"], cfg["augmentation"]
+    info = DatasetInfo.from_config(dcfg)
+    transforms = {s: build_transforms(aug.get("train" if s in augmented else "eval"), info.ignore_index,
+                                      scale=float(dcfg.get("scale", 1.0)) if s in augmented else 1.0)
+                  for s in splits}
+    seeds = {s: seed if s in augmented else None for s in splits}
+    if dcfg["kind"] == "synthetic":
+        datasets = {s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s], seeds[s])
+                    for s in splits}
+        return info, datasets, {s: d.class_pixels() for s, d in datasets.items() if s == "train"}
+    if dcfg["kind"] != "folder":
+        raise SegcliError(f"dataset.kind={dcfg['kind']}: expected folder or synthetic")
+    on_bad = str(dcfg.get("on_bad_file") or "error")
+    if on_bad not in ("error", "skip"):
+        raise SegcliError(f"dataset.on_bad_file={on_bad}: expected error or skip")
+    unpaired: list[str] | None = [] if on_bad == "skip" else None
+    files = find_split_files(dcfg, seed, unpaired)
+    if run is not None and run.writer and files.random_split:
+        run.write_split(files.as_json())
+    lut = mask_table(dcfg, info.colors)
+    datasets, counts = {}, {}
+    for s in splits:
+        if s not in files.pairs:
+            raise SegcliError(f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})")
+        counts[s] = check_pairs(files.pairs[s], lut, info.num_classes, skip_bad=on_bad == "skip")
+        datasets[s] = PairedFolderDataset(counts[s].pairs, lut, transforms[s], seeds[s])
+        if counts[s].problems:
+            report.warning(f"dataset.on_bad_file=skip: left out {len(counts[s].problems)} bad pair(s) of the "
+                           f"{s} split; the first: {counts[s].problems[0]}")
+    if unpaired:
+        report.warning(f"dataset.on_bad_file=skip: left out {len(unpaired)} file(s) without a partner; "
+                       f"the first: {unpaired[0]}")
+    return info, datasets, counts
+
+
+def check_dataset(cfg: Mapping) -> dict:
+    """Every dataset check of ``build_datasets`` on every split, collecting all problems instead
+    of stopping at the first (``segcli data check``). Nothing is trained or written.
+
+    Returns:
+        ``{"dataset": root or "synthetic", "class_names": [...], "splits": {split: {"images": int
+        (good pairs), "bad": int, "sizes": {"HxW": count}, "class_pixels": [C ints]}},
+        "problems": [one line each], "notes": [...]}``.
+
+    Raises:
+        SegcliError: problems that stop any check: a missing root or folder, bad class names.
+    """
+    dcfg = cfg["dataset"]
+    info = DatasetInfo.from_config(dcfg)
+    out: dict = {"dataset": dcfg.get("root") or dcfg["kind"], "class_names": info.class_names, "splits": {},
+                 "problems": [], "notes": []}
+    if dcfg["kind"] == "synthetic":
+        for split in SPLITS:
+            ds = SyntheticDataset(dcfg[f"num_{split}"], dcfg["image_size"], split, None)
+            out["splits"][split] = {"images": len(ds), "bad": 0, "sizes": {"x".join(map(str, ds.size)): len(ds)},
+                                    "class_pixels": ds.class_pixels().pixels.tolist()}
+    else:
+        files = find_split_files(dcfg, run_seed(cfg), out["problems"])
+        lut = mask_table(dcfg, info.colors)
+        for split, pairs in files.pairs.items():
+            found = check_pairs(pairs, lut, info.num_classes, skip_bad=True)
+            out["problems"] += found.problems
+            out["splits"][split] = {"images": len(found.pairs), "bad": len(found.problems),
+                                    "sizes": {f"{h}x{w}": n for (h, w), n in sorted(found.sizes.items())},
+                                    "class_pixels": found.pixels.tolist()}
+        if files.random_split:
+            out["notes"].append(f"no split folders: a seeded random split (dataset.val_fraction="
+                                f"{dcfg.get('val_fraction')}) is made when training")
+    train = out["splits"].get("train")
+    if train:
+        absent = [n for n, c in zip(info.class_names, train["class_pixels"]) if c == 0]
+        if absent:
+            out["notes"].append(f"classes with no pixels in the train split: {', '.join(absent)}")
+    return out
