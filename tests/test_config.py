@@ -59,3 +59,52 @@ def test_a_users_own_config_dir_adds_options(tmp_path: Path):
 def test_seed_is_settable_at_the_root_and_in_trainer():
     assert to_plain(compose_config(["seed=3"]))["trainer"]["seed"] == 3
     assert to_plain(compose_config(["trainer.seed=4"]))["trainer"]["seed"] == 4
+
+
+def _registries():
+    from segcli.loggers import LOGGERS
+    from segcli.losses import LOSSES
+    from segcli.models import MODELS
+    from segcli.optim import OPTIMIZERS, SCHEDULES
+
+    return {"loss": LOSSES, "optimizer": OPTIMIZERS, "scheduler": SCHEDULES, "logger": LOGGERS, "model": MODELS}
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, o in ALL_OPTIONS
+                                          if g in ("loss", "optimizer", "scheduler", "logger", "model")])
+def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp_path: Path):
+    """A new YAML file of these groups needs one registered function and nothing else: this test finds it."""
+    import torch
+
+    from segcli.loggers import build_logger
+    from segcli.losses import build_loss
+    from segcli.models import build_model
+    from segcli.optim import build_optimizer, build_schedule
+
+    cfg = to_plain(compose_config([f"{group}={option}", "dataset.num_classes=3", "dataset.class_names=null",
+                                   "dataset.colors=null"]))
+    registry = _registries()[group]
+    assert cfg[group][registry.key] in registry
+    if group == "loss":
+        import numpy as np
+
+        from segcli.data import ClassPixels
+
+        loss = build_loss(cfg["loss"], 3, ClassPixels(np.array([5, 6, 7]), np.array([10, 10, 10])))
+        assert torch.isfinite(loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))))
+    elif group == "optimizer":
+        p = torch.nn.Parameter(torch.ones(2))
+        assert isinstance(build_optimizer(cfg["optimizer"], [p]), torch.optim.Optimizer)
+    elif group == "scheduler":
+        assert 0 <= build_schedule(cfg["scheduler"], 10).factor(0.5) <= 1
+    elif group == "logger" and option not in ("tensorboard", "mlflow"):
+        assert hasattr(build_logger(cfg["logger"], tmp_path), "log")
+    elif group == "model":  # its forward pass: test_models.py
+        assert isinstance(build_model(cfg["model"], 3), torch.nn.Module)
+
+
+def test_registries_refuse_unknown_names_in_one_line():
+    from segcli.optim import build_optimizer
+
+    with pytest.raises(SegcliError, match=r"^optimizer.name=lion: expected one of adamw, adam, sgd$"):
+        build_optimizer({"name": "lion", "lr": 1e-3}, [])

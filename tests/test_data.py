@@ -3,15 +3,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import camvid_or_skip, write_pair
 from PIL import Image
 
 from segcli.augment import build_transforms
-from segcli.data import (EpochSampler, PairedFolderDataset, check_pairs, find_split_files, image_size,
-                         mask_lut, mask_table, pad_collate, pair_files, read_image, read_mask)
+from segcli.data import (
+    EpochSampler,
+    PairedFolderDataset,
+    check_pairs,
+    find_split_files,
+    image_size,
+    mask_lut,
+    mask_table,
+    pad_collate,
+    pair_files,
+    read_image,
+    read_mask,
+)
 from segcli.errors import SegcliError
 from segcli.synthetic import SyntheticDataset
-
-from conftest import camvid_or_skip, write_pair
 
 
 def test_pair_files_pairs_by_stem_across_extensions(segnet_root: Path):

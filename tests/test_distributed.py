@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
+from test_cli import segcli
 
 from segcli.data import EpochSampler
-from test_cli import segcli
 
 
 @pytest.mark.parametrize("length,world", [(10, 2), (11, 2), (7, 3), (2, 3)])
@@ -40,14 +41,16 @@ def test_evaluation_shards_cover_the_split_once():
     assert sorted(shards) == list(range(11))
 
 
-def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path):
-    args = ["trainer.epochs=2", "dataset.num_train=16", "dataset.num_val=7", "dataset.image_size=[64,64]",
-            "dataset.crop_size=[64,64]", "trainer.num_workers=0", "trainer.batch_size=4", "trainer.eval_batch_size=2",
-            "model.encoder_name=resnet18"]
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                        "-m", "segcli", "train", *args, "hydra.run.dir=ddp"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                           "-m", "segcli", "train", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path):
+    args = [*TINY, "trainer.epochs=2", "dataset.num_train=16", "dataset.num_val=7", "hydra.run.dir=ddp"]
+    r = torchrun(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == str(tmp_path / "ddp")
     assert r.stdout.count("best val mIoU") == 1  # rank 1 prints nothing
@@ -66,3 +69,14 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path):
     assert single["images"] == 7
     assert single["miou"] == pytest.approx(summary["val"]["miou"], abs=1e-12)
     assert single["per_class_iou"] == pytest.approx(summary["val"]["per_class_iou"], abs=1e-12)
+    # each rank validated its own shard (4 + 3 images): the summed matrix counts every pixel once
+    # (two ranks each validating the whole split would double it and leave IoU unchanged)
+    matrix = torch.tensor(summary["val"]["confusion_matrix"])
+    assert int(matrix.sum()) == 7 * 64 * 64
+
+    # the same start-or-resume rules as a single run: a finished run is skipped, or refused
+    r = torchrun(*args, cwd=tmp_path)
+    assert r.returncode == 0 and "already done; skipped" in r.stdout, r.stderr[-3000:]
+    r = torchrun(*args, "trainer.skip_if_done=false", cwd=tmp_path)
+    assert r.returncode != 0 and "holds a finished run of this config" in r.stderr
+    assert json.loads((run / "summary.json").read_text()) == summary

@@ -13,16 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY as TINY_BASE
 from test_cli import assert_user_error, segcli
 
 from segcli.errors import SegcliError
 from segcli.resume import apply_overrides, capture_rng, config_changes, restore_rng, resume_config
 
 # A small deterministic run: 4 steps per epoch, last.pt after every step.
-TINY = ["dataset.num_train=16", "dataset.num_val=4", "dataset.image_size=[64,64]", "dataset.crop_size=[64,64]",
-        "+model.params.encoder_depth=3", "+model.params.decoder_channels=[32,16,8]", "trainer.batch_size=4",
-        "trainer.eval_batch_size=4", "trainer.num_workers=2", "trainer.epochs=3", "trainer.deterministic=true",
-        "trainer.checkpoint_minutes=1e-6"]
+TINY = [*TINY_BASE, "dataset.num_train=16", "+model.params.encoder_depth=3", "+model.params.decoder_channels=[32,16,8]",
+        "trainer.num_workers=2", "trainer.epochs=3", "trainer.deterministic=true", "trainer.checkpoint_minutes=1e-6"]
 TIMING = {"epoch_seconds", "train_images_per_second", "val_seconds"}
 TESTS = Path(__file__).resolve().parent
 

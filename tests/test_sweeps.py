@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
+from conftest import TINY
 from test_cli import segcli
 
-TINY = ["trainer.epochs=1", "dataset.num_train=8", "dataset.num_val=4", "dataset.image_size=[64,64]",
-        "dataset.crop_size=[64,64]", "trainer.num_workers=0", "trainer.batch_size=4", "model.encoder_name=resnet18"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -81,6 +79,9 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path):
     assert [f["job"] for f in failures] == [0] and "trainer.batch_size=0" in failures[0]["overrides"]
     r = segcli(*cmd, cwd=tmp_path)  # the re-run retries the failed job and skips the finished one
     assert r.returncode == 1 and "already done; skipped" in r.stdout and "1 of 2 job(s) failed" in r.stderr
+    r = segcli("--debug", *cmd, cwd=tmp_path)  # --debug shows the failing job's traceback, and the sweep goes on
+    assert r.returncode == 1 and "Traceback" in r.stderr and 'raise SegcliError(f"{key}={value}' in r.stderr
+    assert "1 of 2 job(s) failed" in r.stderr
 
 
 def test_a_run_folder_of_another_config_is_refused_and_its_record_kept(tmp_path: Path):
@@ -155,7 +156,7 @@ def test_shell_loop_example(tmp_path: Path):
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "MODELS": "unet", "LOSSES": "ce dice", "SEEDS": "0",
            "SEGCLI": f"{sys.executable} -m segcli"}
     run = lambda *extra: subprocess.run(["bash", str(REPO / "examples" / "sweep.sh"), *TINY, *extra], cwd=tmp_path,
-                                        env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+                                        env=env, capture_output=True, text=True, timeout=600, check=False)
     r = run()
     assert r.returncode == 0, r.stderr
     assert "2 run(s) under outputs/sweep" in r.stdout
@@ -170,13 +171,15 @@ def test_shell_loop_example(tmp_path: Path):
 def test_plots_samples_and_loggers_record_the_same_numbers(tmp_path: Path, monkeypatch):
     pytest.importorskip("matplotlib")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked
-    names = ["csv", "tensorboard", "mlflow"]
-    have = [n for n in names if n == "csv" or (n == "tensorboard" and _has("tensorboard")) or (n == "mlflow" and _has("mlflow"))]
-    r = segcli("train", "-m", "logger=" + ",".join(have), *[a for a in TINY if a != "trainer.epochs=1"],
+    for package in ("tensorboard", "mlflow"):  # both come with the test extra: a visible skip otherwise
+        if not _has(package):
+            pytest.skip(f"{package} is not installed (pip install -e '.[test]')")
+    r = segcli("train", "-m", "logger=csv,tensorboard,mlflow", *[a for a in TINY if a != "trainer.epochs=1"],
                "trainer.epochs=2", "hydra.sweep.dir=lg", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     jobs = {yaml.safe_load((j / ".hydra" / "overrides.yaml").read_text())[0].split("=")[1]: j
             for j in job_dirs(tmp_path / "lg").values()}
+    assert sorted(jobs) == ["csv", "mlflow", "tensorboard"]
     for name, job in jobs.items():
         records = [json.loads(x) for x in (job / "metrics.jsonl").read_text().splitlines()]
         summary = json.loads((job / "summary.json").read_text())
