@@ -17,13 +17,7 @@ def loaded_after(statement: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def test_predict_imports_neither_the_trainer_nor_loggers_nor_plotting():
-    modules = loaded_after("import segcli.predict")
-    assert "segcli.predict" in modules and "segcli.checkpoints" in modules
-    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
-
-
-def test_evaluation_does_not_import_the_trainer():
-    modules = loaded_after("import segcli.evaluation")
-    assert "segcli.evaluation" in modules
+def test_predict_and_eval_import_neither_the_trainer_nor_loggers_nor_plotting():
+    modules = loaded_after("import segcli.predict, segcli.evaluation")
+    assert {"segcli.predict", "segcli.evaluation", "segcli.checkpoints"} <= modules
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
