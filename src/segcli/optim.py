@@ -77,8 +77,8 @@ class LrSchedule:
     """Learning-rate factor over the run's progress p in [0, 1] (see the module docstring).
 
     Shapes (after a linear warm-up over ``warmup_fraction``): ``poly`` lr*(1-p)^power,
-    ``cosine``, ``onecycle`` (warm-up from lr/25, then cosine), ``constant`` (1 after the warm-up,
-    no floor). Never below ``min_lr_ratio`` * lr after warm-up.
+    ``cosine``, ``onecycle`` (warm-up from lr/25, then cosine), ``constant`` (1 after the warm-up).
+    Never below ``min_lr_ratio`` * lr after warm-up.
 
     Args:
         total_steps: optimizer steps the run would take without a time budget.
@@ -110,8 +110,6 @@ class LrSchedule:
         if self.warmup_fraction > 0 and p < self.warmup_fraction:
             return start + (1 - start) * p / self.warmup_fraction
         q = (p - self.warmup_fraction) / max(1 - self.warmup_fraction, 1e-8)
-        if self.shape is constant:
-            return 1.0
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * self.shape(q, self.power)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int, elapsed: float,
