@@ -11,7 +11,6 @@ from segcli.engine import (
     train_one_epoch,
 )
 from segcli.optim import LrSchedule
-from segcli.runtime import resolve_amp
 
 
 def test_poly_schedule_follows_its_formula_after_warmup():
@@ -112,12 +111,6 @@ def test_evaluate_counts_every_pixel_once_and_averages_the_loss_per_image():
     truth = torch.cat([b["mask"].flatten() for b in batches])
     assert res.loss == pytest.approx(sum(per_image) / 5, rel=1e-6)
     assert res.scores.pixel_accuracy == pytest.approx((pred == truth).float().mean().item())
-
-
-def test_amp_resolution():
-    cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu) is None and resolve_amp(False, cpu) is None
-    assert resolve_amp("bf16", cpu) == torch.bfloat16
 
 
 def test_forward_at_scale_returns_logits_at_the_input_size():

@@ -30,13 +30,13 @@ import torch
 from segcli.config import run_seed
 from segcli.data import make_loader
 from segcli.datasets import build_datasets
-from segcli.engine import Budget, StepContext, TrainStep, evaluate, train_one_epoch
+from segcli.engine import Budget, TrainStep, evaluate, train_one_epoch
 from segcli.errors import SegcliError
 from segcli.losses import build_loss
 from segcli.metrics import ConfusionMatrix
 from segcli.models import build_model
 from segcli.optim import LrSchedule, build_optimizer
-from segcli.runtime import seed_everything, step_context
+from segcli.runtime import StepContext, seed_everything, step_context
 
 
 class TimedBatches:
@@ -109,7 +109,7 @@ class Parts:
                     with torch.autocast(self.ctx.device.type, dtype=self.ctx.amp_dtype,
                                         enabled=autocast and self.ctx.amp_dtype is not None):
                         logits = self.model(x)
-                        loss = self.loss_fn(logits, y) if train else None
+                    loss = self.loss_fn(logits.float(), y) if train else None
                     if train:
                         self.optimizer.zero_grad(set_to_none=True)
                         loss.backward()
@@ -154,7 +154,7 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     parts = Parts(model, loss_fn, build_optimizer(cfg["optimizer"], model.parameters()), ctx, train_batches,
                   eval_batches, info.num_classes, info.ignore_index)
     settings = {"model": f"{cfg['model']['arch']}-{cfg['model']['encoder_name']}", "device": str(ctx.device),
-                "amp": str(ctx.amp_dtype).replace("torch.", "") if ctx.amp_dtype else "float32",
+                "amp": ctx.precision.name, "amp_reason": ctx.precision.reason,
                 "channels_last": ctx.channels_last, "batch_size": batch_size,
                 "eval_batch_size": int(trainer["eval_batch_size"]), "crop": list(train_batches[0]["image"].shape[-2:]),
                 "eval_size": list(eval_batches[0]["image"].shape[-2:]), "num_workers": workers}

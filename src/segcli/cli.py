@@ -225,6 +225,8 @@ def evaluate(
         + " (hd95: pixels, per class; slower).")] = None,
     show_protocols: Annotated[bool, typer.Option(
         "--protocols", help="Print mIoU and mDice under each named protocol, to match a paper's table.")] = False,
+    amp: Annotated[str | None, typer.Option(
+        help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine).")] = None,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Dice and accuracy, their means and pixel accuracy."""
     from segcli.evaluation import evaluate_checkpoint
@@ -238,7 +240,7 @@ def evaluate(
         unknown = [m for m in wanted if m not in EVAL_METRICS]
         if unknown:
             raise SegcliError(f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}")
-        result = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device, hd95="hd95" in wanted)
+        result = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device, hd95="hd95" in wanted, amp=amp)
         names = list(result["per_class_iou"])
         report.console.print(report.scores_table(f"{split}: {result['images']} images, {checkpoint}", names, result))
         for name in wanted:
@@ -252,6 +254,8 @@ def evaluate(
         if show_protocols:
             report.console.print(report.protocols_table(result["protocols"], PROTOCOLS))
         report.console.print(f"protocol: {result['protocol']}", highlight=False)
+        report.console.print(f"precision: {result['precision']['amp']} (amp={result['precision']['setting']}: "
+                             f"{result['precision']['reason']})", highlight=False)
         if json_path:
             write_json(json_path, result)
             report.console.print(f"wrote {json_path}", highlight=False)
@@ -265,6 +269,8 @@ def predict(
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where NAME.png and NAME_overlay.jpg go.")] = Path("predictions"),
     runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("outputs"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[str | None, typer.Option(
+        help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine).")] = None,
 ) -> None:
     """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg."""
     from segcli.checkpoints import newest_checkpoint
@@ -273,8 +279,9 @@ def predict(
     with user_errors():
         files = expand_inputs(inputs)
         checkpoint = checkpoint or newest_checkpoint(runs_dir)
-        predictor = Predictor.from_checkpoint(checkpoint, device)
-        report.console.print(f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/", highlight=False)
+        predictor = Predictor.from_checkpoint(checkpoint, device, amp)
+        report.console.print(f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/, "
+                             f"{predictor.ctx.precision.describe()}", highlight=False)
         masks = predict_files(predictor, files, out_dir)
         report.console.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
 
@@ -332,6 +339,8 @@ def bench(
     repeats: Annotated[int, typer.Option(help="Alternating repeats of engine/reference/naive; the median is shown.")] = 2,
     crop: Annotated[int, typer.Option(help="Training crop size in pixels (square).")] = 256,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
+    amp: Annotated[str | None, typer.Option(
+        help="Autocast: auto, bf16, fp16 or false (default: trainer.amp of the config; auto follows this machine).")] = None,
 ) -> None:
     """Images/s of segcli's train and eval loops against a hand-written PyTorch loop with the same
     settings and a plain eager float32 one, the data loader alone, and metric updates/s against
@@ -341,7 +350,8 @@ def bench(
     from segcli.run import write_json
 
     with user_errors():
-        cfg = to_plain(compose_config([*ctx.args, f"dataset.crop_size=[{crop},{crop}]"]))
+        amp_override = [f"trainer.amp={amp}"] if amp is not None else []
+        cfg = to_plain(compose_config([*ctx.args, f"dataset.crop_size=[{crop},{crop}]", *amp_override]))
         result = benchmark(cfg, seconds, repeats, crop)
         report.print_wide(report.bench_table(result))
         if json_path:

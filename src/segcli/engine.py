@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from segcli.metrics import ConfusionMatrix, SegmentationScores
 from segcli.optim import LrSchedule
+from segcli.runtime import StepContext
 
 
 def forward_at_scale(model: nn.Module, x: torch.Tensor, scale: float = 1.0, divisor: int = 32) -> torch.Tensor:
@@ -38,28 +38,6 @@ def forward_at_scale(model: nn.Module, x: torch.Tensor, scale: float = 1.0, divi
         small = small.contiguous(memory_format=torch.channels_last)
     logits = model(small)[..., :sh, :sw]
     return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-
-
-@dataclass
-class StepContext:
-    """How a batch is moved and run: device, autocast dtype (None: float32), memory format, and
-    the scale at which evaluation runs the model (see ``forward_at_scale``)."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-    eval_scale: float = 1.0
-
-    def images(self, batch: dict) -> torch.Tensor:
-        """``(N, 3, H, W) float32`` on the device, channels_last if asked."""
-        x = batch["image"].to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def autocast(self):
-        """An autocast context for the forward pass (a no-op without AMP)."""
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
 @dataclass
@@ -136,7 +114,8 @@ class TrainStep:
         x = self.ctx.images(batch)
         y = batch["mask"].to(self.ctx.device, non_blocking=True)
         with self.ctx.autocast():
-            loss = self.loss_fn(self.model(x), y)
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)  # float32 loss: autocast covers the forward pass only
         value = loss.item()  # the step's one host-device sync, shared by the check and the logs
         if not math.isfinite(value):
             raise FloatingPointError(f"loss is {value} at step {step + 1}")

@@ -19,9 +19,9 @@ import torch
 from segcli.augment import build_transforms
 from segcli.checkpoints import load_checkpoint, model_from_checkpoint
 from segcli.data import IMAGE_EXTENSIONS, read_image
-from segcli.engine import StepContext, forward_at_scale
+from segcli.engine import forward_at_scale
 from segcli.errors import SegcliError
-from segcli.runtime import resolve_device
+from segcli.runtime import StepContext, step_context
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
@@ -64,26 +64,34 @@ class Predictor:
         self.class_names = class_names
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "auto") -> Predictor:
-        """Load a checkpoint written by `segcli train` (needs nothing else from the run).
+    def from_checkpoint(cls, path: Path, device: str = "auto", amp: str | None = None) -> Predictor:
+        """Load a checkpoint written by `segcli train` (needs nothing else from the run). ``amp``:
+        autocast setting (see ``runtime.resolve_amp``), default the run's ``trainer.amp``; the
+        run's ``channels_last`` applies too.
 
         Raises:
-            SegcliError: see ``checkpoints.load_checkpoint`` and ``checkpoints.model_from_checkpoint``.
+            SegcliError: see ``checkpoints.load_checkpoint`` and ``checkpoints.model_from_checkpoint``;
+                an unknown ``amp``.
         """
         ckpt = load_checkpoint(path)
-        classes, norm = ckpt["classes"], ckpt["normalization"]
-        ctx = StepContext(resolve_device(device), eval_scale=float(ckpt["config"]["dataset"].get("scale", 1.0)))
+        classes, norm, cfg = ckpt["classes"], ckpt["normalization"], ckpt["config"]
+        trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
+        ctx = step_context(trainer, float(cfg["dataset"].get("scale", 1.0)))
         transform = build_transforms(ckpt["config"]["augmentation"].get("eval"), int(classes["ignore_index"]),
                                      mean=norm["mean"], std=norm["std"])
-        return cls(model_from_checkpoint(ckpt, ctx.device), transform, classes["colors"], classes["class_names"], ctx)
+        model = model_from_checkpoint(ckpt, ctx.device)
+        if ctx.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, transform, classes["colors"], classes["class_names"], ctx)
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` class indices (argmax of the logits)."""
         h, w = image.shape[:2]
-        x = self.transform(image=image)["image"].unsqueeze(0).to(self.ctx.device)
-        logits = forward_at_scale(self.model, x, self.ctx.eval_scale)[0, :, :h, :w]
-        return logits.argmax(0).to(torch.uint8).cpu().numpy()
+        x = self.ctx.images({"image": self.transform(image=image)["image"].unsqueeze(0)})
+        with self.ctx.autocast():
+            logits = forward_at_scale(self.model, x, self.ctx.eval_scale)[0, :, :h, :w]
+        return logits.float().argmax(0).to(torch.uint8).cpu().numpy()
 
     def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The image with each pixel's class colour blended in: ``(H, W, 3) uint8`` RGB."""

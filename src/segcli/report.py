@@ -152,7 +152,8 @@ def print_wide(table: Table) -> None:
 def bench_table(r: dict) -> Table:
     """``segcli bench``: images/s of segcli, the same-settings reference loop and the naive loop."""
     st = r["settings"]
-    table = Table(title=f"{st['model']}, {st['device']}, {st['amp']}, channels_last={st['channels_last']}, "
+    amp = f"{st['amp']} ({st['amp_reason']})" if st.get("amp_reason") else st["amp"]
+    table = Table(title=f"{st['model']}, {st['device']}, {amp}, channels_last={st['channels_last']}, "
                         f"batch {st['batch_size']} ({st['crop'][0]}x{st['crop'][1]} crops), eval batch "
                         f"{st['eval_batch_size']} at {st['eval_size'][0]}x{st['eval_size'][1]}, "
                         f"{st['repeats']} x {st['seconds']:g} s each", title_justify="left")

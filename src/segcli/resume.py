@@ -25,10 +25,12 @@ from segcli.errors import SegcliError
 from segcli.run import RunDir
 
 # Keys a resumed run may change with --allow-changes: they do not alter what was already
-# trained or how the remaining steps compute (beyond their number or where data is read).
+# trained or what the remaining steps compute (beyond their number, where data is read, and the
+# rounding of the forward pass: device, compile and autocast; weights and optimizer state are
+# float32 in every case, so a run started on one machine can be resumed on another).
 SAFE_ON_RESUME = ("trainer.epochs", "trainer.max_minutes", "trainer.num_workers", "trainer.eval_batch_size",
                   "trainer.val_every", "trainer.checkpoint_minutes", "trainer.device", "trainer.compile",
-                  "dataset.root")
+                  "trainer.amp", "dataset.root")
 
 
 @dataclass

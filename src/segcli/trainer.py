@@ -196,7 +196,8 @@ class Trainer:
         if self.resuming and run.last.is_file():
             self.progress = restore_training(run.last, self.net, self.step.optimizer, self.step.scaler)
             self.progress.resumes.append({"epoch": self.progress.epoch, "step": self.progress.step,
-                                          "changes": {k: list(v) for k, v in self.changes.items()}})
+                                          "changes": {k: list(v) for k, v in self.changes.items()},
+                                          "amp": self.ctx.precision.name})
             run.rewrite_metrics(self.progress.history)
         elif self.resuming:
             run.rewrite_metrics([])  # stopped before its first checkpoint: start over in the same folder
@@ -236,6 +237,7 @@ class Trainer:
                              f"{len(self.data['train'])} train / {len(self.data['val'])} val images, device "
                              f"{self.ctx.device}, {self.epochs} epochs" + (f" or {minutes} min" if minutes else ""),
                              highlight=False)
+        report.console.print(f"segcli: {self.ctx.precision.describe()}", highlight=False)
 
     def train_epoch(self) -> EpochResult:
         """The remaining steps of epoch ``progress.epoch`` (all of them unless it is a resumed one);
@@ -341,6 +343,7 @@ class Trainer:
         self.save_last()
         p, run = self.progress, self.run
         run.write_summary({"status": "interrupted", "epoch": p.epoch, "step": p.step,
+                           "precision": self.ctx.precision.as_dict(),
                            "resume": f"segcli train --resume {run.path}"})
         return RunInterrupted(self.signals.exit_code, f"stopped in epoch {p.epoch} after step {p.step}; "
                                                       f"checkpoints/last.pt saved. Resume with: segcli train --resume "
@@ -354,7 +357,7 @@ class Trainer:
             self.save_best()
         summary = {"status": "done", "best_epoch": p.best_epoch, "epochs": p.epoch - 1,
                    "stopped_by": p.stopped_by or "epochs", "train_seconds": round(self.budget.clock(), 3),
-                   "checkpoint": str(run.best.resolve()), "val": p.best,
+                   "checkpoint": str(run.best.resolve()), "val": p.best, "precision": self.ctx.precision.as_dict(),
                    "class_pixel_counts": {s: c.pixels.tolist() for s, c in self.counts.items()}}
         if p.resumes:
             summary["resumes"] = p.resumes
