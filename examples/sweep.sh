@@ -3,7 +3,11 @@
 # Copy it, edit the lists and the common settings, run it; run it again after a crash or Ctrl-C:
 # finished runs are skipped (trainer.skip_if_done=true), unfinished ones resume from last.pt,
 # the missing ones start. Each run's exit code is checked; failures are listed at the end and
-# make the script exit 1. The table of segcli runs ends it.
+# make the script exit 1. Two tables end it: every run, then one row per model x loss over its
+# seeds (mean ± std, n): read a difference between two configs as real only when it is well
+# beyond both standard deviations, or better, test it on the test images:
+#   segcli eval outputs/sweep/unet_dice_ce_s0/checkpoints/best.pt --split test   (each run)
+#   segcli compare outputs/sweep/unet_dice_ce_s0 outputs/sweep/unet_ce_s0        (paired bootstrap)
 #
 #   MODELS="unet fpn" LOSSES="dice_ce ce" SEEDS="0 1" bash examples/sweep.sh dataset=camvid dataset.root=data/camvid
 #
@@ -29,6 +33,7 @@ for model in $MODELS; do
 done
 
 $SEGCLI runs outputs/sweep --sort miou
+$SEGCLI runs outputs/sweep --group-seeds
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed: ${failed[*]}" >&2
   exit 1

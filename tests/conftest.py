@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -20,7 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = ["model.encoder_name=resnet18", "trainer.batch_size=4", "trainer.eval_batch_size=2", "trainer.num_workers=0"]
 TINY = [*TINY_RUN, "trainer.epochs=1", "dataset.num_train=8", "dataset.num_val=4", "dataset.image_size=[64,64]",
         "dataset.crop_size=[64,64]"]
+FAST = [*TINY_RUN, "dataset.crop_size=[32,32]"]
 CAMVID = Path(os.environ.get("SEGCLI_CAMVID", REPO.parent / "shared" / "data" / "camvid"))
+
+
+def segcli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m segcli ARGS`` in ``cwd`` as a user runs it (no Hydra tracebacks, 200 columns);
+    ``env``: extra environment variables."""
+    full = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200", **(env or {})}
+    full.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "segcli", *args], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def write_pair(image_dir: Path, mask_dir: Path, name: str, h: int, w: int, classes: int, seed: int,
@@ -47,6 +59,33 @@ def segnet_root(tmp_path: Path) -> Path:
         for i in range(n):
             write_pair(root / split, root / f"{split}annot", f"{split}{i}", 48, 80, 3, seed=i)
     return root
+
+
+def segnet_overrides(root: Path) -> list[str]:
+    """Overrides that train on ``segnet_root`` (CamVid's layout, 3 classes a, b, c)."""
+    return ["dataset=camvid", f"dataset.root={root}", "dataset.num_classes=3", "dataset.class_names=[a,b,c]",
+            "dataset.colors=[[255,0,0],[0,255,0],[0,0,255]]", "dataset.ignore_index=255"]
+
+
+@pytest.fixture(scope="session")
+def evaluated_runs(tmp_path_factory) -> dict[str, Path]:
+    """Two runs on a segnet tree (CamVid's layout, 3 classes; runs of 1 and 3 epochs, 2 sample
+    images each), each evaluated on the test split with ``--worst 2``: ``{"short", "longer", "root"}``.
+    Shared by several tests: copy a run before changing it."""
+    base = tmp_path_factory.mktemp("evaluated")
+    root = base / "segnet"
+    for split, n in (("train", 8), ("val", 3), ("test", 2)):
+        for i in range(n):
+            write_pair(root / split, root / f"{split}annot", f"{split}{i}", 48, 80, 3, seed=i)
+    out = {"root": root}
+    for name, epochs in (("short", 1), ("longer", 3)):
+        run = out[name] = base / name
+        r = segcli("train", *segnet_overrides(root), *FAST, f"trainer.epochs={epochs}", "trainer.samples=2",
+                   f"hydra.run.dir={run}", cwd=base)
+        assert r.returncode == 0, r.stderr
+        r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "test", "--worst", "2", cwd=base)
+        assert r.returncode == 0, r.stderr
+    return out
 
 
 @pytest.fixture

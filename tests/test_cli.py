@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_RUN, write_pair
-
-FAST = [*TINY_RUN, "dataset.crop_size=[32,32]"]
-
+from conftest import FAST, segcli, write_pair
 
 # a small U-Net that learns segnet_root's task in about 12 epochs
 LEARNS = ["+model.params.encoder_depth=3", "+model.params.decoder_channels=[32,16,8]", "optimizer.lr=0.003",
@@ -38,13 +33,6 @@ def whole_image_prediction(checkpoint: str, image_path: Path) -> np.ndarray:
     with torch.no_grad():
         logits = model(torch.from_numpy(x).permute(2, 0, 1)[None].float())
     return logits[0, :, :h, :w].argmax(0).numpy().astype(np.uint8)
-
-
-def segcli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "segcli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import segnet_overrides
 from test_cli import FAST, LEARNS, segcli
 
 from segcli import runtime
@@ -14,12 +15,6 @@ from segcli.errors import SegcliError
 from segcli.runtime import cpu_native_bf16, resolve_amp
 
 CPU = torch.device("cpu")
-
-
-def three_classes(root) -> list[str]:
-    """Overrides for conftest's segnet_root (CamVid's layout, 3 classes)."""
-    return ["dataset=camvid", f"dataset.root={root}", "dataset.num_classes=3", "dataset.class_names=[a,b,c]",
-            "dataset.colors=[[255,0,0],[0,255,0],[0,0,255]]", "dataset.ignore_index=255"]
 
 
 @pytest.fixture
@@ -127,7 +122,7 @@ def _float_tensors(tree, path=""):
 
 def test_bf16_run_saves_float32_checkpoints_evals_alike_in_float32_and_resumes_in_float32(segnet_root, tmp_path):
     run = tmp_path / "run"
-    common = [*three_classes(segnet_root), *FAST, *LEARNS]
+    common = [*segnet_overrides(segnet_root), *FAST, *LEARNS]
     r = segcli("train", *common, "trainer.epochs=10", "trainer.amp=bf16", f"hydra.run.dir={run}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "segcli: bfloat16 autocast (amp=bf16: bf16 asked for" in r.stdout
@@ -151,6 +146,21 @@ def test_bf16_run_saves_float32_checkpoints_evals_alike_in_float32_and_resumes_i
     assert scores["bf16"]["miou"] == pytest.approx(summary["val"]["miou"], abs=1e-9)  # validation's own path
     assert scores["false"]["miou"] == pytest.approx(scores["bf16"]["miou"], abs=0.01)
 
+    # ONEDNN_MAX_CPU_ISA=AVX2 makes any x86 CPU one without native bf16 (oneDNN itself obeys it): auto
+    # computes in float32 there and says why; predict follows --amp; a bad setting is one line, exit 2
+    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--amp", "auto", "--json", "limited.json", cwd=tmp_path,
+               env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "limited.json").read_text())["precision"] == {
+        "amp": "float32", "setting": "auto",
+        "reason": "CPU has no native bf16: ONEDNN_MAX_CPU_ISA=AVX2 excludes bf16 instructions"}
+    r = segcli("predict", str(segnet_root / "test"), "-c", str(run / "checkpoints" / "best.pt"), "--amp", "bf16",
+               "-o", "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "bfloat16 autocast (amp=bf16" in r.stdout and len(list((tmp_path / "out").glob("test?.png"))) == 2
+    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--amp", "fp8", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "segcli: error: trainer.amp=fp8: expected one of auto, bf16, fp16, false"
+
     # the same run continues in float32 (another machine, or amp switched off): allowed, recorded
     r = segcli("train", "--resume", str(run), "--allow-changes", "trainer.epochs=11", "trainer.amp=false",
                cwd=tmp_path)
@@ -163,29 +173,3 @@ def test_bf16_run_saves_float32_checkpoints_evals_alike_in_float32_and_resumes_i
                                    "amp": "float32"}]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == list(range(1, 12)) and lines[-1]["train_loss"] > 0
-
-
-def test_predict_and_bad_amp_on_the_command_line(segnet_root, tmp_path):
-    run = tmp_path / "run"
-    r = segcli("train", *three_classes(segnet_root), *FAST,
-               "trainer.epochs=1", "trainer.samples=0", f"hydra.run.dir={run}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = segcli("predict", str(segnet_root / "test"), "-c", str(run / "checkpoints" / "best.pt"), "--amp", "bf16",
-               "-o", "out", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert "bfloat16 autocast (amp=bf16" in r.stdout and len(list((tmp_path / "out").glob("test?.png"))) == 2
-    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--amp", "fp8", cwd=tmp_path)
-    assert r.returncode == 2 and r.stderr.strip() == "segcli: error: trainer.amp=fp8: expected one of auto, bf16, fp16, false"
-
-
-def test_auto_follows_a_onednn_isa_limit_in_a_real_run(segnet_root, tmp_path, monkeypatch):
-    """ONEDNN_MAX_CPU_ISA=AVX2 makes any x86 CPU one without native bf16 (oneDNN itself obeys it):
-    ``auto`` trains in float32 there and says why."""
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    run = tmp_path / "run"
-    r = segcli("train", *three_classes(segnet_root), *FAST,
-               "trainer.epochs=1", "trainer.samples=0", f"hydra.run.dir={run}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    precision = json.loads((run / "summary.json").read_text())["precision"]
-    assert precision == {"amp": "float32", "setting": "auto",
-                         "reason": "CPU has no native bf16: ONEDNN_MAX_CPU_ISA=AVX2 excludes bf16 instructions"}

@@ -66,6 +66,21 @@ def test_multirun_2x2_then_rerun_skips_done_resumes_unfinished_and_runs_missing(
     r = segcli("runs", "--filter", "miou~2", cwd=tmp_path)
     assert r.returncode == 2 and "--filter miou~2: expected KEY=VALUE" in r.stderr
 
+    # seeds as an axis: one row per loss, mean and sample std over its two seeds
+    r = segcli("runs", "--group-seeds", "--format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    groups = {g["overrides"]: g for g in json.loads(r.stdout)}
+    assert set(groups) == {"loss=ce", "loss=dice"}
+    for loss, (a, b) in (("ce", (again["0"], again["1"])), ("dice", (again["2"], again["3"]))):
+        g = groups[f"loss={loss}"]
+        assert g["n"] == 2 and g["seeds"] == "0 1" and [x["seed"] for x in g["runs"]] == ["0", "1"]
+        assert g["miou_mean"] == pytest.approx((a + b) / 2) and g["miou_std"] == pytest.approx(abs(a - b) / 2 ** 0.5)
+        assert sorted(x["miou"] for x in g["runs"]) == sorted([a, b])
+    r = segcli("runs", "--group-seeds", cwd=tmp_path)
+    assert r.returncode == 0 and "2 config(s)" in r.stdout and "loss=ce" in r.stdout and " ± " in r.stdout
+    r = segcli("runs", "--group-seeds", "--format", "csv", cwd=tmp_path)
+    assert r.stdout.splitlines()[0] == "overrides,n,seeds,miou_mean,miou_std,mdice_mean,mdice_std"
+
 
 def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path):
     cmd = ("train", "-m", "trainer.batch_size=0,4", *[a for a in TINY if not a.startswith("trainer.batch_size")],

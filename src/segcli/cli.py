@@ -6,6 +6,7 @@ Trailing arguments of `segcli train` go to Hydra unchanged (see config.py).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -225,6 +226,9 @@ def evaluate(
         + " (hd95: pixels, per class; slower).")] = None,
     show_protocols: Annotated[bool, typer.Option(
         "--protocols", help="Print mIoU and mDice under each named protocol, to match a paper's table.")] = False,
+    worst: Annotated[int, typer.Option(
+        help="Draw the K images of lowest per-image mIoU: image | truth | prediction | errors (by true class).",
+        metavar="K")] = 0,
     amp: Annotated[str | None, typer.Option(
         help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine).")] = None,
 ) -> None:
@@ -240,7 +244,11 @@ def evaluate(
         unknown = [m for m in wanted if m not in EVAL_METRICS]
         if unknown:
             raise SegcliError(f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}")
-        result = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device, hd95="hd95" in wanted, amp=amp)
+        if worst < 0:
+            raise SegcliError(f"--worst {worst}: expected a number of images >= 0")
+        worst_png = _worst_png(checkpoint, split, json_path)
+        result, evidence = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device,
+                                               hd95="hd95" in wanted, amp=amp, worst=worst, worst_png=worst_png)
         names = list(result["per_class_iou"])
         report.console.print(report.scores_table(f"{split}: {result['images']} images, {checkpoint}", names, result))
         for name in wanted:
@@ -256,8 +264,91 @@ def evaluate(
         report.console.print(f"protocol: {result['protocol']}", highlight=False)
         report.console.print(f"precision: {result['precision']['amp']} (amp={result['precision']['setting']}: "
                              f"{result['precision']['reason']})", highlight=False)
+        if worst:
+            for item in result["worst_images"]:
+                report.console.print(f"worst: {item['name']} mIoU {item['miou']:.4f} ("
+                                     + ", ".join(f"{c} {v:.2f}" for c, v in item["worst_classes"].items()) + ")",
+                                     highlight=False)
+            report.console.print(f"wrote {worst_png} ({len(result['worst_images'])} images: image | truth | "
+                                 "prediction | errors coloured by the true class)", highlight=False)
+        saved = _save_eval(checkpoint, split, result, evidence)
         if json_path:
             write_json(json_path, result)
+            evidence.save(json_path.with_suffix(".npz"))
+            saved = [json_path, json_path.with_suffix(".npz")]
+        if saved:
+            report.console.print(f"wrote {saved[0]} and {saved[1]} (per-image confusion matrices)", highlight=False)
+
+
+def _worst_png(checkpoint: Path, split: str, json_path: Path | None) -> Path:
+    """Where ``--worst`` draws: beside ``--json`` (NAME-worst.png), else in the run folder
+    (RUN/evals/CHECKPOINT-SPLIT-worst.png), else ./worst-SPLIT.png."""
+    from segcli.run import RunDir
+
+    if json_path is not None:
+        return json_path.with_name(f"{json_path.stem}-worst.png")
+    checkpoint = Path(checkpoint).resolve()
+    run = RunDir.read(checkpoint.parent.parent)
+    if checkpoint.parent.name == "checkpoints" and run.is_run():
+        return run.eval_files(checkpoint.stem, split)[0].with_name(f"{checkpoint.stem}-{split}-worst.png")
+    return Path(f"worst-{split}.png")
+
+
+def _save_eval(checkpoint: Path, split: str, result: dict, evidence) -> list[Path]:
+    """A checkpoint inside a run folder (RUN/checkpoints/NAME.pt): its scores and per-image matrices
+    go to RUN/evals/NAME-SPLIT.json and .npz, where ``segcli compare RUN...`` finds them. Returns
+    the paths written ([] for a checkpoint elsewhere, or a folder that cannot be written: a note)."""
+    from segcli.run import RunDir, write_json
+
+    checkpoint = Path(checkpoint).resolve()
+    run = RunDir.read(checkpoint.parent.parent)
+    if checkpoint.parent.name != "checkpoints" or not run.is_run():
+        return []
+    json_file, npz = run.eval_files(checkpoint.stem, split)
+    try:
+        evidence.save(npz)
+        write_json(json_file, result)
+    except OSError as exc:
+        report.console.print(f"note: not saved in the run folder ({exc.strerror}: {exc.filename})", highlight=False)
+        return []
+    return [json_file, npz]
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run folders (their evals/best-SPLIT.npz, from segcli eval) or eval files (.json/.npz).")],
+    split: Annotated[str, typer.Option(help="The split both were evaluated on.")] = "test",
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the images.")] = 10000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling (same seed: same result).")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
+) -> None:
+    """Is B really better than A? A paired bootstrap over the test images of mIoU, mDice and
+    per-class IoU: the difference, its 95% interval and a verdict. Three or more runs: each
+    against the best."""
+    from segcli import bootstrap
+    from segcli.evaluation import load_evidence
+    from segcli.run import write_json
+
+    with user_errors():
+        if len(runs) < 2:
+            raise SegcliError("compare needs at least two runs or eval files")
+        loaded = [load_evidence(r, split) for r in runs]
+        labels = [label for label, _ in loaded]
+        if len(set(labels)) < len(labels):
+            labels = [str(r) for r in runs]
+        evidence = [e for _, e in loaded]
+        bootstrap.check_same_images(labels, [e.names for e in evidence], [e.class_names for e in evidence])
+        names = evidence[0].class_names
+        if len(runs) == 2:
+            result = bootstrap.paired_bootstrap(evidence[0].matrices, evidence[1].matrices, resamples, seed, names)
+            report.print_wide(report.bootstrap_table(labels[0], labels[1], split, result))
+        else:
+            result = bootstrap.rank_against_best(labels, [e.matrices for e in evidence], resamples, seed, names)
+            report.print_wide(report.ranking_table(split, result, resamples))
+        if json_path:
+            out = {"split": split, "runs": [str(r) for r in runs], "labels": labels, **bootstrap.as_json(result)}
+            write_json(json_path, out)
             report.console.print(f"wrote {json_path}", highlight=False)
 
 
@@ -294,9 +385,12 @@ def list_runs(
     filters: Annotated[list[str] | None, typer.Option(
         "--filter", help="KEY=VALUE, KEY!=VALUE, KEY>VALUE (<, >=, <=); repeatable, all must hold.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    group_seeds: Annotated[bool, typer.Option(
+        "--group-seeds", help="One row per config: runs that differ only by seed as mean, std and n.")] = False,
 ) -> None:
     """One row per run: the overrides that differ between runs, best val mIoU and mDice, epochs,
-    minutes and status (running, done, interrupted, failed, killed)."""
+    minutes and status (running, done, interrupted, failed, killed). With --group-seeds, one row
+    per config over its seeds."""
     from segcli import compare
 
     with user_errors():
@@ -308,6 +402,15 @@ def list_runs(
         records = [compare.run_record(p) for p in compare.find_runs(roots)]
         keys = compare.differing_keys(records)
         records = compare.select(records, filters or (), sort)
+        if group_seeds:
+            groups = compare.group_seeds(records, keys)
+            if fmt == "csv":
+                sys.stdout.write(compare.groups_to_csv(groups))
+            elif fmt == "json":
+                print(json.dumps(groups, indent=2))
+            else:
+                report.print_wide(report.seed_groups_table(groups, ", ".join(str(r) for r in roots)))
+            return
         if fmt == "csv":
             sys.stdout.write(compare.to_csv(compare.rows(records, keys)))
         elif fmt == "json":
@@ -357,6 +460,24 @@ def bench(
         if json_path:
             write_json(json_path, result)
             report.console.print(f"wrote {json_path}", highlight=False)
+
+
+@app.command("report")
+def html_report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The HTML file to write.")] = Path("report.html"),
+    split: Annotated[str, typer.Option(help="Split of the evals compared and of the worst-image galleries.")] = "test",
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the comparison.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+) -> None:
+    """One self-contained HTML file (no script, no network): configs side by side (the keys that
+    differ), curves, per-class IoU, confusion matrices, samples, worst images, and the paired
+    bootstrap comparison of the runs' evals (segcli eval RUN/checkpoints/best.pt --split test)."""
+    from segcli.html_report import write_report
+
+    with user_errors():
+        path = write_report(runs, out, split, resamples, seed)
+        report.console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
 data_app = typer.Typer(help="Inspect a dataset without training.", no_args_is_help=True)

@@ -1,5 +1,6 @@
 """``segcli runs``: find run folders (single runs and sweep jobs), one record per run, the
-overrides that differ between them, filtering, sorting, and table/csv/json output.
+overrides that differ between them, filtering, sorting, grouping of runs that differ only by
+their seed (``--group-seeds``), and table/csv/json output.
 
 A run folder is one with ``.hydra/config.yaml`` and a ``checkpoints/`` folder or ``metrics.jsonl``.
 Everything is read through ``run.RunDir`` (status rules: ``RunDir.status``).
@@ -21,6 +22,8 @@ from segcli.resume import flatten
 from segcli.run import RunDir
 
 COLUMNS = ("name", "overrides", "miou", "mdice", "best_epoch", "epochs", "minutes", "status")
+GROUP_COLUMNS = ("overrides", "n", "seeds", "miou_mean", "miou_std", "mdice_mean", "mdice_std")
+SEED_KEYS = ("seed", "trainer.seed")
 DESCENDING = {"miou", "mdice"}  # --sort on these puts the best first
 _FILTER = re.compile(r"^([\w./-]+)(!=|>=|<=|=|>|<)(.*)$")
 
@@ -152,3 +155,47 @@ def to_json(records: Sequence[dict], keys: Sequence[str]) -> str:
     """JSON list: every column plus ``params`` (all overrides), ``differing`` keys and ``path``."""
     return json.dumps([{**{c: r[c] for c in COLUMNS if c != "overrides"}, "path": r["path"], "params": r["params"],
                         "overrides": {k: r["params"].get(k) for k in keys}} for r in records], indent=2)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1 in the denominator; None for fewer than 2 values)."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def group_seeds(records: Sequence[dict], keys: Sequence[str]) -> list[dict]:
+    """Runs whose whole config differs only by the seed (``seed``, ``trainer.seed``) as one group:
+    ``overrides`` (the differing keys but the seed, as ``k=v`` text), ``n``, ``seeds``, ``miou_mean``,
+    ``miou_std``, ``mdice_mean``, ``mdice_std`` (best val scores; sample std, None for one run; runs
+    without a score left out of the statistics but listed) and ``runs`` (name, seed, miou, mdice of
+    each). Best mean mIoU first; the records' order within a group."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        key = tuple(sorted((k, v) for k, v in r["params"].items() if k not in SEED_KEYS))
+        groups.setdefault(key, []).append(r)
+    shown = [k for k in keys if k not in SEED_KEYS]
+    out = []
+    for members in groups.values():
+        scored = [m for m in members if m["miou"] is not None and not math.isnan(m["miou"])]
+        miou_mean, miou_std = _mean_std([m["miou"] for m in scored])
+        mdice_mean, mdice_std = _mean_std([m["mdice"] for m in scored if m["mdice"] is not None])
+        seeds = [m["params"].get("seed", m["params"].get("trainer.seed")) for m in members]
+        out.append({"overrides": " ".join(f"{k}={members[0]['params'].get(k, '-')}" for k in shown),
+                    "n": len(scored), "seeds": " ".join(str(x) for x in seeds), "miou_mean": miou_mean,
+                    "miou_std": miou_std, "mdice_mean": mdice_mean, "mdice_std": mdice_std,
+                    "runs": [{"name": m["name"], "seed": seed, "miou": m["miou"], "mdice": m["mdice"],
+                              "status": m["status"]} for m, seed in zip(members, seeds, strict=True)]})
+    return sorted(out, key=lambda g: (g["miou_mean"] is None, -(g["miou_mean"] or 0.0)))
+
+
+def groups_to_csv(groups: Sequence[dict]) -> str:
+    """``group_seeds`` as CSV with a header of ``GROUP_COLUMNS``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=GROUP_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(groups)
+    return buffer.getvalue()

@@ -174,13 +174,15 @@ def train_one_epoch(step: TrainStep, loader, budget: Budget, first_step: int = 0
 
 @dataclass
 class EvalResult:
-    """Scores of one split, the mean loss (None without a loss), image count and seconds."""
+    """Scores of one split, the mean loss (None without a loss), image count and seconds; with
+    ``per_image`` the sample names in the order of ``matrix.image_matrices_cpu()``."""
 
     scores: SegmentationScores
     loss: float | None
     images: int
     seconds: float
     matrix: ConfusionMatrix = field(repr=False, default=None)
+    names: list[str] = field(repr=False, default_factory=list)
 
 
 @torch.inference_mode()
@@ -193,12 +195,13 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
     Used both for validation during training and by ``segcli eval``, so both give the same numbers.
     Padded pixels carry ``ignore_index`` in the mask and are not counted. Returns None when
     ``stop_requested()`` became True between two batches. ``per_image`` also keeps a matrix per
-    image (for the per-image protocol of ``metrics.protocols``). ``on_predictions(pred, target)``
+    image (for the per-image protocol of ``metrics.protocols``, and ``segcli compare``) and the
+    samples' names (batch ``"name"``; ``#INDEX`` where a batch has none). ``on_predictions(pred, target)``
     receives every batch's ``(N, H, W)`` int64 predictions and targets (e.g. for HD95).
     """
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device, per_image=per_image)
-    start, total, images = time.perf_counter(), 0.0, 0
+    start, total, images, names = time.perf_counter(), 0.0, 0, []
     for batch in loader:
         x = ctx.images(batch)
         y = batch["mask"].to(ctx.device, non_blocking=True)
@@ -211,9 +214,11 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
         if on_predictions is not None:
             on_predictions(pred, y)
         images += x.shape[0]
+        if per_image:
+            names += list(batch.get("name") or [f"#{images - x.shape[0] + i}" for i in range(x.shape[0])])
         if on_batch:
             on_batch(x.shape[0])
         if stop_requested is not None and stop_requested():
             return None
     return EvalResult(matrix.compute(), total / images if loss_fn is not None and images else None,
-                      images, time.perf_counter() - start, matrix)
+                      images, time.perf_counter() - start, matrix, names)

@@ -1,12 +1,19 @@
 """``segcli eval``: a checkpoint scored on a split of the data it was trained on, with the run's own
 preprocessing and ``engine.evaluate``, the code path of validation during training, so the
 numbers match. Needs the checkpoint alone (checkpoints.py), not the trainer.
+
+Every eval also keeps its evidence, one confusion matrix per image (``PerImage``), so that any
+protocol or bootstrap resample (``segcli compare``, bootstrap.py) is recomputed without running
+the model again.
 """
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from segcli import report
@@ -15,25 +22,70 @@ from segcli.config import run_seed
 from segcli.data import make_loader
 from segcli.datasets import build_datasets
 from segcli.engine import evaluate
+from segcli.errors import SegcliError
 from segcli.metrics import PROTOCOLS, protocols
+from segcli.run import RunDir, atomic_write
 from segcli.runtime import step_context
 from segcli.surface_metrics import HausdorffAccumulator
 
 
+@dataclass
+class PerImage:
+    """One eval's evidence: ``matrices`` ``(N, C, C) int64`` (rows: truth, columns: prediction,
+    ignore_index pixels left out), one per image in the order of ``names`` (N sample names), and
+    what they came from. Summed over images they are the split's confusion matrix exactly."""
+
+    names: list[str]
+    matrices: np.ndarray
+    class_names: list[str]
+    split: str
+    checkpoint: str
+    epoch: int | None
+
+    def save(self, path: Path) -> None:
+        """Write a compressed ``.npz`` (numpy arrays and strings only: loads without pickle), atomically."""
+        arrays = {"matrices": self.matrices.astype(np.int64), "names": np.array(self.names, dtype=str),
+                  "class_names": np.array(self.class_names, dtype=str), "split": np.array(self.split),
+                  "checkpoint": np.array(self.checkpoint), "epoch": np.array(-1 if self.epoch is None else self.epoch)}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
+
+    @classmethod
+    def load(cls, path: Path) -> PerImage:
+        """Read what ``save`` wrote.
+
+        Raises:
+            SegcliError: the file is missing or not a segcli per-image file.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                epoch = int(z["epoch"])
+                return cls([str(x) for x in z["names"]], z["matrices"].astype(np.int64),
+                           [str(x) for x in z["class_names"]], str(z["split"]), str(z["checkpoint"]),
+                           None if epoch < 0 else epoch)
+        except FileNotFoundError:
+            raise SegcliError(f"{path}: no such file (segcli eval writes it)") from None
+        except (OSError, KeyError, ValueError) as exc:
+            raise SegcliError(f"{path}: not a segcli per-image matrix file ({exc})") from None
+
+
 def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = None,
                         batch_size: int | None = None, device: str = "auto", hd95: bool = False,
-                        amp: str | None = None) -> dict:
+                        amp: str | None = None, worst: int = 0, worst_png: Path | None = None) -> tuple[dict, PerImage]:
     """Evaluate a checkpoint on a split of the data it was trained on, with the run's own
     preprocessing and ``engine.evaluate`` (the code path of validation during training).
     ``amp``: autocast setting (``auto``, ``bf16``, ``fp16``, ``false``; see ``runtime.resolve_amp``),
-    default the run's ``trainer.amp``, so ``auto`` follows the machine that evaluates.
+    default the run's ``trainer.amp``, so ``auto`` follows the machine that evaluates. ``worst``:
+    also draw the ``worst`` images of lowest per-image mIoU into ``worst_png`` (``worst_images``).
 
     Returns:
-        summary.json's ``val`` keys (plus ``per_image_miou``, ``per_image_mdice``) and ``split``,
+        (scores, per-image matrices). Scores: summary.json's ``val`` keys (plus ``per_image_miou``, ``per_image_mdice``) and ``split``,
         ``images``, ``seconds``, ``images_per_second``, ``checkpoint``, ``epoch``, ``precision``
         (``runtime.Precision.as_dict``), ``protocol`` (the
         default's description) and ``protocols`` (``{name: {miou, mdice}}``, see metrics.PROTOCOLS);
-        with ``hd95`` also ``hd95``, ``per_class_hd95`` (pixels) and ``hd95_images`` (see surface_metrics).
+        with ``hd95`` also ``hd95``, ``per_class_hd95`` (pixels) and ``hd95_images`` (see surface_metrics);
+        with ``worst`` also ``worst_images``: ``[{name, miou, worst_classes: {class: IoU}}]``, lowest first.
 
     Raises:
         SegcliError: the checkpoint is missing or not segcli's, its data cannot be read, the split is
@@ -56,7 +108,73 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
         ev = evaluate(model, loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance, per_image=True,
                       on_predictions=distances.update if distances else None)
     extra = distances.compute(info.class_names) if distances else {}
+    evidence = PerImage(ev.names, ev.matrix.image_matrices_cpu().numpy().astype(np.int64), info.class_names, split,
+                        str(Path(path).resolve()), ckpt.get("epoch"))
+    if worst > 0:
+        from segcli.plot import save_gallery  # only here: eval stays light (tests/test_imports.py)
+
+        extra["worst_images"] = worst_images(evidence, worst)
+        picks = [(ev.names.index(w["name"]), _worst_caption(w)) for w in extra["worst_images"]]
+        norm = ckpt["normalization"]
+        save_gallery(model, data[split], picks, ctx, info.colors, info.ignore_index, norm["mean"], norm["std"],
+                     worst_png or Path(f"worst-{split}.png"))
     return {**ev.scores.as_dict(info.class_names), **extra, "split": split, "images": ev.images,
             "seconds": round(ev.seconds, 3), "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
             "checkpoint": str(Path(path).resolve()), "epoch": ckpt.get("epoch"), "precision": ctx.precision.as_dict(),
-            "protocol": "dataset: " + PROTOCOLS["dataset"], "protocols": protocols(ev.matrix, ev.scores)}
+            "protocol": "dataset: " + PROTOCOLS["dataset"], "protocols": protocols(ev.matrix, ev.scores)}, evidence
+
+
+def worst_images(evidence: PerImage, count: int, classes_shown: int = 3) -> list[dict]:
+    """The ``count`` images of lowest per-image mIoU (mean IoU over the classes present in the
+    image's truth or prediction; images with no labelled pixel left out), lowest first, each with its
+    ``classes_shown`` lowest-IoU classes: ``[{"name", "miou", "worst_classes": {class: IoU}}]``."""
+    from segcli.bootstrap import scores_of_matrices
+
+    scores = scores_of_matrices(evidence.matrices)
+    order = [i for i in np.argsort(np.nan_to_num(scores["miou"], nan=np.inf), kind="stable")
+             if not np.isnan(scores["miou"][i])][:count]
+    out = []
+    for i in order:
+        iou = scores["iou"][i]
+        classes = [k for k in np.argsort(np.nan_to_num(iou, nan=np.inf), kind="stable") if not np.isnan(iou[k])]
+        out.append({"name": evidence.names[i], "miou": float(scores["miou"][i]),
+                    "worst_classes": {evidence.class_names[k]: float(iou[k]) for k in classes[:classes_shown]}})
+    return out
+
+
+def _worst_caption(item: dict) -> str:
+    classes = ", ".join(f"{c} {v:.2f}" for c, v in item["worst_classes"].items())
+    return f"{item['name']}: mIoU {item['miou']:.3f}; worst classes: {classes}"
+
+
+def load_evidence(item: Path, split: str = "test") -> tuple[str, PerImage]:
+    """The per-image matrices ``segcli compare`` reads, and a label for them, from a run folder
+    (its ``evals/best-SPLIT.npz``, which ``segcli eval RUN/checkpoints/best.pt --split SPLIT``
+    writes), an eval's ``--json`` file (the ``.npz`` beside it) or the ``.npz`` itself.
+
+    Raises:
+        SegcliError: nothing there; the run has no eval of best.pt on ``split`` yet, or one of an
+            older best epoch (the message gives the eval command); a file of another split.
+    """
+    item = Path(item)
+    run = RunDir.read(item)
+    if item.is_dir():
+        if not run.is_run():
+            raise SegcliError(f"{item}: not a run folder (expected .hydra/config.yaml and checkpoints/)")
+        npz = run.eval_files("best", split)[1]
+        command = f"segcli eval {run.best} --split {split}"
+        if not npz.is_file():
+            raise SegcliError(f"{item}: no eval of checkpoints/best.pt on the {split} split yet; run: {command}")
+        evidence = PerImage.load(npz)
+        best_epoch = run.summary().get("best_epoch")
+        if best_epoch is not None and evidence.epoch is not None and evidence.epoch != best_epoch:
+            raise SegcliError(f"{npz}: evaluates epoch {evidence.epoch}, but best.pt is now epoch {best_epoch}; "
+                              f"run: {command}")
+        return item.name, evidence
+    npz = item.with_suffix(".npz")
+    if not npz.is_file():
+        raise SegcliError(f"{item}: no such run folder or eval file (expected RUN_DIR, EVAL.json or EVAL.npz)")
+    evidence = PerImage.load(npz)
+    if evidence.split != split:
+        raise SegcliError(f"{npz}: an eval of the {evidence.split} split, not {split} (--split {evidence.split}?)")
+    return item.stem, evidence

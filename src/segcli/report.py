@@ -132,6 +132,76 @@ def runs_table(rows: list[dict], where: str) -> Table:
     return table
 
 
+def _signed(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.4f}"
+
+
+def _interval(d) -> str:
+    return "-" if math.isnan(d.low) else f"[{d.low:+.4f}, {d.high:+.4f}]"
+
+
+def bootstrap_table(a: str, b: str, split: str, result: dict) -> Table:
+    """``segcli compare A B``: mIoU, mDice and per-class IoU of A and B, B - A, its 95% interval,
+    the share of resamples where B is higher, and the verdict (bootstrap.paired_bootstrap's result)."""
+    table = Table(title=f"A = {a}, B = {b}: {split} split, {result['images']} images, paired bootstrap over images "
+                        f"({result['resamples']} resamples, seed {result['seed']})", title_justify="left",
+                  caption=f"mIoU: {result['miou'].verdict}", caption_justify="left")
+    for name, justify in (("score", "left"), ("A", "right"), ("B", "right"), ("B - A", "right"),
+                          ("95% interval", "right"), ("B higher in", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify)
+
+    def row(label: str, d) -> None:
+        share = "-" if math.isnan(d.b_better_share) else f"{100 * d.b_better_share:.1f}%"
+        table.add_row(label, fmt(d.a), fmt(d.b), _signed(d.difference), _interval(d), share, d.verdict)
+    row("mIoU", result["miou"])
+    row("mDice", result["mdice"])
+    table.add_section()
+    for name, d in result["per_class_iou"].items():
+        row(f"IoU {name}", d)
+    return table
+
+
+def ranking_table(split: str, result: dict, resamples: int) -> Table:
+    """``segcli compare RUN...`` with three or more runs: best observed mIoU first, each other run's
+    difference to the best with its 95% interval (bootstrap.rank_against_best's result)."""
+    table = Table(title=f"{split} split: runs against the best ({result['best']}), paired bootstrap over images "
+                        f"({resamples} resamples)", title_justify="left")
+    for name, justify in (("run", "left"), ("mIoU", "right"), ("mDice", "right"), ("mIoU - best", "right"),
+                          ("95% interval", "right"), ("higher than best in", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify)
+    for r in result["ranking"]:
+        d = r["vs_best"]
+        if d is None:
+            table.add_row(r["run"], fmt(r["miou"]), fmt(r["mdice"]), "", "", "", "best")
+            continue
+        m = d["miou"]
+        verdict = "worse than the best" if m.high < 0 else "no difference from the best detected at 95%"
+        table.add_row(r["run"], fmt(r["miou"]), fmt(r["mdice"]), _signed(m.difference), _interval(m),
+                      f"{100 * m.b_better_share:.1f}%", verdict)
+    return table
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return fmt(mean) + (f" ± {std:.4f}" if std is not None else "")
+
+
+def seed_groups_table(groups: list[dict], where: str) -> Table:
+    """``segcli runs --group-seeds``: one row per config, best val mIoU and mDice as mean ± sample
+    std over its seeds (compare.group_seeds)."""
+    table = Table(title=f"{len(groups)} config(s) under {where}, runs that differ only by seed grouped",
+                  title_justify="left", caption="mean ± sample standard deviation of each run's best val score",
+                  caption_justify="left")
+    for name, justify in (("config", "left"), ("n", "right"), ("seeds", "left"), ("val mIoU", "right"),
+                          ("val mDice", "right")):
+        table.add_column(name, justify=justify)
+    for g in groups:
+        table.add_row(g["overrides"] or "(all the same)", str(g["n"]), g["seeds"], _pm(g["miou_mean"], g["miou_std"]),
+                      _pm(g["mdice_mean"], g["mdice_std"]))
+    return table
+
+
 def print_wide(table: Table) -> None:
     """Print a table; off a terminal (files, pipes) as wide as its cells need instead of 80 columns."""
     if console.is_terminal:

@@ -13,6 +13,8 @@ none is ever half-written and reads them back for resume, re-run detection, ``se
       summary.json                         status "done" at the end, "interrupted" after Ctrl-C/SIGTERM,
                                            "failed" after an error past the first checkpoint
       samples/best.png                     image | truth | prediction at the best epoch
+      evals/best-test.json, best-test.npz  ``segcli eval`` of checkpoints/best.pt on the test split:
+                                           scores, and one confusion matrix per image (for ``compare``)
 
 Checkpoints and JSON files are written to a temporary file, fsync'ed and renamed over the old
 one, so a kill during a write leaves the previous complete file.
@@ -106,6 +108,12 @@ class RunDir:
     def samples(self) -> Path:
         """``samples/best.png``: sample predictions at the best epoch."""
         return self.path / "samples" / "best.png"
+
+    def eval_files(self, checkpoint: str, split: str) -> tuple[Path, Path]:
+        """``evals/CHECKPOINT-SPLIT.json`` and ``.npz``: ``segcli eval`` of ``checkpoints/CHECKPOINT.pt``
+        on ``split`` (scores; per-image confusion matrices, see ``evaluation.PerImage``)."""
+        stem = self.path / "evals" / f"{checkpoint}-{split}"
+        return stem.with_suffix(".json"), stem.with_suffix(".npz")
 
     # -- reading ------------------------------------------------------------------------------
 
