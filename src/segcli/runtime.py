@@ -89,7 +89,7 @@ class Precision:
         return {"amp": self.name, "setting": self.setting, "reason": self.reason}
 
     def describe(self) -> str:
-        """One line for the console, e.g. ``"bfloat16 autocast (amp=auto: CPU has native bf16, AVX512_BF16)"``."""
+        """One line for the console, e.g. ``"bfloat16 autocast (amp=auto: CPU has native bf16: AVX512_BF16)"``."""
         what = f"{self.name} autocast" if self.dtype is not None else "float32"
         return f"{what} (amp={self.setting}: {self.reason})"
 
