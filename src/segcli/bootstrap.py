@@ -20,11 +20,14 @@ per resample; here one matrix product gives all R resamples' summed matrices at 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from segcli.errors import SegcliError
+from segcli.metrics import class_scores
 
 METRICS = ("miou", "mdice")
 
@@ -36,26 +39,20 @@ def scores_of_matrices(matrices: np.ndarray) -> dict[str, np.ndarray]:
         matrices: ``(R, C, C)`` counts (rows: truth, columns: prediction), any real dtype.
 
     Returns:
-        ``{"iou": (R, C), "dice": (R, C), "miou": (R,), "mdice": (R,)}`` float64; NaN for a class
-        absent from truth and prediction (TP+FP+FN = 0), left out of the means (``metrics.class_scores``;
-        a resample without any class present has mean NaN).
+        ``{"iou": (R, C), "dice": (R, C), "miou": (R,), "mdice": (R,)}`` float64; per class as
+        ``metrics.class_scores`` (NaN for a class absent from truth and prediction, left out of the
+        means; a resample without any class present has mean NaN).
     """
-    m = np.asarray(matrices, dtype=np.float64)
-    tp = np.diagonal(m, axis1=1, axis2=2)
-    fp, fn = m.sum(1) - tp, m.sum(2) - tp
-    present = tp + fp + fn > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(present, tp / np.maximum(tp + fp + fn, 1), np.nan)
-        dice = np.where(present, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
-        count = present.sum(1)
-        miou = np.where(count > 0, np.nansum(iou, 1) / np.maximum(count, 1), np.nan)
-        mdice = np.where(count > 0, np.nansum(dice, 1) / np.maximum(count, 1), np.nan)
-    return {"iou": iou, "dice": dice, "miou": miou, "mdice": mdice}
+    iou, dice = (x.numpy() for x in class_scores(torch.as_tensor(np.asarray(matrices), dtype=torch.float64)))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: mean NaN
+        return {"iou": iou, "dice": dice, "miou": np.nanmean(iou, 1), "mdice": np.nanmean(dice, 1)}
 
 
 def resample_weights(images: int, resamples: int, seed: int) -> np.ndarray:
     """How often each image is drawn in each resample: ``(resamples, images)`` int64, rows summing
-    to ``images`` (numpy's PCG64 seeded with ``seed``: the same seed gives the same resamples).
+    to ``images``: N draws with replacement counted per image, i.e. a multinomial (numpy's PCG64
+    seeded with ``seed``: the same seed gives the same resamples).
 
     Raises:
         SegcliError: no images, or fewer than one resample.
@@ -63,11 +60,7 @@ def resample_weights(images: int, resamples: int, seed: int) -> np.ndarray:
     if images < 1 or resamples < 1:
         raise SegcliError(f"bootstrap needs at least one image and one resample (got {images} images, "
                           f"{resamples} resamples)")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, images, size=(resamples, images))
-    weights = np.zeros((resamples, images), dtype=np.int64)
-    np.add.at(weights, (np.arange(resamples)[:, None], draws), 1)
-    return weights
+    return np.random.default_rng(seed).multinomial(images, np.full(images, 1 / images), size=resamples)
 
 
 @dataclass

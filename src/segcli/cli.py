@@ -234,7 +234,6 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Dice and accuracy, their means and pixel accuracy."""
     from segcli.evaluation import evaluate_checkpoint
-    from segcli.metrics import PROTOCOLS
     from segcli.run import write_json
 
     with user_errors():
@@ -249,28 +248,7 @@ def evaluate(
         worst_png = _worst_png(checkpoint, split, json_path)
         result, evidence = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device,
                                                hd95="hd95" in wanted, amp=amp, worst=worst, worst_png=worst_png)
-        names = list(result["per_class_iou"])
-        report.console.print(report.scores_table(f"{split}: {result['images']} images, {checkpoint}", names, result))
-        for name in wanted:
-            if name == "hd95":
-                per_class = ", ".join(f"{c} {v:.2f} ({result['hd95_images'][c]} images)"
-                                      for c, v in result["per_class_hd95"].items())
-                report.console.print(f"hd95 {result['hd95']:.2f} px (95th-percentile Hausdorff distance, medpy's "
-                                     f"definition; per class: {per_class})", highlight=False)
-                continue
-            report.console.print(f"{name} {report.fmt(result[name])}", highlight=False)
-        if show_protocols:
-            report.console.print(report.protocols_table(result["protocols"], PROTOCOLS))
-        report.console.print(f"protocol: {result['protocol']}", highlight=False)
-        report.console.print(f"precision: {result['precision']['amp']} (amp={result['precision']['setting']}: "
-                             f"{result['precision']['reason']})", highlight=False)
-        if worst:
-            for item in result["worst_images"]:
-                report.console.print(f"worst: {item['name']} mIoU {item['miou']:.4f} ("
-                                     + ", ".join(f"{c} {v:.2f}" for c, v in item["worst_classes"].items()) + ")",
-                                     highlight=False)
-            report.console.print(f"wrote {worst_png} ({len(result['worst_images'])} images: image | truth | "
-                                 "prediction | errors coloured by the true class)", highlight=False)
+        _print_eval(result, f"{split}: {result['images']} images, {checkpoint}", wanted, show_protocols, worst_png)
         saved = _save_eval(checkpoint, split, result, evidence)
         if json_path:
             write_json(json_path, result)
@@ -280,17 +258,52 @@ def evaluate(
             report.console.print(f"wrote {saved[0]} and {saved[1]} (per-image confusion matrices)", highlight=False)
 
 
+def _print_eval(result: dict, title: str, wanted: list[str], show_protocols: bool, worst_png: Path) -> None:
+    """The scores table of ``segcli eval``, then the extra metrics asked for, the protocols, the
+    precision and the worst images (when ``result`` has them)."""
+    from segcli.metrics import PROTOCOLS
+
+    report.console.print(report.scores_table(title, list(result["per_class_iou"]), result))
+    for name in wanted:
+        if name == "hd95":
+            per_class = ", ".join(f"{c} {v:.2f} ({result['hd95_images'][c]} images)"
+                                  for c, v in result["per_class_hd95"].items())
+            report.console.print(f"hd95 {result['hd95']:.2f} px (95th-percentile Hausdorff distance, medpy's "
+                                 f"definition; per class: {per_class})", highlight=False)
+            continue
+        report.console.print(f"{name} {report.fmt(result[name])}", highlight=False)
+    if show_protocols:
+        report.console.print(report.protocols_table(result["protocols"], PROTOCOLS))
+    report.console.print(f"protocol: {result['protocol']}", highlight=False)
+    precision = result["precision"]
+    report.console.print(f"precision: {precision['amp']} (amp={precision['setting']}: {precision['reason']})",
+                         highlight=False)
+    for item in result.get("worst_images", []):
+        report.console.print(f"worst: {item['name']} mIoU {item['miou']:.4f} ("
+                             + ", ".join(f"{c} {v:.2f}" for c, v in item["worst_classes"].items()) + ")",
+                             highlight=False)
+    if "worst_images" in result:
+        report.console.print(f"wrote {worst_png} ({len(result['worst_images'])} images: image | truth | "
+                             "prediction | errors coloured by the true class)", highlight=False)
+
+
+def _run_of(checkpoint: Path):
+    """The run folder holding ``RUN/checkpoints/NAME.pt`` (a ``RunDir`` reader), or None."""
+    from segcli.run import RunDir
+
+    checkpoint = Path(checkpoint).resolve()
+    run = RunDir.read(checkpoint.parent.parent)
+    return run if checkpoint.parent.name == "checkpoints" and run.is_run() else None
+
+
 def _worst_png(checkpoint: Path, split: str, json_path: Path | None) -> Path:
     """Where ``--worst`` draws: beside ``--json`` (NAME-worst.png), else in the run folder
     (RUN/evals/CHECKPOINT-SPLIT-worst.png), else ./worst-SPLIT.png."""
-    from segcli.run import RunDir
-
     if json_path is not None:
         return json_path.with_name(f"{json_path.stem}-worst.png")
-    checkpoint = Path(checkpoint).resolve()
-    run = RunDir.read(checkpoint.parent.parent)
-    if checkpoint.parent.name == "checkpoints" and run.is_run():
-        return run.eval_files(checkpoint.stem, split)[0].with_name(f"{checkpoint.stem}-{split}-worst.png")
+    run, stem = _run_of(checkpoint), Path(checkpoint).stem
+    if run is not None:
+        return run.worst_gallery(stem, split)
     return Path(f"worst-{split}.png")
 
 
@@ -298,13 +311,12 @@ def _save_eval(checkpoint: Path, split: str, result: dict, evidence) -> list[Pat
     """A checkpoint inside a run folder (RUN/checkpoints/NAME.pt): its scores and per-image matrices
     go to RUN/evals/NAME-SPLIT.json and .npz, where ``segcli compare RUN...`` finds them. Returns
     the paths written ([] for a checkpoint elsewhere, or a folder that cannot be written: a note)."""
-    from segcli.run import RunDir, write_json
+    from segcli.run import write_json
 
-    checkpoint = Path(checkpoint).resolve()
-    run = RunDir.read(checkpoint.parent.parent)
-    if checkpoint.parent.name != "checkpoints" or not run.is_run():
+    run = _run_of(checkpoint)
+    if run is None:
         return []
-    json_file, npz = run.eval_files(checkpoint.stem, split)
+    json_file, npz = run.eval_files(Path(checkpoint).stem, split)
     try:
         evidence.save(npz)
         write_json(json_file, result)

@@ -112,6 +112,44 @@ def _comparison(runs: Sequence[Path], labels: list[str], split: str, resamples: 
             + _table(["run", "mIoU", "mDice", "mIoU - best", "95% interval", "verdict"], rows))
 
 
+def _pictures(run_dirs: Sequence[Path], records: list[dict]) -> list[str]:
+    """The curves, per-class IoU (bars and table) and confusion matrices of ``segcli plot``."""
+    from segcli.plot import plot_runs
+
+    parts: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pictures = plot_runs(run_dirs, Path(tmp))
+        by_name = {p.name: p for p in pictures}
+        parts += ["<h2>Curves</h2>", _png(by_name["curves.png"], "loss and val mIoU per epoch")]
+        if "per_class_iou.png" in by_name:
+            parts += ["<h2>Per-class IoU (best epoch, val)</h2>", _png(by_name["per_class_iou.png"], "per-class IoU")]
+        per_class = [(run_val(r) or {}).get("per_class_iou") or {} for r in records]
+        classes = list(dict.fromkeys(c for values in per_class for c in values))
+        if classes:
+            parts.append(_table(["class", *(r["label"] for r in records)],
+                                [[_esc(c), *(_num(values.get(c)) for values in per_class)] for c in classes]))
+        confusions = [p for p in pictures if p.name.startswith("confusion_")]
+        if confusions:
+            parts.append("<h2>Confusion matrices (best epoch, val; rows: true class, normalised)</h2>")
+            parts += [_png(p, p.stem) for p in confusions]
+    return parts
+
+
+def _run_section(label: str, run: RunDir, split: str) -> list[str]:
+    """One run's pictures: its samples at the best epoch and its worst-image gallery of ``split``."""
+    parts = [f"<h2>{_esc(label)}</h2>"]
+    if run.samples.is_file():
+        parts += ["<h3>Samples at the best epoch: image | truth | prediction</h3>", _png(run.samples, "samples")]
+    worst = run.worst_gallery("best", split)
+    if worst.is_file():
+        parts += [f"<h3>Worst {split} images: image | truth | prediction | errors (coloured by the true class)</h3>",
+                  _png(worst, "worst images")]
+    else:
+        parts.append(f'<p class="note">No worst-image gallery: <code>segcli eval {_esc(run.best)} --split '
+                     f'{_esc(split)} --worst 8</code> draws one.</p>')
+    return parts
+
+
 def build_report(run_dirs: Sequence[Path], split: str = "test", resamples: int = 2000, seed: int = 0) -> str:
     """The report's HTML text (see the module docstring).
 
@@ -119,7 +157,7 @@ def build_report(run_dirs: Sequence[Path], split: str = "test", resamples: int =
         SegcliError: a folder is not a run, or matplotlib (the ``plot`` extra) is missing.
     """
     from segcli.compare import run_record
-    from segcli.plot import plot_runs, run_labels
+    from segcli.plot import run_labels
 
     for path in run_dirs:
         if not RunDir.read(Path(path)).is_run():
@@ -143,33 +181,9 @@ def build_report(run_dirs: Sequence[Path], split: str = "test", resamples: int =
     if len(runs) >= 2:
         parts += [f"<h2>Comparison on the {_esc(split)} split</h2>",
                   _comparison(run_dirs, [r["label"] for r in records], split, resamples, seed)]
-    with tempfile.TemporaryDirectory() as tmp:
-        pictures = plot_runs(run_dirs, Path(tmp))
-        by_name = {p.name: p for p in pictures}
-        parts += ["<h2>Curves</h2>", _png(by_name["curves.png"], "loss and val mIoU per epoch")]
-        if "per_class_iou.png" in by_name:
-            parts += ["<h2>Per-class IoU (best epoch, val)</h2>", _png(by_name["per_class_iou.png"], "per-class IoU")]
-        classes = [c for r in records for c in ((run_val(r) or {}).get("per_class_iou") or {})]
-        classes = list(dict.fromkeys(classes))
-        if classes:
-            parts.append(_table(["class", *(r["label"] for r in records)],
-                                [[_esc(c), *(_num(((run_val(r) or {}).get("per_class_iou") or {}).get(c))
-                                             for r in records)] for c in classes]))
-        confusions = [p for p in pictures if p.name.startswith("confusion_")]
-        if confusions:
-            parts.append("<h2>Confusion matrices (best epoch, val; rows: true class, normalised)</h2>")
-            parts += [_png(p, p.stem) for p in confusions]
+    parts += _pictures(run_dirs, records)
     for record, run in zip(records, runs):
-        parts.append(f"<h2>{_esc(record['label'])}</h2>")
-        if run.samples.is_file():
-            parts += ["<h3>Samples at the best epoch: image | truth | prediction</h3>", _png(run.samples, "samples")]
-        worst = run.eval_files("best", split)[0].with_name(f"best-{split}-worst.png")
-        if worst.is_file():
-            parts += [f"<h3>Worst {split} images: image | truth | prediction | errors (coloured by the true class)</h3>",
-                      _png(worst, "worst images")]
-        else:
-            parts.append(f'<p class="note">No worst-image gallery: <code>segcli eval {_esc(run.best)} --split '
-                         f'{_esc(split)} --worst 8</code> draws one.</p>')
+        parts += _run_section(record["label"], run, split)
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -181,9 +181,10 @@ def nanmean(values: list[float]) -> float:
 
 
 def class_scores(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class IoU and Dice of a ``(C, C)`` float64 confusion matrix; NaN where TP+FP+FN = 0."""
-    tp = m.diag()
-    fp, fn = m.sum(0) - tp, m.sum(1) - tp
+    """Per-class IoU and Dice of a ``(..., C, C)`` float64 confusion matrix (rows: truth), shaped
+    ``(..., C)``; NaN where TP+FP+FN = 0."""
+    tp = m.diagonal(dim1=-2, dim2=-1)
+    fp, fn = m.sum(-2) - tp, m.sum(-1) - tp
     nan = torch.tensor(float("nan"), dtype=torch.float64)
     iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp_min(1), nan)
     dice = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), nan)

@@ -115,6 +115,10 @@ class RunDir:
         stem = self.path / "evals" / f"{checkpoint}-{split}"
         return stem.with_suffix(".json"), stem.with_suffix(".npz")
 
+    def worst_gallery(self, checkpoint: str, split: str) -> Path:
+        """``evals/CHECKPOINT-SPLIT-worst.png``: ``segcli eval --worst K``'s picture of the worst images."""
+        return self.path / "evals" / f"{checkpoint}-{split}-worst.png"
+
     # -- reading ------------------------------------------------------------------------------
 
     def is_run(self) -> bool:
