@@ -209,6 +209,17 @@ def train(
     run_hydra(_train_task, args)  # a sweep with failed jobs exits 1 (sweeps.SweepReport)
 
 
+InferenceOption = Annotated[str, typer.Option(
+    "--inference", help="Inference preset of conf/inference/: whole, slide, flip, multiscale, crf; "
+                        "change its keys with trailing inference.KEY=VALUE arguments.")]
+
+
+def _split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments split into inputs and ``inference.KEY=VALUE`` overrides."""
+    overrides = [a for a in args if a.lstrip("+~").startswith("inference.") and "=" in a]
+    return [a for a in args if a not in overrides], overrides
+
+
 EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "per_image_miou", "per_image_mdice",
                 "hd95")
 
@@ -216,6 +227,9 @@ EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "pe
 @app.command("eval")
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="inference.KEY=VALUE changes to the --inference preset, e.g. inference.stride=[256,256].",
+        show_default=False)] = None,
     split: Annotated[str, typer.Option(help="Split of the run's dataset: train, val or test.")] = "val",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")] = None,
     data_root: Annotated[str | None, typer.Option(help="Read the dataset from here instead.")] = None,
@@ -231,9 +245,11 @@ def evaluate(
         metavar="K")] = 0,
     amp: Annotated[str | None, typer.Option(
         help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine).")] = None,
+    inference: InferenceOption = "whole",
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Dice and accuracy, their means and pixel accuracy."""
     from segcli.evaluation import evaluate_checkpoint
+    from segcli.inference import describe, load_settings
     from segcli.run import write_json
 
     with user_errors():
@@ -245,11 +261,14 @@ def evaluate(
             raise SegcliError(f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}")
         if worst < 0:
             raise SegcliError(f"--worst {worst}: expected a number of images >= 0")
-        worst_png = _worst_png(checkpoint, split, json_path)
+        settings = load_settings(inference, overrides or ())
+        report.console.print(describe(settings), highlight=False)
+        worst_png = _worst_png(checkpoint, split, json_path, settings.tag)
         result, evidence = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device,
-                                               hd95="hd95" in wanted, amp=amp, worst=worst, worst_png=worst_png)
+                                               hd95="hd95" in wanted, amp=amp, worst=worst, worst_png=worst_png,
+                                               inference=settings)
         _print_eval(result, f"{split}: {result['images']} images, {checkpoint}", wanted, show_protocols, worst_png)
-        saved = _save_eval(checkpoint, split, result, evidence)
+        saved = _save_eval(checkpoint, split, result, evidence, settings.tag)
         if json_path:
             write_json(json_path, result)
             evidence.save(json_path.with_suffix(".npz"))
@@ -296,27 +315,28 @@ def _run_of(checkpoint: Path):
     return run if checkpoint.parent.name == "checkpoints" and run.is_run() else None
 
 
-def _worst_png(checkpoint: Path, split: str, json_path: Path | None) -> Path:
+def _worst_png(checkpoint: Path, split: str, json_path: Path | None, inference: str = "whole") -> Path:
     """Where ``--worst`` draws: beside ``--json`` (NAME-worst.png), else in the run folder
-    (RUN/evals/CHECKPOINT-SPLIT-worst.png), else ./worst-SPLIT.png."""
+    (RUN/evals/CHECKPOINT-SPLIT[-INFERENCE]-worst.png), else ./worst-SPLIT.png."""
     if json_path is not None:
         return json_path.with_name(f"{json_path.stem}-worst.png")
     run, stem = _run_of(checkpoint), Path(checkpoint).stem
     if run is not None:
-        return run.worst_gallery(stem, split)
+        return run.worst_gallery(stem, split, inference)
     return Path(f"worst-{split}.png")
 
 
-def _save_eval(checkpoint: Path, split: str, result: dict, evidence) -> list[Path]:
+def _save_eval(checkpoint: Path, split: str, result: dict, evidence, inference: str = "whole") -> list[Path]:
     """A checkpoint inside a run folder (RUN/checkpoints/NAME.pt): its scores and per-image matrices
-    go to RUN/evals/NAME-SPLIT.json and .npz, where ``segcli compare RUN...`` finds them. Returns
+    go to RUN/evals/NAME-SPLIT.json and .npz (NAME-SPLIT-INFERENCE.* for other inference modes than
+    whole), where ``segcli compare RUN...`` (or ``compare FILE.json``) finds them. Returns
     the paths written ([] for a checkpoint elsewhere, or a folder that cannot be written: a note)."""
     from segcli.run import write_json
 
     run = _run_of(checkpoint)
     if run is None:
         return []
-    json_file, npz = run.eval_files(Path(checkpoint).stem, split)
+    json_file, npz = run.eval_files(Path(checkpoint).stem, split, inference)
     try:
         evidence.save(npz)
         write_json(json_file, result)
@@ -366,27 +386,73 @@ def compare(
 
 @app.command()
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
-    checkpoint: Annotated[Path | None, typer.Option("-c", "--checkpoint",
-                          help="Default: checkpoints/best.pt of the newest run under outputs/.")] = None,
+    inputs: Annotated[list[str], typer.Argument(
+        help="Image files, folders or glob patterns; inference.KEY=VALUE arguments change the --inference preset.")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        "-c", "--checkpoint", help="A checkpoint, or an ONNX bundle of segcli export (its folder or model.onnx). "
+                                   "Default: checkpoints/best.pt of the newest run under outputs/.")] = None,
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where NAME.png and NAME_overlay.jpg go.")] = Path("predictions"),
     runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("outputs"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     amp: Annotated[str | None, typer.Option(
         help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine).")] = None,
+    inference: InferenceOption = "whole",
+    save_probs: Annotated[bool, typer.Option(
+        "--save-probs", help="Also write NAME_probs.npz: (C, H, W) float16 class probabilities, compressed.")] = False,
 ) -> None:
     """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg."""
     from segcli.checkpoints import newest_checkpoint
+    from segcli.export import is_bundle, predictor_from_bundle
+    from segcli.inference import describe, load_settings
     from segcli.predict import Predictor, expand_inputs, predict_files
 
     with user_errors():
+        inputs, overrides = _split_overrides(inputs)
+        settings = load_settings(inference, overrides)
         files = expand_inputs(inputs)
         checkpoint = checkpoint or newest_checkpoint(runs_dir)
-        predictor = Predictor.from_checkpoint(checkpoint, device, amp)
-        report.console.print(f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/, "
-                             f"{predictor.ctx.precision.describe()}", highlight=False)
-        masks = predict_files(predictor, files, out_dir)
+        if is_bundle(checkpoint):
+            predictor = predictor_from_bundle(checkpoint, settings)
+            how = "onnxruntime (CPU)"
+        else:
+            predictor = Predictor.from_checkpoint(checkpoint, device, amp, settings)
+            how = predictor.ctx.precision.describe()
+        report.console.print(f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/, {how}; "
+                             f"{describe(settings)}", highlight=False)
+        masks = predict_files(predictor, files, out_dir, save_probs=save_probs)
         report.console.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="The bundle folder to write.")] = Path("bundle"),
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    size: Annotated[str | None, typer.Option(
+        help="Fixed input HxW in pixels (multiples of 32). Default: dynamic (any multiple of 32, any batch).")] = None,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Any height and width (multiples of 32): the default.")] = False,
+    quantize: Annotated[bool, typer.Option(
+        "--quantize", help="Also write model.int8.onnx (onnxruntime dynamic int8), with its parity and speed.")] = False,
+    data_root: Annotated[str | None, typer.Option(help="Read the run's dataset (parity images) from here.")] = None,
+    parity_images: Annotated[int, typer.Option(help="Images of the run's val split for the parity check.")] = 8,
+) -> None:
+    """Export a checkpoint as an ONNX bundle (model.onnx + bundle.json) and check it against the
+    checkpoint with onnxruntime; exit 1 when the float32 model is beyond tolerance."""
+    from segcli.export import export_bundle, parse_size
+
+    with user_errors():
+        if size is not None and dynamic:
+            raise SegcliError("--size and --dynamic: give one (a fixed input size, or any multiple of 32)")
+        if parity_images < 1:
+            raise SegcliError(f"--parity-images {parity_images}: expected at least 1")
+        bundle = export_bundle(checkpoint, out_dir, opset, parse_size(size), quantize, data_root, parity_images)
+    report.console.print(report.parity_table(bundle))
+    report.console.print(f"wrote {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))}); "
+                         f"input: {bundle['input']['size']}", highlight=False)
+    if not bundle["parity"][0]["ok"]:
+        report.error(f"{out_dir}/model.onnx: beyond tolerance (max |logit diff| {bundle['parity'][0]['max_abs']:.2e}, "
+                     f"argmax agreement {bundle['parity'][0]['agreement']:.4%}); do not ship it")
+        raise SystemExit(1)
 
 
 @app.command("runs")

@@ -189,7 +189,8 @@ class EvalResult:
 def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx: StepContext,
              loss_fn: nn.Module | None = None, on_batch: Callable[[int], None] | None = None,
              stop_requested: Callable[[], bool] | None = None, per_image: bool = False,
-             on_predictions: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> EvalResult | None:
+             on_predictions: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+             infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> EvalResult | None:
     """Predict every batch (argmax over classes) and accumulate one confusion matrix on the device.
 
     Used both for validation during training and by ``segcli eval``, so both give the same numbers.
@@ -198,6 +199,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
     image (for the per-image protocol of ``metrics.protocols``, and ``segcli compare``) and the
     samples' names (batch ``"name"``; ``#INDEX`` where a batch has none). ``on_predictions(pred, target)``
     receives every batch's ``(N, H, W)`` int64 predictions and targets (e.g. for HD95).
+    ``infer(model, x) -> (N, C, H, W)`` class scores replaces the plain forward pass
+    (``forward_at_scale`` at ``ctx.eval_scale``; see inference.py); with ``loss_fn`` they must be logits.
     """
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device, per_image=per_image)
@@ -206,7 +209,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
         x = ctx.images(batch)
         y = batch["mask"].to(ctx.device, non_blocking=True)
         with ctx.autocast():
-            logits = forward_at_scale(model, x, ctx.eval_scale)
+            logits = infer(model, x) if infer is not None else forward_at_scale(model, x, ctx.eval_scale)
         if loss_fn is not None:
             total += loss_fn(logits.float(), y).item() * x.shape[0]
         pred = logits.argmax(1)

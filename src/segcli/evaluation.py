@@ -23,6 +23,7 @@ from segcli.data import make_loader
 from segcli.datasets import build_datasets
 from segcli.engine import evaluate
 from segcli.errors import SegcliError
+from segcli.inference import Inference, InferenceSettings
 from segcli.metrics import PROTOCOLS, protocols
 from segcli.run import RunDir, atomic_write
 from segcli.runtime import step_context
@@ -72,25 +73,28 @@ class PerImage:
 
 def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = None,
                         batch_size: int | None = None, device: str = "auto", hd95: bool = False,
-                        amp: str | None = None, worst: int = 0, worst_png: Path | None = None) -> tuple[dict, PerImage]:
+                        amp: str | None = None, worst: int = 0, worst_png: Path | None = None,
+                        inference: InferenceSettings | None = None) -> tuple[dict, PerImage]:
     """Evaluate a checkpoint on a split of the data it was trained on, with the run's own
     preprocessing and ``engine.evaluate`` (the code path of validation during training).
     ``amp``: autocast setting (``auto``, ``bf16``, ``fp16``, ``false``; see ``runtime.resolve_amp``),
     default the run's ``trainer.amp``, so ``auto`` follows the machine that evaluates. ``worst``:
     also draw the ``worst`` images of lowest per-image mIoU into ``worst_png`` (``worst_images``).
+    ``inference``: how images become scores (inference.py; default ``whole``, validation's pass).
 
     Returns:
         (scores, per-image matrices). Scores: summary.json's ``val`` keys (plus ``per_image_miou``, ``per_image_mdice``) and ``split``,
         ``images``, ``seconds``, ``images_per_second``, ``checkpoint``, ``epoch``, ``precision``
-        (``runtime.Precision.as_dict``), ``protocol`` (the
+        (``runtime.Precision.as_dict``), ``inference`` (``InferenceSettings.as_dict``), ``protocol`` (the
         default's description) and ``protocols`` (``{name: {miou, mdice}}``, see metrics.PROTOCOLS);
         with ``hd95`` also ``hd95``, ``per_class_hd95`` (pixels) and ``hd95_images`` (see surface_metrics);
         with ``worst`` also ``worst_images``: ``[{name, miou, worst_classes: {class: IoU}}]``, lowest first.
 
     Raises:
         SegcliError: the checkpoint is missing or not segcli's, its data cannot be read, the split is
-            missing, or ``amp`` is not a known setting.
+            missing, or ``amp`` is not a known setting; a CRF without pydensecrf2.
     """
+    inference = inference or InferenceSettings()
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     if data_root is not None:
@@ -104,9 +108,12 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     loader = make_loader(data[split], batch_size or int(cfg["trainer"]["eval_batch_size"]), False,
                          int(cfg["trainer"]["num_workers"]), info.ignore_index, run_seed(cfg))
     distances = HausdorffAccumulator(info.num_classes, info.ignore_index) if hd95 else None
+    norm = ckpt["normalization"]
+    infer = Inference(inference, norm["mean"], norm["std"])
     with report.EpochProgress(f"eval {split}", len(data[split])) as bar:
         ev = evaluate(model, loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance, per_image=True,
-                      on_predictions=distances.update if distances else None)
+                      on_predictions=distances.update if distances else None,
+                      infer=lambda net, x: infer(net, x, ctx.eval_scale))
     extra = distances.compute(info.class_names) if distances else {}
     evidence = PerImage(ev.names, ev.matrix.image_matrices_cpu().numpy().astype(np.int64), info.class_names, split,
                         str(Path(path).resolve()), ckpt.get("epoch"))
@@ -115,12 +122,12 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
 
         extra["worst_images"] = worst_images(evidence, worst)
         picks = [(ev.names.index(w["name"]), _worst_caption(w)) for w in extra["worst_images"]]
-        norm = ckpt["normalization"]
         save_gallery(model, data[split], picks, ctx, info.colors, info.ignore_index, norm["mean"], norm["std"],
                      worst_png or Path(f"worst-{split}.png"))
     return {**ev.scores.as_dict(info.class_names), **extra, "split": split, "images": ev.images,
             "seconds": round(ev.seconds, 3), "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
             "checkpoint": str(Path(path).resolve()), "epoch": ckpt.get("epoch"), "precision": ctx.precision.as_dict(),
+            "inference": inference.as_dict(),
             "protocol": "dataset: " + PROTOCOLS["dataset"], "protocols": protocols(ev.matrix, ev.scores)}, evidence
 
 

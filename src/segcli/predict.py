@@ -3,7 +3,9 @@
 Each image is segmented at its own resolution: padded (top-left anchored) to a multiple of 32
 by the same eval pipeline as validation, then the logits are cropped back to H x W. With
 ``dataset.scale`` other than 1 the model runs on a resized copy and its logits are resized back
-(``engine.forward_at_scale``), exactly as in validation.
+(``engine.forward_at_scale``), exactly as in validation. ``inference`` (inference.py) chooses how:
+one pass (default), sliding windows, test-time augmentation, dense CRF. A Predictor runs a torch
+checkpoint or an ONNX bundle (export.py) through the same code.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import torch
 from segcli.augment import build_transforms
 from segcli.checkpoints import load_checkpoint, model_from_checkpoint
 from segcli.data import IMAGE_EXTENSIONS, read_image
-from segcli.engine import forward_at_scale
 from segcli.errors import SegcliError
+from segcli.inference import Inference, InferenceSettings
 from segcli.runtime import StepContext, step_context
 
 
@@ -53,25 +55,28 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
 class Predictor:
     """A trained model with its preprocessing, class names and colours.
 
-    Use ``Predictor.from_checkpoint(path)``; ``predict(image)`` maps an ``(H, W, 3) uint8`` RGB
-    image to an ``(H, W) uint8`` class-index mask.
+    Use ``Predictor.from_checkpoint(path)`` or ``export.predictor_from_bundle(dir)``;
+    ``predict(image)`` maps an ``(H, W, 3) uint8`` RGB image to an ``(H, W) uint8`` class-index
+    mask. ``model``: a torch module or any callable ``(N, 3, H, W) float32 -> (N, C, H, W)`` logits.
     """
 
-    def __init__(self, model: torch.nn.Module, transform, colors: list[list[int]], class_names: list[str],
-                 ctx: StepContext) -> None:
+    def __init__(self, model, transform, colors: list[list[int]], class_names: list[str],
+                 ctx: StepContext, inference: Inference | None = None) -> None:
         self.model, self.transform, self.ctx = model, transform, ctx
         self.colors = np.array(colors, dtype=np.uint8)
         self.class_names = class_names
+        self.inference = inference or Inference(InferenceSettings())
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "auto", amp: str | None = None) -> Predictor:
+    def from_checkpoint(cls, path: Path, device: str = "auto", amp: str | None = None,
+                        inference: InferenceSettings | None = None) -> Predictor:
         """Load a checkpoint written by `segcli train` (needs nothing else from the run). ``amp``:
         autocast setting (see ``runtime.resolve_amp``), default the run's ``trainer.amp``; the
         run's ``channels_last`` applies too.
 
         Raises:
             SegcliError: see ``checkpoints.load_checkpoint`` and ``checkpoints.model_from_checkpoint``;
-                an unknown ``amp``.
+                an unknown ``amp``; a CRF without pydensecrf2.
         """
         ckpt = load_checkpoint(path)
         classes, norm, cfg = ckpt["classes"], ckpt["normalization"], ckpt["config"]
@@ -82,16 +87,27 @@ class Predictor:
         model = model_from_checkpoint(ckpt, ctx.device)
         if ctx.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return cls(model, transform, classes["colors"], classes["class_names"], ctx)
+        return cls(model, transform, classes["colors"], classes["class_names"], ctx,
+                   Inference(inference or InferenceSettings(), norm["mean"], norm["std"]))
 
     @torch.inference_mode()
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` class indices (argmax of the logits)."""
+    def scores(self, image: np.ndarray) -> torch.Tensor:
+        """``(H, W, 3) uint8`` RGB -> ``(C, H, W) float32`` class scores: logits for the plain
+        ``whole`` inference, else probabilities (see ``inference.Inference``)."""
         h, w = image.shape[:2]
         x = self.ctx.images({"image": self.transform(image=image)["image"].unsqueeze(0)})
         with self.ctx.autocast():
-            logits = forward_at_scale(self.model, x, self.ctx.eval_scale)[0, :, :h, :w]
-        return logits.float().argmax(0).to(torch.uint8).cpu().numpy()
+            scores = self.inference(self.model, x, self.ctx.eval_scale)
+        return scores[0, :, :h, :w].float()
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` class indices (argmax of the scores)."""
+        return self.scores(image).argmax(0).to(torch.uint8).cpu().numpy()
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """``(C, H, W) float32`` class probabilities (softmax of the logits, or the inference's)."""
+        scores = self.scores(image)
+        return (scores.softmax(0) if self.inference.settings.plain else scores).cpu().numpy()
 
     def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The image with each pixel's class colour blended in: ``(H, W, 3) uint8`` RGB."""
@@ -99,9 +115,12 @@ class Predictor:
         return (image * (1 - alpha) + colored * alpha).astype(np.uint8)
 
 
-def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_image=None) -> list[Path]:
+def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_image=None,
+                  save_probs: bool = False) -> list[Path]:
     """Write ``out_dir/NAME.png`` (uint8 class indices, the input's size) and ``NAME_overlay.jpg``
-    for each file. Returns the mask paths.
+    for each file; with ``save_probs`` also ``NAME_probs.npz`` (key ``probs``: ``(C, H, W)``
+    float16 probabilities, compressed; key ``class_names``), for fusing models later. Returns the
+    mask paths.
 
     Raises:
         SegcliError: a file cannot be read as an image.
@@ -110,7 +129,13 @@ def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_ima
     written = []
     for path in files:
         image = read_image(path)
-        mask = predictor.predict(image)
+        if save_probs:
+            probs = predictor.probabilities(image)
+            np.savez_compressed(out_dir / f"{path.stem}_probs.npz", probs=probs.astype(np.float16),
+                                class_names=np.array(predictor.class_names, dtype=str))
+            mask = probs.argmax(0).astype(np.uint8)
+        else:
+            mask = predictor.predict(image)
         mask_path = out_dir / f"{path.stem}.png"
         cv2.imwrite(str(mask_path), mask)
         cv2.imwrite(str(out_dir / f"{path.stem}_overlay.jpg"),

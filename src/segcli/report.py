@@ -241,3 +241,21 @@ def bench_table(r: dict) -> Table:
     table.add_row("metric updates/s", f"{r['metric_updates_per_s']:.1f}", "-" if tm is None else f"{tm:.1f}",
                   "-" if tm is None else f"{r['metric_updates_per_s'] / tm:.2f}", "", "", "vs torchmetrics Jaccard")
     return table
+
+
+def parity_table(bundle: dict) -> Table:
+    """``segcli export``'s check: one row per ONNX model (max |logit difference|, allclose at the
+    stated rtol/atol, argmax agreement, verdict) and its speed beside torch's (images/s)."""
+    parity = bundle["parity"]
+    table = Table(title=f"ONNX parity against the checkpoint: {parity[0]['images']} images, {parity[0]['source']}")
+    for col in ("model", "max |logit diff|", f"allclose (rtol {parity[0]['rtol']:g}, atol {parity[0]['atol']:g})",
+                "argmax agreement", "verdict"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for p in parity:
+        table.add_row(p["model"], f"{p['max_abs']:.2e}", "yes" if p["allclose"] else "no", f"{p['agreement']:.4%}",
+                      "ok" if p["ok"] else "[red]beyond tolerance[/red]")
+    speeds = bundle.get("speed_images_per_second") or {}
+    if speeds:
+        table.caption = "images/s on the same inputs (this CPU, batch 1): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in speeds.items())
+    return table

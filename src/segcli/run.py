@@ -109,15 +109,16 @@ class RunDir:
         """``samples/best.png``: sample predictions at the best epoch."""
         return self.path / "samples" / "best.png"
 
-    def eval_files(self, checkpoint: str, split: str) -> tuple[Path, Path]:
+    def eval_files(self, checkpoint: str, split: str, inference: str = "whole") -> tuple[Path, Path]:
         """``evals/CHECKPOINT-SPLIT.json`` and ``.npz``: ``segcli eval`` of ``checkpoints/CHECKPOINT.pt``
-        on ``split`` (scores; per-image confusion matrices, see ``evaluation.PerImage``)."""
-        stem = self.path / "evals" / f"{checkpoint}-{split}"
+        on ``split`` (scores; per-image confusion matrices, see ``evaluation.PerImage``); with an
+        ``inference`` other than ``whole`` (its ``InferenceSettings.tag``), ``CHECKPOINT-SPLIT-TAG``."""
+        stem = self.path / "evals" / _eval_stem(checkpoint, split, inference)
         return stem.with_suffix(".json"), stem.with_suffix(".npz")
 
-    def worst_gallery(self, checkpoint: str, split: str) -> Path:
-        """``evals/CHECKPOINT-SPLIT-worst.png``: ``segcli eval --worst K``'s picture of the worst images."""
-        return self.path / "evals" / f"{checkpoint}-{split}-worst.png"
+    def worst_gallery(self, checkpoint: str, split: str, inference: str = "whole") -> Path:
+        """``evals/CHECKPOINT-SPLIT[-TAG]-worst.png``: ``segcli eval --worst K``'s picture of the worst images."""
+        return self.path / "evals" / f"{_eval_stem(checkpoint, split, inference)}-worst.png"
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -291,3 +292,7 @@ class RunDir:
                 break
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def _eval_stem(checkpoint: str, split: str, inference: str) -> str:
+    return f"{checkpoint}-{split}" if inference == "whole" else f"{checkpoint}-{split}-{inference}"
