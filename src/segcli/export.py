@@ -205,7 +205,8 @@ def _parity_inputs(ckpt: dict, data_root: str | None, size: tuple[int, int] | No
             continue
         picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
         inputs = [dataset[int(i)]["image"].unsqueeze(0) for i in dict.fromkeys(picks)]
-        return [_fit(x, size) for x in inputs], f"{split} split of {cfg['dataset'].get('name', cfg['dataset']['kind'])}"
+        where = cfg["dataset"].get("root") or cfg["dataset"]["kind"]
+        return [_fit(x, size) for x in inputs], f"{split} split of {where}"
     rng = np.random.default_rng(seed)
     h, w = size or (256, 256)
     norm = ckpt["normalization"]

@@ -110,9 +110,10 @@ class Predictor:
         return (scores.softmax(0) if self.inference.settings.plain else scores).cpu().numpy()
 
     def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-        """The image with each pixel's class colour blended in: ``(H, W, 3) uint8`` RGB."""
+        """The image with each pixel's class colour blended in: ``(H, W, 3) uint8`` RGB (rounded;
+        computed in uint8, so a 6000x4000 image needs no float copies)."""
         colored = self.colors[np.minimum(mask, len(self.colors) - 1)]
-        return (image * (1 - alpha) + colored * alpha).astype(np.uint8)
+        return cv2.addWeighted(image, 1 - alpha, colored, alpha, 0.0)
 
 
 def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_image=None,

@@ -251,9 +251,10 @@ def parity_table(bundle: dict) -> Table:
     for col in ("model", "max |logit diff|", f"allclose (rtol {parity[0]['rtol']:g}, atol {parity[0]['atol']:g})",
                 "argmax agreement", "verdict"):
         table.add_column(col, justify="left" if col == "model" else "right")
-    for p in parity:
+    for i, p in enumerate(parity):  # the first (float32) model is gated; an int8 one is reported only
+        verdict = "ok" if p["ok"] else "[red]beyond tolerance[/red]" if i == 0 else "below the float32 bar (reported)"
         table.add_row(p["model"], f"{p['max_abs']:.2e}", "yes" if p["allclose"] else "no", f"{p['agreement']:.4%}",
-                      "ok" if p["ok"] else "[red]beyond tolerance[/red]")
+                      verdict)
     speeds = bundle.get("speed_images_per_second") or {}
     if speeds:
         table.caption = "images/s on the same inputs (this CPU, batch 1): " + ", ".join(
