@@ -75,26 +75,54 @@ def test_fixed_size_bundle_pads_smaller_inputs_and_refuses_larger_ones(tmp_path)
         onnx_model(torch.randn(1, 3, 96, 96))
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")))
-def test_every_architecture_exports_with_parity_or_is_refused_in_one_line(preset, tmp_path):
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+
+
+def export_or_refusal(preset: str, folder: str) -> dict:
+    """Export the ``model`` preset (random weights, 3 classes) with dynamic sizes. Where that is
+    refused, check the one-line message, then export at a fixed size as it advises. Either way,
+    check parity: dynamic graphs at two sizes and batches, fixed ones at their size."""
     cfg = {**yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text()), "encoder_weights": None}
     torch.manual_seed(0)
     model = build_model(cfg, 3).eval()
-    x = torch.randn(1, 3, 128, 160)
+    path, x = Path(folder) / "m.onnx", torch.randn(1, 3, 128, 160)
     try:
-        export_onnx(model, x, tmp_path / "m.onnx", 18, dynamic=True, arch=cfg["arch"])
+        export_onnx(model, x, path, 18, dynamic=True, arch=cfg["arch"])
+        refusal = None
+        inputs, size = [x, torch.randn(2, 3, 192, 128)], None
     except SegcliError as exc:
-        message = str(exc)
-        assert message.startswith(f"model.arch={cfg['arch']}: no working ONNX graph (") and "\n" not in message
-        assert message.endswith("export a fixed size instead: --size HxW")
-        size = (224, 224) if cfg["arch"] == "DPT" else (128, 160)  # the advice works: a fixed size exports
+        refusal = str(exc)
+        size = (224, 224) if cfg["arch"] == "DPT" else (128, 160)
         x = torch.randn(1, 3, *size)
-        export_onnx(model, x, tmp_path / "m.onnx", 18, dynamic=False, arch=cfg["arch"])
-        parity = check_parity(model, OnnxModel(tmp_path / "m.onnx", size), [x, x.flip(-1)], "generated")
-    else:  # dynamic: checked at the export size and another size and batch
-        other = torch.randn(2, 3, 192, 128)
-        parity = check_parity(model, OnnxModel(tmp_path / "m.onnx", None), [x, other], "generated")
-    assert parity.ok, parity
+        export_onnx(model, x, path, 18, dynamic=False, arch=cfg["arch"])
+        inputs = [x, x.flip(-1)]
+    parity = check_parity(model, OnnxModel(path, size), inputs, "generated")
+    return {"arch": cfg["arch"], "refusal": refusal, "ok": parity.ok, "parity": repr(parity)}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, dict]:
+    """``export_or_refusal`` of every preset, two at a time (tracing for export is single-threaded
+    Python: two processes halve the wall time on two cores)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    folders = [str(tmp_path_factory.mktemp(p)) for p in PRESETS]
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        return dict(zip(PRESETS, pool.map(export_or_refusal, PRESETS, folders), strict=True))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_architecture_exports_with_parity_or_is_refused_in_one_line(preset, exports):
+    result = exports[preset]
+    if result["refusal"] is not None:
+        message = result["refusal"]
+        assert message.startswith(f"model.arch={result['arch']}: no working ONNX graph (") and "\n" not in message
+        assert message.endswith("export a fixed size instead: --size HxW")
+    assert result["ok"], result["parity"]
+    # what the README states about each architecture
+    refused = {"PSPNet", "UPerNet", "DPT"}
+    assert (result["refusal"] is not None) == (result["arch"] in refused), result
 
 
 def test_size_option_and_missing_extra(tmp_path, evaluated_runs):
