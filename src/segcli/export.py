@@ -262,8 +262,8 @@ def export_bundle(checkpoint: Path, out_dir: Path, opset: int = 18, size: tuple[
     is written to a temporary folder beside ``out_dir`` and moved into place when complete.
 
     Returns:
-        the bundle description (``bundle.json``), whose ``parity`` lists ``Parity.as dict`` for the
-        float32 model (and the int8 one), and ``speed`` images/s of torch (float32, eager),
+        the bundle description (``bundle.json``), whose ``parity`` lists the ``Parity`` figures of the
+        float32 model (and the int8 one), and ``speed_images_per_second``: torch (float32, eager),
         onnxruntime float32 (and int8) on the parity inputs, when ``speed``.
 
     Raises:
