@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,19 @@ def test_stride_default_is_two_thirds_of_the_crop_and_every_pixel_is_covered():
     assert torch.allclose(ones, torch.ones_like(ones))  # no pixel without a tile, weights normalised
 
 
+def test_overlap_fraction_sets_the_stride_and_tiles_where_that_stride_says():
+    # crop 96x480, a quarter shared: stride 72x360 (96 * 0.75, 480 * 0.75)
+    s = load_settings("slide", ["inference.crop=[96,480]", "inference.overlap=0.25"])
+    assert s.stride_or_default() == (72, 360) and s.as_dict()["stride"] == [72, 360]
+    assert s.as_dict()["overlap"] == 0.25
+    # 32x96 image of column indices, 32x64 tiles with overlap 0.75: stride 16, tiles start at 0, 16, 32;
+    # with the mean merge, column c gets the mean of the starts of the tiles covering it.
+    x = torch.arange(96.0).expand(1, 3, 32, 96).contiguous()
+    out = slide(column_model, x, InferenceSettings(mode="slide", crop=(32, 64), overlap=0.75, merge="mean"))[0, 0, 0]
+    expected = [0.0] * 16 + [8.0] * 16 + [16.0] * 32 + [24.0] * 16 + [32.0] * 16
+    assert out.tolist() == pytest.approx(expected)
+
+
 def test_flip_tta_of_a_flip_symmetric_model_equals_its_plain_probabilities():
     net, x = conv_net(symmetric=True), torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
@@ -120,6 +135,8 @@ def test_dense_crf_makes_noisy_probabilities_follow_a_sharp_edge():
 @pytest.mark.parametrize(("name", "overrides", "message"), [
     ("slide", ["inference.crop=[100,100]"], "inference.crop=[100, 100]: expected multiples of 32"),
     ("slide", ["inference.stride=[600,600]"], "inference.stride=[600, 600]: expected at most the crop"),
+    ("slide", ["inference.overlap=1"], "inference.overlap=1.0: expected a fraction of the tile in [0, 1)"),
+    ("slide", ["inference.overlap=0.5", "inference.stride=[64,64]"], "inference.overlap and inference.stride are both"),
     ("whole", ["inference.mode=tiles"], "inference.mode=tiles: expected one of whole, slide"),
     ("whole", ["inference.scales=[1.0,0]"], "inference.scales=[1.0, 0.0]: expected positive"),
     ("crf", ["inference.crf.iterations=0"], "inference.crf: expected iterations >= 1"),
@@ -172,6 +189,43 @@ def test_eval_inference_modes_through_the_cli(evaluated_runs, tmp_path):
     r = segcli("eval", best, "inference.crop=[100,100]", "--inference", "slide", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "inference.crop" in r.stderr
+
+
+def _probs_agree_with_the_eval(folder: Path, root: Path, npz: Path) -> None:
+    """Each image's saved probabilities: (3, 48, 80) float16 distributions whose argmax, scored
+    against the truth mask, gives the per-image confusion matrix the eval saved."""
+    with np.load(npz) as z:
+        names, matrices = list(z["names"]), z["matrices"]
+    assert sorted(p.stem for p in folder.glob("*.npz")) == sorted(names) == ["test0", "test1"]
+    for name, matrix in zip(names, matrices, strict=True):
+        with np.load(folder / f"{name}.npz") as z:
+            probs, classes = z["probs"], list(z["class_names"])
+        assert probs.shape == (3, 48, 80) and probs.dtype == np.float16 and classes == ["a", "b", "c"]
+        assert np.allclose(probs.astype(np.float32).sum(0), 1, atol=5e-3)
+        truth = cv2.imread(str(root / "testannot" / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        pred = probs.astype(np.float32).argmax(0)
+        mine = np.bincount(truth.ravel() * 3 + pred.ravel(), minlength=9).reshape(3, 3)
+        # float16 may break a near-tie the other way: at most a few of the 3840 pixels
+        assert np.abs(mine - matrix).sum() <= 8 and mine.sum() == matrix.sum() == 48 * 80
+
+
+def test_eval_save_probs_writes_each_image_at_its_own_size(evaluated_runs, tmp_path):
+    root = evaluated_runs["root"]
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_runs["longer"], run)
+    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "test", "--save-probs", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    folder = run / "evals" / "best-test-probs"
+    assert f"wrote {folder}/ (2 images' class probabilities" in r.stdout.replace("\n", "")
+    assert json.loads((run / "evals" / "best-test.json").read_text())["probabilities"]["images"] == 2
+    assert not list((run / "evals").glob("*.partial"))
+    _probs_agree_with_the_eval(folder, root, run / "evals" / "best-test.npz")
+
+    # another mode (probabilities, not logits, come out of the inference) beside --json
+    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "test", "--inference", "flip",
+               "--save-probs", "--json", str(tmp_path / "flip.json"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _probs_agree_with_the_eval(tmp_path / "flip-probs", root, tmp_path / "flip.npz")
 
 
 def test_predict_save_probs_and_crf_without_the_extra(evaluated_runs, tmp_path):

@@ -246,6 +246,9 @@ def evaluate(
     amp: Annotated[str | None, typer.Option(
         help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine).")] = None,
     inference: InferenceOption = "whole",
+    save_probs: Annotated[bool, typer.Option(
+        "--save-probs", help="Also write every image's (C, H, W) float16 class probabilities, compressed, to "
+        "RUN/evals/CHECKPOINT-SPLIT-probs/NAME.npz (NAME-probs/ beside --json).")] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Dice and accuracy, their means and pixel accuracy."""
     from segcli.evaluation import evaluate_checkpoint
@@ -263,10 +266,11 @@ def evaluate(
             raise SegcliError(f"--worst {worst}: expected a number of images >= 0")
         settings = load_settings(inference, overrides or ())
         report.console.print(describe(settings), highlight=False)
-        worst_png = _worst_png(checkpoint, split, json_path, settings.tag)
+        worst_png = _beside_eval(checkpoint, split, json_path, settings.tag, "-worst.png")
+        probs_dir = _beside_eval(checkpoint, split, json_path, settings.tag, "-probs") if save_probs else None
         result, evidence = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device,
                                                hd95="hd95" in wanted, amp=amp, worst=worst, worst_png=worst_png,
-                                               inference=settings)
+                                               inference=settings, probs_dir=probs_dir)
         _print_eval(result, f"{split}: {result['images']} images, {checkpoint}", wanted, show_protocols, worst_png)
         saved = _save_eval(checkpoint, split, result, evidence, settings.tag)
         if json_path:
@@ -304,6 +308,10 @@ def _print_eval(result: dict, title: str, wanted: list[str], show_protocols: boo
     if "worst_images" in result:
         report.console.print(f"wrote {worst_png} ({len(result['worst_images'])} images: image | truth | "
                              "prediction | errors coloured by the true class)", highlight=False)
+    if "probabilities" in result:
+        probs = result["probabilities"]
+        report.console.print(f"wrote {probs['folder']}/ ({probs['images']} images' class probabilities, "
+                             "NAME.npz: probs (C, H, W) float16, class_names)", highlight=False)
 
 
 def _run_of(checkpoint: Path):
@@ -315,15 +323,16 @@ def _run_of(checkpoint: Path):
     return run if checkpoint.parent.name == "checkpoints" and run.is_run() else None
 
 
-def _worst_png(checkpoint: Path, split: str, json_path: Path | None, inference: str = "whole") -> Path:
-    """Where ``--worst`` draws: beside ``--json`` (NAME-worst.png), else in the run folder
-    (RUN/evals/CHECKPOINT-SPLIT[-INFERENCE]-worst.png), else ./worst-SPLIT.png."""
+def _beside_eval(checkpoint: Path, split: str, json_path: Path | None, inference: str, suffix: str) -> Path:
+    """Where an eval's extra output goes (``suffix``: ``-worst.png`` for ``--worst``, ``-probs`` for
+    ``--save-probs``): beside ``--json`` (NAME-worst.png), else in the run folder
+    (RUN/evals/CHECKPOINT-SPLIT[-INFERENCE]-worst.png), else ./SPLIT-worst.png."""
     if json_path is not None:
-        return json_path.with_name(f"{json_path.stem}-worst.png")
+        return json_path.with_name(f"{json_path.stem}{suffix}")
     run, stem = _run_of(checkpoint), Path(checkpoint).stem
     if run is not None:
-        return run.worst_gallery(stem, split, inference)
-    return Path(f"worst-{split}.png")
+        return (run.worst_gallery if suffix == "-worst.png" else run.eval_probabilities)(stem, split, inference)
+    return Path(f"{split}{suffix}")
 
 
 def _save_eval(checkpoint: Path, split: str, result: dict, evidence, inference: str = "whole") -> list[Path]:

@@ -1,8 +1,9 @@
 """Datasets and loaders: paired image/mask folders (CamVid's SegNet layout, or images/ + masks/).
 The embedded synthetic dataset is in synthetic.py.
 
-Every sample is a dict ``{"image": (3, H, W) float32, "mask": (H, W) int64, "name": str}``
-after the transform (see augment.py). Masks hold class indices 0..C-1 or ``ignore_index``;
+Every sample is a dict ``{"image": (3, H, W) float32, "mask": (H, W) int64, "name": str,
+"size": (h, w)}`` after the transform (see augment.py); ``size`` is the image's as read, in
+pixels (evaluation pipelines only pad, bottom/right, so ``[:h, :w]`` is the image). Masks hold class indices 0..C-1 or ``ignore_index``;
 raw mask values are mapped through a look-up table built from ``dataset.mask_values``.
 
 Problems with the files (a missing folder, an image without a mask, a mask of another size,
@@ -367,7 +368,7 @@ class SegmentationSamples(Dataset):
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
             raise SegcliError(f"{self.source(index)}: the augmentation pipeline failed on this "
                               f"{image.shape[1]}x{image.shape[0]} (WxH) image: {detail}") from None
-        return {"image": out["image"], "mask": out["mask"].long(), "name": name}
+        return {"image": out["image"], "mask": out["mask"].long(), "name": name, "size": image.shape[:2]}
 
     def source(self, index: int) -> str:
         """Where sample ``index`` comes from, for error messages."""
@@ -512,8 +513,9 @@ def pad_collate(batch: list[dict], ignore_index: int) -> dict:
     """Stack samples of different sizes, padding bottom/right: image with 0, mask with ignore_index.
 
     Returns:
-        ``{"image": (N, 3, H, W) float32, "mask": (N, H, W) int64, "name": list[str]}``, with
-        H, W the largest in the batch.
+        ``{"image": (N, 3, H, W) float32, "mask": (N, H, W) int64, "name": list[str],
+        "size": list[(h, w)]}``, with H, W the largest in the batch and ``size`` each sample's as
+        read (pixels, before the transform).
     """
     h = max(s["image"].shape[-2] for s in batch)
     w = max(s["image"].shape[-1] for s in batch)
@@ -523,7 +525,8 @@ def pad_collate(batch: list[dict], ignore_index: int) -> dict:
         sh, sw = s["image"].shape[-2:]
         images[i, :, :sh, :sw] = s["image"]
         masks[i, :sh, :sw] = s["mask"]
-    return {"image": images, "mask": masks, "name": [s["name"] for s in batch]}
+    return {"image": images, "mask": masks, "name": [s["name"] for s in batch],
+            "size": [tuple(int(v) for v in s.get("size", s["image"].shape[-2:])) for s in batch]}
 
 
 def worker_init(worker_id: int) -> None:

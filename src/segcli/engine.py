@@ -190,7 +190,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
              loss_fn: nn.Module | None = None, on_batch: Callable[[int], None] | None = None,
              stop_requested: Callable[[], bool] | None = None, per_image: bool = False,
              on_predictions: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-             infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> EvalResult | None:
+             infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+             on_scores: Callable[[torch.Tensor, dict], None] | None = None) -> EvalResult | None:
     """Predict every batch (argmax over classes) and accumulate one confusion matrix on the device.
 
     Used both for validation during training and by ``segcli eval``, so both give the same numbers.
@@ -201,6 +202,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
     receives every batch's ``(N, H, W)`` int64 predictions and targets (e.g. for HD95).
     ``infer(model, x) -> (N, C, H, W)`` class scores replaces the plain forward pass
     (``forward_at_scale`` at ``ctx.eval_scale``; see inference.py); with ``loss_fn`` they must be logits.
+    ``on_scores(scores, batch)`` receives every batch's ``(N, C, H, W)`` scores (padded) and the batch.
     """
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device, per_image=per_image)
@@ -212,6 +214,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
             logits = infer(model, x) if infer is not None else forward_at_scale(model, x, ctx.eval_scale)
         if loss_fn is not None:
             total += loss_fn(logits.float(), y).item() * x.shape[0]
+        if on_scores is not None:
+            on_scores(logits, batch)
         pred = logits.argmax(1)
         matrix.update(pred, y)
         if on_predictions is not None:

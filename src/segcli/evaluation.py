@@ -10,6 +10,7 @@ the model again.
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,16 +72,51 @@ class PerImage:
             raise SegcliError(f"{path}: not a segcli per-image matrix file ({exc})") from None
 
 
+class ProbabilityWriter:
+    """``segcli eval --save-probs``: one ``NAME.npz`` per image in a folder (key ``probs``: ``(C, h,
+    w) float16`` class probabilities at the evaluated image's own size, padding cut off; key
+    ``class_names``), the format of ``segcli predict --save-probs``, for fusing models later.
+
+    Written into ``FOLDER.partial`` and renamed to ``FOLDER`` by ``finish()`` (replacing an older
+    one), so an interrupted eval never leaves a folder that looks complete.
+    """
+
+    def __init__(self, folder: Path, class_names: list[str], logits: bool) -> None:
+        self.folder, self.class_names, self.logits = Path(folder), class_names, logits
+        self.partial = self.folder.with_name(self.folder.name + ".partial")
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.partial.mkdir(parents=True)
+        self.count = 0
+
+    def __call__(self, scores: torch.Tensor, batch: dict) -> None:
+        """``scores: (N, C, H, W)`` logits (``logits``) or probabilities of a padded batch; ``batch``
+        with ``name`` and ``size`` (see ``data.pad_collate``)."""
+        probs = scores.float().softmax(1) if self.logits else scores.float()
+        probs = probs.to(torch.float16).cpu().numpy()
+        for i, (name, (h, w)) in enumerate(zip(batch["name"], batch["size"], strict=True)):
+            np.savez_compressed(self.partial / f"{str(name).replace('/', '__')}.npz", probs=probs[i, :, :h, :w],
+                                class_names=np.array(self.class_names, dtype=str))
+            self.count += 1
+
+    def finish(self) -> Path:
+        """Move the complete folder into place; returns it."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.partial.rename(self.folder)
+        return self.folder
+
+
 def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = None,
                         batch_size: int | None = None, device: str = "auto", hd95: bool = False,
                         amp: str | None = None, worst: int = 0, worst_png: Path | None = None,
-                        inference: InferenceSettings | None = None) -> tuple[dict, PerImage]:
+                        inference: InferenceSettings | None = None,
+                        probs_dir: Path | None = None) -> tuple[dict, PerImage]:
     """Evaluate a checkpoint on a split of the data it was trained on, with the run's own
     preprocessing and ``engine.evaluate`` (the code path of validation during training).
     ``amp``: autocast setting (``auto``, ``bf16``, ``fp16``, ``false``; see ``runtime.resolve_amp``),
     default the run's ``trainer.amp``, so ``auto`` follows the machine that evaluates. ``worst``:
     also draw the ``worst`` images of lowest per-image mIoU into ``worst_png`` (``worst_images``).
     ``inference``: how images become scores (inference.py; default ``whole``, validation's pass).
+    ``probs_dir``: also write every image's class probabilities there (``ProbabilityWriter``).
 
     Returns:
         (scores, per-image matrices). Scores: summary.json's ``val`` keys (plus ``per_image_miou``, ``per_image_mdice``) and ``split``,
@@ -88,7 +124,8 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
         (``runtime.Precision.as_dict``), ``inference`` (``InferenceSettings.as_dict``), ``protocol`` (the
         default's description) and ``protocols`` (``{name: {miou, mdice}}``, see metrics.PROTOCOLS);
         with ``hd95`` also ``hd95``, ``per_class_hd95`` (pixels) and ``hd95_images`` (see surface_metrics);
-        with ``worst`` also ``worst_images``: ``[{name, miou, worst_classes: {class: IoU}}]``, lowest first.
+        with ``worst`` also ``worst_images``: ``[{name, miou, worst_classes: {class: IoU}}]``, lowest first;
+        with ``probs_dir`` also ``probabilities``: ``{folder, images}``.
 
     Raises:
         SegcliError: the checkpoint is missing or not segcli's, its data cannot be read, the split is
@@ -110,11 +147,14 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     distances = HausdorffAccumulator(info.num_classes, info.ignore_index) if hd95 else None
     norm = ckpt["normalization"]
     infer = Inference(inference, norm["mean"], norm["std"])
+    writer = ProbabilityWriter(probs_dir, info.class_names, inference.plain) if probs_dir else None
     with report.EpochProgress(f"eval {split}", len(data[split])) as bar:
         ev = evaluate(model, loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance, per_image=True,
                       on_predictions=distances.update if distances else None,
-                      infer=lambda net, x: infer(net, x, ctx.eval_scale))
+                      infer=lambda net, x: infer(net, x, ctx.eval_scale), on_scores=writer)
     extra = distances.compute(info.class_names) if distances else {}
+    if writer is not None:
+        extra["probabilities"] = {"folder": str(writer.finish().resolve()), "images": writer.count}
     evidence = PerImage(ev.names, ev.matrix.image_matrices_cpu().numpy().astype(np.int64), info.class_names, split,
                         str(Path(path).resolve()), ckpt.get("epoch"))
     if worst > 0:
@@ -123,7 +163,7 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
         extra["worst_images"] = worst_images(evidence, worst)
         picks = [(ev.names.index(w["name"]), _worst_caption(w)) for w in extra["worst_images"]]
         save_gallery(model, data[split], picks, ctx, info.colors, info.ignore_index, norm["mean"], norm["std"],
-                     worst_png or Path(f"worst-{split}.png"))
+                     worst_png or Path(f"{split}-worst.png"))
     return {**ev.scores.as_dict(info.class_names), **extra, "split": split, "images": ev.images,
             "seconds": round(ev.seconds, 3), "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
             "checkpoint": str(Path(path).resolve()), "epoch": ckpt.get("epoch"), "precision": ctx.precision.as_dict(),

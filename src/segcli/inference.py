@@ -3,7 +3,8 @@
 
 - ``whole``: one forward pass over the padded image (validation during training always does this).
 - ``slide``: tiles of ``crop`` pixels every ``stride`` pixels (default 2/3 of the crop, as
-  MMSegmentation's Cityscapes configs), logits merged by averaging or by Gaussian weighting
+  MMSegmentation's Cityscapes configs; or ``overlap``, the fraction of a tile shared with the
+  next, as nnU-Net's and MONAI's 0.5, giving a stride of ``crop x (1 - overlap)``), logits merged by averaging or by Gaussian weighting
   (nnU-Net; sigma = ``sigma`` x the tile, 1/8 by default). The tiling is MONAI's
   ``sliding_window_inference``, a maintained implementation with both weightings, a
   class-score buffer the size of the image and nothing else that grows with it; we write only the
@@ -59,13 +60,15 @@ class InferenceSettings:
     """One inference recipe (the ``inference`` config group); see the module docstring.
 
     ``crop`` and ``stride``: (height, width) in pixels, multiples of 32 for the crop; ``stride``
-    None means 2/3 of the crop (rounded down). ``tile_batch``: tiles per forward pass.
+    None means ``crop x (1 - overlap)`` when ``overlap`` (a fraction in [0, 1)) is set, else 2/3
+    of the crop (rounded down, at least 1 pixel). ``tile_batch``: tiles per forward pass.
     ``scales``: resolution factors of the multi-scale TTA (1.0 alone: none)."""
 
     name: str = "whole"
     mode: str = "whole"
     crop: tuple[int, int] = (512, 512)
     stride: tuple[int, int] | None = None
+    overlap: float | None = None
     merge: str = "gaussian"
     sigma: float = 0.125
     tile_batch: int = 4
@@ -88,7 +91,11 @@ class InferenceSettings:
 
     def stride_or_default(self) -> tuple[int, int]:
         """The stride in pixels (height, width)."""
-        return self.stride or (max(self.crop[0] * 2 // 3, 1), max(self.crop[1] * 2 // 3, 1))
+        if self.stride:
+            return self.stride
+        if self.overlap is not None:
+            return tuple(max(int(c * (1 - self.overlap)), 1) for c in self.crop)
+        return (max(self.crop[0] * 2 // 3, 1), max(self.crop[1] * 2 // 3, 1))
 
     def as_dict(self) -> dict:
         """JSON-ready: every setting, and the stride actually used."""
@@ -104,7 +111,7 @@ class InferenceSettings:
 
         Raises:
             SegcliError: an unknown key, mode or merge; a crop that is not two positive multiples of
-                32; a stride outside 1..crop; a scale <= 0; a bad CRF value. Names the key.
+                32; a stride outside 1..crop; an overlap outside [0, 1) or set with a stride; a scale <= 0; a bad CRF value. Names the key.
         """
         cfg = dict(cfg)
         known = {f for f in cls.__dataclass_fields__ if f != "overrides"}
@@ -126,6 +133,13 @@ class InferenceSettings:
             if any(s > c for s, c in zip(stride, crop, strict=True)):
                 raise SegcliError(f"inference.stride={list(stride)}: expected at most the crop {list(crop)} "
                                   "(a larger stride leaves pixels without a tile)")
+        overlap = cfg.get("overlap")
+        if overlap is not None:
+            overlap = float(overlap)
+            if not 0 <= overlap < 1:
+                raise SegcliError(f"inference.overlap={overlap}: expected a fraction of the tile in [0, 1)")
+            if stride is not None:
+                raise SegcliError("inference.overlap and inference.stride are both set: expected one of them")
         scales = cfg.get("scales", (1.0,))
         scales = tuple(float(s) for s in ([scales] if isinstance(scales, (int, float)) else scales))
         if not scales or any(s <= 0 for s in scales):
@@ -134,7 +148,7 @@ class InferenceSettings:
         tile_batch = int(cfg.get("tile_batch", 4))
         if sigma <= 0 or tile_batch < 1:
             raise SegcliError(f"inference.sigma={sigma}, tile_batch={tile_batch}: expected sigma > 0, tile_batch >= 1")
-        return cls(str(cfg.get("name", "whole")), mode, crop, stride, merge, sigma, tile_batch,
+        return cls(str(cfg.get("name", "whole")), mode, crop, stride, overlap, merge, sigma, tile_batch,
                    bool(cfg.get("flip", False)), scales, _crf_settings(cfg.get("crf")), tuple(overrides))
 
 

@@ -120,6 +120,10 @@ class RunDir:
         """``evals/CHECKPOINT-SPLIT[-TAG]-worst.png``: ``segcli eval --worst K``'s picture of the worst images."""
         return self.path / "evals" / f"{_eval_stem(checkpoint, split, inference)}-worst.png"
 
+    def eval_probabilities(self, checkpoint: str, split: str, inference: str = "whole") -> Path:
+        """``evals/CHECKPOINT-SPLIT[-TAG]-probs/``: ``segcli eval --save-probs``' per-image probabilities."""
+        return self.path / "evals" / f"{_eval_stem(checkpoint, split, inference)}-probs"
+
     # -- reading ------------------------------------------------------------------------------
 
     def is_run(self) -> bool:
