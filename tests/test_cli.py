@@ -200,7 +200,9 @@ def test_bad_input_is_one_line_and_exit_code_2(case: str, segnet_root: Path, tmp
         assert_user_error(r, "train5.jpg: cannot read as an image")
     elif case == "rgb_mask":
         path = segnet_root / "trainannot" / "train1.png"
-        cv2.imwrite(str(path), cv2.imread(str(path)))  # three channels
+        colour = cv2.imread(str(path))  # three channels, and not a gray image saved as RGB (that reads as gray)
+        colour[..., 2] = 200
+        cv2.imwrite(str(path), colour)
         r = segcli(*train, f"dataset.root={segnet_root}", cwd=tmp_path)
         assert_user_error(r, "train1.png: mask has 3 channels", "dataset.mask_format=rgb")
     elif case == "bad_number":

@@ -11,16 +11,13 @@ from segcli.data import (
     EpochSampler,
     PairedFolderDataset,
     check_pairs,
-    find_split_files,
     image_size,
-    mask_lut,
-    mask_table,
     pad_collate,
-    pair_files,
     read_image,
-    read_mask,
 )
 from segcli.errors import SegcliError
+from segcli.layouts import find_split_files, pair_files
+from segcli.masks import mask_lut, mask_table, read_mask
 from segcli.synthetic import SyntheticDataset
 
 
@@ -56,9 +53,15 @@ def test_check_pairs_counts_classes_and_rejects_bad_masks(segnet_root: Path):
 
 def test_rgb_mask_and_unreadable_image_are_user_errors(tmp_path: Path):
     rgb = tmp_path / "m.png"
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(rgb)
+    colour = np.zeros((4, 4, 3), np.uint8)
+    colour[0, 0] = [0, 1, 0]
+    Image.fromarray(colour).save(rgb)
     with pytest.raises(SegcliError, match="m.png: mask has 3 channels"):
         read_mask(rgb, mask_lut(2, 255))
+    gray = np.zeros((4, 4, 3), np.uint8)
+    gray[1] = 1  # equal channels: a gray mask saved as RGB reads as its values
+    Image.fromarray(gray).save(rgb)
+    assert read_mask(rgb, mask_lut(2, 255)).tolist() == [[0] * 4, [1] * 4, [0] * 4, [0] * 4]
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "broken.png")
@@ -70,7 +73,8 @@ def test_mask_values_map_binary_255_masks(flat_binary_root: Path):
     lut = mask_lut(2, 255, {0: 0, 255: 1})
     mask = read_mask(next((flat_binary_root / "masks").iterdir()), lut)
     assert set(np.unique(mask).tolist()) == {0, 1}
-    with pytest.raises(SegcliError, match=r"mask values \[255\] are not classes; expected one of \[0, 1, 254\]"):
+    with pytest.raises(SegcliError, match=r"mask values are 0 and 255 \(a binary 0/255 mask\); set "
+                                          r"dataset.mask_values=\{0: 0, 255: 1\}"):
         read_mask(next((flat_binary_root / "masks").iterdir()), mask_lut(2, 254))
     with pytest.raises(SegcliError, match="dataset.mask_values maps 255 to 7"):
         mask_lut(2, 254, {255: 7})
@@ -180,7 +184,7 @@ def test_colour_masks_map_through_dataset_colors(tmp_path: Path):
     table = mask_table({"mask_format": "rgb", "ignore_index": 9, "mask_values": {"0,0,0": 9}}, colors)
     assert read_mask(tmp_path / "c.png", table).tolist() == [[1, 1, 1], [0, 0, 9]]
     Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "i.png")
-    with pytest.raises(SegcliError, match="i.png: mask is not an 8-bit RGB image"):
+    with pytest.raises(SegcliError, match="i.png: mask is 8-bit PNG, not an 8-bit colour image"):
         read_mask(tmp_path / "i.png", table)
     with pytest.raises(SegcliError, match="dataset.mask_format=hsv"):
         mask_table({"mask_format": "hsv"}, colors)

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from segcli.augment import build_transforms
 from segcli.config import compose_config, to_plain
-from segcli.data import PairedFolderDataset, check_pairs, mask_table
+from segcli.data import PairedFolderDataset, check_pairs
 from segcli.errors import SegcliError
+from segcli.masks import mask_table
 
 CLASSES, IGNORE = 3, 255
 AUGMENT = to_plain(compose_config(["augmentation=heavy", "dataset.crop_size=[32,32]"]))["augmentation"]["train"]

@@ -172,7 +172,7 @@ NUMBER_RULES = (("trainer.epochs", 1, False, True), ("trainer.batch_size", 1, Fa
                 ("trainer.eval_batch_size", 1, False, True), ("trainer.num_workers", 0, False, True),
                 ("trainer.val_every", 1, False, True), ("trainer.max_minutes", 1e-9, True, False),
                 ("trainer.checkpoint_minutes", 1e-9, True, False), ("trainer.grad_clip", 1e-12, True, False),
-                ("optimizer.lr", 1e-12, False, False), ("dataset.num_classes", 1, False, True),
+                ("optimizer.lr", 1e-12, False, False), ("dataset.num_classes", 1, True, True),
                 ("dataset.scale", 1e-3, False, False))
 
 

@@ -1,14 +1,18 @@
-"""Datasets and loaders: paired image/mask folders (CamVid's SegNet layout, or images/ + masks/).
-The embedded synthetic dataset is in synthetic.py.
+"""Datasets and loaders over image/mask pairs (which files pair up is layouts.py's job; how a mask
+file becomes class indices is masks.py's). The embedded synthetic dataset is in synthetic.py.
 
 Every sample is a dict ``{"image": (3, H, W) float32, "mask": (H, W) int64, "name": str,
 "size": (h, w)}`` after the transform (see augment.py); ``size`` is the image's as read, in
 pixels (evaluation pipelines only pad, bottom/right, so ``[:h, :w]`` is the image). Masks hold class indices 0..C-1 or ``ignore_index``;
-raw mask values are mapped through a look-up table built from ``dataset.mask_values``.
+raw mask values are decoded by masks.py.
+
+Images: 8-bit files as they are; 16-bit PNG/TIFF images are scaled to 8 bits by OpenCV's rule,
+value / 256 (the top 8 bits of the full 0..65535 range: 12-bit data stored in 16 bits comes out dark;
+rescale such files first); GIFs through Pillow (first frame).
 
 Problems with the files (a missing folder, an image without a mask, a mask of another size,
 an unreadable or truncated file, mask values outside the classes, a colour mask where indices
-were expected) are found up front by ``pair_files`` and ``check_pairs``, before any training
+were expected) are found up front by ``layouts.pair_files`` and ``check_pairs``, before any training
 step, and raised as one-line ``SegcliError``s naming the file; or, with
 ``dataset.on_bad_file=skip``, the bad pairs are left out with a warning and a count.
 """
@@ -34,10 +38,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segcli.augment import seed_transform
 from segcli.errors import SegcliError
+from segcli.masks import ColorTable, MaskDecoder, as_decoder, read_raw_mask
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # bad files get segcli's one-line errors instead
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 SPLITS = ("train", "val", "test")
 
 
@@ -75,130 +80,25 @@ class DatasetInfo:
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> DatasetInfo:
-        """Build from a ``dataset`` config group; names and colours default when null.
+        """Build from a ``dataset`` config group; names and colours default when null, and
+        ``num_classes`` (when null) is the length of ``class_names`` or ``colors``.
 
         Raises:
-            SegcliError: class_names or colors do not have num_classes entries.
+            SegcliError: no num_classes and nothing to count; class_names or colors do not have
+                num_classes entries.
         """
-        c = int(cfg["num_classes"])
+        given = cfg.get("num_classes")
+        if given is None:
+            given = len(cfg.get("class_names") or cfg.get("colors") or [])
+            if not given:
+                raise SegcliError("dataset.num_classes: not set; set it, or dataset.class_names or dataset.colors")
+        c = int(given)
         names = list(cfg.get("class_names") or [f"class{i}" for i in range(c)])
         colors = [list(map(int, x)) for x in (cfg.get("colors") or default_colors(c))]
         for key, value in (("dataset.class_names", names), ("dataset.colors", colors)):
             if len(value) != c:
                 raise SegcliError(f"{key} has {len(value)} entries; expected dataset.num_classes={c}")
         return cls(c, names, colors, int(cfg["ignore_index"]))
-
-
-def list_images(folder: Path) -> dict[str, Path]:
-    """Image files directly in ``folder`` by stem (``NAME.jpg`` -> ``NAME``), sorted by stem."""
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return {p.stem: p for p in sorted(files)}
-
-
-def pair_files(image_dir: Path, mask_dir: Path, problems: list[str] | None = None) -> list[tuple[Path, Path]]:
-    """Pair ``image_dir/NAME.*`` with ``mask_dir/NAME.*``.
-
-    Args:
-        problems: when given, a file without a partner is described here and left out
-            instead of raising (``dataset.on_bad_file=skip``, ``segcli data check``).
-
-    Raises:
-        SegcliError: a folder is missing or holds no images, or (without ``problems``) a file
-            has no partner.
-    """
-    for folder in (image_dir, mask_dir):
-        if not folder.is_dir():
-            raise SegcliError(f"{folder}: data folder not found")
-    images, masks = list_images(image_dir), list_images(mask_dir)
-    if not images:
-        raise SegcliError(f"{image_dir}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    unpaired = [f"{images[n]}: image has no mask {mask_dir}/{n}.*" for n in images if n not in masks]
-    unpaired += [f"{masks[n]}: mask has no image {image_dir}/{n}.*" for n in masks if n not in images]
-    if unpaired and problems is None:
-        raise SegcliError(unpaired[0])
-    if problems is not None:
-        problems.extend(unpaired)
-    return [(images[n], masks[n]) for n in images if n in masks]
-
-
-def mask_lut(num_classes: int, ignore_index: int,
-             mask_values: Mapping[int, int] | None = None) -> np.ndarray:
-    """Look-up table raw mask value -> class index: ``(65536,) int64``, -1 where invalid.
-
-    Without ``mask_values`` the raw values 0..C-1 and ``ignore_index`` are valid and kept.
-    With it, each ``raw: class`` entry maps a raw value; ``ignore_index`` stays valid.
-
-    Raises:
-        SegcliError: a mapped class is outside 0..C-1 and is not ignore_index, or a raw value
-            is not an integer in 0..65535.
-    """
-    lut = np.full(65536, -1, dtype=np.int64)
-    if mask_values:
-        for raw, cls in mask_values.items():
-            if not (0 <= int(cls) < num_classes or int(cls) == ignore_index):
-                raise SegcliError(f"dataset.mask_values maps {raw} to {cls}; expected 0..{num_classes - 1} or {ignore_index}")
-            if not str(raw).isdigit() or int(raw) > 65535:
-                raise SegcliError(f"dataset.mask_values key {raw!r}: expected a raw mask value 0..65535 "
-                                  "(for colour masks use dataset.mask_format=rgb)")
-            lut[int(raw)] = int(cls)
-    else:
-        lut[:num_classes] = np.arange(num_classes)
-    if 0 <= ignore_index < 65536 and lut[ignore_index] == -1:
-        lut[ignore_index] = ignore_index
-    return lut
-
-
-@dataclass
-class ColorTable:
-    """Colour-coded masks (``dataset.mask_format=rgb``): each RGB colour names a class.
-
-    Attributes:
-        codes: ``{(r << 16) | (g << 8) | b: class index or ignore_index}``.
-    """
-
-    codes: dict[int, int]
-
-    @classmethod
-    def from_config(cls, colors: Sequence[Sequence[int]], ignore_index: int,
-                    mask_values: Mapping | None = None) -> ColorTable:
-        """Class ``i`` is ``colors[i]``; ``mask_values`` adds ``"R,G,B": class`` entries (e.g.
-        ``{"0,0,0": 255}`` to ignore black).
-
-        Raises:
-            SegcliError: a mask_values key is not "R,G,B", or its value is not a class or ignore_index.
-        """
-        codes = {(int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(colors)}
-        for key, value in (mask_values or {}).items():
-            parts = str(key).replace(" ", "").split(",")
-            if len(parts) != 3 or not all(p.isdigit() and int(p) < 256 for p in parts):
-                raise SegcliError(f"dataset.mask_values key {key!r}: expected 'R,G,B' with dataset.mask_format=rgb")
-            if not (0 <= int(value) < len(colors) or int(value) == ignore_index):
-                raise SegcliError(f"dataset.mask_values maps {key} to {value}; expected 0..{len(colors) - 1} or {ignore_index}")
-            r, g, b = map(int, parts)
-            codes[(r << 16) | (g << 8) | b] = int(value)
-        return cls(codes)
-
-    def decode(self, rgb: np.ndarray) -> np.ndarray:
-        """``(H, W, 3) uint8`` RGB -> ``(H, W) int64`` class indices, -1 for unknown colours."""
-        code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-        values, inverse = np.unique(code, return_inverse=True)
-        classes = np.array([self.codes.get(int(v), -1) for v in values], dtype=np.int64)
-        return classes[inverse.reshape(code.shape)]
-
-
-def mask_table(cfg: Mapping, colors: Sequence[Sequence[int]]) -> np.ndarray | ColorTable:
-    """The raw-mask decoder a ``dataset`` config asks for: ``mask_lut`` for index masks
-    (``mask_format: index``, the default) or a ``ColorTable`` for ``mask_format: rgb``.
-
-    Raises:
-        SegcliError: an unknown mask_format, or a bad mask_values entry.
-    """
-    fmt = str(cfg.get("mask_format") or "index")
-    if fmt == "rgb":
-        return ColorTable.from_config(colors, int(cfg["ignore_index"]), cfg.get("mask_values"))
-    if fmt != "index":
-        raise SegcliError(f"dataset.mask_format={fmt}: expected index or rgb")
-    return mask_lut(int(cfg["num_classes"]), int(cfg["ignore_index"]), cfg.get("mask_values"))
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -209,48 +109,15 @@ def read_image(path: Path) -> np.ndarray:
         SegcliError: the file cannot be decoded as an image.
     """
     array = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if array is None and Path(path).suffix.lower() == ".gif":
+        try:
+            with Image.open(path) as im:
+                return np.array(im.convert("RGB"))
+        except (OSError, SyntaxError, ValueError):
+            pass
     if array is None:
         raise SegcliError(f"{path}: cannot read as an image (missing, truncated or not an image)")
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-
-
-def read_mask(path: Path, lut: np.ndarray | ColorTable) -> np.ndarray:
-    """Read a mask and map it to ``(H, W) int64`` class indices (or ignore_index): a
-    single-channel integer image through the ``mask_lut`` table, or an RGB image through a
-    ``ColorTable``.
-
-    Raises:
-        SegcliError: unreadable; colour where indices were expected or the reverse; a
-            non-integer dtype; a value or colour the table does not allow.
-    """
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise SegcliError(f"{path}: cannot read as a mask image")
-    if isinstance(lut, ColorTable):
-        if raw.ndim != 3 or raw.shape[2] not in (3, 4) or raw.dtype != np.uint8:
-            raise SegcliError(f"{path}: mask is not an 8-bit RGB image; dataset.mask_format=rgb expects colour masks")
-        mask = lut.decode(cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB))
-        if (mask < 0).any():
-            bad = np.unique(raw[..., :3][mask < 0][:, ::-1], axis=0)[:3].tolist()
-            raise SegcliError(f"{path}: mask colours {bad} are not in dataset.colors (map them with "
-                              "dataset.mask_values, e.g. {'0,0,0': 255} to ignore)")
-        return mask
-    if raw.ndim == 3:
-        raise SegcliError(f"{path}: mask has {raw.shape[2]} channels; expected one channel of class "
-                          "indices (for colour-coded masks set dataset.mask_format=rgb and dataset.colors)")
-    if raw.dtype.kind not in "ui":
-        raise SegcliError(f"{path}: mask has {raw.dtype} pixels; expected integer class indices")
-    raw = raw.astype(np.int64)
-    outside = (raw < 0) | (raw >= len(lut))
-    mask = lut[np.where(outside, 0, raw)]
-    mask[outside] = -1
-    if (mask < 0).any():
-        bad = sorted(set(np.unique(raw[mask < 0]).tolist()))[:5]
-        allowed = np.flatnonzero(lut >= 0).tolist()
-        shown = ", ".join(map(str, allowed[:12])) + (", ..." if len(allowed) > 12 else "")
-        raise SegcliError(f"{path}: mask values {bad} are not classes; expected one of [{shown}] "
-                          "(classes and ignore_index; map raw values with dataset.mask_values)")
-    return mask
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -285,24 +152,27 @@ class ClassPixels:
 @dataclass
 class SplitCheck(ClassPixels):
     """What ``check_pairs`` found in a split: class statistics of the good pairs, the good pairs,
-    the problems of the bad ones (one line each), and how many images have each (H, W)."""
+    the problems of the bad ones (one line each), how many images have each (H, W), and how many
+    pixels of the good pairs are ignore_index (unlabelled)."""
 
     pairs: list[tuple[Path, Path]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+    ignored: int = 0
 
 
-def _check_pair(image_path: Path, mask_path: Path, lut, num_classes: int) -> tuple[np.ndarray, tuple[int, int]]:
-    mask = read_mask(mask_path, lut)
+def _check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder,
+                num_classes: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+    mask = decoder.decode(read_raw_mask(mask_path), mask_path)
     height, width = image_size(image_path)
     if (height, width) != mask.shape:
         raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
                           f"expected the size of its image {image_path.name}, {width}x{height}")
-    valid = mask[(mask >= 0) & (mask < num_classes)]
-    return np.bincount(valid, minlength=num_classes)[:num_classes], (height, width)
+    labelled = (mask >= 0) & (mask < num_classes)
+    return np.bincount(mask[labelled], minlength=num_classes)[:num_classes], int((~labelled).sum()), (height, width)
 
 
-def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray | ColorTable, num_classes: int,
+def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, num_classes: int,
                 skip_bad: bool = False) -> SplitCheck:
     """Check every pair up front, before any training step: both files decode in full (truncated
     files are found), sizes match, and mask values are classes. Files are read by a few threads
@@ -322,19 +192,21 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: np.ndarray | ColorTable
 
     def check(pair):
         try:
-            return _check_pair(pair[0], pair[1], lut, num_classes)
+            return _check_pair(pair[0], pair[1], decoder, num_classes)
         except SegcliError as exc:
             if not skip_bad:
                 raise
             return str(exc)
 
+    decoder = as_decoder(lut)
     out = SplitCheck(np.zeros(num_classes, dtype=np.int64), np.zeros(num_classes, dtype=np.int64))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for pair, result in zip(pairs, pool.map(check, pairs)):
             if isinstance(result, str):
                 out.problems.append(result)
                 continue
-            counts, size = result
+            counts, ignored, size = result
+            out.ignored += ignored
             out.pairs.append(pair)
             out.pixels += counts
             out.present += np.where(counts > 0, counts.sum(), 0)
@@ -380,15 +252,15 @@ class PairedFolderDataset(SegmentationSamples):
 
     Args:
         pairs: ``(image_path, mask_path)`` pairs.
-        lut: raw mask decoder (see ``mask_table``).
+        lut: raw mask decoder (``masks.mask_table``; a ``mask_lut`` array or ``ColorTable`` also do).
         transform: ``f(image=(H, W, 3) uint8, mask=(H, W) int64) -> {"image": (3, h, w) float32
             tensor, "mask": (h, w) tensor}``.
         augment_seed: see ``SegmentationSamples``; None for evaluation.
     """
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: np.ndarray | ColorTable, transform: Callable,
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, transform: Callable,
                  augment_seed: int | None = None) -> None:
-        self.pairs, self.lut, self.transform, self.augment_seed = list(pairs), lut, transform, augment_seed
+        self.pairs, self.lut, self.transform, self.augment_seed = list(pairs), as_decoder(lut), transform, augment_seed
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -398,7 +270,7 @@ class PairedFolderDataset(SegmentationSamples):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.pairs[index]
-        image, mask = read_image(image_path), read_mask(mask_path, self.lut)
+        image, mask = read_image(image_path), self.lut.decode(read_raw_mask(mask_path), mask_path)
         if image.shape[:2] != mask.shape:
             raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "
                               f"size of its image {image_path.name}, {image.shape[1]}x{image.shape[0]}")
@@ -458,55 +330,6 @@ class EpochSampler(Sampler):
         else:
             size = len(range(self.rank, self.length, self.world))
         return max(size - self.skip, 0)
-
-
-@dataclass
-class SplitFiles:
-    """The file pairs of each split of a folder dataset, and whether the split was made by segcli."""
-
-    pairs: dict[str, list[tuple[Path, Path]]] = field(default_factory=dict)
-    random_split: bool = False
-
-    def as_json(self) -> dict:
-        """``{split: [image stems]}`` for split.json."""
-        return {s: [img.stem for img, _ in p] for s, p in self.pairs.items()}
-
-
-def find_split_files(cfg: Mapping, seed: int, problems: list[str] | None = None) -> SplitFiles:
-    """Find the image/mask pairs of each split of a ``kind: folder`` dataset config.
-
-    Layouts: ``segnet`` (``root/<split>`` + ``root/<split>annot``) and ``image_mask_dirs``
-    (``root/<image_dir>[/<split>]`` + ``root/<mask_dir>[/<split>]``; flat folders are split at
-    random, seeded, by ``val_fraction``). ``problems``: see ``pair_files``.
-
-    Raises:
-        SegcliError: the root or a needed folder is missing, or pairing fails.
-    """
-    root = Path(str(cfg["root"])).expanduser()
-    if not root.is_dir():
-        raise SegcliError(f"{root}: dataset.root not found (expected a folder; set dataset.root=PATH)")
-    out = SplitFiles()
-    if cfg.get("layout") == "segnet":
-        for split in SPLITS:
-            if (root / split).is_dir() or split != "test":
-                out.pairs[split] = pair_files(root / split, root / f"{split}annot", problems)
-        return out
-    images, masks = root / str(cfg.get("image_dir", "images")), root / str(cfg.get("mask_dir", "masks"))
-    if (images / "train").is_dir():
-        for split in SPLITS:
-            if (images / split).is_dir() or split != "test":
-                out.pairs[split] = pair_files(images / split, masks / split, problems)
-        return out
-    pairs = pair_files(images, masks, problems)
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(pairs) * float(cfg.get("val_fraction", 0.2))))
-    if n_val >= len(pairs):
-        raise SegcliError(f"{images}: {len(pairs)} image(s) are too few to split off dataset.val_fraction for validation")
-    out.pairs["val"] = [pairs[i] for i in sorted(order[:n_val])]
-    out.pairs["train"] = [pairs[i] for i in sorted(order[n_val:])]
-    out.random_split = True
-    return out
 
 
 def pad_collate(batch: list[dict], ignore_index: int) -> dict:

@@ -10,15 +10,10 @@ from collections.abc import Mapping, Sequence
 from segcli import report
 from segcli.augment import build_transforms
 from segcli.config import run_seed
-from segcli.data import (
-    SPLITS,
-    DatasetInfo,
-    PairedFolderDataset,
-    check_pairs,
-    find_split_files,
-    mask_table,
-)
+from segcli.data import SPLITS, DatasetInfo, PairedFolderDataset, SplitCheck, check_pairs
 from segcli.errors import SegcliError
+from segcli.layouts import find_split_files
+from segcli.masks import mask_table
 from segcli.run import RunDir
 from segcli.synthetic import SyntheticDataset
 
@@ -53,12 +48,13 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
     files = find_split_files(dcfg, seed, unpaired)
     if run is not None and run.writer and files.random_split:
         run.write_split(files.as_json())
-    lut = mask_table(dcfg, info.colors)
     datasets, counts = {}, {}
     for s in splits:
         if s not in files.pairs:
             raise SegcliError(f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})")
+        lut = mask_table(dcfg, info.colors, identity=s in files.identity)
         counts[s] = check_pairs(files.pairs[s], lut, info.num_classes, skip_bad=on_bad == "skip")
+        one_class_trap(counts[s], info, s)
         datasets[s] = PairedFolderDataset(counts[s].pairs, lut, transforms[s], seeds[s])
         if counts[s].problems:
             report.warning(f"dataset.on_bad_file=skip: left out {len(counts[s].problems)} bad pair(s) of the "
@@ -67,6 +63,22 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
         report.warning(f"dataset.on_bad_file=skip: left out {len(unpaired)} file(s) without a partner; "
                        f"the first: {unpaired[0]}")
     return info, datasets, counts
+
+
+def one_class_trap(found: SplitCheck, info: DatasetInfo, split: str) -> None:
+    """Refuse a split whose masks hold a single class and ignore_index: the classic misreading of
+    0/255 binary masks with ignore_index 255 (the model learns "everything is background" and
+    scores 100%).
+
+    Raises:
+        SegcliError: exactly one class has pixels and some pixels are ignore_index.
+    """
+    present = [n for n, c in zip(info.class_names, found.pixels) if c > 0]
+    if info.num_classes > 1 and len(present) == 1 and found.ignored > 0:
+        raise SegcliError(
+            f"the {split} masks hold only class {present[0]} and ignore_index {info.ignore_index} "
+            f"({found.ignored} pixels): if {info.ignore_index} marks a class (0/255 binary masks), set "
+            f"dataset.mask_values={{0: 0, {info.ignore_index}: 1}} and dataset.ignore_index to a value the masks do not use")
 
 
 def check_dataset(cfg: Mapping) -> dict:
@@ -92,8 +104,8 @@ def check_dataset(cfg: Mapping) -> dict:
                                     "class_pixels": ds.class_pixels().pixels.tolist()}
     else:
         files = find_split_files(dcfg, run_seed(cfg), out["problems"])
-        lut = mask_table(dcfg, info.colors)
         for split, pairs in files.pairs.items():
+            lut = mask_table(dcfg, info.colors, identity=split in files.identity)
             found = check_pairs(pairs, lut, info.num_classes, skip_bad=True)
             out["problems"] += found.problems
             out["splits"][split] = {"images": len(found.pairs), "bad": len(found.problems),
