@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import FAST, segcli
 from PIL import Image
 
@@ -19,7 +20,7 @@ from segcli.data import DatasetInfo, check_pairs, default_colors, read_image
 from segcli.datasets import build_datasets
 from segcli.errors import SegcliError
 from segcli.layouts import find_split_files, read_list
-from segcli.masks import mask_lut, mask_table, read_mask, read_raw_mask
+from segcli.masks import keep_points, mask_lut, mask_table, read_mask, read_raw_mask
 
 VOC_PALETTE = [0, 0, 0] + [v for rgb in default_colors(255) for v in rgb]  # VOC's bit-interleaved colour map
 
@@ -331,3 +332,30 @@ def test_a_binary_folder_without_num_classes_trains_through_the_cli(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert list(summary["val"]["per_class_iou"]) == ["bg", "fg"]
     assert summary["status"] == "done"
+
+
+# -- sparse labels ---------------------------------------------------------------------------------
+
+def test_keep_points_keeps_n_pixels_of_each_class_where_they_were():
+    mask = bands([0, 1, 2, 255], h=8, w=4).astype(np.int64)  # 8 pixels of each class, 8 ignored
+    mask[0, 0] = 3  # a class with a single pixel keeps it
+    points = keep_points(mask, 3, (7, 1), num_classes=4, ignore_index=255)
+    counts = {c: int((points == c).sum()) for c in range(4)}
+    assert counts == {0: 3, 1: 3, 2: 3, 3: 1} and int((points == 255).sum()) == 32 - 10
+    assert np.all((points == 255) | (points == mask))  # every kept pixel has its true class
+    assert np.array_equal(points, keep_points(mask, 3, (7, 1), 4, 255))  # the same key, the same points
+    assert not np.array_equal(points, keep_points(mask, 3, (7, 2), 4, 255))
+
+
+def test_point_labels_are_fixed_per_image_and_weights_count_only_them(tmp_path):
+    root = binary_folder(tmp_path / "b", values=(0, 1))
+    cfg = to_plain(compose_config(["dataset=folder", f"dataset.root={root}", "dataset.num_classes=2",
+                                   "dataset.point_labels=5", "augmentation=none"]))
+    _, data, counts = build_datasets(cfg, ("train", "val"), 3)
+    assert counts["train"].pixels.tolist() == [4 * 5, 4 * 5]  # 4 training images, 5 points per class
+    first, again = data["train"][(1, 0)]["mask"], data["train"][(2, 0)]["mask"]
+    assert torch.equal(first, again) and int((first != 255).sum()) == 10  # the same points in epoch 2
+    assert int((data["val"][0]["mask"] != 255).sum()) == 64 * 64  # validation keeps the full masks
+    cfg["dataset"]["point_labels"] = 0
+    with pytest.raises(SegcliError, match="dataset.point_labels=0: expected a number of pixels per class >= 1"):
+        build_datasets(cfg, ("train",), 3)

@@ -161,25 +161,30 @@ class SplitCheck(ClassPixels):
     ignored: int = 0
 
 
-def _check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder,
-                num_classes: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+def _check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder, num_classes: int,
+                point_labels: int | None = None) -> tuple[np.ndarray, int, tuple[int, int]]:
     mask = decoder.decode(read_raw_mask(mask_path), mask_path)
     height, width = image_size(image_path)
     if (height, width) != mask.shape:
         raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
                           f"expected the size of its image {image_path.name}, {width}x{height}")
     labelled = (mask >= 0) & (mask < num_classes)
-    return np.bincount(mask[labelled], minlength=num_classes)[:num_classes], int((~labelled).sum()), (height, width)
+    counts = np.bincount(mask[labelled], minlength=num_classes)[:num_classes]
+    if point_labels is not None:
+        counts = np.minimum(counts, point_labels)  # what keep_points leaves of each class
+    return counts, int((~labelled).sum()), (height, width)
 
 
 def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, num_classes: int,
-                skip_bad: bool = False) -> SplitCheck:
+                skip_bad: bool = False, point_labels: int | None = None) -> SplitCheck:
     """Check every pair up front, before any training step: both files decode in full (truncated
     files are found), sizes match, and mask values are classes. Files are read by a few threads
     (decoders release the GIL).
 
     Args:
         skip_bad: describe bad pairs in ``problems`` and leave them out instead of raising.
+        point_labels: count at most this many pixels of a class per image (the labelled pixels
+            ``masks.keep_points`` leaves), so class weights count only labelled pixels.
 
     Returns:
         see ``SplitCheck``; ``pixels`` and ``present`` count the good pairs only.
@@ -192,7 +197,7 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTabl
 
     def check(pair):
         try:
-            return _check_pair(pair[0], pair[1], decoder, num_classes)
+            return _check_pair(pair[0], pair[1], decoder, num_classes, point_labels)
         except SegcliError as exc:
             if not skip_bad:
                 raise
@@ -256,11 +261,13 @@ class PairedFolderDataset(SegmentationSamples):
         transform: ``f(image=(H, W, 3) uint8, mask=(H, W) int64) -> {"image": (3, h, w) float32
             tensor, "mask": (h, w) tensor}``.
         augment_seed: see ``SegmentationSamples``; None for evaluation.
+        sparsify: ``f(mask, name) -> mask`` applied after decoding (``dataset.point_labels``), or None.
     """
 
     def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, transform: Callable,
-                 augment_seed: int | None = None) -> None:
+                 augment_seed: int | None = None, sparsify: Callable[[np.ndarray, str], np.ndarray] | None = None) -> None:
         self.pairs, self.lut, self.transform, self.augment_seed = list(pairs), as_decoder(lut), transform, augment_seed
+        self.sparsify = sparsify
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -274,6 +281,8 @@ class PairedFolderDataset(SegmentationSamples):
         if image.shape[:2] != mask.shape:
             raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "
                               f"size of its image {image_path.name}, {image.shape[1]}x{image.shape[0]}")
+        if self.sparsify is not None:
+            mask = self.sparsify(mask, image_path.stem)
         return image, mask, image_path.stem
 
 

@@ -5,6 +5,8 @@ of ``segcli data check``. The readers themselves are data.py's and synthetic.py'
 
 from __future__ import annotations
 
+import functools
+import zlib
 from collections.abc import Mapping, Sequence
 
 from segcli import report
@@ -13,7 +15,7 @@ from segcli.config import run_seed
 from segcli.data import SPLITS, DatasetInfo, PairedFolderDataset, SplitCheck, check_pairs
 from segcli.errors import SegcliError
 from segcli.layouts import find_split_files
-from segcli.masks import mask_table
+from segcli.masks import keep_points, mask_table
 from segcli.run import RunDir
 from segcli.synthetic import SyntheticDataset
 
@@ -45,6 +47,10 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
     if on_bad not in ("error", "skip"):
         raise SegcliError(f"dataset.on_bad_file={on_bad}: expected error or skip")
     unpaired: list[str] | None = [] if on_bad == "skip" else None
+    points_per_class = dcfg.get("point_labels")
+    if points_per_class is not None and (isinstance(points_per_class, bool) or not isinstance(points_per_class, int)
+                                         or points_per_class < 1):
+        raise SegcliError(f"dataset.point_labels={points_per_class}: expected a number of pixels per class >= 1, or null")
     files = find_split_files(dcfg, seed, unpaired)
     if run is not None and run.writer and files.random_split:
         run.write_split(files.as_json())
@@ -53,9 +59,12 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
         if s not in files.pairs:
             raise SegcliError(f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})")
         lut = mask_table(dcfg, info.colors, identity=s in files.identity)
-        counts[s] = check_pairs(files.pairs[s], lut, info.num_classes, skip_bad=on_bad == "skip")
+        points = points_per_class if s in augmented else None
+        counts[s] = check_pairs(files.pairs[s], lut, info.num_classes, skip_bad=on_bad == "skip", point_labels=points)
         one_class_trap(counts[s], info, s)
-        datasets[s] = PairedFolderDataset(counts[s].pairs, lut, transforms[s], seeds[s])
+        sparsify = None if points is None else functools.partial(
+            _points_of, per_class=points, seed=seed, num_classes=info.num_classes, ignore_index=info.ignore_index)
+        datasets[s] = PairedFolderDataset(counts[s].pairs, lut, transforms[s], seeds[s], sparsify)
         if counts[s].problems:
             report.warning(f"dataset.on_bad_file=skip: left out {len(counts[s].problems)} bad pair(s) of the "
                            f"{s} split; the first: {counts[s].problems[0]}")
@@ -63,6 +72,11 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
         report.warning(f"dataset.on_bad_file=skip: left out {len(unpaired)} file(s) without a partner; "
                        f"the first: {unpaired[0]}")
     return info, datasets, counts
+
+
+def _points_of(mask, name: str, per_class: int, seed: int, num_classes: int, ignore_index: int):
+    """``masks.keep_points`` seeded by (run seed, the image's name): fixed per image across epochs and resumes."""
+    return keep_points(mask, per_class, (seed, zlib.crc32(name.encode())), num_classes, ignore_index)
 
 
 def one_class_trap(found: SplitCheck, info: DatasetInfo, split: str) -> None:

@@ -294,6 +294,30 @@ def mask_table(cfg: Mapping, colors: Sequence[Sequence[int]], identity: bool = F
     return MaskDecoder(lut=lut, threshold=None if threshold is None else int(threshold), ignore_index=ignore_index)
 
 
+def keep_points(mask: np.ndarray, per_class: int, key: Sequence[int], num_classes: int,
+                ignore_index: int) -> np.ndarray:
+    """Sparse labels for experiments (``dataset.point_labels``; point supervision as in Bearman et al.
+    2016, "What's the Point"): keep ``per_class`` random labelled pixels of each class present
+    (all of a class with fewer), everything else ``ignore_index``.
+
+    Args:
+        mask: ``(H, W) int64`` class indices or ignore_index.
+        key: the random draw's seed, e.g. (run seed, image name hash): the same points every epoch
+            and after a resume.
+
+    Returns:
+        ``(H, W) int64``, at most ``per_class`` pixels of each class, the rest ignore_index.
+    """
+    rng = np.random.default_rng([int(k) for k in key])
+    flat = mask.ravel()
+    out = np.full(flat.shape, ignore_index, dtype=np.int64)
+    for c in range(num_classes):
+        where = np.flatnonzero(flat == c)
+        if where.size:
+            out[rng.choice(where, min(per_class, where.size), replace=False)] = c
+    return out.reshape(mask.shape)
+
+
 def as_decoder(table: MaskDecoder | ColorTable | np.ndarray) -> MaskDecoder:
     """A ``MaskDecoder`` from a decoder, a ``ColorTable`` or a ``mask_lut`` array."""
     if isinstance(table, MaskDecoder):
