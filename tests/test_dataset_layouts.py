@@ -18,6 +18,7 @@ from PIL import Image
 from segcli.config import compose_config, to_plain
 from segcli.data import DatasetInfo, check_pairs, default_colors, read_image
 from segcli.datasets import build_datasets
+from segcli.doctor import diagnose
 from segcli.errors import SegcliError
 from segcli.layouts import find_split_files, read_list
 from segcli.masks import keep_points, mask_lut, mask_table, read_mask, read_raw_mask
@@ -359,3 +360,81 @@ def test_point_labels_are_fixed_per_image_and_weights_count_only_them(tmp_path):
     cfg["dataset"]["point_labels"] = 0
     with pytest.raises(SegcliError, match="dataset.point_labels=0: expected a number of pixels per class >= 1"):
         build_datasets(cfg, ("train",), 3)
+
+
+# -- segcli data doctor ----------------------------------------------------------------------------
+
+def test_doctor_names_the_builtin_dataset_of_each_benchmark_layout(tmp_path):
+    voc_tree(tmp_path / "v")
+    city_tree(tmp_path / "c")
+    ade_tree(tmp_path / "a")
+    for root, name in ((tmp_path / "v", "voc"), (tmp_path / "c" / "cityscapes", "cityscapes"),
+                       (tmp_path / "a", "ade20k")):
+        found = diagnose(root)
+        assert (found.builtin, found.usable, found.config) == (name, True, {}), (name, found.problems)
+        assert found.command == f"segcli train dataset={name} dataset.root={root}"
+        assert any(line.startswith("train: ") and " 0 bad" in line for line in found.findings)
+
+
+def test_doctor_finds_suffixes_encodings_and_lossy_masks(tmp_path):
+    root = tmp_path / "own"  # labels/NAME_lbl.gif (0/255 saved as GIF) for images/NAME_img.tif, no splits
+    (root / "labels").mkdir(parents=True)
+    for i in range(5):
+        photo(root / "images" / f"tile{i}_img.tif", seed=i)
+        Image.fromarray(bands([0, 255])).save(root / "labels" / f"tile{i}_lbl.gif")
+    found = diagnose(root)
+    assert found.usable, found.problems
+    c = found.config
+    assert (c["image_dir"], c["mask_dir"], c["image_suffix"], c["mask_suffix"]) == ("images", "labels", "_img", "_lbl")
+    assert (c["num_classes"], c["mask_values"], c["ignore_index"]) == (2, {0: 0, 255: 1}, 254)
+
+    jpeg = tmp_path / "jpeg"  # noisy binary JPEG masks in split folders
+    for split, n in (("train", 3), ("val", 2)):
+        for i in range(n):
+            photo(jpeg / "img" / split / f"{i}.png", seed=i)
+            (jpeg / "gt" / split).mkdir(parents=True, exist_ok=True)
+            truth = bands([0, 255, 0, 255])
+            truth[:, 20:30] = 255 - truth[:, 20:30]  # off the 8x8 JPEG blocks: noise
+            cv2.imwrite(str(jpeg / "gt" / split / f"{i}.jpg"), truth, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    found = diagnose(jpeg)
+    assert found.usable, found.problems
+    assert (found.config["mask_threshold"], found.config["num_classes"]) == (128, 2)
+    assert any("split folders train, val" in line for line in found.findings)
+
+    coded = tmp_path / "coded"  # colour masks, and 8-bit masks of values 0, 50, 100 in another folder
+    colors = np.array([[0, 0, 255], [255, 200, 0], [40, 160, 40]], np.uint8)
+    for i in range(5):
+        photo(coded / "images" / f"{i}.png", seed=i)
+        (coded / "masks").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(coded / "masks" / f"{i}.png"), colors[bands([0, 1, 2, 1])][..., ::-1])
+    found = diagnose(coded)
+    assert found.usable and found.config["mask_format"] == "rgb", found.problems
+    assert sorted(found.config["colors"]) == sorted(colors.tolist())
+
+    for i in range(5):
+        cv2.imwrite(str(coded / "masks" / f"{i}.png"), bands([0, 50, 100, 50]))
+    found = diagnose(coded)
+    assert found.usable and found.config["mask_values"] == {0: 0, 50: 1, 100: 2}, found.problems
+
+    (tmp_path / "empty" / "stuff").mkdir(parents=True)
+    assert not diagnose(tmp_path / "empty").usable
+
+
+def test_doctor_writes_a_config_that_trains_and_exits_1_when_nothing_is_usable(tmp_path):
+    root = binary_folder(tmp_path / "b")
+    conf = tmp_path / "myconf"
+    r = segcli("data", "doctor", str(root), "--write", str(conf / "dataset" / "mine.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "binary 0/255 masks" in r.stdout and "usable; train with" in r.stdout
+    written = (conf / "dataset" / "mine.yaml").read_text()
+    assert written.startswith(f"# segcli data doctor {root}") and "mask_values:\n  0: 0\n  255: 1" in written
+    run = tmp_path / "run"
+    r = segcli("train", "--config-dir", str(conf), "dataset=mine", *FAST, "trainer.epochs=1",
+               f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "done"
+
+    (root / "masks" / "s0.png").unlink()
+    (tmp_path / "nothing").mkdir()
+    r = segcli("data", "doctor", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert r.returncode == 1 and "no pair of image and mask folders found" in r.stderr

@@ -603,6 +603,45 @@ def data_check(
         raise SystemExit(1)
 
 
+@data_app.command("doctor")
+def data_doctor(
+    root: Annotated[Path, typer.Argument(help="A dataset folder segcli has not seen.")],
+    write: Annotated[Path | None, typer.Option(
+        "--write", help="Save the proposed dataset config here, e.g. myconf/dataset/mine.yaml; then "
+        "segcli train --config-dir myconf dataset=mine.", metavar="FILE.yaml")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the findings to this JSON file.")] = None,
+) -> None:
+    """Find the layout, pairing rule, splits and mask encoding of a folder, propose a dataset config,
+    check every file with it, and say how to train. Exit code 0 when a usable configuration was
+    found, 1 when not (with the reasons).
+    """
+    import yaml
+
+    from segcli.doctor import diagnose, write_config
+    from segcli.run import write_json
+
+    with user_errors():
+        found = diagnose(root)
+        for line in found.findings:
+            report.console.print(f"- {line}", highlight=False, markup=False)
+        if found.config:
+            report.console.print("proposed dataset config:", highlight=False)
+            report.console.print(yaml.safe_dump(found.config, sort_keys=False, width=100).rstrip(), highlight=False,
+                                 markup=False)
+        for problem in found.problems:
+            report.error(problem)
+        if found.usable and write:
+            report.console.print(f"wrote {write_config(found, write)}", highlight=False)
+        if json_path:
+            write_json(json_path, {"root": str(found.root), "builtin": found.builtin, "config": found.config,
+                                   "findings": found.findings, "problems": found.problems, "usable": found.usable,
+                                   "command": found.command})
+    if not found.usable:
+        report.console.print(f"no usable configuration ({len(found.problems)} problem(s))", highlight=False)
+        raise SystemExit(1)
+    report.console.print(f"usable; train with: {found.command}", highlight=False, markup=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
