@@ -438,3 +438,22 @@ def test_doctor_writes_a_config_that_trains_and_exits_1_when_nothing_is_usable(t
     (tmp_path / "nothing").mkdir()
     r = segcli("data", "doctor", str(tmp_path / "nothing"), cwd=tmp_path)
     assert r.returncode == 1 and "no pair of image and mask folders found" in r.stderr
+
+
+def test_region_of_interest_masks_make_the_outside_ignored_in_training_and_scoring(tmp_path):
+    root = binary_folder(tmp_path / "r", values=(0, 1))
+    (root / "fov").mkdir()
+    for i in range(5):
+        roi = np.zeros((64, 64), np.uint8)
+        roi[:, 16:] = 255  # the left quarter is outside the field of view
+        Image.fromarray(roi).save(root / "fov" / f"s{i}_fov.gif")
+    overrides = ["dataset=folder", f"dataset.root={root}", "dataset.num_classes=2", "dataset.roi_dir=fov",
+                 "dataset.roi_suffix=_fov", "augmentation=none"]
+    _, data, counts = build_datasets(to_plain(compose_config(overrides)), ("train", "val"), 0)
+    assert counts["train"].pixels.tolist() == [4 * 32 * 48, 4 * 32 * 48]  # 48 of 64 columns count
+    for split in ("train", "val"):
+        mask = data[split][0]["mask"]
+        assert bool((mask[:, :16] == 255).all()) and not bool((mask[:, 16:] == 255).any()), split
+    (root / "fov" / "s3_fov.gif").unlink()
+    with pytest.raises(SegcliError, match=r"s3.png: image has no region-of-interest mask .*fov/s3_fov\.\*"):
+        build_datasets(to_plain(compose_config(overrides)), ("train",), 0)

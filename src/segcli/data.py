@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segcli.augment import seed_transform
 from segcli.errors import SegcliError
-from segcli.masks import ColorTable, MaskDecoder, as_decoder, read_raw_mask
+from segcli.masks import ColorTable, MaskDecoder, apply_roi, as_decoder, read_raw_mask
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # bad files get segcli's one-line errors instead
 
@@ -162,8 +162,10 @@ class SplitCheck(ClassPixels):
 
 
 def _check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder, num_classes: int,
-                point_labels: int | None = None) -> tuple[np.ndarray, int, tuple[int, int]]:
+                point_labels: int | None = None, roi: Path | None = None) -> tuple[np.ndarray, int, tuple[int, int]]:
     mask = decoder.decode(read_raw_mask(mask_path), mask_path)
+    if roi is not None:
+        apply_roi(mask, roi, decoder.ignore_index)
     height, width = image_size(image_path)
     if (height, width) != mask.shape:
         raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
@@ -176,7 +178,8 @@ def _check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder, num_cla
 
 
 def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, num_classes: int,
-                skip_bad: bool = False, point_labels: int | None = None) -> SplitCheck:
+                skip_bad: bool = False, point_labels: int | None = None,
+                rois: Mapping[Path, Path] | None = None) -> SplitCheck:
     """Check every pair up front, before any training step: both files decode in full (truncated
     files are found), sizes match, and mask values are classes. Files are read by a few threads
     (decoders release the GIL).
@@ -185,6 +188,7 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTabl
         skip_bad: describe bad pairs in ``problems`` and leave them out instead of raising.
         point_labels: count at most this many pixels of a class per image (the labelled pixels
             ``masks.keep_points`` leaves), so class weights count only labelled pixels.
+        rois: image path -> region-of-interest mask (``masks.apply_roi``): only pixels inside count.
 
     Returns:
         see ``SplitCheck``; ``pixels`` and ``present`` count the good pairs only.
@@ -197,7 +201,7 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTabl
 
     def check(pair):
         try:
-            return _check_pair(pair[0], pair[1], decoder, num_classes, point_labels)
+            return _check_pair(pair[0], pair[1], decoder, num_classes, point_labels, (rois or {}).get(pair[0]))
         except SegcliError as exc:
             if not skip_bad:
                 raise
@@ -262,12 +266,14 @@ class PairedFolderDataset(SegmentationSamples):
             tensor, "mask": (h, w) tensor}``.
         augment_seed: see ``SegmentationSamples``; None for evaluation.
         sparsify: ``f(mask, name) -> mask`` applied after decoding (``dataset.point_labels``), or None.
+        rois: image path -> region-of-interest mask; pixels outside become ignore_index.
     """
 
     def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, transform: Callable,
-                 augment_seed: int | None = None, sparsify: Callable[[np.ndarray, str], np.ndarray] | None = None) -> None:
+                 augment_seed: int | None = None, sparsify: Callable[[np.ndarray, str], np.ndarray] | None = None,
+                 rois: Mapping[Path, Path] | None = None) -> None:
         self.pairs, self.lut, self.transform, self.augment_seed = list(pairs), as_decoder(lut), transform, augment_seed
-        self.sparsify = sparsify
+        self.sparsify, self.rois = sparsify, dict(rois or {})
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -281,6 +287,8 @@ class PairedFolderDataset(SegmentationSamples):
         if image.shape[:2] != mask.shape:
             raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "
                               f"size of its image {image_path.name}, {image.shape[1]}x{image.shape[0]}")
+        if image_path in self.rois:
+            apply_roi(mask, self.rois[image_path], self.lut.ignore_index)
         if self.sparsify is not None:
             mask = self.sparsify(mask, image_path.stem)
         return image, mask, image_path.stem

@@ -60,11 +60,12 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
             raise SegcliError(f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})")
         lut = mask_table(dcfg, info.colors, identity=s in files.identity)
         points = points_per_class if s in augmented else None
-        counts[s] = check_pairs(files.pairs[s], lut, info.num_classes, skip_bad=on_bad == "skip", point_labels=points)
+        counts[s] = check_pairs(files.pairs[s], lut, info.num_classes, skip_bad=on_bad == "skip", point_labels=points,
+                                rois=files.rois)
         one_class_trap(counts[s], info, s)
         sparsify = None if points is None else functools.partial(
             _points_of, per_class=points, seed=seed, num_classes=info.num_classes, ignore_index=info.ignore_index)
-        datasets[s] = PairedFolderDataset(counts[s].pairs, lut, transforms[s], seeds[s], sparsify)
+        datasets[s] = PairedFolderDataset(counts[s].pairs, lut, transforms[s], seeds[s], sparsify, files.rois)
         if counts[s].problems:
             report.warning(f"dataset.on_bad_file=skip: left out {len(counts[s].problems)} bad pair(s) of the "
                            f"{s} split; the first: {counts[s].problems[0]}")
@@ -120,7 +121,7 @@ def check_dataset(cfg: Mapping) -> dict:
         files = find_split_files(dcfg, run_seed(cfg), out["problems"])
         for split, pairs in files.pairs.items():
             lut = mask_table(dcfg, info.colors, identity=split in files.identity)
-            found = check_pairs(pairs, lut, info.num_classes, skip_bad=True)
+            found = check_pairs(pairs, lut, info.num_classes, skip_bad=True, rois=files.rois)
             out["problems"] += found.problems
             out["splits"][split] = {"images": len(found.pairs), "bad": len(found.problems),
                                     "sizes": {f"{h}x{w}": n for (h, w), n in sorted(found.sizes.items())},

@@ -6,6 +6,7 @@
   ``X_gtFine_labelIds.png``: both suffixes), in subfolders too with ``recursive``. Splits: split
   folders, or ``split_lists`` (``{train: FILE, val: FILE}``, VOC's ImageSets style: a name per
   line, or ``IMAGE MASK`` paths relative to root), or none: a seeded random split by ``val_fraction``.
+  Optional region-of-interest masks in ``roi_dir`` (``NAME<roi_suffix>.*``, flat or per split).
 - ``segnet`` (CamVid): ``root/<split>`` + ``root/<split>annot``.
 - ``voc``: PASCAL VOC 2012, ``VOCdevkit/VOC2012``: ``JPEGImages/NAME.jpg`` + ``SegmentationClass/NAME.png``
   by ``ImageSets/Segmentation/{train,val}.txt``; with ``aug: true`` the training list is ``aug_list``
@@ -38,11 +39,12 @@ LAYOUTS = ("image_mask_dirs", "segnet", "voc", "cityscapes", "ade20k")
 class SplitFiles:
     """The file pairs of each split of a folder dataset; whether the split was made by segcli
     (``random_split``); the splits whose masks already hold class indices (``identity``: the
-    config's ``mask_values`` do not apply)."""
+    config's ``mask_values`` do not apply); image path -> region-of-interest mask (``rois``)."""
 
     pairs: dict[str, list[tuple[Path, Path]]] = field(default_factory=dict)
     random_split: bool = False
     identity: set[str] = field(default_factory=set)
+    rois: dict[Path, Path] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         """``{split: [image stems]}`` for split.json."""
@@ -172,7 +174,34 @@ def find_split_files(cfg: Mapping, seed: int, problems: list[str] | None = None)
         root = _inside(root, "ADEChallengeData2016", "images")
         return SplitFiles({split: pair_files(root / "images" / folder, root / "annotations" / folder, problems)
                            for split, folder in (("train", "training"), ("val", "validation"))})
-    return _image_mask_dirs(cfg, root, seed, problems)
+    out = _image_mask_dirs(cfg, root, seed, problems)
+    if cfg.get("roi_dir"):
+        _attach_rois(cfg, root, out, problems)
+    return out
+
+
+def _attach_rois(cfg: Mapping, root: Path, out: SplitFiles, problems: list[str] | None) -> None:
+    """Find each image's region-of-interest mask: ``roi_dir[/split]/NAME<roi_suffix>.*``, NAME as
+    for the masks. Pairs without one are a problem (raised, or left out with ``problems``)."""
+    folder = root / str(cfg["roi_dir"])
+    if not folder.is_dir():
+        raise SegcliError(f"{folder}: dataset.roi_dir not found")
+    suffix, image_suffix = str(cfg.get("roi_suffix") or ""), str(cfg.get("image_suffix") or "")
+    rois = list_images(folder, suffix, recursive=True)
+    for split, pairs in out.pairs.items():
+        kept = []
+        for image, mask in pairs:
+            name = image.stem[:len(image.stem) - len(image_suffix)] if image_suffix else image.stem
+            roi = rois.get(f"{split}/{name}") or rois.get(name)
+            if roi is None:
+                line = f"{image}: image has no region-of-interest mask {folder}/{name}{suffix}.*"
+                if problems is None:
+                    raise SegcliError(line)
+                problems.append(line)
+                continue
+            out.rois[image] = roi
+            kept.append((image, mask))
+        out.pairs[split] = kept
 
 
 def _image_mask_dirs(cfg: Mapping, root: Path, seed: int, problems: list[str] | None) -> SplitFiles:

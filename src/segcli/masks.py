@@ -318,6 +318,26 @@ def keep_points(mask: np.ndarray, per_class: int, key: Sequence[int], num_classe
     return out.reshape(mask.shape)
 
 
+def apply_roi(mask: np.ndarray, roi_path, ignore_index: int) -> np.ndarray:
+    """Set the pixels outside a region-of-interest mask to ``ignore_index`` (``dataset.roi_dir``:
+    fields of view in medical images, unlabelled areas of aerial tiles). Inside = any non-zero
+    value (any channel).
+
+    Args:
+        mask: ``(H, W) int64`` class indices; changed in place and returned.
+
+    Raises:
+        SegcliError: the ROI file is unreadable or of another size than the mask.
+    """
+    roi = read_raw_mask(roi_path).pixels
+    inside = roi != 0 if roi.ndim == 2 else (roi[..., :3] != 0).any(-1)
+    if inside.shape != mask.shape:
+        raise SegcliError(f"{roi_path}: region-of-interest mask is {inside.shape[1]}x{inside.shape[0]} (WxH); "
+                          f"expected the size of its mask, {mask.shape[1]}x{mask.shape[0]}")
+    mask[~inside] = ignore_index
+    return mask
+
+
 def as_decoder(table: MaskDecoder | ColorTable | np.ndarray) -> MaskDecoder:
     """A ``MaskDecoder`` from a decoder, a ``ColorTable`` or a ``mask_lut`` array."""
     if isinstance(table, MaskDecoder):
