@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# pair-check caches (pair_cache.py) of the tests' throw-away trees: not in the user's ~/.cache
+os.environ.setdefault("SEGCLI_CACHE_DIR", tempfile.mkdtemp(prefix="segcli-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 

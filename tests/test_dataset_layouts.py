@@ -457,3 +457,31 @@ def test_region_of_interest_masks_make_the_outside_ignored_in_training_and_scori
     (root / "fov" / "s3_fov.gif").unlink()
     with pytest.raises(SegcliError, match=r"s3.png: image has no region-of-interest mask .*fov/s3_fov\.\*"):
         build_datasets(to_plain(compose_config(overrides)), ("train",), 0)
+
+
+def test_pair_check_cache_skips_unchanged_pairs_and_rechecks_a_changed_one(tmp_path, monkeypatch):
+    import segcli.data
+
+    monkeypatch.setenv("SEGCLI_CACHE_DIR", str(tmp_path / "cache"))
+    root = binary_folder(tmp_path / "c", values=(0, 1))
+    cfg = to_plain(compose_config(["dataset=folder", f"dataset.root={root}", "dataset.num_classes=2",
+                                   "dataset.val_fraction=0.4"]))
+    first = build_datasets(cfg, ("train", "val"), 0)[2]
+    assert len(list((tmp_path / "cache").glob("pairs-*.json"))) == 1
+
+    decoded = []
+    real = segcli.data._check_pair
+    monkeypatch.setattr(segcli.data, "_check_pair", lambda *a: decoded.append(a[0].name) or real(*a))
+    again = build_datasets(cfg, ("train", "val"), 0)[2]
+    assert decoded == [] and again["train"].pixels.tolist() == first["train"].pixels.tolist()
+
+    train_image = again["train"].pairs[0][0]
+    cv2.imwrite(str(root / "masks" / f"{train_image.stem}.png"), np.ones((64, 64), np.uint8))  # all class 1 now
+    changed = build_datasets(cfg, ("train", "val"), 0)[2]
+    assert decoded == [train_image.name]
+    assert changed["train"].pixels.tolist() == [first["train"].pixels[0] - 32 * 64, first["train"].pixels[1] + 32 * 64]
+
+    decoded.clear()
+    cfg["dataset"]["mask_values"] = {0: 1, 1: 0}  # another decoding: another cache, every pair decoded
+    build_datasets(cfg, ("train",), 0)
+    assert len(decoded) == 3 and len(list((tmp_path / "cache").glob("pairs-*.json"))) == 2

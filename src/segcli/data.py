@@ -179,7 +179,7 @@ def _check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder, num_cla
 
 def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, num_classes: int,
                 skip_bad: bool = False, point_labels: int | None = None,
-                rois: Mapping[Path, Path] | None = None) -> SplitCheck:
+                rois: Mapping[Path, Path] | None = None, cache=None) -> SplitCheck:
     """Check every pair up front, before any training step: both files decode in full (truncated
     files are found), sizes match, and mask values are classes. Files are read by a few threads
     (decoders release the GIL).
@@ -189,6 +189,8 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTabl
         point_labels: count at most this many pixels of a class per image (the labelled pixels
             ``masks.keep_points`` leaves), so class weights count only labelled pixels.
         rois: image path -> region-of-interest mask (``masks.apply_roi``): only pixels inside count.
+        cache: a ``pair_cache.PairCache`` opened for this decoder: unchanged pairs are not decoded
+            again (the caller saves it).
 
     Returns:
         see ``SplitCheck``; ``pixels`` and ``present`` count the good pairs only.
@@ -200,8 +202,15 @@ def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTabl
     from concurrent.futures import ThreadPoolExecutor
 
     def check(pair):
+        roi = (rois or {}).get(pair[0])
+        cached = cache.get(pair[0], pair[1], roi) if cache is not None else None
+        if cached is not None:
+            return np.asarray(cached[0], dtype=np.int64), cached[1], cached[2]
         try:
-            return _check_pair(pair[0], pair[1], decoder, num_classes, point_labels, (rois or {}).get(pair[0]))
+            result = _check_pair(pair[0], pair[1], decoder, num_classes, point_labels, roi)
+            if cache is not None:
+                cache.put(pair[0], pair[1], roi, *result)
+            return result
         except SegcliError as exc:
             if not skip_bad:
                 raise

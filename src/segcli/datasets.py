@@ -60,8 +60,11 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
             raise SegcliError(f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})")
         lut = mask_table(dcfg, info.colors, identity=s in files.identity)
         points = points_per_class if s in augmented else None
+        cache = _pair_cache(dcfg, lut, info, points)
         counts[s] = check_pairs(files.pairs[s], lut, info.num_classes, skip_bad=on_bad == "skip", point_labels=points,
-                                rois=files.rois)
+                                rois=files.rois, cache=cache)
+        if cache is not None:
+            cache.save()
         one_class_trap(counts[s], info, s)
         sparsify = None if points is None else functools.partial(
             _points_of, per_class=points, seed=seed, num_classes=info.num_classes, ignore_index=info.ignore_index)
@@ -73,6 +76,13 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
         report.warning(f"dataset.on_bad_file=skip: left out {len(unpaired)} file(s) without a partner; "
                        f"the first: {unpaired[0]}")
     return info, datasets, counts
+
+
+def _pair_cache(dcfg: Mapping, decoder, info: DatasetInfo, points: int | None):
+    """The pair-check cache of this dataset root and mask decoding (pair_cache.py), or None when off."""
+    from segcli.pair_cache import PairCache
+
+    return PairCache.open(str(dcfg["root"]), f"{decoder.fingerprint()}|{info.num_classes}|{points}")
 
 
 def _points_of(mask, name: str, per_class: int, seed: int, num_classes: int, ignore_index: int):
@@ -121,7 +131,10 @@ def check_dataset(cfg: Mapping) -> dict:
         files = find_split_files(dcfg, run_seed(cfg), out["problems"])
         for split, pairs in files.pairs.items():
             lut = mask_table(dcfg, info.colors, identity=split in files.identity)
-            found = check_pairs(pairs, lut, info.num_classes, skip_bad=True, rois=files.rois)
+            cache = _pair_cache(dcfg, lut, info, None)
+            found = check_pairs(pairs, lut, info.num_classes, skip_bad=True, rois=files.rois, cache=cache)
+            if cache is not None:
+                cache.save()
             out["problems"] += found.problems
             out["splits"][split] = {"images": len(found.pairs), "bad": len(found.problems),
                                     "sizes": {f"{h}x{w}": n for (h, w), n in sorted(found.sizes.items())},

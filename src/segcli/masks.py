@@ -23,6 +23,7 @@ Written here: no library decodes masks by these rules (Pillow and OpenCV read pi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -193,6 +194,15 @@ class MaskDecoder:
     colors: ColorTable | None = None
     threshold: int | None = None
     ignore_index: int = 255
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides how masks decode (for caches of checked pairs)."""
+        h = hashlib.sha1(f"{self.threshold}|{self.ignore_index}".encode())
+        if self.lut is not None:
+            h.update(np.ascontiguousarray(self.lut).tobytes())
+        if self.colors is not None:
+            h.update(f"{sorted(self.colors.codes.items())}|{self.colors.tolerance}".encode())
+        return h.hexdigest()[:16]
 
     def decode(self, raw: RawMask, path) -> np.ndarray:
         """``(H, W) int64`` class indices or ignore_index.
