@@ -197,7 +197,7 @@ def test_ade20k_ignores_zero_and_shifts_the_rest(tmp_path):
         mask_lut(150, 255, {1: 0}, reduce_zero_label=True)
 
 
-def test_ade20k_trains_evals_and_predicts_through_the_cli(tmp_path):
+def test_ade20k_trains_and_evals_through_the_cli(tmp_path):
     root = ade_tree(tmp_path)
     run = tmp_path / "run"
     r = segcli("train", "dataset=ade20k", f"dataset.root={root}", *FAST, "trainer.epochs=1",
@@ -207,11 +207,6 @@ def test_ade20k_trains_evals_and_predicts_through_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     totals = class_totals(run / "evals" / "best-val.npz", 150)
     assert (totals[0], totals[149], totals[4], sum(totals)) == (16 * 64, 16 * 64, 16 * 64, 3 * 16 * 64)
-    image = root / "images" / "validation" / "ADE_valid_00000000.jpg"
-    r = segcli("predict", str(image), "-c", str(run / "checkpoints" / "best.pt"), "-o", str(tmp_path / "p"),
-               cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert cv2.imread(str(tmp_path / "p" / "ADE_valid_00000000.png"), cv2.IMREAD_UNCHANGED).shape == (64, 64)
 
 
 # -- folders as people have them -------------------------------------------------------------------
@@ -319,20 +314,14 @@ def test_zero_255_masks_with_ignore_255_are_caught_and_num_classes_comes_from_th
         DatasetInfo.from_config({"num_classes": None, "class_names": None, "colors": None, "ignore_index": 255})
 
 
-def test_a_binary_folder_without_num_classes_trains_through_the_cli(tmp_path):
+def test_a_binary_folder_read_with_ignore_255_stops_the_cli_in_one_line(tmp_path):
     root = binary_folder(tmp_path / "b")
     run = tmp_path / "run"
     r = segcli("train", "dataset=folder", f"dataset.root={root}", "dataset.class_names=[bg,fg]", *FAST,
                "trainer.epochs=1", f"hydra.run.dir={run}", cwd=tmp_path)
     assert r.returncode == 2 and "dataset.mask_values={0: 0, 255: 1}" in r.stderr
-    assert r.stderr.strip().count("\n") == 0
-    r = segcli("train", "dataset=folder", f"dataset.root={root}", "dataset.class_names=[bg,fg]",
-               "dataset.mask_values={0:0,255:1}", "dataset.ignore_index=254", *FAST, "trainer.epochs=1",
-               f"hydra.run.dir={run}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    summary = json.loads((run / "summary.json").read_text())
-    assert list(summary["val"]["per_class_iou"]) == ["bg", "fg"]
-    assert summary["status"] == "done"
+    assert r.stderr.strip().count("\n") == 0 and not run.exists()  # no half-written run folder
+    # with the setting it names, the same command trains: test_doctor_writes_a_config_that_trains
 
 
 # -- sparse labels ---------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def build_datasets(cfg: Mapping, splits: Sequence[str], seed: int, run: RunDir |
                                 rois=files.rois, cache=cache)
         if cache is not None:
             cache.save()
-        one_class_trap(counts[s], info, s)
+        if s == "train":  # val/test may hold one class (e.g. only negatives); training on one is the trap
+            one_class_trap(counts[s], info, s)
         sparsify = None if points is None else functools.partial(
             _points_of, per_class=points, seed=seed, num_classes=info.num_classes, ignore_index=info.ignore_index)
         datasets[s] = PairedFolderDataset(counts[s].pairs, lut, transforms[s], seeds[s], sparsify, files.rois)

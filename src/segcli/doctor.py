@@ -176,8 +176,8 @@ def _pairing(images: Path, masks: Path) -> tuple[str, str, int, int, int]:
     """(image suffix, mask suffix, pairs, images, masks) of the rule that pairs the most files."""
     image_names, mask_names = list(list_images(images)), list(list_images(masks))
     best = ("", "", -1)
-    for image_suffix in {"", _common_suffix(image_names)}:
-        for mask_suffix in {"", _common_suffix(mask_names)}:
+    for image_suffix in sorted({"", _common_suffix(image_names)}):  # ties: identical names first
+        for mask_suffix in sorted({"", _common_suffix(mask_names)}):
             found = len(set(list_images(images, image_suffix)) & set(list_images(masks, mask_suffix)))
             if found > best[2]:
                 best = (image_suffix, mask_suffix, found)
