@@ -286,7 +286,7 @@ def test_lossy_masks_are_refused_with_the_setting_that_accepts_them(tmp_path):
     border = snapped == 9  # JPEG's chroma blends at the band borders: ignored, not guessed
     assert np.array_equal(snapped[~border], index[~border]) and 0 < border.mean() <= 0.05
     assert not border[4:12].any() and not border[20:28].any()  # inside the bands every pixel snaps
-    with pytest.raises(SegcliError, match=r"within N levels per channel \(now 1; \d+\.\d% of the pixels are farther"):
+    with pytest.raises(SegcliError, match=r"within N levels per channel \(now 1: \d+\.\d% of the pixels are farther"):
         read_mask(tmp_path / "c.jpg", mask_table({**cfg, "color_tolerance": 1}, colors))
 
 
@@ -400,7 +400,17 @@ def test_doctor_finds_suffixes_encodings_and_lossy_masks(tmp_path):
     assert found.usable and found.config["mask_format"] == "rgb", found.problems
     assert sorted(found.config["colors"]) == sorted(colors.tolist())
 
+    for i in range(5):  # the same as JPEG: noisy colours gather around the three class colours
+        (coded / "masks" / f"{i}.png").unlink()
+        cv2.imwrite(str(coded / "masks" / f"{i}.jpg"), colors[bands([0, 1, 2, 1])][..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+    found = diagnose(coded)
+    assert found.usable and found.config["color_tolerance"] == 48, found.problems
+    got = np.array(found.config["colors"])  # JPEG shifts them a little: (255, 200, 1) for (255, 200, 0)
+    assert len(got) == 3 and all(np.abs(got - true).max(1).min() <= 8 for true in colors)
+
     for i in range(5):
+        (coded / "masks" / f"{i}.jpg").unlink()
         cv2.imwrite(str(coded / "masks" / f"{i}.png"), bands([0, 50, 100, 50]))
     found = diagnose(coded)
     assert found.usable and found.config["mask_values"] == {0: 0, 50: 1, 100: 2}, found.problems
@@ -414,7 +424,8 @@ def test_doctor_writes_a_config_that_trains_and_exits_1_when_nothing_is_usable(t
     conf = tmp_path / "myconf"
     r = segcli("data", "doctor", str(root), "--write", str(conf / "dataset" / "mine.yaml"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "binary 0/255 masks" in r.stdout and "usable; train with" in r.stdout
+    assert "binary 0/255 masks" in r.stdout
+    assert f"usable; train with: segcli train --config-dir {conf} dataset=mine" in r.stdout.replace("\n", "")
     written = (conf / "dataset" / "mine.yaml").read_text()
     assert written.startswith(f"# segcli data doctor {root}") and "mask_values:\n  0: 0\n  255: 1" in written
     run = tmp_path / "run"
@@ -423,7 +434,11 @@ def test_doctor_writes_a_config_that_trains_and_exits_1_when_nothing_is_usable(t
     assert r.returncode == 0, r.stderr
     assert json.loads((run / "summary.json").read_text())["status"] == "done"
 
-    (root / "masks" / "s0.png").unlink()
+    voc_tree(tmp_path / "v")  # a benchmark layout: nothing to write, the built-in dataset named
+    r = segcli("data", "doctor", str(tmp_path / "v"), "--write", str(conf / "dataset" / "v.yaml"), cwd=tmp_path)
+    assert r.returncode == 0 and "nothing written: the built-in dataset=voc reads this layout" in r.stdout
+    assert not (conf / "dataset" / "v.yaml").exists()
+
     (tmp_path / "nothing").mkdir()
     r = segcli("data", "doctor", str(tmp_path / "nothing"), cwd=tmp_path)
     assert r.returncode == 1 and "no pair of image and mask folders found" in r.stderr

@@ -630,8 +630,14 @@ def data_doctor(
                                  markup=False)
         for problem in found.problems:
             report.error(problem)
-        if found.usable and write:
+        command = found.command
+        if found.usable and write and found.config:
             report.console.print(f"wrote {write_config(found, write)}", highlight=False)
+            if write.parent.name == "dataset":
+                command = f"segcli train --config-dir {write.parent.parent} dataset={write.stem}"
+        elif found.usable and write:
+            report.console.print(f"nothing written: the built-in dataset={found.builtin} reads this layout",
+                                 highlight=False)
         if json_path:
             write_json(json_path, {"root": str(found.root), "builtin": found.builtin, "config": found.config,
                                    "findings": found.findings, "problems": found.problems, "usable": found.usable,
@@ -639,7 +645,7 @@ def data_doctor(
     if not found.usable:
         report.console.print(f"no usable configuration ({len(found.problems)} problem(s))", highlight=False)
         raise SystemExit(1)
-    report.console.print(f"usable; train with: {found.command}", highlight=False, markup=False)
+    report.console.print(f"usable; train with: {command}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ MASK_WORDS = ("masks", "mask", "labels", "label", "annotations", "annotation", "
 IMAGE_WORDS = ("images", "image", "imgs", "img", "jpegimages", "rgb", "inputs", "input", "x", "photos")
 SAMPLE = 64          # masks read to find the encoding
 MAX_CLASSES = 256    # more distinct values or colours than this: not class labels (or lossy noise)
+SNAP = 48            # lossy colour masks: colours within this many levels per channel are one class colour
 
 
 @dataclass
@@ -279,19 +280,54 @@ def _colour_settings(colours: Counter, lossy: bool, out: Diagnosis) -> dict | No
     base = {"mask_format": "rgb", "mask_values": None, "reduce_zero_label": False, "mask_threshold": None,
             "color_tolerance": None, "ignore_index": 255}
     if lossy or len(colours) > MAX_CLASSES:
-        main = main[:MAX_CLASSES]
-        if len(main) > 64:
-            out.problems.append(f"{len(colours)} distinct colours, {len(main)} of them above 0.1% of the pixels: "
-                                "not a colour code segcli can recover")
+        main = _colour_centres(colours, total)
+        if not main or len(main) > 64:
+            out.problems.append(f"{len(colours)} distinct colours that do not gather around a few class colours "
+                                f"(within {SNAP} levels): not a colour code segcli can recover")
             return None
-        out.findings.append(f"lossy colour masks: {len(main)} colours above 0.1% of the pixels taken as the classes, "
-                            "dataset.color_tolerance=48 snaps the rest")
-        base["color_tolerance"] = 48
+        out.findings.append(f"lossy colour masks: {len(colours)} colours gather around {len(main)} class colours; "
+                            f"dataset.color_tolerance={SNAP} snaps the rest (blends at borders are ignored)")
+        base["color_tolerance"] = SNAP
     else:
         main = sorted(colours)
     colors = [rgb(c) for c in main]
     out.findings.append(f"{len(colors)} colours -> classes in that order (rename them in class_names)")
     return {**base, "num_classes": len(colors), "class_names": None, "colors": colors}
+
+
+def _colour_centres(colours: Counter, total: int) -> list[int]:
+    """Class colours of lossy colour masks: the most frequent colours, each more than ``SNAP`` levels
+    (largest channel difference) from every centre before it and not a blend of two of them (JPEG's
+    chroma subsampling mixes neighbouring classes' chroma at their borders: chroma on the segment
+    between theirs, luma within theirs, in JPEG's YCbCr), holding 0.5%
+    of the pixels with the colours that snap to it. Returns colour codes ``(r << 16) | (g << 8) | b``."""
+    def rgb(code: int) -> np.ndarray:
+        return np.array([(code >> 16) & 255, (code >> 8) & 255, code & 255], dtype=float)
+
+    def ycbcr(c: np.ndarray) -> np.ndarray:  # JPEG's colour space (ITU-R BT.601, full range)
+        return np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]) @ c + \
+            [0, 128, 128]
+
+    def between(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+        """c's chroma on the chroma segment a-b and its luma within theirs: a JPEG blend of a and b."""
+        (yc, *cc), (ya, *ca), (yb, *cb) = ycbcr(c), ycbcr(a), ycbcr(b)
+        cc, ca, cb = np.array(cc), np.array(ca), np.array(cb)
+        t = np.clip(np.dot(cc - ca, cb - ca) / max(np.dot(cb - ca, cb - ca), 1e-9), 0, 1)
+        return bool(np.abs(cc - (ca + t * (cb - ca))).max() <= 16 and min(ya, yb) - SNAP <= yc <= max(ya, yb) + SNAP)
+
+    centres: dict[int, int] = {}
+    for code, n in colours.most_common():
+        if n / total < 0.0005 or len(centres) > 64:
+            break
+        c = rgb(code)
+        near = [k for k in centres if np.abs(c - rgb(k)).max() <= SNAP]
+        if near:
+            centres[near[0]] += n
+            continue
+        points = [rgb(k) for k in centres]
+        if not any(between(c, a, b) for i, a in enumerate(points) for b in points[i + 1:]):
+            centres[code] = n
+    return [c for c, n in centres.items() if n / total >= 0.005]
 
 
 def _complete(cfg: dict) -> dict:

@@ -265,11 +265,13 @@ class MaskDecoder:
         if unknown.any():
             bad = np.unique(rgb[unknown], axis=0)[:3].tolist()
             if raw.lossy or self.colors.tolerance is not None:
+                now = ("" if self.colors.tolerance is None else
+                       f" (now {self.colors.tolerance}: {unknown.mean():.1%} of the pixels are farther, at most "
+                       f"{MAX_UNSNAPPED:.0%} may be, as ignore_index)")
                 raise SegcliError(f"{path}: {raw.describe()} mask colours {bad} are not in dataset.colors "
-                                  f"(lossy compression noise?); set dataset.color_tolerance=N to snap each colour to "
-                                  f"the nearest class colour within N levels per channel (now "
-                                  f"{self.colors.tolerance}; {unknown.mean():.1%} of the pixels are farther, at most "
-                                  f"{MAX_UNSNAPPED:.0%} may be, as ignore_index)")
+                                  f"({unknown.mean():.1%} of the pixels; lossy compression noise?); set "
+                                  f"dataset.color_tolerance=N to snap each colour to the nearest class colour within "
+                                  f"N levels per channel{now}")
             raise SegcliError(f"{path}: mask colours {bad} are not in dataset.colors (map them with "
                               "dataset.mask_values, e.g. {'0,0,0': 255} to ignore)")
         return mask
