@@ -52,6 +52,18 @@ def class_totals(npz: Path, num_classes: int) -> list[int]:
         return z["matrices"].sum(axis=(0, 2))[:num_classes].tolist()
 
 
+def train_and_eval(dataset: str, root: Path, tmp_path: Path, num_classes: int) -> tuple[Path, list[int]]:
+    """``segcli train dataset=DATASET`` for one tiny epoch, then ``segcli eval --split val``: the run
+    folder and the val split's truth pixels per class as the eval counted them."""
+    run = tmp_path / "run"
+    r = segcli("train", f"dataset={dataset}", f"dataset.root={root}", *FAST, "trainer.epochs=1",
+               f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "val", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    return run, class_totals(run / "evals" / "best-val.npz", num_classes)
+
+
 # -- PASCAL VOC ------------------------------------------------------------------------------------
 
 VOC_MASK = [0, 7, 255, 15]  # background, car (a gray palette colour), the border, person
@@ -103,15 +115,10 @@ def test_voc_augmented_list_takes_pairs_and_leaves_val_out(tmp_path):
 
 def test_voc_trains_evals_and_predicts_through_the_cli(tmp_path):
     root = voc_tree(tmp_path, names=tuple(f"2007_{i:06d}" for i in range(6)))
-    run = tmp_path / "run"
-    r = segcli("train", "dataset=voc", f"dataset.root={root}", *FAST, "trainer.epochs=1", f"hydra.run.dir={run}",
-               cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "val", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    run, totals = train_and_eval("voc", root, tmp_path, 21)
     expected = [0] * 21
     expected[0] = expected[7] = expected[15] = 16 * 64  # one val image; its border band is not counted
-    assert class_totals(run / "evals" / "best-val.npz", 21) == expected
+    assert totals == expected
     r = segcli("predict", str(root / "JPEGImages" / "2007_000005.jpg"), "-c", str(run / "checkpoints" / "best.pt"),
                "-o", str(tmp_path / "pred"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -160,17 +167,11 @@ def test_cityscapes_label_ids_map_to_the_19_train_ids(tmp_path):
 
 
 def test_cityscapes_trains_and_evals_through_the_cli(tmp_path):
-    root = city_tree(tmp_path)
-    run = tmp_path / "run"
-    r = segcli("train", "dataset=cityscapes", f"dataset.root={root}", *FAST, "trainer.epochs=1",
-               f"hydra.run.dir={run}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "val", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    _, totals = train_and_eval("cityscapes", city_tree(tmp_path), tmp_path, 19)
     expected = [0] * 19
     for train_id in (0, 13, 18, 10, 11, 2):
         expected[train_id] = 8 * 64
-    assert class_totals(run / "evals" / "best-val.npz", 19) == expected
+    assert totals == expected
 
 
 # -- ADE20K ----------------------------------------------------------------------------------------
@@ -198,14 +199,7 @@ def test_ade20k_ignores_zero_and_shifts_the_rest(tmp_path):
 
 
 def test_ade20k_trains_and_evals_through_the_cli(tmp_path):
-    root = ade_tree(tmp_path)
-    run = tmp_path / "run"
-    r = segcli("train", "dataset=ade20k", f"dataset.root={root}", *FAST, "trainer.epochs=1",
-               f"hydra.run.dir={run}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "val", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    totals = class_totals(run / "evals" / "best-val.npz", 150)
+    _, totals = train_and_eval("ade20k", ade_tree(tmp_path), tmp_path, 150)
     assert (totals[0], totals[149], totals[4], sum(totals)) == (16 * 64, 16 * 64, 16 * 64, 3 * 16 * 64)
 
 

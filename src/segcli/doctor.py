@@ -31,6 +31,8 @@ MASK_WORDS = ("masks", "mask", "labels", "label", "annotations", "annotation", "
 IMAGE_WORDS = ("images", "image", "imgs", "img", "jpegimages", "rgb", "inputs", "input", "x", "photos")
 SAMPLE = 64          # masks read to find the encoding
 MAX_CLASSES = 256    # more distinct values or colours than this: not class labels (or lossy noise)
+MASK_DEFAULTS = {"mask_values": None, "reduce_zero_label": False, "mask_threshold": None, "color_tolerance": None,
+                 "ignore_index": 255}  # the mask keys a proposal sets, before what the sample says
 SNAP = 48            # lossy colour masks: colours within this many levels per channel are one class colour
 
 
@@ -237,8 +239,7 @@ def _shares(counter: Counter, name) -> str:
 def _value_settings(values: Counter, lossy: bool, out: Diagnosis) -> dict | None:
     found = sorted(values)
     out.findings.append(f"mask values (pixel share): {_shares(values, str)}")
-    base = {"mask_format": "index", "mask_values": None, "reduce_zero_label": False, "mask_threshold": None,
-            "color_tolerance": None, "ignore_index": 255}
+    base = {**MASK_DEFAULTS, "mask_format": "index"}
     if lossy:  # even a clean sample: other JPEG masks of the set carry noise
         near = sum(n for v, n in values.items() if v < 32 or v > 223) / sum(values.values())
         if near > 0.95:
@@ -277,8 +278,7 @@ def _colour_settings(colours: Counter, lossy: bool, out: Diagnosis) -> dict | No
     total = sum(colours.values())
     main = [c for c, n in colours.most_common() if n / total >= 0.001]
     out.findings.append(f"colour masks (pixel share): {_shares(colours, lambda c: str(tuple(rgb(c))))}")
-    base = {"mask_format": "rgb", "mask_values": None, "reduce_zero_label": False, "mask_threshold": None,
-            "color_tolerance": None, "ignore_index": 255}
+    base = {**MASK_DEFAULTS, "mask_format": "rgb"}
     if lossy or len(colours) > MAX_CLASSES:
         main = _colour_centres(colours, total)
         if not main or len(main) > 64:

@@ -20,7 +20,7 @@ import torch
 from segcli import report
 from segcli.checkpoints import load_checkpoint, model_from_checkpoint
 from segcli.config import run_seed
-from segcli.data import make_loader
+from segcli.data import DatasetInfo, make_loader
 from segcli.datasets import build_datasets
 from segcli.engine import evaluate
 from segcli.errors import SegcliError
@@ -132,43 +132,72 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
             missing, or ``amp`` is not a known setting; a CRF without pydensecrf2.
     """
     inference = inference or InferenceSettings()
-    ckpt = load_checkpoint(path)
-    cfg = ckpt["config"]
-    if data_root is not None:
-        cfg["dataset"]["root"] = data_root
-    info, data, _ = build_datasets(cfg, (split,), run_seed(cfg), augmented=())
-    trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
-    ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
-    model = model_from_checkpoint(ckpt, ctx.device)
-    if ctx.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loader = make_loader(data[split], batch_size or int(cfg["trainer"]["eval_batch_size"]), False,
-                         int(cfg["trainer"]["num_workers"]), info.ignore_index, run_seed(cfg))
+    job = _EvalJob.load(path, split, data_root, batch_size, device, amp)
+    info, ctx, norm = job.info, job.ctx, job.ckpt["normalization"]
     distances = HausdorffAccumulator(info.num_classes, info.ignore_index) if hd95 else None
-    norm = ckpt["normalization"]
     infer = Inference(inference, norm["mean"], norm["std"])
     writer = ProbabilityWriter(probs_dir, info.class_names, inference.plain) if probs_dir else None
-    with report.EpochProgress(f"eval {split}", len(data[split])) as bar:
-        ev = evaluate(model, loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance, per_image=True,
-                      on_predictions=distances.update if distances else None,
+    with report.EpochProgress(f"eval {split}", len(job.dataset)) as bar:
+        ev = evaluate(job.model, job.loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance,
+                      per_image=True, on_predictions=distances.update if distances else None,
                       infer=lambda net, x: infer(net, x, ctx.eval_scale), on_scores=writer)
     extra = distances.compute(info.class_names) if distances else {}
     if writer is not None:
         extra["probabilities"] = {"folder": str(writer.finish().resolve()), "images": writer.count}
     evidence = PerImage(ev.names, ev.matrix.image_matrices_cpu().numpy().astype(np.int64), info.class_names, split,
-                        str(Path(path).resolve()), ckpt.get("epoch"))
+                        str(Path(path).resolve()), job.ckpt.get("epoch"))
     if worst > 0:
-        from segcli.plot import save_gallery  # only here: eval stays light (tests/test_imports.py)
-
         extra["worst_images"] = worst_images(evidence, worst)
-        picks = [(ev.names.index(w["name"]), _worst_caption(w)) for w in extra["worst_images"]]
-        save_gallery(model, data[split], picks, ctx, info.colors, info.ignore_index, norm["mean"], norm["std"],
-                     worst_png or Path(f"{split}-worst.png"))
+        job.draw_worst(extra["worst_images"], ev.names, worst_png or Path(f"{split}-worst.png"))
     return {**ev.scores.as_dict(info.class_names), **extra, "split": split, "images": ev.images,
             "seconds": round(ev.seconds, 3), "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
-            "checkpoint": str(Path(path).resolve()), "epoch": ckpt.get("epoch"), "precision": ctx.precision.as_dict(),
-            "inference": inference.as_dict(),
+            "checkpoint": str(Path(path).resolve()), "epoch": job.ckpt.get("epoch"),
+            "precision": ctx.precision.as_dict(), "inference": inference.as_dict(),
             "protocol": "dataset: " + PROTOCOLS["dataset"], "protocols": protocols(ev.matrix, ev.scores)}, evidence
+
+
+@dataclass
+class _EvalJob:
+    """What an eval of a checkpoint works on: the checkpoint, its classes, the split's dataset and
+    loader (the run's eval preprocessing), the step context and the model on its device."""
+
+    ckpt: dict
+    info: DatasetInfo
+    dataset: object
+    loader: object
+    ctx: object
+    model: torch.nn.Module
+
+    @classmethod
+    def load(cls, path: Path, split: str, data_root: str | None, batch_size: int | None, device: str,
+             amp: str | None) -> _EvalJob:
+        """Load the checkpoint and build the rest from its config (see ``evaluate_checkpoint``).
+
+        Raises:
+            SegcliError: as ``evaluate_checkpoint``.
+        """
+        ckpt = load_checkpoint(path)
+        cfg = ckpt["config"]
+        if data_root is not None:
+            cfg["dataset"]["root"] = data_root
+        info, data, _ = build_datasets(cfg, (split,), run_seed(cfg), augmented=())
+        trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
+        ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
+        model = model_from_checkpoint(ckpt, ctx.device)
+        if ctx.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        loader = make_loader(data[split], batch_size or int(cfg["trainer"]["eval_batch_size"]), False,
+                             int(cfg["trainer"]["num_workers"]), info.ignore_index, run_seed(cfg))
+        return cls(ckpt, info, data[split], loader, ctx, model)
+
+    def draw_worst(self, worst: list[dict], names: list[str], png: Path) -> None:
+        """``worst_images``' pictures: image | truth | prediction | errors, captioned, into ``png``."""
+        from segcli.plot import save_gallery  # only here: eval stays light (tests/test_imports.py)
+
+        norm = self.ckpt["normalization"]
+        picks = [(names.index(w["name"]), _worst_caption(w)) for w in worst]
+        save_gallery(self.model, self.dataset, picks, self.ctx, self.info.colors, self.info.ignore_index,
+                     norm["mean"], norm["std"], png)
 
 
 def worst_images(evidence: PerImage, count: int, classes_shown: int = 3) -> list[dict]:
