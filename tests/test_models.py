@@ -8,8 +8,8 @@ from segcli.errors import SegcliError
 from segcli.models import ARCHITECTURES, build_model
 
 
-@pytest.mark.parametrize("option", group_options()["model"])
-def test_every_model_option_builds_and_keeps_the_input_size(option):
+@pytest.mark.parametrize("option", [o for o in group_options()["model"] if o not in ("pixel_forest", "otsu")])
+def test_every_model_option_builds_and_keeps_the_input_size(option):  # the fitted baselines: test_architectures.py
     cfg = to_plain(compose_config([f"model={option}"]))["model"]
     model = build_model(cfg, num_classes=5).eval()
     with torch.inference_mode():
@@ -19,7 +19,7 @@ def test_every_model_option_builds_and_keeps_the_input_size(option):
 
 def test_every_smp_architecture_has_a_config_file():
     names = {to_plain(compose_config([f"model={o}"]))["model"]["arch"].lower() for o in group_options()["model"]}
-    assert names == set(ARCHITECTURES)
+    assert names >= set(ARCHITECTURES)
 
 
 def test_local_encoder_weights_file_is_loaded(tmp_path: Path):

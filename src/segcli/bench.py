@@ -34,7 +34,7 @@ from segcli.engine import Budget, TrainStep, evaluate, train_one_epoch
 from segcli.errors import SegcliError
 from segcli.losses import build_loss
 from segcli.metrics import ConfusionMatrix
-from segcli.models import build_model
+from segcli.models import build_model, model_label
 from segcli.optim import LrSchedule, build_optimizer
 from segcli.runtime import StepContext, seed_everything, step_context
 
@@ -150,10 +150,13 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     loader_rate, train_batches = _loader_rate(loader, seconds)
     eval_batches = list(itertools.islice(iter(eval_loader), 2))
     model = build_model(cfg["model"], info.num_classes).to(ctx.device)
+    if getattr(model, "fits_from_data", False):
+        raise SegcliError(f"model.arch={cfg['model']['arch']}: segcli bench times optimizer steps; this baseline "
+                          "has none (its train and eval images/s are in the run's metrics.jsonl)")
     loss_fn = build_loss(cfg["loss"], info.num_classes, counts.get("train")).to(ctx.device)
     parts = Parts(model, loss_fn, build_optimizer(cfg["optimizer"], model.parameters()), ctx, train_batches,
                   eval_batches, info.num_classes, info.ignore_index)
-    settings = {"model": f"{cfg['model']['arch']}-{cfg['model']['encoder_name']}", "device": str(ctx.device),
+    settings = {"model": model_label(cfg["model"]), "device": str(ctx.device),
                 "amp": ctx.precision.name, "amp_reason": ctx.precision.reason,
                 "channels_last": ctx.channels_last, "batch_size": batch_size,
                 "eval_batch_size": int(trainer["eval_batch_size"]), "crop": list(train_batches[0]["image"].shape[-2:]),

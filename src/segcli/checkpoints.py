@@ -58,13 +58,13 @@ def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> torch.nn.Modul
     Raises:
         SegcliError: the weights do not fit the architecture named in the checkpoint.
     """
-    from segcli.models import build_model, load_error_detail
+    from segcli.models import build_model, load_error_detail, model_label
 
     model_cfg = {**ckpt["config"]["model"], "encoder_weights": None}
     model = build_model(model_cfg, int(ckpt["classes"]["num_classes"]))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise SegcliError(f"checkpoint weights do not fit {model_cfg['arch']}-{model_cfg['encoder_name']} with "
+        raise SegcliError(f"checkpoint weights do not fit {model_label(model_cfg)} with "
                           f"{ckpt['classes']['num_classes']} classes: {load_error_detail(exc)}") from None
     return model.to(device).eval()

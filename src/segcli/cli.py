@@ -22,6 +22,7 @@ import typer
 from segcli import distributed, report
 from segcli.config import (
     check_train_args,
+    compose_config,
     config_dir,
     distributed_args,
     group_options,
@@ -505,6 +506,33 @@ def list_runs(
         else:
             table = report.runs_table(compare.rows(records, keys), ", ".join(str(r) for r in roots))
             report.print_wide(table)
+
+
+@app.command("models")
+def list_models(
+    size: Annotated[str, typer.Option(help="Input HxW in pixels for the GFLOPs.")] = "512x512",
+    classes: Annotated[int, typer.Option(help="Output classes the models are built with.")] = 21,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every choice of the model config group (model=NAME): architecture, encoder, where it comes from
+    (segmentation-models-pytorch, torchvision, or written here), parameters in millions and GFLOPs of
+    one image at --size (torch's flop counter on the meta device: nothing is computed)."""
+    from segcli.models import model_facts
+
+    with user_errors():
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise SegcliError(f"--size {size}: expected HxW in pixels, e.g. 512x512") from None
+        rows = []
+        for option in group_options()["model"]:
+            cfg = to_plain(compose_config([f"model={option}"]))["model"]
+            rows.append({"model": option, "arch": cfg["arch"], "encoder": cfg.get("encoder_name"),
+                         **model_facts(cfg, classes, (h, w))})
+        if as_json:
+            print(json.dumps(rows, indent=2))
+        else:
+            report.print_wide(report.models_table(rows, f"{h}x{w}", classes))
 
 
 @app.command()

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segcli.errors import SegcliError
 
-GROUPS = ("dataset", "model", "loss", "augmentation", "trainer", "optimizer", "scheduler", "logger")
+GROUPS = ("dataset", "model", "loss", "augmentation", "trainer", "optimizer", "scheduler", "logger", "experiment")
 
 
 def config_dir() -> Path:
@@ -140,7 +140,9 @@ def distributed_args(args: Sequence[str]) -> list[str]:
 
 def _run_dir_name(name, date: str, time: str, arch: str, encoder: str) -> str:
     """``hydra.run.dir`` below outputs/: ``run.name`` when set, else ``DATE/TIME_ARCH-ENCODER``."""
-    return str(name) if name not in (None, "") else f"{date}/{time}_{arch}-{encoder}"
+    if name not in (None, ""):
+        return str(name)
+    return f"{date}/{time}_{arch}" + (f"-{encoder}" if encoder not in (None, "", "none", "None") else "")
 
 
 OmegaConf.register_new_resolver("segcli_run_dir", _run_dir_name, replace=True)

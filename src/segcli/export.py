@@ -277,6 +277,9 @@ def export_bundle(checkpoint: Path, out_dir: Path, opset: int = 18, size: tuple[
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt["config"]
     model = model_from_checkpoint(ckpt, torch.device("cpu"))
+    if getattr(model, "fits_from_data", False):
+        raise SegcliError(f"{checkpoint}: model.arch={cfg['model']['arch']} is a scikit-learn/NumPy baseline; "
+                          "it has no ONNX graph to export (eval and predict run it from the checkpoint)")
     inputs, source = _parity_inputs(ckpt, data_root, size, parity_images)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -310,11 +313,13 @@ def export_bundle(checkpoint: Path, out_dir: Path, opset: int = 18, size: tuple[
 
 def _describe(ckpt: dict, checkpoint: Path, opset: int, size, parity: list[Parity], speeds: dict,
               shape: Sequence[int]) -> dict:
+    from segcli.models import model_label
+
     cfg, classes, norm = ckpt["config"], ckpt["classes"], ckpt["normalization"]
     return {
         "format": BUNDLE_FORMAT,
         "model": MODEL_FILE,
-        "architecture": f"{cfg['model']['arch']}-{cfg['model'].get('encoder_name', '')}".rstrip("-"),
+        "architecture": model_label(cfg["model"]),
         "class_names": classes["class_names"], "colors": classes["colors"],
         "num_classes": int(classes["num_classes"]), "ignore_index": int(classes["ignore_index"]),
         "input": {

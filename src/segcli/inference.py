@@ -17,6 +17,9 @@
 - ``crf``: dense CRF refinement of the probabilities (Krähenbühl and Koltun 2011, "Efficient
   Inference in Fully Connected CRFs with Gaussian Edge Potentials"; the DeepLab papers' CNN +
   fully connected CRF) by pydensecrf2, the optional extra ``segcli[crf]``.
+- ``superpixels``: majority vote of the predicted labels inside each superpixel, SLIC (Achanta et
+  al. 2012) or Felzenszwalb-Huttenlocher (2004) from scikit-image: the classical post-processing that
+  snaps label borders to colour edges. Combinable with every mode above (it runs last).
 
 ``Inference(settings, mean, std)(model, x)`` is the one entry point; it takes any callable
 ``model(x) -> logits`` (a torch module, or ``export.OnnxModel`` for ONNX bundles).
@@ -56,6 +59,20 @@ class CrfSettings:
 
 
 @dataclass(frozen=True)
+class SuperpixelSettings:
+    """Superpixels for the majority vote (scikit-image's names and defaults). ``method``: ``slic``
+    (``n_segments`` superpixels, ``compactness``: colour vs space, ``sigma`` pre-smoothing in pixels) or
+    ``felzenszwalb`` (``scale``: larger gives larger segments, ``sigma``, ``min_size`` in pixels)."""
+
+    method: str = "slic"
+    n_segments: int = 400
+    compactness: float = 10.0
+    scale: float = 100.0
+    sigma: float = 0.8
+    min_size: int = 20
+
+
+@dataclass(frozen=True)
 class InferenceSettings:
     """One inference recipe (the ``inference`` config group); see the module docstring.
 
@@ -75,12 +92,14 @@ class InferenceSettings:
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
     crf: CrfSettings | None = None
+    superpixels: SuperpixelSettings | None = None
     overrides: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def plain(self) -> bool:
         """One forward pass of the whole image and nothing else (scores are the logits)."""
-        return self.mode == "whole" and not self.flip and self.scales == (1.0,) and self.crf is None
+        return (self.mode == "whole" and not self.flip and self.scales == (1.0,) and self.crf is None
+                and self.superpixels is None)
 
     @property
     def tag(self) -> str:
@@ -149,7 +168,8 @@ class InferenceSettings:
         if sigma <= 0 or tile_batch < 1:
             raise SegcliError(f"inference.sigma={sigma}, tile_batch={tile_batch}: expected sigma > 0, tile_batch >= 1")
         return cls(str(cfg.get("name", "whole")), mode, crop, stride, overlap, merge, sigma, tile_batch,
-                   bool(cfg.get("flip", False)), scales, _crf_settings(cfg.get("crf")), tuple(overrides))
+                   bool(cfg.get("flip", False)), scales, _crf_settings(cfg.get("crf")),
+                   _superpixel_settings(cfg.get("superpixels")), tuple(overrides))
 
 
 def _pair(value, key: str) -> tuple[int, int]:
@@ -172,6 +192,24 @@ def _crf_settings(cfg) -> CrfSettings | None:
     settings = CrfSettings(**{k: (int(v) if k == "iterations" else float(v)) for k, v in cfg.items()})
     if settings.iterations < 1 or min(settings.bi_xy_std, settings.bi_rgb_std, settings.pos_xy_std) <= 0:
         raise SegcliError(f"inference.crf: expected iterations >= 1 and positive sigmas, got {asdict(settings)}")
+    return settings
+
+
+def _superpixel_settings(cfg) -> SuperpixelSettings | None:
+    if cfg is None or cfg is False:
+        return None
+    cfg = dict(cfg)
+    known = set(SuperpixelSettings.__dataclass_fields__)
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise SegcliError(f"inference.superpixels.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}")
+    defaults = SuperpixelSettings()
+    settings = SuperpixelSettings(**{k: type(getattr(defaults, k))(v) for k, v in cfg.items()})
+    if settings.method not in ("slic", "felzenszwalb"):
+        raise SegcliError(f"inference.superpixels.method={settings.method}: expected slic or felzenszwalb")
+    if settings.n_segments < 1 or settings.scale <= 0 or settings.min_size < 1 or settings.sigma < 0:
+        raise SegcliError(f"inference.superpixels: expected n_segments >= 1, scale > 0, min_size >= 1, sigma >= 0, "
+                          f"got {asdict(settings)}")
     return settings
 
 
@@ -211,6 +249,8 @@ class Inference:
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if settings.crf is not None:
             require_crf()
+        if settings.superpixels is not None:
+            require_skimage()
         if settings.mode == "slide":
             _monai_sliding_window()  # import now (seconds), not inside the first timed batch
 
@@ -231,6 +271,8 @@ class Inference:
         probs = total / count
         if s.crf is not None:
             probs = dense_crf(probs, self.rgb(x), s.crf)
+        if s.superpixels is not None:
+            probs = superpixel_vote(probs, self.rgb(x), s.superpixels)
         return probs
 
     def rgb(self, x: torch.Tensor) -> np.ndarray:
@@ -315,6 +357,43 @@ def dense_crf(probs: torch.Tensor, images: np.ndarray, settings: CrfSettings) ->
     return torch.from_numpy(out).to(probs.device)
 
 
+def require_skimage():
+    """scikit-image's segmentation module.
+
+    Raises:
+        SegcliError: scikit-image is not installed (one line naming the extra)."""
+    try:
+        from skimage import segmentation
+    except ImportError:
+        raise SegcliError("inference.superpixels needs scikit-image: pip install 'segcli[classical]'") from None
+    return segmentation
+
+
+def superpixel_vote(probs: torch.Tensor, images: np.ndarray, settings: SuperpixelSettings) -> torch.Tensor:
+    """Majority vote of the labels ``probs.argmax(1)`` inside each superpixel of each image.
+
+    ``probs: (N, C, H, W) float`` class scores, ``images: (N, H, W, 3) uint8`` RGB. Returns ``(N, C, H,
+    W) float32`` on ``probs``' device: per pixel, the share of its superpixel's pixels predicted as each
+    class (so the argmax is the superpixel's majority label, ties to the lower class index).
+    Superpixels: scikit-image's ``slic`` or ``felzenszwalb`` with ``settings``. Runs on the CPU.
+    """
+    segmentation = require_skimage()
+    n, c, h, w = probs.shape
+    labels = probs.argmax(1).cpu().numpy()
+    out = np.empty((n, h, w, c), dtype=np.float32)
+    for i in range(n):
+        if settings.method == "slic":
+            seg = segmentation.slic(images[i], n_segments=settings.n_segments, compactness=settings.compactness,
+                                    sigma=settings.sigma, start_label=0, channel_axis=-1)
+        else:
+            seg = segmentation.felzenszwalb(images[i], scale=settings.scale, sigma=settings.sigma,
+                                            min_size=settings.min_size, channel_axis=-1)
+        segments = int(seg.max()) + 1
+        votes = np.bincount((seg * c + labels[i]).reshape(-1), minlength=segments * c).reshape(segments, c)
+        out[i] = (votes / np.maximum(votes.sum(1, keepdims=True), 1)).astype(np.float32)[seg]
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(probs.device)
+
+
 def describe(settings: InferenceSettings) -> str:
     """One line for the console: the preset and what it does."""
     s = settings
@@ -326,6 +405,10 @@ def describe(settings: InferenceSettings) -> str:
         parts.append("scales " + ",".join(f"{f:g}" for f in s.scales))
     if s.crf is not None:
         parts.append(f"dense CRF {s.crf.iterations} it.")
+    if s.superpixels is not None:
+        sp = s.superpixels
+        parts.append(f"superpixel vote ({sp.method}"
+                     + (f", {sp.n_segments} segments)" if sp.method == "slic" else f", scale {sp.scale:g})"))
     extra = f" ({' '.join(s.overrides)})" if s.overrides else ""
     return f"inference {s.name}: {' + '.join(parts)}{extra}"
 

@@ -1,13 +1,15 @@
 """Optimizers and learning-rate schedules: the ``optimizer`` and ``scheduler`` config groups.
 
-Optimizers are torch's own (``torch.optim.AdamW``, ``Adam``, ``SGD``), one registered builder per
-YAML file of conf/optimizer/.
+Optimizers are torch's own (``torch.optim.AdamW``, ``Adam``, ``SGD``, ``RMSprop``), one registered
+builder per YAML file of conf/optimizer/.
 
 The learning-rate schedule is written here rather than taken from ``torch.optim.lr_scheduler``
 because it follows the run's *progress*, the larger of steps/total_steps and
 elapsed/max_seconds: a run bounded by ``trainer.max_minutes`` still warms up and anneals to
 its end, which no step-counting torch scheduler can do without knowing the step rate. Each
-shape is one registered function of conf/scheduler/'s names.
+shape is one registered function of conf/scheduler/'s names. ``exponential`` (FC-DenseNet's
+lr x gamma^epoch) counts epochs, not progress: ``steps / steps_per_epoch``, so a time-budgeted run
+decays per epoch exactly as the paper's recipe does.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ def sgd(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
                            momentum=float(cfg.get("momentum", 0.9)), nesterov=bool(cfg.get("nesterov", False)))
 
 
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
+    """torch.optim.RMSprop (Tieleman and Hinton 2012): ``lr``, ``weight_decay``, ``alpha`` (the
+    squared-gradient average's decay; Lasagne's ``rho``), ``eps``, ``momentum``."""
+    return torch.optim.RMSprop(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
+                               alpha=float(cfg.get("alpha", 0.99)), eps=float(cfg.get("eps", 1e-8)),
+                               momentum=float(cfg.get("momentum", 0.0)))
+
+
 def build_optimizer(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
     """The optimizer ``cfg["name"]`` names, over ``params``.
 
@@ -55,21 +66,28 @@ def build_optimizer(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
 
 
 @SCHEDULES.register("poly")
-def poly(q: float, power: float) -> float:
+def poly(q: float, s: LrSchedule) -> float:
     """(1 - q)^power (Chen et al., DeepLab)."""
-    return (1 - q) ** power
+    return (1 - q) ** s.power
 
 
 @SCHEDULES.register("cosine", "onecycle")
-def cosine(q: float, power: float) -> float:
+def cosine(q: float, s: LrSchedule) -> float:
     """0.5 (1 + cos(pi q)) (Loshchilov and Hutter 2017; onecycle: Smith 2018, after its warm-up)."""
     return 0.5 * (1 + math.cos(math.pi * q))
 
 
 @SCHEDULES.register("constant")
-def constant(q: float, power: float) -> float:
+def constant(q: float, s: LrSchedule) -> float:
     """1 (no decay)."""
     return 1.0
+
+
+@SCHEDULES.register("exponential")
+def exponential(q: float, s: LrSchedule) -> float:
+    """gamma^e after e epochs (fractional within an epoch; torch's ExponentialLR stepped per
+    epoch gives gamma^floor(e)); FC-DenseNet's 0.995 per epoch (Jégou et al. 2017)."""
+    return s.gamma ** s.epochs_done
 
 
 @dataclass
@@ -77,7 +95,8 @@ class LrSchedule:
     """Learning-rate factor over the run's progress p in [0, 1] (see the module docstring).
 
     Shapes (after a linear warm-up over ``warmup_fraction``): ``poly`` lr*(1-p)^power,
-    ``cosine``, ``onecycle`` (warm-up from lr/25, then cosine), ``constant`` (1 after the warm-up).
+    ``cosine``, ``onecycle`` (warm-up from lr/25, then cosine), ``constant`` (1 after the warm-up),
+    ``exponential`` lr*gamma^epochs (epochs = steps / ``steps_per_epoch``, not progress).
     Never below ``min_lr_ratio`` * lr after warm-up.
 
     Args:
@@ -92,9 +111,12 @@ class LrSchedule:
     warmup_fraction: float = 0.0
     power: float = 0.9
     min_lr_ratio: float = 0.0
+    gamma: float = 1.0
+    steps_per_epoch: int = 1
 
     def __post_init__(self) -> None:
         self.shape = SCHEDULES.get(self.name)
+        self.epochs_done = 0.0
 
     def progress(self, step: int, elapsed: float, max_seconds: float | None = None) -> float:
         """Fraction of the run done after ``step`` steps and ``elapsed`` seconds, in [0, 1];
@@ -110,11 +132,12 @@ class LrSchedule:
         if self.warmup_fraction > 0 and p < self.warmup_fraction:
             return start + (1 - start) * p / self.warmup_fraction
         q = (p - self.warmup_fraction) / max(1 - self.warmup_fraction, 1e-8)
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * self.shape(q, self.power)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * self.shape(q, self)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int, elapsed: float,
               max_seconds: float | None = None) -> float:
         """Set every param group's lr to ``initial_lr * factor``; returns the first group's lr."""
+        self.epochs_done = step / max(self.steps_per_epoch, 1)
         f = self.factor(self.progress(step, elapsed, max_seconds))
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -122,11 +145,12 @@ class LrSchedule:
         return optimizer.param_groups[0]["lr"]
 
 
-def build_schedule(cfg: Mapping, total_steps: int) -> LrSchedule:
-    """The ``scheduler`` group's schedule over ``total_steps`` optimizer steps.
+def build_schedule(cfg: Mapping, total_steps: int, steps_per_epoch: int = 1) -> LrSchedule:
+    """The ``scheduler`` group's schedule over ``total_steps`` optimizer steps of ``steps_per_epoch`` each.
 
     Raises:
         SegcliError: ``scheduler.name`` is not registered.
     """
     return LrSchedule(str(cfg["name"]), total_steps, float(cfg.get("warmup_fraction", 0)),
-                      float(cfg.get("power", 0.9)), float(cfg.get("min_lr_ratio", 0.0)))
+                      float(cfg.get("power", 0.9)), float(cfg.get("min_lr_ratio", 0.0)),
+                      float(cfg.get("gamma", 1.0)), steps_per_epoch)

@@ -159,8 +159,9 @@ def _curves(plt, runs: Sequence[dict], names: Sequence[str], path: Path) -> Path
 
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run, name in zip(runs, names):
-        epochs = [h["epoch"] for h in run["history"]]
-        line, = ax_loss.plot(epochs, [h["train_loss"] for h in run["history"]], label=f"{name} train")
+        train = [(h["epoch"], h["train_loss"]) for h in run["history"] if h.get("train_loss") is not None]
+        # a classical baseline has no loss: an empty line still gives the run its colour
+        line, = ax_loss.plot(*(zip(*train) if train else ([], [])), label=f"{name} train" if train else None)
         val = [(h["epoch"], h["val_loss"]) for h in run["history"] if h.get("val_loss") is not None]
         if val:
             ax_loss.plot(*zip(*val), linestyle="--", color=line.get_color(), label=f"{name} val")

@@ -54,7 +54,7 @@ class EpochProgress:
 def epoch_line(record: dict) -> str:
     """One line per epoch, the same on a terminal and in a log."""
     return (f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}  val_loss {fmt(record['val_loss'])}"
-            f"  val_miou {fmt(record['val_miou'])}  val_mdice {fmt(record['val_mdice'])}  lr {record['lr']:.2e}"
+            f"  val_miou {fmt(record['val_miou'])}  val_mdice {fmt(record['val_mdice'])}  lr {'-' if record['lr'] is None else format(record['lr'], '.2e')}"
             f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s")
 
 
@@ -259,4 +259,18 @@ def parity_table(bundle: dict) -> Table:
     if speeds:
         table.caption = "images/s on the same inputs (this CPU, batch 1): " + ", ".join(
             f"{k} {v:.2f}" for k, v in speeds.items())
+    return table
+
+
+def models_table(rows: list[dict], size: str, classes: int) -> Table:
+    """``segcli models``: one row per model choice (``models.model_facts`` plus names)."""
+    table = Table(title=f"models (model=NAME): parameters and GFLOPs of one {size} image, {classes} classes")
+    for column in ("model", "arch", "encoder", "source"):
+        table.add_column(column)
+    table.add_column("params (M)", justify="right")
+    table.add_column("GFLOPs", justify="right")
+    for r in rows:
+        table.add_row(r["model"], str(r["arch"]), str(r["encoder"] or "-"), r["source"],
+                      "-" if r["params_m"] is None else f"{r['params_m']:.2f}",
+                      "-" if r["gflops"] is None else f"{r['gflops']:.1f}")
     return table

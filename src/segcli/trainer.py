@@ -38,7 +38,7 @@ from segcli.errors import RunInterrupted, SegcliError
 from segcli.interrupts import StopSignals
 from segcli.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.losses import build_loss, class_weights
-from segcli.models import build_model, load_error_detail
+from segcli.models import build_model, load_error_detail, model_label
 from segcli.optim import build_optimizer, build_schedule
 from segcli.plot import save_samples
 from segcli.resume import Progress, absolute_root, capture_rng, restore_rng
@@ -84,6 +84,21 @@ def restore_training(path: Path, net: torch.nn.Module, optimizer: torch.optim.Op
         scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
     return Progress(**ckpt["progress"])
+
+
+def init_weights(net: torch.nn.Module, path: Path) -> None:
+    """``trainer.init_from``: start from every weight of a segcli checkpoint (``best.pt`` of an earlier
+    run: a fine-tuning phase), not only an encoder's.
+
+    Raises:
+        SegcliError: the file is not a segcli checkpoint or its weights do not fit the model.
+    """
+    ckpt = load_checkpoint(path)
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise SegcliError(f"trainer.init_from={path}: its weights do not fit the configured model: "
+                          f"{load_error_detail(exc)}") from None
 
 
 @contextmanager
@@ -145,6 +160,13 @@ class Trainer:
         """Model (DDP- and compile-wrapped as configured), loss, optimizer, scaler and schedule."""
         cfg, ctx, ddp = self.cfg, self.ctx, self.ddp
         self.net = build_model(cfg["model"], self.info.num_classes).to(ctx.device)
+        self.base = {"format": CHECKPOINT_FORMAT, "config": cfg, "classes": asdict(self.info),
+                     "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
+        self.fitted = bool(getattr(self.net, "fits_from_data", False))
+        if self.fitted:
+            return self._build_fitted()
+        if self.trainer_cfg.get("init_from") and not (self.resuming and self.run.last.is_file()):
+            init_weights(self.net, Path(str(self.trainer_cfg["init_from"])))
         if ctx.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         model = self.net
@@ -157,10 +179,18 @@ class Trainer:
         optimizer = build_optimizer(cfg["optimizer"], self.net.parameters())
         scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
         self.epochs, self.batches = int(self.trainer_cfg["epochs"]), len(self.loaders["train"])
-        self.step = TrainStep(model, loss_fn, optimizer, build_schedule(cfg["scheduler"], self.epochs * self.batches),
+        self.step = TrainStep(model, loss_fn, optimizer, build_schedule(cfg["scheduler"], self.epochs * self.batches, self.batches),
                               ctx, scaler, self.trainer_cfg.get("grad_clip"))
-        self.base = {"format": CHECKPOINT_FORMAT, "config": cfg, "classes": asdict(self.info),
-                     "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
+
+    def _build_fitted(self) -> None:
+        """A classical baseline (classical.py): fitted once on the training split, as the run's one
+        "epoch"; no loss, optimizer or schedule (their config groups are not used)."""
+        if self.ddp.enabled:
+            raise SegcliError(f"model.arch={self.cfg['model']['arch']}: a classical baseline fits in one process; "
+                              "run it without torchrun")
+        cached_class_pixels(self.run, self.counts.get("train"), self.info.num_classes, self.resuming)
+        self.epochs, self.batches = 1, len(self.loaders["train"])
+        self.step = TrainStep(self.net, None, None, None, self.ctx)
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -193,7 +223,7 @@ class Trainer:
         """Fresh progress, or last.pt's (resume); metrics.jsonl and summary.json made to match; the
         budget's clock started."""
         run, self.progress = self.run, Progress()
-        if self.resuming and run.last.is_file():
+        if self.resuming and run.last.is_file() and not self.fitted:  # a baseline's fit starts over
             self.progress = restore_training(run.last, self.net, self.step.optimizer, self.step.scaler)
             self.progress.resumes.append({"epoch": self.progress.epoch, "step": self.progress.step,
                                           "changes": {k: list(v) for k, v in self.changes.items()},
@@ -231,11 +261,12 @@ class Trainer:
 
     def _announce(self) -> None:
         p, cfg = self.progress, self.cfg
-        action = f"resuming at epoch {p.epoch}, step {p.step}:" if p.step else "training"
+        action = f"resuming at epoch {p.epoch}, step {p.step}:" if p.step else "fitting" if self.fitted else "training"
         minutes = self.trainer_cfg.get("max_minutes")
-        report.console.print(f"segcli: {action} {cfg['model']['arch']}-{cfg['model']['encoder_name']} on "
+        report.console.print(f"segcli: {action} {model_label(cfg['model'])} on "
                              f"{len(self.data['train'])} train / {len(self.data['val'])} val images, device "
-                             f"{self.ctx.device}, {self.epochs} epochs" + (f" or {minutes} min" if minutes else ""),
+                             f"{self.ctx.device}" + ("" if self.fitted else f", {self.epochs} epochs")
+                             + (f" or {minutes} min" if minutes else ""),
                              highlight=False)
         report.console.print(f"segcli: {self.ctx.precision.describe()}", highlight=False)
 
@@ -252,6 +283,8 @@ class Trainer:
             return totals  # trained before an interruption during its validation
         loader = self.loaders["train"]
         loader.sampler.set_epoch(epoch, skip=totals.steps * loader.batch_size)
+        if self.fitted:
+            return self.fit_baseline(totals)
         with report.EpochProgress(f"epoch {epoch}/{self.epochs}", self.batches, done=totals.steps) as bar:
             def on_step(res: EpochResult, loss: float) -> None:
                 p.step += 1
@@ -266,6 +299,22 @@ class Trainer:
                                   f"or trainer.grad_clip=1.0){last}") from None
             except RuntimeError as exc:
                 raise out_of_memory_error(exc, self.cfg, f"training epoch {epoch}") or exc from None
+
+    def fit_baseline(self, totals: EpochResult) -> EpochResult:
+        """A classical baseline's fit over the training split's batches (its one epoch)."""
+        from segcli.classical import FitStopped
+
+        start = time.perf_counter()
+        try:
+            with report.EpochProgress("fitting", len(self.data["train"])) as bar:
+                totals.images = self.net.fit(self.loaders["train"], self.seed, self.info.ignore_index, self.budget,
+                                             on_image=lambda: bar.advance(1), should_stop=self.signals.requested)
+        except FitStopped:  # nothing fitted: interrupt() saves the unfitted model; a resume fits anew
+            totals.stopped = "signal"
+            return totals
+        totals.steps, totals.seconds = self.batches, time.perf_counter() - start
+        totals.stopped = "max_minutes" if self.budget.spent() else None
+        return totals
 
     def stop_reason(self) -> str | None:
         """Asked after every step: ``"signal"`` (SIGINT/SIGTERM), ``"max_minutes"`` (the budget's
@@ -307,9 +356,11 @@ class Trainer:
             summed = self.ddp.all_sum(torch.tensor([totals.loss_sum, float(totals.images)], dtype=torch.float64))
             train_loss = float(summed[0]) / max(float(summed[1]), 1.0)
             train_rate = float(summed[1]) / max(totals.seconds, 1e-9)
-        return {"epoch": self.progress.epoch, "train_loss": train_loss, "val_loss": ev.loss if ev else None,
+        optimizer = self.step.optimizer
+        return {"epoch": self.progress.epoch, "train_loss": None if self.fitted else train_loss,
+                "val_loss": ev.loss if ev else None,
                 "val_miou": val["miou"] if val else None, "val_mdice": val["mdice"] if val else None,
-                "lr": self.step.optimizer.param_groups[0]["lr"], "epoch_seconds": round(totals.seconds, 3),
+                "lr": optimizer.param_groups[0]["lr"] if optimizer else None, "epoch_seconds": round(totals.seconds, 3),
                 "train_images_per_second": round(train_rate, 3), "val_seconds": round(ev.seconds, 3) if ev else None}
 
     def end_epoch(self, totals: EpochResult, ev: EvalResult | None, out_of_time: bool, logger) -> None:
@@ -377,7 +428,7 @@ class Trainer:
         p.epoch_totals = asdict(self.totals) if self.totals is not None else {}
         self.run.save_checkpoint(self.run.last, {
             **self.base, "epoch": p.epoch - 1, "step": p.step, "model": self.net.state_dict(), "val": p.last_val,
-            "optimizer": self.step.optimizer.state_dict(),
+            "optimizer": self.step.optimizer.state_dict() if self.step.optimizer else None,
             "scaler": self.step.scaler.state_dict() if self.step.scaler else None,
             "progress": asdict(p), "rng": capture_rng()})
         self.saved_at = time.perf_counter()
