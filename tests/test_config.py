@@ -103,11 +103,11 @@ def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp
     elif group == "logger" and option not in ("tensorboard", "mlflow"):
         assert hasattr(build_logger(cfg["logger"], tmp_path), "log")
     elif group == "model":  # its forward pass: test_models.py
-        assert isinstance(build_model(cfg["model"], 3), torch.nn.Module)
+        assert isinstance(build_model(cfg["model"], 2 if option == "otsu" else 3), torch.nn.Module)  # otsu: binary
 
 
 def test_registries_refuse_unknown_names_in_one_line():
     from segcli.optim import build_optimizer
 
-    with pytest.raises(SegcliError, match=r"^optimizer.name=lion: expected one of adamw, adam, sgd$"):
+    with pytest.raises(SegcliError, match=r"^optimizer.name=lion: expected one of adamw, adam, sgd, rmsprop$"):
         build_optimizer({"name": "lion", "lr": 1e-3}, [])
