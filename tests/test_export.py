@@ -76,7 +76,8 @@ def test_fixed_size_bundle_pads_smaller_inputs_and_refuses_larger_ones(tmp_path)
 
 
 # Not in the battery: the classical baselines (no torch graph: export refuses them, test_architectures.py),
-# the heavy torchvision/VGG models (130..540 MB graphs; exported by hand, README "Models") and the FC-DenseNets
+# the heavy torchvision/VGG models (130..540 MB graphs; fcn_resnet50 and fcn8s exported by hand, README "Models")
+# and the FC-DenseNets
 # whose layer code fcdensenet56 shares. fastfcn is exported with a resnet18 encoder and narrow JPU/ASPP.
 NOT_IN_BATTERY = {"pixel_forest", "otsu", "fcn8s", "fcn_resnet50", "fcn_resnet101", "fcdensenet67", "fcdensenet103"}
 LIGHTER = {"fastfcn": {"encoder_name": "resnet18", "params": {"width": 64, "aspp_channels": 32}}}
