@@ -312,3 +312,21 @@ def test_the_fcdensenet_recipe_trains_then_fine_tunes_from_its_best_weights(segn
         assert torch.equal(phase2.net.state_dict()[k].cpu(), v), k
     with pytest.raises(SegcliError, match="trainer.init_from=.*: its weights do not fit the configured model"):
         trainer.Trainer({**ft, "model": model_cfg("fcdensenet67")}, tmp_path / "phase2b")
+
+
+def test_segcli_models_lists_every_choice_with_its_source_size_and_cost():
+    from segcli.cli import app
+
+    r = CliRunner().invoke(app, ["models", "--json", "--classes", "11", "--size", "256x256"])
+    assert r.exit_code == 0, r.output
+    rows = {row["model"]: row for row in json.loads(r.output)}
+    assert set(rows) >= {"unet", "segformer", *NEW_CNNS, "fcn_resnet101", "pixel_forest", "otsu"}
+    assert rows["unet"]["source"] == "segmentation-models-pytorch" and rows["fcn_resnet50"]["source"] == "torchvision"
+    assert rows["fcn8s"]["source"] == "segcli" and rows["otsu"]["source"] == "segcli (classical)"
+    dense = build_model(model_cfg("fcdensenet103"), num_classes=11)
+    assert rows["fcdensenet103"]["params_m"] == pytest.approx(sum(p.numel() for p in dense.parameters()) / 1e6)
+    assert rows["pixel_forest"]["params_m"] is None and rows["pixel_forest"]["gflops"] is None
+    # FLOPs scale with the pixels: 256x256 is a quarter of the README's 512x512 (fcdensenet103 209.7 GFLOPs)
+    assert rows["fcdensenet103"]["gflops"] == pytest.approx(209.7 / 4, rel=0.01)
+    r = CliRunner().invoke(app, ["models", "--size", "big"])
+    assert r.exit_code == 2 and "--size big: expected HxW in pixels" in r.output

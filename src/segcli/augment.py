@@ -27,6 +27,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -36,6 +37,16 @@ from segcli.errors import SegcliError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_DIVISOR = 32  # the output stride of 5-stage encoders
+
+
+def denormalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """The 8-bit RGB images ``(N, H, W, 3) uint8`` (rounded) of a batch ``x: (N, 3, H, W) float``
+    normalised as ``fixed_tail`` does (``(pixel / 255 - mean) / std``; mean and std in 0..1 units)."""
+    m = torch.tensor(tuple(mean), device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), device=x.device).view(1, 3, 1, 1)
+    images = ((x.float() * s + m) * 255).round().clamp(0, 255).to(torch.uint8)
+    return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def fixed_tail(ignore_index: int, mean: Sequence[float] = IMAGENET_MEAN,

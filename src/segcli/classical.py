@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segcli.augment import IMAGENET_MEAN, IMAGENET_STD
+from segcli.augment import denormalize
 from segcli.errors import SegcliError
 
 #: the types a scikit-learn random forest is made of that skops does not trust by default
@@ -54,16 +54,14 @@ def require_classical():
 
 
 def to_rgb(x: torch.Tensor) -> np.ndarray:
-    """``(N, H, W, 3) float32`` RGB in [0, 1] from normalised ``x: (N, 3, H, W)`` (ImageNet mean/std)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x.float() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    """``(N, H, W, 3) float32`` RGB in [0, 1] of normalised ``x: (N, 3, H, W)`` (ImageNet mean/std)."""
+    return denormalize(x).astype(np.float32) / 255
 
 
 def gray_levels(x: torch.Tensor) -> np.ndarray:
     """``(N, H, W) uint8`` gray levels (ITU-R BT.601 luma, as OpenCV and scikit-image) of normalised ``x``."""
-    rgb = to_rgb(x)
-    return np.round((rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) * 255).astype(np.uint8)
+    luma = denormalize(x).astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.round(luma).clip(0, 255).astype(np.uint8)
 
 
 def sample_pixels(mask: np.ndarray, per_class: int, ignore_index: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,20 +90,19 @@ class _Fitted(nn.Module):
         super().__init__()
         self.num_classes = num_classes
 
-    def _batches(self, loader, budget, should_stop: Callable[[], bool] | None) -> tuple[list, int]:
-        """Every training batch as (normalised images, masks as numpy), until ``budget.spent()``.
+    @staticmethod
+    def _batches(loader, budget, should_stop: Callable[[], bool] | None):
+        """The training batches one at a time as (normalised images, masks as numpy), until
+        ``budget.spent()``; nothing is kept (the fits stream).
 
         Raises:
             FitStopped: ``should_stop()`` became True (SIGINT/SIGTERM) between two batches."""
-        out, images = [], 0
         for batch in loader:
             if should_stop is not None and should_stop():
                 raise FitStopped
-            out.append((batch["image"].float(), batch["mask"].numpy()))
-            images += batch["image"].shape[0]
+            yield batch["image"].float(), batch["mask"].numpy()
             if budget is not None and budget.spent():
                 break
-        return out, images
 
 
 class PixelForest(_Fitted):
@@ -155,10 +152,7 @@ class PixelForest(_Fitted):
 
         rng = np.random.default_rng(seed)
         xs, ys = [], []
-        batches, images = self._batches(loader, budget, should_stop)
-        for x, masks in batches:
-            if should_stop is not None and should_stop():
-                raise FitStopped
+        for x, masks in self._batches(loader, budget, should_stop):
             for rgb, mask in zip(to_rgb(x), masks, strict=True):
                 keep = sample_pixels(mask, self.pixels_per_image, ignore_index, rng)
                 feats = self.features(rgb)
@@ -166,6 +160,7 @@ class PixelForest(_Fitted):
                 ys.append(mask.reshape(-1)[keep])
                 if on_image:
                     on_image()
+        images = len(xs)
         if not xs or sum(len(y) for y in ys) == 0:
             raise SegcliError("model=pixel_forest: no labelled pixel in the training split")
         x_all, y_all = np.concatenate(xs), np.concatenate(ys)
@@ -257,23 +252,25 @@ class OtsuThreshold(_Fitted):
             FitStopped: ``should_stop()`` (asked between batches) became True."""
         from skimage.filters import threshold_otsu
 
-        hist, bright = np.zeros(256, dtype=np.int64), np.zeros((2, 2), dtype=np.int64)  # bright[above, label]
-        batches, images = self._batches(loader, budget, should_stop)
-        gray = [(gray_levels(x), masks) for x, masks in batches]
-        for g, _ in gray:
+        # one pass: the gray histogram of every pixel, and of the labelled ones per class
+        hist, labelled = np.zeros(256, dtype=np.int64), np.zeros((256, 2), dtype=np.int64)
+        images = 0
+        for x, masks in self._batches(loader, budget, should_stop):
+            g = gray_levels(x)
             hist += np.bincount(g.reshape(-1), minlength=256)
-        t = float(threshold_otsu(hist=(hist, np.arange(256))))
-        for g, masks in gray:
-            labelled = masks != ignore_index
-            np.add.at(bright, ((g > t)[labelled].astype(int), masks[labelled].astype(int)), 1)
+            keep = masks != ignore_index
+            labelled += np.bincount(g[keep].astype(np.int64) * 2 + masks[keep], minlength=512).reshape(256, 2)
+            images += len(g)
             if on_image:
                 for _ in range(len(g)):
                     on_image()
-        if bright.sum() == 0:
+        if labelled.sum() == 0:
             raise SegcliError("model=otsu: no labelled pixel in the training split")
-        agree_bright = bright[1, 1] + bright[0, 0]  # bright = class 1
+        t = float(threshold_otsu(hist=(hist, np.arange(256))))
+        above = np.arange(256) > t
+        agree_bright = labelled[above, 1].sum() + labelled[~above, 0].sum()  # bright = class 1
         self.threshold.fill_(t)
-        self.bright_is_foreground.fill_(1.0 if agree_bright >= bright.sum() - agree_bright else 0.0)
+        self.bright_is_foreground.fill_(1.0 if agree_bright >= labelled.sum() - agree_bright else 0.0)
         return images
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -276,11 +276,10 @@ class Inference:
         return probs
 
     def rgb(self, x: torch.Tensor) -> np.ndarray:
-        """``(N, H, W, 3) uint8`` RGB images back from normalised ``x`` (rounded)."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        images = ((x.float() * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
-        return images.permute(0, 2, 3, 1).cpu().numpy()
+        """``(N, H, W, 3) uint8`` RGB images back from normalised ``x`` (rounded; ``augment.denormalize``)."""
+        from segcli.augment import denormalize
+
+        return denormalize(x, self.mean, self.std)
 
 
 def slide(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, s: InferenceSettings) -> torch.Tensor:

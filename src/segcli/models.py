@@ -168,17 +168,6 @@ def smp_errors(cfg: Mapping, arch: str):
 
 MODELS.add(smp_model, ARCHITECTURES.values())
 
-#: where each architecture comes from (``segcli models``); SMP's are the rest
-SOURCES = {"fcn_resnet50": "torchvision", "fcn_resnet101": "torchvision", "lraspp_mobilenet_v3": "torchvision",
-           "fcn8s": "segcli", "fastfcn": "segcli", "fcdensenet56": "segcli", "fcdensenet67": "segcli",
-           "fcdensenet103": "segcli", "pixel_forest": "segcli (classical)", "otsu": "segcli (classical)"}
-
-
-def model_source(arch: str) -> str:
-    """``segmentation-models-pytorch``, ``torchvision``, ``segcli`` or ``segcli (classical)``."""
-    return SOURCES.get(arch.lower(), "segmentation-models-pytorch")
-
-
 class MainOutput(nn.Module):
     """A torchvision segmentation model with its ``{"out": logits}`` dict unwrapped:
     ``forward(x: (N, 3, H, W)) -> (N, C, H, W)`` logits."""
@@ -337,3 +326,14 @@ def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (51
         model(torch.empty(1, 3, *size, device="meta"))
     out["gflops"] = counter.get_total_flops() / 1e9
     return out
+
+
+def model_source(arch: str) -> str:
+    """Where ``arch`` comes from, by the builder registered for it: ``segmentation-models-pytorch``,
+    ``torchvision``, ``segcli (classical)`` or ``segcli`` (written here).
+
+    Raises:
+        SegcliError: ``arch`` is not registered."""
+    builder = MODELS.get(arch, "model.arch")
+    return {smp_model: "segmentation-models-pytorch", torchvision_model: "torchvision",
+            classical_model: "segcli (classical)"}.get(builder, "segcli")

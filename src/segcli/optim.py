@@ -66,28 +66,28 @@ def build_optimizer(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
 
 
 @SCHEDULES.register("poly")
-def poly(q: float, s: LrSchedule) -> float:
+def poly(q: float, s: LrSchedule, epochs: float) -> float:
     """(1 - q)^power (Chen et al., DeepLab)."""
     return (1 - q) ** s.power
 
 
 @SCHEDULES.register("cosine", "onecycle")
-def cosine(q: float, s: LrSchedule) -> float:
+def cosine(q: float, s: LrSchedule, epochs: float) -> float:
     """0.5 (1 + cos(pi q)) (Loshchilov and Hutter 2017; onecycle: Smith 2018, after its warm-up)."""
     return 0.5 * (1 + math.cos(math.pi * q))
 
 
 @SCHEDULES.register("constant")
-def constant(q: float, s: LrSchedule) -> float:
+def constant(q: float, s: LrSchedule, epochs: float) -> float:
     """1 (no decay)."""
     return 1.0
 
 
 @SCHEDULES.register("exponential")
-def exponential(q: float, s: LrSchedule) -> float:
-    """gamma^e after e epochs (fractional within an epoch; torch's ExponentialLR stepped per
-    epoch gives gamma^floor(e)); FC-DenseNet's 0.995 per epoch (Jégou et al. 2017)."""
-    return s.gamma ** s.epochs_done
+def exponential(q: float, s: LrSchedule, epochs: float) -> float:
+    """gamma^epochs (fractional within an epoch; torch's ExponentialLR stepped per epoch gives
+    gamma^floor(epochs)); FC-DenseNet's 0.995 per epoch (Jégou et al. 2017)."""
+    return s.gamma ** epochs
 
 
 @dataclass
@@ -116,7 +116,6 @@ class LrSchedule:
 
     def __post_init__(self) -> None:
         self.shape = SCHEDULES.get(self.name)
-        self.epochs_done = 0.0
 
     def progress(self, step: int, elapsed: float, max_seconds: float | None = None) -> float:
         """Fraction of the run done after ``step`` steps and ``elapsed`` seconds, in [0, 1];
@@ -126,19 +125,19 @@ class LrSchedule:
             p = max(p, elapsed / max_seconds)
         return min(max(p, 0.0), 1.0)
 
-    def factor(self, p: float) -> float:
-        """Multiplier of the base learning rate at progress ``p``."""
+    def factor(self, p: float, epochs: float = 0.0) -> float:
+        """Multiplier of the base learning rate at progress ``p``, after ``epochs`` epochs (steps /
+        ``steps_per_epoch``; only ``exponential`` counts them)."""
         start = 1 / 25 if self.name == "onecycle" else 0.0
         if self.warmup_fraction > 0 and p < self.warmup_fraction:
             return start + (1 - start) * p / self.warmup_fraction
         q = (p - self.warmup_fraction) / max(1 - self.warmup_fraction, 1e-8)
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * self.shape(q, self)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * self.shape(q, self, epochs)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int, elapsed: float,
               max_seconds: float | None = None) -> float:
         """Set every param group's lr to ``initial_lr * factor``; returns the first group's lr."""
-        self.epochs_done = step / max(self.steps_per_epoch, 1)
-        f = self.factor(self.progress(step, elapsed, max_seconds))
+        f = self.factor(self.progress(step, elapsed, max_seconds), step / max(self.steps_per_epoch, 1))
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * f
