@@ -18,6 +18,9 @@ os.environ.setdefault("SEGCLI_CACHE_DIR", tempfile.mkdtemp(prefix="segcli-test-c
 
 REPO = Path(__file__).resolve().parents[1]
 
+# pytester: the isolation test runs a small suite of its own (test_amx_guard.py)
+pytest_plugins = ["pytester"]
+
 # The suite's one tiny, fast run. TINY_RUN: resnet18, small batches, no loader workers (any dataset).
 # TINY: that for one epoch on the synthetic dataset (the default), 8 training and 4 validation images
 # of 64x64. Tests add what they need after it (Hydra takes the last value of a key):

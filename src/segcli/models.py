@@ -22,6 +22,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from segcli.amx_guard import guard_amx_bf16_convs
 from segcli.errors import SegcliError
 from segcli.registry import Registry
 
@@ -109,7 +110,9 @@ def model_label(cfg: Mapping) -> str:
 
 def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:
     """The model ``cfg["arch"]`` names: ``forward(x: (N, in_channels, H, W) float32) ->
-    (N, num_classes, H, W) float logits``, with H and W multiples of 32.
+    (N, num_classes, H, W) float logits``, with H and W multiples of 32. On a CPU with AMX the
+    convolutions that crash torch's bf16 weight gradient there run in float32 under CPU bf16
+    autocast (``amx_guard``).
 
     Raises:
         SegcliError: unknown architecture (``model.arch=X: unknown architecture; expected one of ...``),
@@ -118,7 +121,9 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
     arch = str(cfg["arch"])
     if arch not in MODELS:
         raise SegcliError(f"model.arch={arch}: unknown architecture; expected one of {', '.join(MODELS.names())}")
-    return MODELS.build(cfg, num_classes, in_channels)
+    model = MODELS.build(cfg, num_classes, in_channels)
+    guard_amx_bf16_convs(model)
+    return model
 
 
 def smp_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:

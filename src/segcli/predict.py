@@ -106,8 +106,15 @@ class Predictor:
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """``(C, H, W) float32`` class probabilities (softmax of the logits, or the inference's)."""
+        return self.predict_with_probabilities(image)[1]
+
+    def predict_with_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(H, W, 3) uint8`` RGB -> (``(H, W) uint8`` mask, ``(C, H, W) float32`` probabilities) of
+        one forward pass: the mask is the argmax of the full-precision scores, the one ``predict``
+        gives, whatever precision the probabilities are stored at later."""
         scores = self.scores(image)
-        return (scores.softmax(0) if self.inference.settings.plain else scores).cpu().numpy()
+        mask = scores.argmax(0).to(torch.uint8).cpu().numpy()
+        return mask, (scores.softmax(0) if self.inference.settings.plain else scores).cpu().numpy()
 
     def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The image with each pixel's class colour blended in: ``(H, W, 3) uint8`` RGB (rounded;
@@ -123,6 +130,10 @@ def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_ima
     float16 probabilities, compressed; key ``class_names``), for fusing models later. Returns the
     mask paths.
 
+    The mask is the argmax of the full-precision scores with or without ``save_probs`` (the same
+    file either way); the argmax of the stored float16 probabilities agrees with it wherever the
+    two highest probabilities differ by more than float16's rounding (at most 2**-11 below 1).
+
     Raises:
         SegcliError: a file cannot be read as an image.
     """
@@ -131,10 +142,9 @@ def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_ima
     for path in files:
         image = read_image(path)
         if save_probs:
-            probs = predictor.probabilities(image)
+            mask, probs = predictor.predict_with_probabilities(image)
             np.savez_compressed(out_dir / f"{path.stem}_probs.npz", probs=probs.astype(np.float16),
                                 class_names=np.array(predictor.class_names, dtype=str))
-            mask = probs.argmax(0).astype(np.uint8)
         else:
             mask = predictor.predict(image)
         mask_path = out_dir / f"{path.stem}.png"
