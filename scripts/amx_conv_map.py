@@ -34,7 +34,7 @@ import os, sys, torch
 guarded = sys.argv[1] == "1"; steps = int(sys.argv[2])
 simulated = os.environ.get("AMX_MAP_SIMULATE_CRASH", "")  # "K IN OUT": abort there (tests the restarts)
 if guarded:
-    from segcli.amx_guard import guard_amx_bf16_convs
+    from segcli.models.amx_guard import guard_amx_bf16_convs
 for line in sys.stdin:
     k, cin, cout = map(int, line.split())
     if line.strip() == simulated:

@@ -37,8 +37,8 @@ def _pause(point: str) -> None:
 def install(point: str) -> None:
     """Wrap ``RunDir.save_checkpoint`` and ``RunDir.log_epoch`` to pause at ``point``, and
     ``StopSignals._handle`` to report a handled signal (see above)."""
-    from segcli.interrupts import StopSignals
-    from segcli.run import RunDir
+    from segcli.runs.run_dir import RunDir
+    from segcli.training.interrupts import StopSignals
 
     kind, *numbers = point.split(":")
     wanted = [int(n) for n in numbers]
@@ -67,7 +67,7 @@ def install(point: str) -> None:
 if __name__ == "__main__":
     import sys
 
-    from segcli.cli import main
+    from segcli.cli.app import main
 
     install(os.environ["SEGCLI_PAUSE"])
     sys.argv[0] = "segcli"

@@ -65,10 +65,10 @@ def test_seed_is_settable_at_the_root_and_in_trainer():
 
 
 def _registries():
-    from segcli.loggers import LOGGERS
-    from segcli.losses import LOSSES
-    from segcli.models import MODELS
-    from segcli.optim import OPTIMIZERS, SCHEDULES
+    from segcli.losses.build import LOSSES
+    from segcli.models.build import MODELS
+    from segcli.training.loggers import LOGGERS
+    from segcli.training.optim import OPTIMIZERS, SCHEDULES
 
     return {"loss": LOSSES, "optimizer": OPTIMIZERS, "scheduler": SCHEDULES, "logger": LOGGERS, "model": MODELS}
 
@@ -79,10 +79,10 @@ def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp
     """A new YAML file of these groups needs one registered function and nothing else: this test finds it."""
     import torch
 
-    from segcli.loggers import build_logger
-    from segcli.losses import build_loss
-    from segcli.models import build_model
-    from segcli.optim import build_optimizer, build_schedule
+    from segcli.losses.build import build_loss
+    from segcli.models.build import build_model
+    from segcli.training.loggers import build_logger
+    from segcli.training.optim import build_optimizer, build_schedule
 
     cfg = to_plain(compose_config([f"{group}={option}", "dataset.num_classes=3", "dataset.class_names=null",
                                    "dataset.colors=null"]))
@@ -91,7 +91,7 @@ def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp
     if group == "loss":
         import numpy as np
 
-        from segcli.data import ClassPixels
+        from segcli.data.readers import ClassPixels
 
         loss = build_loss(cfg["loss"], 3, ClassPixels(np.array([5, 6, 7]), np.array([10, 10, 10])))
         assert torch.isfinite(loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))))
@@ -107,7 +107,7 @@ def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp
 
 
 def test_registries_refuse_unknown_names_in_one_line():
-    from segcli.optim import build_optimizer
+    from segcli.training.optim import build_optimizer
 
     with pytest.raises(SegcliError, match=r"^optimizer.name=lion: expected one of adamw, adam, sgd, rmsprop$"):
         build_optimizer({"name": "lion", "lr": 1e-3}, [])

@@ -1,5 +1,6 @@
-"""Light commands stay light: ``segcli predict`` (and eval's checkpoint loading) import nothing of the
-trainer, the loggers or plotting."""
+"""The architecture holds: the import contracts of pyproject.toml (import-linter), only the shared
+modules at the top of the package, and light commands stay light (``segcli predict`` and eval's
+checkpoint loading import nothing of training, the loggers or plotting)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("segcli.trainer", "segcli.jobs", "segcli.loggers", "segcli.plot", "segcli.sweeps", "segcli.bench",
-         "matplotlib", "tensorboard", "mlflow")
+from helpers import REPO
+
+HEAVY = ("segcli.reports.plot", "matplotlib", "tensorboard", "mlflow")
+TOP_LEVEL = {"__init__", "__main__", "errors", "config", "registry", "console", "runtime", "files", "preprocessing"}
+SUBPACKAGES = {"data", "models", "losses", "metrics", "runs", "inference", "training", "reports", "cli"}
 
 
 def loaded_after(statement: str) -> set[str]:
@@ -18,6 +22,23 @@ def loaded_after(statement: str) -> set[str]:
 
 
 def test_predict_and_eval_import_neither_the_trainer_nor_loggers_nor_plotting():
-    modules = loaded_after("import segcli.predict, segcli.evaluation")
-    assert {"segcli.predict", "segcli.evaluation", "segcli.checkpoints"} <= modules
-    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+    modules = loaded_after("import segcli.inference.predict, segcli.inference.evaluation")
+    assert {"segcli.inference.predict", "segcli.inference.evaluation", "segcli.runs.checkpoints"} <= modules
+    heavy = {m for m in modules if m in HEAVY or m.startswith("segcli.training")}
+    assert not heavy, sorted(heavy)
+
+
+def test_the_import_contracts_of_pyproject_hold():
+    r = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "5 kept, 0 broken" in r.stdout
+
+
+def test_only_the_shared_modules_sit_at_the_top_and_every_subpackage_says_what_it_may_import():
+    package = REPO / "src" / "segcli"
+    assert {p.stem for p in package.glob("*.py")} == TOP_LEVEL
+    assert {p.name for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"} == SUBPACKAGES
+    for name in SUBPACKAGES:
+        doc = (package / name / "__init__.py").read_text()
+        assert "May import:" in doc, name

@@ -1,5 +1,5 @@
 """`python -m segcli` (and `torchrun -m segcli`) runs the command-line interface."""
 
-from segcli.cli import main
+from segcli.cli.app import main
 
 main()

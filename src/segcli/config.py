@@ -9,9 +9,12 @@ is reported as one line with exit code 2 instead of Hydra's multi-line report.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser  # the flags exactly as hydra.main reads them
@@ -94,10 +97,8 @@ def check_train_args(args: Sequence[str]) -> None:
 
 def sweep_args(args: Sequence[str]) -> list[str]:
     """``args`` plus ``hydra.sweep.dir=multirun/NAME-HASH`` for a multirun without its own sweep folder
-    (``sweeps.default_sweep_dir``: a re-run of the same command resumes the same sweep). Optuna and
+    (``default_sweep_dir``: a re-run of the same command resumes the same sweep). Optuna and
     other sweepers that sample keep Hydra's dated folder, as do single runs."""
-    from segcli.sweeps import default_sweep_dir
-
     args = list(args)
     try:
         parsed = get_args_parser().parse_args(args)
@@ -120,7 +121,7 @@ def _with_overrides(args: list[str], parsed, extra: list[str]) -> list[str]:
 
 def distributed_args(args: Sequence[str]) -> list[str]:
     """Under torchrun: ranks other than 0 let Hydra write into a throw-away temporary folder
-    (``hydra.output_subdir=null``); they train in rank 0's run folder (see cli._train_distributed).
+    (``hydra.output_subdir=null``); they train in rank 0's run folder (see cli.app._train_distributed).
 
     Raises:
         SegcliError: a multirun (``-m``): torchrun runs one training, sweep around it.
@@ -197,3 +198,23 @@ def check_config(cfg: Mapping) -> None:
         if not ok or (integer and not float(value).is_integer()):
             bound = f">= {low}" if integer or low >= 1 else "> 0"
             raise SegcliError(f"{key}={value}: expected {kind} {bound}" + (" or null" if nullable else ""))
+
+
+def default_sweep_dir(overrides: Sequence[str]) -> str:
+    """``multirun/NAME-HASH`` for a sweep command: NAME is ``run.name`` when given, else ``sweep``;
+    HASH the first 8 hex digits of the SHA-1 of the sorted overrides (the same command, the same folder)."""
+    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.name=")), "sweep")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "sweep"
+    digest = hashlib.sha1("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+    return f"multirun/{name}-{digest}"
+
+
+def flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -97,7 +97,7 @@ class Precision:
 @dataclass
 class StepContext:
     """How a batch is moved and run: device, autocast dtype (None: float32), memory format, the
-    scale at which evaluation runs the model (see ``engine.forward_at_scale``) and the
+    scale at which evaluation runs the model (see ``inference.loop.forward_at_scale``) and the
     ``Precision`` the dtype came from (for the console and the run's records)."""
 
     device: torch.device

@@ -1,0 +1,276 @@
+"""Terminal output: rich progress bars and tables on a terminal, one plain line per epoch
+otherwise (shell sweeps, CI, log files). Uses rich's own terminal detection."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+out = Console(soft_wrap=True)  # plain lines are never wrapped: logs stay one line per epoch
+err = Console(stderr=True, soft_wrap=True)
+
+
+def interactive() -> bool:
+    """True when stdout is a terminal (rich's detection; FORCE_COLOR / TTY_COMPATIBLE apply)."""
+    return out.is_terminal
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    """A score for a table: ``-`` for None or NaN (a class absent from truth and prediction)."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+class EpochProgress:
+    """A progress bar over the steps of an epoch on a terminal; nothing otherwise."""
+
+    def __init__(self, description: str, total: int, done: int = 0) -> None:
+        self.progress = None
+        if interactive():
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                     console=out, transient=True)
+            self.task = self.progress.add_task(description, total=total, completed=done, info="")
+
+    def __enter__(self) -> EpochProgress:  # noqa: PYI034 - Self needs Python 3.11
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        """Move the bar ``n`` steps on and show ``info`` (e.g. the last loss) beside it."""
+        if self.progress:
+            self.progress.update(self.task, advance=n, info=info)
+
+
+def epoch_line(record: dict) -> str:
+    """One line per epoch, the same on a terminal and in a log."""
+    return (f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}  val_loss {fmt(record['val_loss'])}"
+            f"  val_miou {fmt(record['val_miou'])}  val_mdice {fmt(record['val_mdice'])}  lr {'-' if record['lr'] is None else format(record['lr'], '.2e')}"
+            f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s")
+
+
+def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
+    """A per-class IoU/Dice table with the means and pixel accuracy as the last rows."""
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    table.add_column("Dice", justify="right")
+    for name in class_names:
+        table.add_row(name, fmt(scores["per_class_iou"][name]), fmt(scores["per_class_dice"][name]))
+    table.add_section()
+    table.add_row("mean", fmt(scores["miou"]), fmt(scores["mdice"]))
+    table.add_row("pixel accuracy", fmt(scores["pixel_accuracy"]), "")
+    if "mean_accuracy" in scores:
+        table.add_row("mean accuracy", fmt(scores["mean_accuracy"]), "")
+        table.add_row("frequency-weighted IoU", fmt(scores["fwiou"]), "")
+    return table
+
+
+def protocols_table(values: dict, descriptions: dict) -> Table:
+    """mIoU and mDice under each protocol (``metrics.confusion.protocols``), with what each one means."""
+    table = Table(title="the same predictions under each protocol")
+    for column in ("protocol", "mIoU", "mDice", "definition"):
+        table.add_column(column, justify="right" if column.startswith("m") else "left")
+    for name, v in values.items():
+        table.add_row(name, fmt(v["miou"]), fmt(v["mdice"]), descriptions.get(name, ""))
+    return table
+
+
+def error(message: str) -> None:
+    """One line on stderr: ``segcli: error: MESSAGE``."""
+    err.print(f"segcli: error: {message}", style="red", highlight=False, markup=False,
+                      soft_wrap=True)
+    sys.stderr.flush()
+
+
+def warning(message: str) -> None:
+    """One line on stderr: ``segcli: warning: MESSAGE``."""
+    err.print(f"segcli: warning: {message}", style="yellow", highlight=False, markup=False,
+                      soft_wrap=True)
+    sys.stderr.flush()
+
+
+def data_tables(result: dict) -> list[Table]:
+    """Tables of ``datasets.check_dataset``'s result: images and sizes per split, then the share of
+    labelled pixels of each class per split (in %)."""
+    splits = result["splits"]
+    table = Table(title=f"dataset {result['dataset']}")
+    for column in ("split", "images", "bad", "sizes (HxW: images)"):
+        table.add_column(column, justify="left" if column.startswith(("split", "sizes")) else "right")
+    for split, s in splits.items():
+        sizes = s["sizes"]
+        shown = ", ".join(f"{k}: {v}" for k, v in list(sizes.items())[:3]) + (f", ... ({len(sizes)} sizes)" if len(sizes) > 3 else "")
+        table.add_row(split, str(s["images"]), str(s["bad"]), shown)
+    classes = Table(title="labelled pixels per class (%)")
+    classes.add_column("class")
+    for split in splits:
+        classes.add_column(split, justify="right")
+    totals = {split: max(sum(s["class_pixels"]), 1) for split, s in splits.items()}
+    for i, name in enumerate(result["class_names"]):
+        classes.add_row(name, *(f"{100 * s['class_pixels'][i] / totals[split]:.2f}" for split, s in splits.items()))
+    return [table, classes]
+
+
+def runs_table(rows: list[dict], where: str) -> Table:
+    """``segcli runs``: one row per run (see reports.runs_table.rows)."""
+    table = Table(title=f"{len(rows)} run(s) under {where}", title_justify="left")
+    for name, justify in (("run", "left"), ("overrides", "left"), ("val mIoU", "right"), ("val mDice", "right"),
+                          ("best epoch", "right"), ("epochs", "right"), ("minutes", "right"), ("status", "left")):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        table.add_row(r["name"], r["overrides"], fmt(r["miou"]), fmt(r["mdice"]), str(r["best_epoch"] or "-"),
+                      str(r["epochs"]), f"{r['minutes']:.1f}", r["status"])
+    return table
+
+
+def _signed(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.4f}"
+
+
+def _interval(d) -> str:
+    return "-" if math.isnan(d.low) else f"[{d.low:+.4f}, {d.high:+.4f}]"
+
+
+def bootstrap_table(a: str, b: str, split: str, result: dict) -> Table:
+    """``segcli compare A B``: mIoU, mDice and per-class IoU of A and B, B - A, its 95% interval,
+    the share of resamples where B is higher, and the verdict (metrics.bootstrap.paired_bootstrap's result)."""
+    table = Table(title=f"A = {a}, B = {b}: {split} split, {result['images']} images, paired bootstrap over images "
+                        f"({result['resamples']} resamples, seed {result['seed']})", title_justify="left",
+                  caption=f"mIoU: {result['miou'].verdict}", caption_justify="left")
+    for name, justify in (("score", "left"), ("A", "right"), ("B", "right"), ("B - A", "right"),
+                          ("95% interval", "right"), ("B higher in", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify)
+
+    def row(label: str, d) -> None:
+        share = "-" if math.isnan(d.b_better_share) else f"{100 * d.b_better_share:.1f}%"
+        table.add_row(label, fmt(d.a), fmt(d.b), _signed(d.difference), _interval(d), share, d.verdict)
+    row("mIoU", result["miou"])
+    row("mDice", result["mdice"])
+    table.add_section()
+    for name, d in result["per_class_iou"].items():
+        row(f"IoU {name}", d)
+    return table
+
+
+def ranking_table(split: str, result: dict, resamples: int) -> Table:
+    """``segcli compare RUN...`` with three or more runs: best observed mIoU first, each other run's
+    difference to the best with its 95% interval (metrics.bootstrap.rank_against_best's result)."""
+    table = Table(title=f"{split} split: runs against the best ({result['best']}), paired bootstrap over images "
+                        f"({resamples} resamples)", title_justify="left")
+    for name, justify in (("run", "left"), ("mIoU", "right"), ("mDice", "right"), ("mIoU - best", "right"),
+                          ("95% interval", "right"), ("higher than best in", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify)
+    for r in result["ranking"]:
+        d = r["vs_best"]
+        if d is None:
+            table.add_row(r["run"], fmt(r["miou"]), fmt(r["mdice"]), "", "", "", "best")
+            continue
+        m = d["miou"]
+        verdict = "worse than the best" if m.high < 0 else "no difference from the best detected at 95%"
+        table.add_row(r["run"], fmt(r["miou"]), fmt(r["mdice"]), _signed(m.difference), _interval(m),
+                      f"{100 * m.b_better_share:.1f}%", verdict)
+    return table
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return fmt(mean) + (f" ± {std:.4f}" if std is not None else "")
+
+
+def seed_groups_table(groups: list[dict], where: str) -> Table:
+    """``segcli runs --group-seeds``: one row per config, best val mIoU and mDice as mean ± sample
+    std over its seeds (reports.runs_table.group_seeds)."""
+    table = Table(title=f"{len(groups)} config(s) under {where}, runs that differ only by seed grouped",
+                  title_justify="left", caption="mean ± sample standard deviation of each run's best val score",
+                  caption_justify="left")
+    for name, justify in (("config", "left"), ("n", "right"), ("seeds", "left"), ("val mIoU", "right"),
+                          ("val mDice", "right")):
+        table.add_column(name, justify=justify)
+    for g in groups:
+        table.add_row(g["overrides"] or "(all the same)", str(g["n"]), g["seeds"], _pm(g["miou_mean"], g["miou_std"]),
+                      _pm(g["mdice_mean"], g["mdice_std"]))
+    return table
+
+
+def print_wide(table: Table) -> None:
+    """Print a table; off a terminal (files, pipes) as wide as its cells need instead of 80 columns."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.measure import Measurement
+
+    wide = Console(width=100_000)
+    needed = Measurement.get(wide, wide.options, table).maximum
+    width = out.width
+    out.width = max(width, needed)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
+
+
+def bench_table(r: dict) -> Table:
+    """``segcli bench``: images/s of segcli, the same-settings reference loop and the naive loop."""
+    st = r["settings"]
+    amp = f"{st['amp']} ({st['amp_reason']})" if st.get("amp_reason") else st["amp"]
+    table = Table(title=f"{st['model']}, {st['device']}, {amp}, channels_last={st['channels_last']}, "
+                        f"batch {st['batch_size']} ({st['crop'][0]}x{st['crop'][1]} crops), eval batch "
+                        f"{st['eval_batch_size']} at {st['eval_size'][0]}x{st['eval_size'][1]}, "
+                        f"{st['repeats']} x {st['seconds']:g} s each", title_justify="left")
+    for name in ("measurement", "segcli", "reference (same settings)", "ratio", "naive (eager fp32)", "ratio",
+                 "segcli spread"):
+        table.add_column(name, justify="left" if name == "measurement" else "right")
+    for key, unit in (("train", "images/s"), ("eval", "images/s")):
+        lo, hi = r["spread"][key]
+        table.add_row(f"{key} ({unit})", f"{r[f'{key}_images_per_s']:.2f}", f"{r[f'reference_{key}_images_per_s']:.2f}",
+                      f"{r[f'{key}_vs_reference']:.3f}", f"{r[f'naive_{key}_images_per_s']:.2f}",
+                      f"{r[f'{key}_vs_naive']:.3f}", f"{lo:.2f}..{hi:.2f}")
+    table.add_row("loader alone (images/s)", f"{r['loader_images_per_s']:.1f}", "", "", "",
+                  f"{r['loader_vs_train']:.1f}x train", f"{st['num_workers']} workers")
+    tm = r["torchmetrics_updates_per_s"]
+    table.add_row("metric updates/s", f"{r['metric_updates_per_s']:.1f}", "-" if tm is None else f"{tm:.1f}",
+                  "-" if tm is None else f"{r['metric_updates_per_s'] / tm:.2f}", "", "", "vs torchmetrics Jaccard")
+    return table
+
+
+def parity_table(bundle: dict) -> Table:
+    """``segcli export``'s check: one row per ONNX model (max |logit difference|, allclose at the
+    stated rtol/atol, argmax agreement, verdict) and its speed beside torch's (images/s)."""
+    parity = bundle["parity"]
+    table = Table(title=f"ONNX parity against the checkpoint: {parity[0]['images']} images, {parity[0]['source']}")
+    for col in ("model", "max |logit diff|", f"allclose (rtol {parity[0]['rtol']:g}, atol {parity[0]['atol']:g})",
+                "argmax agreement", "verdict"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for i, p in enumerate(parity):  # the first (float32) model is gated; an int8 one is reported only
+        verdict = "ok" if p["ok"] else "[red]beyond tolerance[/red]" if i == 0 else "below the float32 bar (reported)"
+        table.add_row(p["model"], f"{p['max_abs']:.2e}", "yes" if p["allclose"] else "no", f"{p['agreement']:.4%}",
+                      verdict)
+    speeds = bundle.get("speed_images_per_second") or {}
+    if speeds:
+        table.caption = "images/s on the same inputs (this CPU, batch 1): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in speeds.items())
+    return table
+
+
+def models_table(rows: list[dict], size: str, classes: int) -> Table:
+    """``segcli models``: one row per model choice (``models.build.model_facts`` plus names)."""
+    table = Table(title=f"models (model=NAME): parameters and GFLOPs of one {size} image, {classes} classes")
+    for column in ("model", "arch", "encoder", "source"):
+        table.add_column(column)
+    table.add_column("params (M)", justify="right")
+    table.add_column("GFLOPs", justify="right")
+    for r in rows:
+        table.add_row(r["model"], str(r["arch"]), str(r["encoder"] or "-"), r["source"],
+                      "-" if r["params_m"] is None else f"{r['params_m']:.2f}",
+                      "-" if r["gflops"] is None else f"{r['gflops']:.1f}")
+    return table

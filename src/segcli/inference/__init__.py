@@ -1,0 +1,8 @@
+"""inference: a trained model applied. ``loop`` (``evaluate``: the loop validation and ``segcli eval``
+share; ``forward_at_scale``), ``modes`` (whole, slide, flip, multiscale, CRF, superpixels),
+``gallery`` (sample strips and worst-image galleries), ``evaluation`` (``segcli eval``: a checkpoint scored on a split, per-image
+evidence), ``predict`` (``segcli predict``) and ``export`` (``segcli export``: ONNX bundles).
+
+May import: the top level, data, models, metrics, runs. Never imports: losses, training, reports,
+cli (import contracts in pyproject.toml): ``segcli predict`` loads no training code.
+"""

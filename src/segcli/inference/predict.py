@@ -1,0 +1,158 @@
+"""Prediction: image files -> class-index masks and colour overlays, from a checkpoint alone.
+
+Each image is segmented at its own resolution: padded (top-left anchored) to a multiple of 32
+by the same eval pipeline as validation, then the logits are cropped back to H x W. With
+``dataset.scale`` other than 1 the model runs on a resized copy and its logits are resized back
+(``inference.loop.forward_at_scale``), exactly as in validation. ``inference`` (inference/modes.py) chooses how:
+one pass (default), sliding windows, test-time augmentation, dense CRF. A Predictor runs a torch
+checkpoint or an ONNX bundle (inference/export.py) through the same code.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from segcli.data.augment import build_transforms
+from segcli.data.readers import IMAGE_EXTENSIONS, read_image
+from segcli.errors import SegcliError
+from segcli.inference.modes import Inference, InferenceSettings
+from segcli.models.build import model_from_checkpoint
+from segcli.runs.checkpoints import load_checkpoint
+from segcli.runtime import StepContext, step_context
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[Path]:
+    """Image files named by paths, folders (their images, not recursive) or glob patterns.
+
+    Raises:
+        SegcliError: an input matches nothing, or no image is found at all.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not images:
+                raise SegcliError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            found += images
+        elif path.is_file():
+            found.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            if not matches:
+                raise SegcliError(f"{item}: no such image file, folder or matching glob")
+            found += matches
+    if not found:
+        raise SegcliError("no input images given")
+    return found
+
+
+class Predictor:
+    """A trained model with its preprocessing, class names and colours.
+
+    Use ``Predictor.from_checkpoint(path)`` or ``export.predictor_from_bundle(dir)``;
+    ``predict(image)`` maps an ``(H, W, 3) uint8`` RGB image to an ``(H, W) uint8`` class-index
+    mask. ``model``: a torch module or any callable ``(N, 3, H, W) float32 -> (N, C, H, W)`` logits.
+    """
+
+    def __init__(self, model, transform, colors: list[list[int]], class_names: list[str],
+                 ctx: StepContext, inference: Inference | None = None) -> None:
+        self.model, self.transform, self.ctx = model, transform, ctx
+        self.colors = np.array(colors, dtype=np.uint8)
+        self.class_names = class_names
+        self.inference = inference or Inference(InferenceSettings())
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str = "auto", amp: str | None = None,
+                        inference: InferenceSettings | None = None) -> Predictor:
+        """Load a checkpoint written by `segcli train` (needs nothing else from the run). ``amp``:
+        autocast setting (see ``runtime.resolve_amp``), default the run's ``trainer.amp``; the
+        run's ``channels_last`` applies too.
+
+        Raises:
+            SegcliError: see ``runs.checkpoints.load_checkpoint`` and ``models.build.model_from_checkpoint``;
+                an unknown ``amp``; a CRF without pydensecrf2.
+        """
+        ckpt = load_checkpoint(path)
+        classes, norm, cfg = ckpt["classes"], ckpt["normalization"], ckpt["config"]
+        trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
+        ctx = step_context(trainer, float(cfg["dataset"].get("scale", 1.0)))
+        transform = build_transforms(ckpt["config"]["augmentation"].get("eval"), int(classes["ignore_index"]),
+                                     mean=norm["mean"], std=norm["std"])
+        model = model_from_checkpoint(ckpt, ctx.device)
+        if ctx.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, transform, classes["colors"], classes["class_names"], ctx,
+                   Inference(inference or InferenceSettings(), norm["mean"], norm["std"]))
+
+    @torch.inference_mode()
+    def scores(self, image: np.ndarray) -> torch.Tensor:
+        """``(H, W, 3) uint8`` RGB -> ``(C, H, W) float32`` class scores: logits for the plain
+        ``whole`` inference, else probabilities (see ``inference.modes.Inference``)."""
+        h, w = image.shape[:2]
+        x = self.ctx.images({"image": self.transform(image=image)["image"].unsqueeze(0)})
+        with self.ctx.autocast():
+            scores = self.inference(self.model, x, self.ctx.eval_scale)
+        return scores[0, :, :h, :w].float()
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` class indices (argmax of the scores)."""
+        return self.scores(image).argmax(0).to(torch.uint8).cpu().numpy()
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """``(C, H, W) float32`` class probabilities (softmax of the logits, or the inference's)."""
+        return self.predict_with_probabilities(image)[1]
+
+    def predict_with_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(H, W, 3) uint8`` RGB -> (``(H, W) uint8`` mask, ``(C, H, W) float32`` probabilities) of
+        one forward pass: the mask is the argmax of the full-precision scores, the one ``predict``
+        gives, whatever precision the probabilities are stored at later."""
+        scores = self.scores(image)
+        mask = scores.argmax(0).to(torch.uint8).cpu().numpy()
+        return mask, (scores.softmax(0) if self.inference.settings.plain else scores).cpu().numpy()
+
+    def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """The image with each pixel's class colour blended in: ``(H, W, 3) uint8`` RGB (rounded;
+        computed in uint8, so a 6000x4000 image needs no float copies)."""
+        colored = self.colors[np.minimum(mask, len(self.colors) - 1)]
+        return cv2.addWeighted(image, 1 - alpha, colored, alpha, 0.0)
+
+
+def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_image=None,
+                  save_probs: bool = False) -> list[Path]:
+    """Write ``out_dir/NAME.png`` (uint8 class indices, the input's size) and ``NAME_overlay.jpg``
+    for each file; with ``save_probs`` also ``NAME_probs.npz`` (key ``probs``: ``(C, H, W)``
+    float16 probabilities, compressed; key ``class_names``), for fusing models later. Returns the
+    mask paths.
+
+    The mask is the argmax of the full-precision scores with or without ``save_probs`` (the same
+    file either way); the argmax of the stored float16 probabilities agrees with it wherever the
+    two highest probabilities differ by more than float16's rounding (at most 2**-11 below 1).
+
+    Raises:
+        SegcliError: a file cannot be read as an image.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in files:
+        image = read_image(path)
+        if save_probs:
+            mask, probs = predictor.predict_with_probabilities(image)
+            np.savez_compressed(out_dir / f"{path.stem}_probs.npz", probs=probs.astype(np.float16),
+                                class_names=np.array(predictor.class_names, dtype=str))
+        else:
+            mask = predictor.predict(image)
+        mask_path = out_dir / f"{path.stem}.png"
+        cv2.imwrite(str(mask_path), mask)
+        cv2.imwrite(str(out_dir / f"{path.stem}_overlay.jpg"),
+                    cv2.cvtColor(predictor.overlay(image, mask), cv2.COLOR_RGB2BGR))
+        written.append(mask_path)
+        if on_image:
+            on_image(path, mask_path)
+    return written

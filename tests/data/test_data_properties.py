@@ -1,0 +1,77 @@
+"""Property-based: whatever image and mask files a user has, the dataset code returns a correct
+sample or raises a SegcliError (one clean line), never another exception."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from segcli.config import compose_config, to_plain
+from segcli.data.augment import build_transforms
+from segcli.data.masks import mask_table
+from segcli.data.readers import PairedFolderDataset, check_pairs
+from segcli.errors import SegcliError
+
+CLASSES, IGNORE = 3, 255
+AUGMENT = to_plain(compose_config(["augmentation=heavy", "dataset.crop_size=[32,32]"]))["augmentation"]["train"]
+
+
+@st.composite
+def arrays(draw, kind: str):
+    h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    channels = draw(st.sampled_from([None, 1, 3, 4] if kind == "image" else [None, None, None, 3]))
+    dtype = draw(st.sampled_from(["uint8", "uint16"] if kind == "image" else ["uint8", "uint16", "int32", "float32"]))
+    high = {"uint8": 255, "uint16": 65535, "int32": 70000, "float32": 5}[dtype]
+    if kind == "mask" and draw(st.integers(0, 3)) > 0:
+        high = CLASSES - 1  # mostly valid masks, so that samples are built too
+    shape = (h, w) if channels is None else (h, w, channels)
+    seed = draw(st.integers(0, 2**16))
+    values = np.random.default_rng(seed).integers(0, high + 1, size=shape)
+    if kind == "mask" and draw(st.booleans()):
+        values.flat[0] = IGNORE
+    return values.astype(dtype)
+
+
+def write(path: Path, array: np.ndarray, garbage: int) -> Path:
+    """Save ``array`` in a format that holds its dtype, then maybe damage the file."""
+    suffix = ".png" if array.dtype in (np.uint8, np.uint16) else ".tiff"
+    path = path.with_suffix(suffix)
+    assert cv2.imwrite(str(path), array)
+    if garbage == 1:
+        path.write_bytes(path.read_bytes()[: max(len(path.read_bytes()) // 3, 1)])  # truncated
+    elif garbage == 2:
+        path.write_bytes(b"\x89PNG not really")
+    elif garbage == 3:
+        path.write_bytes(b"")
+    return path
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(image=arrays("image"), mask=arrays("mask"), same_size=st.sampled_from([True, True, True, False]),
+       image_garbage=st.sampled_from([0] * 6 + [1, 2, 3]), mask_garbage=st.sampled_from([0] * 6 + [1, 2, 3]),
+       mask_format=st.sampled_from(["index"] * 4 + ["rgb"]))
+def test_any_files_give_a_sample_or_a_clean_error(image, mask, same_size, image_garbage, mask_garbage, mask_format):
+    if same_size:
+        mask = np.resize(mask, image.shape[:2] + mask.shape[2:])
+    colors = [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
+    with tempfile.TemporaryDirectory() as tmp:
+        image_path = write(Path(tmp) / "img", image, image_garbage)
+        mask_path = write(Path(tmp) / "mask", mask, mask_garbage)
+        try:
+            table = mask_table({"mask_format": mask_format, "num_classes": CLASSES, "ignore_index": IGNORE}, colors)
+            found = check_pairs([(image_path, mask_path)], table, CLASSES)
+            dataset = PairedFolderDataset(found.pairs, table, build_transforms(AUGMENT, IGNORE), augment_seed=0)
+            sample = dataset[(1, 0)]
+        except SegcliError as exc:
+            assert "\n" not in str(exc) and str(exc)
+            event("error: " + "".join(c for c in str(exc).split(": ", 1)[1][:24] if not c.isdigit()))
+            return
+    event("sample")
+    assert sample["image"].dtype.is_floating_point and sample["image"].shape[0] == 3
+    assert tuple(sample["image"].shape[1:]) == tuple(sample["mask"].shape) == (32, 32)
+    assert set(sample["mask"].unique().tolist()) <= {0, 1, 2, IGNORE}
