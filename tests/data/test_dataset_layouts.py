@@ -166,6 +166,28 @@ def test_cityscapes_label_ids_map_to_the_19_train_ids(tmp_path):
     assert mask[::8, 0].tolist() == CITY_TRAIN_IDS
 
 
+def test_cityscapes_label_train_ids_count_once_through_build_datasets(tmp_path):
+    """The real builder on a tree with labelTrainIds: each split's class pixels are the files' own
+    values counted (255 ignored), and a val sample's mask is the file's pixels; decoding them as
+    labelIds again would move every class (train id 0 read as labelId 0 is 'unlabeled', ...)."""
+    root = city_tree(tmp_path, train_ids=True)
+    cfg = to_plain(compose_config(["dataset=cityscapes", f"dataset.root={root}", "augmentation=none"]))
+    _, data, counts = build_datasets(cfg, ("train", "val"), 0)
+    for split, images in (("train", 3), ("val", 1)):
+        files = sorted((root / "gtFine" / split).rglob("*_gtFine_labelTrainIds.png"))
+        assert len(files) == images and len(data[split]) == images
+        expected = np.zeros(19, np.int64)
+        for f in files:
+            values = cv2.imread(str(f), cv2.IMREAD_UNCHANGED).ravel()
+            expected += np.bincount(values[values < 19], minlength=19)
+        assert counts[split].pixels.tolist() == expected.tolist(), split
+        assert counts[split].ignored == images * 2 * 8 * 64  # the two 255 bands of each image
+    assert sorted(np.flatnonzero(expected).tolist()) == sorted(v for v in CITY_TRAIN_IDS if v != 255)
+    sample = data["val"][0]
+    truth = cv2.imread(str(next((root / "gtFine" / "val").rglob("*_gtFine_labelTrainIds.png"))), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(sample["mask"][:64, :64].numpy(), truth)
+
+
 def test_cityscapes_trains_and_evals_through_the_cli(tmp_path):
     _, totals = train_and_eval("cityscapes", city_tree(tmp_path), tmp_path, 19)
     expected = [0] * 19

@@ -65,14 +65,49 @@ def test_export_bundle_parity_and_predict_from_the_bundle(evaluated_runs, tmp_pa
     assert np.array(Image.open(tmp_path / "slide" / "test0.png")).shape == (48, 80)
 
 
-def test_fixed_size_bundle_pads_smaller_inputs_and_refuses_larger_ones(tmp_path):
-    model = build_model({"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None}, 3).eval()
-    export_onnx(model, torch.randn(1, 3, 64, 96), tmp_path / "m.onnx", 18, dynamic=False)
-    onnx_model = OnnxModel(tmp_path / "m.onnx", (64, 96))
+def _unet(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model({"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None}, 3).eval()
+
+
+@pytest.fixture(scope="module")
+def fixed_export(tmp_path_factory) -> tuple[torch.nn.Module, OnnxModel]:
+    """A random U-Net (seed 0) and its ONNX graph exported at the fixed size 64x96."""
+    model, path = _unet(0), tmp_path_factory.mktemp("fixed") / "m.onnx"
+    export_onnx(model, torch.randn(1, 3, 64, 96), path, 18, dynamic=False)
+    return model, OnnxModel(path, (64, 96))
+
+
+def test_fixed_size_bundle_pads_smaller_inputs_and_refuses_larger_ones(fixed_export):
+    model, onnx_model = fixed_export
     x = torch.randn(1, 3, 32, 64)
-    assert onnx_model(x).shape == (1, 3, 32, 64)
+    out = onnx_model(x)
+    assert out.shape == (1, 3, 32, 64)
+    # its values: the torch model on the input zero-padded bottom/right to 64x96, cropped back
+    padded = torch.zeros(1, 3, 64, 96)
+    padded[..., :32, :64] = x
+    with torch.inference_mode():
+        expected = model(padded)[..., :32, :64]
+        unpadded = model(x)
+    assert torch.allclose(out, expected, rtol=1e-3, atol=1e-4), (out - expected).abs().max()
+    assert (unpadded - expected).abs().max() > 0.1  # padding changes the logits: the check above can fail
     with pytest.raises(SegcliError, match=r"larger than the model's fixed 64x96; use --inference slide"):
         onnx_model(torch.randn(1, 3, 96, 96))
+
+
+def test_parity_check_fails_for_another_model(fixed_export):
+    model, onnx_model = fixed_export
+    inputs = [torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)]
+    assert check_parity(model, onnx_model, inputs, "generated").ok
+    other = _unet(1)  # the same architecture, other weights
+    parity = check_parity(other, onnx_model, inputs, "generated")
+    assert not parity.ok and not parity.allclose
+    assert (parity.model, parity.images, parity.source) == ("m.onnx", 2, "generated")
+    with torch.inference_mode():
+        refs, outs = [other(x) for x in inputs], [onnx_model(x) for x in inputs]
+    assert parity.max_abs == pytest.approx(max(float((o - r).abs().max()) for o, r in zip(outs, refs, strict=True)))
+    agree = sum(int((o.argmax(1) == r.argmax(1)).sum()) for o, r in zip(outs, refs, strict=True)) / (2 * 64 * 96)
+    assert parity.agreement == pytest.approx(agree) and agree < 0.9
 
 
 # Not in the battery: the classical baselines (no torch graph: export refuses them, test_architectures.py),

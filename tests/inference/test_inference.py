@@ -112,6 +112,65 @@ def test_multiscale_probabilities_are_a_distribution_at_the_input_size():
     assert torch.allclose(probs.sum(1), torch.ones(1, 64, 96), atol=1e-5)
 
 
+def _softmax_at(net, x: torch.Tensor, factor: float) -> torch.Tensor:
+    """The model's softmax at ``factor`` times the input's resolution, by hand: resize (bilinear,
+    antialiased when shrinking), zero-pad bottom/right to a multiple of 32, run, crop, resize back."""
+    h, w = x.shape[-2:]
+    sh, sw = round(h * factor), round(w * factor)
+    small = torch.nn.functional.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False,
+                                            antialias=factor < 1)
+    padded = torch.zeros(*x.shape[:2], -(-sh // 32) * 32, -(-sw // 32) * 32)
+    padded[..., :sh, :sw] = small
+    logits = net(padded)[..., :sh, :sw]
+    return torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(1)
+
+
+@pytest.mark.parametrize("dataset_scale", [1.0, 0.75])
+def test_multiscale_is_the_mean_of_the_softmaxes_at_each_scale(dataset_scale):
+    # each factor multiplies dataset.scale: 0.5, 1.0, 1.5 (x 0.75: 0.375, 0.75, 1.125) of 64x96
+    conv, x = conv_net(), torch.randn(1, 3, 64, 96)
+
+    def net(t: torch.Tensor) -> torch.Tensor:
+        return 10 * conv(t)  # sharper class scores than the random net's near-uniform ones
+
+    scales = (0.5, 1.0, 1.5)
+    with torch.inference_mode():
+        probs = Inference(InferenceSettings(scales=scales))(net, x, dataset_scale)
+        expected = sum(_softmax_at(net, x, f * dataset_scale) for f in scales) / len(scales)
+        single = _softmax_at(net, x, dataset_scale)
+    assert probs.shape == (1, 4, 64, 96)
+    assert torch.allclose(probs, expected, atol=1e-5)
+    assert (single - expected).abs().max() > 0.1  # the scales matter: one of them alone is far off
+
+
+def test_dense_crf_through_inference_sees_the_image_behind_the_normalised_input():
+    pytest.importorskip("pydensecrf.densecrf")
+    # two flat regions with an edge at column 40; the model's probabilities blurred across it and
+    # centred at column 30, so columns 30..39 start wrong. The bilateral kernel of the image that
+    # Inference recovers from the normalised input (ImageNet statistics) moves the label edge to
+    # the image edge; a CRF that saw a blank image would only smooth the probabilities.
+    h, w, edge = 48, 64, 40
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, :edge], image[:, edge:] = (70, 90, 60), (210, 190, 230)
+    truth = np.zeros((h, w), np.int64)
+    truth[:, edge:] = 1
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) \
+        / torch.tensor(std).view(1, 3, 1, 1)
+    p1 = torch.sigmoid((torch.arange(w, dtype=torch.float32) - 30) / 5).expand(1, 1, h, w)
+    logits = torch.cat([1 - p1, p1], 1).log()
+
+    def blurred(t: torch.Tensor) -> torch.Tensor:
+        return logits.expand(t.shape[0], -1, -1, -1)
+
+    probs = Inference(load_settings("crf"), mean, std)(blurred, x)
+    before = (logits.argmax(1)[0].numpy() == truth).mean()
+    after = (probs.argmax(1)[0].numpy() == truth).mean()
+    assert before < 0.87
+    assert after > 0.99
+    assert torch.allclose(probs.sum(1), torch.ones(1, h, w), atol=1e-4)
+
+
 def test_dense_crf_makes_noisy_probabilities_follow_a_sharp_edge():
     pytest.importorskip("pydensecrf.densecrf")
     h, w = 48, 64
@@ -166,7 +225,8 @@ def _matrices(npz: Path) -> np.ndarray:
 
 
 def test_eval_inference_modes_through_the_cli(evaluated_runs, tmp_path):
-    run = evaluated_runs["longer"]
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_runs["longer"], run)  # the eval writes evals/best-test-slide-*: not into the shared fixture
     best = str(run / "checkpoints" / "best.pt")
     r = segcli("eval", best, "--split", "test", "--inference", "slide", "inference.crop=[512,512]", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -227,3 +227,61 @@ def test_group_seeds_by_hand():
     assert a["miou_std"] == pytest.approx(0.0013 ** 0.5) and a["mdice_mean"] == pytest.approx(0.53)
     assert b["n"] == 1 and b["miou_mean"] == pytest.approx(0.30) and b["miou_std"] is None
     assert [r["name"] for r in b["runs"]] == ["b0", "b1"] and b["runs"][1]["status"] == "killed"
+
+
+def test_the_interval_is_the_2_5th_to_97_5th_percentile_in_a_hand_worked_case():
+    """Four images, B perfect on all of them, A perfect on three and wrong on one pixel-pair of image 0.
+    A resample holds image 0 k times, k ~ Binomial(4, 1/4): P(k) = .316, .422, .211, .047, .004, so
+    P(k <= 2) = .949 < 97.5% < P(k <= 3) = .996: the 97.5th percentile is the k = 3 difference (the
+    80th would be k = 2's). With k copies A sums to [[8-k, k], [0, 8]]: IoU (8-k)/8 and 8/(8+k), Dice
+    (16-2k)/(16-k) and 16/(16+k); B's scores are 1."""
+    a = np.stack([[[1, 1], [0, 2]], PERFECT, PERFECT, PERFECT])
+    b = np.stack([PERFECT] * 4)
+
+    def miou_gap(k):
+        return 1 - ((8 - k) / 8 + 8 / (8 + k)) / 2
+
+    def mdice_gap(k):
+        return 1 - ((16 - 2 * k) / (16 - k) + 16 / (16 + k)) / 2
+
+    r = paired_bootstrap(a, b, resamples=20000, seed=4)
+    assert miou_gap(3) == pytest.approx(0.3238636, abs=1e-6) and miou_gap(2) == pytest.approx(0.225)
+    assert (r["miou"].low, r["miou"].high) == (0.0, pytest.approx(miou_gap(3), abs=1e-12))
+    assert (r["mdice"].low, r["mdice"].high) == (0.0, pytest.approx(mdice_gap(3), abs=1e-12))
+    # B is higher whenever image 0 is drawn (1 - (3/4)^4 of the resamples), a tie otherwise (counts half)
+    assert r["miou"].b_better_share == pytest.approx(1 - 0.75 ** 4 / 2, abs=0.01)
+    swapped = paired_bootstrap(b, a, resamples=20000, seed=4)  # the lower end: the 2.5th percentile
+    assert (swapped["miou"].low, swapped["miou"].high) == (pytest.approx(-miou_gap(3), abs=1e-12), 0.0)
+
+
+def _percentile(sorted_values: np.ndarray, q: float) -> float:
+    """The q-th percentile by linear interpolation between the order statistics (numpy's default)."""
+    position = q / 100 * (len(sorted_values) - 1)
+    below = int(np.floor(position))
+    above = min(below + 1, len(sorted_values) - 1)
+    return float(sorted_values[below] + (position - below) * (sorted_values[above] - sorted_values[below]))
+
+
+def _miou_by_hand(matrix: np.ndarray) -> float:
+    ious = []
+    for c in range(matrix.shape[0]):
+        tp, union = matrix[c, c], matrix[c, :].sum() + matrix[:, c].sum() - matrix[c, c]
+        if union > 0:  # a class absent from truth and prediction is left out of the mean
+            ious.append(tp / union)
+    return float(np.mean(ious))
+
+
+def test_the_interval_matches_an_independent_percentile_of_the_same_resamples():
+    """The same resamples (resample_weights, the same seed), each side summed and scored by hand, the
+    differences sorted: low and high are their 2.5th and 97.5th percentiles, not any other pair."""
+    rng = np.random.default_rng(11)
+    a, b = rng.integers(0, 40, (10, 3, 3)), rng.integers(0, 40, (10, 3, 3))
+    a[:, 2, :] = 0  # class 2 rare in truth: the resamples' scores spread out
+    resamples, seed = 2000, 9
+    weights = resample_weights(10, resamples, seed)
+    gaps = np.sort([_miou_by_hand(np.tensordot(w, b, 1)) - _miou_by_hand(np.tensordot(w, a, 1)) for w in weights])
+    r = paired_bootstrap(a, b, resamples=resamples, seed=seed)["miou"]
+    assert r.low == pytest.approx(_percentile(gaps, 2.5), abs=1e-12)
+    assert r.high == pytest.approx(_percentile(gaps, 97.5), abs=1e-12)
+    assert _percentile(gaps, 20) - _percentile(gaps, 2.5) > 0.01  # the check tells the two levels apart
+    assert r.b_better_share == pytest.approx(((gaps > 0).sum() + 0.5 * (gaps == 0).sum()) / resamples)

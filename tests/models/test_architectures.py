@@ -280,6 +280,17 @@ def train_eval_predict(option: str, tmp_path: Path, binary_root: Path | None) ->
     assert r.exit_code == 0, r.output
     evaluated = json.loads((tmp_path / "val.json").read_text())
     assert evaluated["miou"] == pytest.approx(summary["val"]["miou"], abs=1e-6)  # eval = validation
+    # which proves little if the output ignores the input: the trained model's logits differ between images
+    from segcli.models.build import model_from_checkpoint
+    from segcli.runs.checkpoints import load_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(run / "checkpoints" / "best.pt"), torch.device("cpu"))
+    pictures = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        logits = model(normalise(pictures)).float()
+    assert logits.shape == (2, cfg["dataset"]["num_classes"], 64, 64) and torch.isfinite(logits).all()
+    assert (logits[0] - logits[1]).abs().max() > 1e-3 * max(1.0, float(logits.abs().max())), \
+        "the same logits for two different images"
     image = np.full((50, 70, 3), 40, dtype=np.uint8)
     image[10:40, 20:60] = (230, 25, 75)
     cv2.imwrite(str(tmp_path / "street.png"), image[..., ::-1])

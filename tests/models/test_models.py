@@ -54,3 +54,49 @@ def test_failed_weight_download_is_a_user_error(monkeypatch):
     cfg = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": "imagenet", "params": {}}
     with pytest.raises(SegcliError, match="model.encoder_weights=imagenet: cannot load pretrained weights.*name resolution"):
         build_model(cfg, 2)
+
+
+class OneConvolution(torch.nn.Module):
+    """One 1x3 convolution without padding (an H x W image gives H x (W - 2) outputs) and a frozen vector."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, num_classes, kernel_size=(1, 3))
+        self.frozen = torch.nn.Parameter(torch.zeros(7), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_segcli_models_counts_a_one_convolution_model_by_hand(monkeypatch):
+    """``segcli models`` of a model whose size and cost follow from its shape: 5 classes, 3 inputs, a
+    1x3 kernel: 5 * 3 * 3 weights + 5 biases = 50 trainable parameters (the frozen 7 are not counted);
+    on a 64x96 image 64 x 94 outputs of 5 * 3 * 3 multiply-adds each, a multiply-add counting 2
+    (torch's flop counter leaves the bias additions out)."""
+    import json
+
+    from omegaconf import OmegaConf
+    from typer.testing import CliRunner
+
+    import segcli.cli.app as cli
+    from segcli.models.build import MODELS, model_facts
+
+    monkeypatch.setitem(MODELS._builders, "one_conv_probe", lambda cfg, num_classes, in_channels=3: OneConvolution(num_classes))
+    monkeypatch.setitem(MODELS._display, "one_conv_probe", "one_conv_probe")
+    cfg = {"arch": "one_conv_probe", "encoder_name": None, "encoder_weights": None, "params": {}}
+    params, flops = 5 * 3 * 1 * 3 + 5, 2 * (5 * 3 * 1 * 3) * (64 * 94)
+    facts = model_facts(cfg, num_classes=5, size=(64, 96))
+    assert facts == {"source": "segcli", "params_m": pytest.approx(params / 1e6, rel=1e-12),
+                     "gflops": pytest.approx(flops / 1e9, rel=1e-12)}
+    assert model_facts(cfg, num_classes=5, size=(96, 64))["gflops"] == pytest.approx(2 * 45 * 96 * 62 / 1e9, rel=1e-12)
+
+    # through the command: its one model choice is this one
+    real_compose = cli.compose_config
+    monkeypatch.setattr(cli, "group_options", lambda *a: {"model": ["probe"]})
+    monkeypatch.setattr(cli, "compose_config", lambda overrides, *a, **k: OmegaConf.create({"model": cfg})
+                        if list(overrides) == ["model=probe"] else real_compose(overrides, *a, **k))
+    r = CliRunner().invoke(cli.app, ["models", "--json", "--classes", "5", "--size", "64x96"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == [{"model": "probe", "arch": "one_conv_probe", "encoder": None, "source": "segcli",
+                                     "params_m": pytest.approx(params / 1e6, rel=1e-12),
+                                     "gflops": pytest.approx(flops / 1e9, rel=1e-12)}]

@@ -3,6 +3,8 @@ its content, and opened in a real headless browser when one is installed."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 def test_report_is_one_offline_page_with_configs_curves_classes_galleries_and_the_comparison(evaluated_runs, tmp_path):
     runs = [evaluated_runs["short"], evaluated_runs["longer"]]
-    r = segcli("report", *map(str, runs), "-o", "out/report.html", "--resamples", "300", cwd=tmp_path)
+    r = segcli("report", *map(str, runs), "-o", "out/report.html", "--resamples", "300", "--seed", "3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "out" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
@@ -36,20 +38,80 @@ def test_report_is_one_offline_page_with_configs_curves_classes_galleries_and_th
     assert "<td class=\"l\">trainer.batch_size</td>" not in page
     # the comparison of their test evals
     assert "Comparison on the test split" in page and "2 test images, 300 paired resamples" in page
-    assert re.search(r"<b>mIoU: (B better|A better|no difference detected at 95%)</b>", page)
     for cls in ("a", "b", "c"):
         assert f"IoU {cls}</td>" in page
-
-
-def test_report_without_evals_says_which_command_makes_them(evaluated_runs, tmp_path):
-    run = evaluated_runs["short"]  # evaluated on test only
-    r = segcli("report", str(run), str(evaluated_runs["longer"]), "--split", "val", "-o", "r.html", cwd=tmp_path)
+    # the comparison is segcli compare's, with A = the first run (its own eval's mIoU), same seed and resamples
+    r = segcli("compare", *map(str, runs), "--resamples", "300", "--seed", "3", "--json", "c.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    page = (tmp_path / "r.html").read_text()
-    assert "No comparison: " in page and "no eval of checkpoints/best.pt on the val split yet; run: segcli eval" in page
-    assert f"segcli eval {run / 'checkpoints' / 'best.pt'} --split val --worst 8</code> draws one" in page
-    r = segcli("report", str(tmp_path), "-o", "r.html", cwd=tmp_path)
-    assert r.returncode == 2 and "not a run folder" in r.stderr
+    expected = json.loads((tmp_path / "c.json").read_text())
+    short = json.loads((runs[0] / "evals" / "best-test.json").read_text())["miou"]
+    assert expected["miou"]["a"] == pytest.approx(short, abs=1e-12) and expected["miou"]["difference"] != 0
+    header, table = comparison(page)
+    assert header == (f"A = trainer.epochs=1, B = trainer.epochs=3: 2 test images, 300 paired resamples (seed 3). "
+                      f"mIoU: {expected['miou']['verdict']}.")
+    assert table[0] == ["score", "A", "B", "B - A", "95% interval", "B higher in", "verdict"]
+    scores = [("mIoU", expected["miou"]), ("mDice", expected["mdice"]),
+              *((f"IoU {c}", expected["per_class_iou"][c]) for c in ("a", "b", "c"))]
+    assert table[1:] == [[label, f"{d['a']:.4f}", f"{d['b']:.4f}", f"{d['difference']:+.4f}",
+                          f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]", f"{100 * d['b_better_share']:.1f}%",
+                          d["verdict"]] for label, d in scores]
+
+
+def comparison(page: str) -> tuple[str, list[list[str]]]:
+    """The report's comparison section: its first paragraph and its table's rows, as text."""
+    section = page.split("<h2>Comparison on the test split</h2>", 1)[1].split("<h2>", 1)[0]
+
+    def text(fragment: str) -> str:
+        return html.unescape(re.sub(r"<[^>]+>", "", fragment)).strip()
+
+    header = text(re.search(r"<p>(.*?)</p>", section).group(1))
+    rows = [[text(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", section)]
+    return header, rows
+
+
+def test_report_of_several_runs_ranks_them_against_the_best_as_compare_does(evaluated_runs, tmp_path):
+    """Two copies of the short run with their test evals changed: "perfect" right on every pixel (the
+    best), "half" right on image 0 only (short's image 1). Against the best, "half" ties in the resamples
+    that draw image 0 twice (p 1/4 > 2.5%) and is lower in the others: its interval is [< 0, 0], no
+    difference detected; the trained runs are lower in every resample. The rows are compare's ranking."""
+    from segcli.inference.evaluation import PerImage
+
+    short = PerImage.load(evaluated_runs["short"] / "evals" / "best-test.npz").matrices
+    right = np.stack([np.diag(m.sum(1)) for m in short])
+    assert (short != right).any(axis=(1, 2)).all()  # one epoch: both images have wrong pixels
+    copies = {}
+    for name, matrices in (("perfect", right), ("half", np.stack([right[0], short[1]]))):
+        copies[name] = tmp_path / name
+        shutil.copytree(evaluated_runs["short"], copies[name])
+        evidence = PerImage.load(copies[name] / "evals" / "best-test.npz")
+        evidence.matrices = matrices
+        evidence.save(copies[name] / "evals" / "best-test.npz")
+    runs = [evaluated_runs["short"], evaluated_runs["longer"], copies["perfect"], copies["half"]]
+    r = segcli("report", *map(str, runs), "-o", "r.html", "--resamples", "400", "--seed", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = segcli("compare", *map(str, runs), "--resamples", "400", "--seed", "2", "--json", "rank.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ranking = json.loads((tmp_path / "rank.json").read_text())["ranking"]
+    assert ranking[0]["run"] == "perfect" and ranking[0]["miou"] == 1.0
+    header, table = comparison((tmp_path / "r.html").read_text())
+    assert header == "4 runs on 2 test images, each against the best by a paired bootstrap (400 resamples)."
+    assert table[0] == ["run", "mIoU", "mDice", "mIoU - best", "95% interval", "verdict"]
+    assert table[1] == ["perfect", "1.0000", "1.0000", "", "", "best"]
+    rows = []
+    for x in ranking[1:]:
+        d = x["vs_best"]["miou"]
+        assert d["a"] == 1.0 and d["b"] == pytest.approx(x["miou"])  # A = the best, B = the run
+        rows.append([x["run"], f"{x['miou']:.4f}", f"{x['mdice']:.4f}", f"{d['difference']:+.4f}",
+                     f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]",
+                     "worse than the best" if d["ci95"][1] < 0 else "no difference from the best detected at 95%"])
+    assert table[2:] == rows
+    verdicts = {row[0]: row[-1] for row in table[2:]}
+    longer = PerImage.load(evaluated_runs["longer"] / "evals" / "best-test.npz").matrices
+    longer_ties = any(np.array_equal(m, np.diag(m.sum(1))) for m in longer)  # a perfect image: ties in 1/4
+    assert verdicts == {"half": "no difference from the best detected at 95%", "short": "worse than the best",
+                        "longer": "no difference from the best detected at 95%" if longer_ties else "worse than the best"}
+    assert [float(row[1]) for row in table[1:]] == sorted((float(row[1]) for row in table[1:]), reverse=True)
 
 
 @pytest.mark.skipif(not any(shutil.which(b) for b in BROWSERS), reason="no Chromium/Chrome installed")

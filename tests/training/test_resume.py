@@ -178,6 +178,26 @@ def test_sigkill_at_two_points_then_resume_gives_the_uninterrupted_run(reference
     assert_same_run(run, reference)
 
 
+def test_sigkill_between_last_pt_and_its_metrics_line_then_resume_gives_the_uninterrupted_run(reference: Path,
+                                                                                              tmp_path: Path):
+    """The end of epoch 1 writes last.pt (epoch 2 to come, step 4), then best.pt, then epoch 1's line of
+    metrics.jsonl: killed right after last.pt, the line is missing; the resume writes it from last.pt's
+    history (``RunDir.rewrite_metrics``) and best.pt from last.pt's weights."""
+    run = tmp_path / "run"
+    proc = start("train", *TINY, f"hydra.run.dir={run}", cwd=tmp_path, pause="checkpoint:2:4")
+    wait_paused(proc, tmp_path, "checkpoint:2:4")
+    kill(proc)
+    assert saved_position(run) == (2, 4, 0)
+    assert not (run / "metrics.jsonl").exists() or records(run) == []  # epoch 1's line never written
+    assert [x["epoch"] for x in checkpoint(run / "checkpoints" / "last.pt")["progress"]["history"]] == [1]
+    assert not (run / "checkpoints" / "best.pt").exists() and not (run / "summary.json").exists()
+
+    r = segcli("train", "--resume", str(run), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "resuming at epoch 2, step 4" in r.stdout
+    assert_same_run(run, reference)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_and_sigterm_save_and_exit_then_resume(reference: Path, tmp_path: Path, sig: int, code: int):
     run = tmp_path / "run"
