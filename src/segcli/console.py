@@ -4,6 +4,7 @@ otherwise (shell sweeps, CI, log files). Uses rich's own terminal detection."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -83,6 +84,21 @@ def protocols_table(values: dict, descriptions: dict) -> Table:
     for name, v in values.items():
         table.add_row(name, fmt(v["miou"]), fmt(v["mdice"]), descriptions.get(name, ""))
     return table
+
+
+def debugging() -> bool:
+    """``segcli --debug`` was given (or HYDRA_FULL_ERROR=1 set): errors show their tracebacks."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of a SegcliError; for one raised in a DataLoader worker (which torch re-raises
+    with the worker's whole traceback in the message), the original message only."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split("SegcliError: ", 1)[-1]
+    return text
 
 
 def error(message: str) -> None:

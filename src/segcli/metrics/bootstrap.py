@@ -206,3 +206,19 @@ def as_json(result: dict) -> dict:
     if isinstance(result, list):
         return [as_json(v) for v in result]
     return result
+
+
+def compare_runs(labels: list[str], stacks: list[np.ndarray], resamples: int = 10000, seed: int = 0,
+                 class_names: list[str] | None = None) -> dict:
+    """``segcli compare``'s choice: two runs -> ``paired_bootstrap`` (B = the second against A);
+    three or more -> ``rank_against_best``. ``stacks``: each run's ``(images, C, C)`` int64 per-image
+    confusion matrices, in ``labels``' order.
+
+    Raises:
+        SegcliError: fewer than two runs.
+    """
+    if len(stacks) < 2:
+        raise SegcliError("compare needs at least two runs or eval files")
+    if len(stacks) == 2:
+        return paired_bootstrap(stacks[0], stacks[1], resamples, seed, class_names)
+    return rank_against_best(labels, stacks, resamples, seed, class_names)

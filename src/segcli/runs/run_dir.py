@@ -28,7 +28,6 @@ import shutil
 import socket
 from pathlib import Path
 
-import torch
 
 from segcli.errors import SegcliError
 from segcli.files import atomic_write, write_json
@@ -203,6 +202,8 @@ class RunDir:
 
     def save_checkpoint(self, path: Path, checkpoint: dict) -> None:
         """Atomically ``torch.save`` a checkpoint dict (tensors and plain Python data only)."""
+        import torch  # here only: reading a run folder (segcli runs, report) needs no torch
+
         if not self.writer:
             return
         atomic_write(path, lambda f: torch.save(checkpoint, f))

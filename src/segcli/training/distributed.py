@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -109,3 +110,14 @@ def reduce_eval(ev, d: Distributed):
     images = int(totals[1].item())
     return replace(ev, scores=ev.matrix.compute(), images=images,
                    loss=None if ev.loss is None else float(totals[0].item()) / max(images, 1))
+
+
+def shared_run_dir(ddp: Distributed, own: Path) -> Path:
+    """Rank 0's run folder for every rank of ``torchrun -m segcli train``; the other ranks' own Hydra
+    folders (throw-away temporary ones) are removed."""
+    import shutil
+
+    shared = Path(ddp.broadcast(str(Path(own).resolve())))
+    if not ddp.main:
+        shutil.rmtree(own, ignore_errors=True)
+    return shared

@@ -77,3 +77,10 @@ class SweepReport(Callback):
             console.err.print(f"  job {job['job']} ({' '.join(job['overrides'])}): {job['error']}",
                                      highlight=False, markup=False, soft_wrap=True)
         raise SystemExit(1)
+
+
+def record_job_failure(hydra_cfg, run_dir: Path, error: str) -> None:
+    """``record_failure`` for the current job of a Hydra multirun (``hydra_cfg``: HydraConfig.get()):
+    its number, run folder, overrides and the one-line ``error``."""
+    record_failure(Path(hydra_cfg.sweep.dir), {"job": hydra_cfg.job.num, "dir": str(run_dir),
+                                               "overrides": list(hydra_cfg.overrides.task), "error": error})

@@ -1,0 +1,66 @@
+"""What every command shares: ``user_errors`` (a SegcliError becomes one line on stderr and exit
+code 2), the option types declared once (``JsonOption``, ``AmpOption``, ``InferenceOption``, ...)
+and ``split_overrides`` for commands that take ``inference.KEY=VALUE`` arguments. Light: no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segcli import console
+from segcli.errors import RunInterrupted, SegcliError
+
+EXIT_USAGE = 2
+
+
+@contextmanager
+def user_errors():
+    """Turn a SegcliError into one line on stderr and exit code 2 (a traceback with --debug);
+    a RunInterrupted into its message and exit code 130/143."""
+    try:
+        yield
+    except SegcliError as exc:
+        if console.debugging():
+            raise
+        console.error(console.error_line(exc))
+        raise SystemExit(EXIT_USAGE) from None
+    except RunInterrupted as exc:
+        print(f"segcli: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which handles it itself)
+        if console.debugging():
+            raise
+        print("segcli: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments split into inputs and ``inference.KEY=VALUE`` overrides."""
+    overrides = [a for a in args if a.lstrip("+~").startswith("inference.") and "=" in a]
+    return [a for a in args if a not in overrides], overrides
+
+
+def set_debug(debug: bool) -> None:
+    """``--debug``: tracebacks of errors (Hydra's own switch, also read in sweep jobs)."""
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+
+
+# Options shared by several commands, declared once.
+JsonOption = Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")]
+AmpOption = Annotated[str | None, typer.Option(
+    help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine).")]
+InferenceOption = Annotated[str, typer.Option(
+    "--inference", help="Inference preset of conf/inference/: whole, slide, flip, multiscale, crf, superpixels; "
+                        "change its keys with trailing inference.KEY=VALUE arguments.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DataRootOption = Annotated[str | None, typer.Option(help="Read the run's dataset from here instead.")]
+SplitOption = Annotated[str, typer.Option(help="Split of the run's dataset: train, val or test.")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the bootstrap resampling (same seed: same result).")]
+CheckpointArgument = Annotated[Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")]
