@@ -28,7 +28,6 @@ import shutil
 import socket
 from pathlib import Path
 
-
 from segcli.errors import SegcliError
 from segcli.files import atomic_write, write_json
 
