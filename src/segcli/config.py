@@ -121,7 +121,7 @@ def _with_overrides(args: list[str], parsed, extra: list[str]) -> list[str]:
 
 def distributed_args(args: Sequence[str]) -> list[str]:
     """Under torchrun: ranks other than 0 let Hydra write into a throw-away temporary folder
-    (``hydra.output_subdir=null``); they train in rank 0's run folder (see cli.app._train_distributed).
+    (``hydra.output_subdir=null``); they train in rank 0's run folder (see cli.train._train_distributed).
 
     Raises:
         SegcliError: a multirun (``-m``): torchrun runs one training, sweep around it.

@@ -78,7 +78,8 @@ def test_segcli_models_counts_a_one_convolution_model_by_hand(monkeypatch):
     from omegaconf import OmegaConf
     from typer.testing import CliRunner
 
-    import segcli.cli.app as cli
+    import segcli.cli.models as cli
+    from segcli.cli.app import app
     from segcli.models.build import MODELS, model_facts
 
     monkeypatch.setitem(MODELS._builders, "one_conv_probe", lambda cfg, num_classes, in_channels=3: OneConvolution(num_classes))
@@ -95,7 +96,7 @@ def test_segcli_models_counts_a_one_convolution_model_by_hand(monkeypatch):
     monkeypatch.setattr(cli, "group_options", lambda *a: {"model": ["probe"]})
     monkeypatch.setattr(cli, "compose_config", lambda overrides, *a, **k: OmegaConf.create({"model": cfg})
                         if list(overrides) == ["model=probe"] else real_compose(overrides, *a, **k))
-    r = CliRunner().invoke(cli.app, ["models", "--json", "--classes", "5", "--size", "64x96"])
+    r = CliRunner().invoke(app, ["models", "--json", "--classes", "5", "--size", "64x96"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output) == [{"model": "probe", "arch": "one_conv_probe", "encoder": None, "source": "segcli",
                                      "params_m": pytest.approx(params / 1e6, rel=1e-12),

@@ -1,6 +1,6 @@
 """Sweeps: what makes Hydra's multirun (and shell loops) safe to re-run.
 
-- A failed job does not stop a sweep: ``cli.app._train_task`` catches the job's error, prints it as
+- A failed job does not stop a sweep: ``cli.train._train_task`` catches the job's error, prints it as
   one line (with its traceback under ``--debug``), appends it to ``SWEEP_DIR/failures.jsonl`` and
   returns NaN (Hydra's basic launcher would otherwise stop at a SystemExit, and its sweeper
   re-raises a job's exception after the batch). ``SweepReport``, a Hydra callback run in the
