@@ -95,3 +95,14 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
     assert lines[0].startswith("segcli: error: ") and "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def toy_model_and_batches(n: int = 6):
+    """A seeded 1x1 convolution (3 -> 2 classes) and ``n`` batches of two 4x4 images whose class is the
+    sign of channel 0 (learnable): ``{"image": (2, 3, 4, 4) float32, "mask": (2, 4, 4) int64}``."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 2, 1)
+    images = [torch.randn(2, 3, 4, 4) for _ in range(n)]
+    return model, [{"image": x, "mask": (x[:, 0] > 0).long()} for x in images]

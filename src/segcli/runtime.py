@@ -57,14 +57,14 @@ def cpu_native_bf16() -> tuple[bool, str]:
         if torch.ops.mkldnn._is_mkldnn_bf16_supported():
             return True, "Arm BF16"
         return False, "no Arm BF16 extension"
-    if _cpu_query("_is_amx_tile_supported"):
+    if cpu_query("_is_amx_tile_supported"):
         return True, "AMX"
-    if _cpu_query("_is_avx512_bf16_supported"):
+    if cpu_query("_is_avx512_bf16_supported"):
         return True, "AVX512_BF16"
     return False, f"no AVX512_BF16 or AMX (CPU capability {torch.backends.cpu.get_cpu_capability()})"
 
 
-def _cpu_query(name: str) -> bool:
+def cpu_query(name: str) -> bool:
     """``torch.cpu.NAME()``, False where this torch lacks it."""
     query = getattr(torch.cpu, name, None)
     return bool(query()) if query is not None else False

@@ -2,21 +2,14 @@
 
 import pytest
 import torch
+from helpers import toy_model_and_batches
 
 from segcli.inference.loop import evaluate, forward_at_scale
 from segcli.runtime import StepContext
 
 
-def _toy(n=6):
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 2, 1)
-    images = [torch.randn(2, 3, 4, 4) for _ in range(n)]
-    batches = [{"image": x, "mask": (x[:, 0] > 0).long()} for x in images]  # learnable: class = sign of channel 0
-    return model, batches
-
-
 def test_evaluate_counts_every_pixel_once_and_averages_the_loss_per_image():
-    model, batches = _toy(3)
+    model, batches = toy_model_and_batches(3)
     batches[1] = {"image": batches[1]["image"][:1], "mask": batches[1]["mask"][:1]}  # batches of 2, 1, 2
     res = evaluate(model, batches, 2, 255, StepContext(torch.device("cpu")), torch.nn.CrossEntropyLoss())
     assert res.images == 5 and res.scores.pixels == 5 * 16 and int(res.matrix.matrix.sum()) == 80

@@ -68,7 +68,7 @@ def test_predictor_of_an_in_process_model_uses_its_transform_and_crops_top_left(
     assert torch.allclose(predictor.scores(image), logits, atol=1e-5)
     mask = predictor.predict(image)
     assert np.array_equal(mask, logits.argmax(0).numpy())
-    assert np.allclose(predictor.probabilities(image), logits.softmax(0).numpy(), atol=1e-6)
+    assert np.allclose(predictor.predict_with_probabilities(image)[1], logits.softmax(0).numpy(), atol=1e-6)
     # the overlay: each pixel half image, half its class colour (rounded)
     expected = image * 0.5 + np.array(colors)[mask] * 0.5
     assert np.abs(predictor.overlay(image, mask).astype(float) - expected).max() <= 0.5 + 1e-9

@@ -1,6 +1,7 @@
 
 import pytest
 import torch
+from helpers import toy_model_and_batches
 
 from segcli.runtime import StepContext
 from segcli.training.engine import Budget, TrainStep, train_one_epoch
@@ -39,18 +40,10 @@ def test_apply_sets_every_group_from_its_initial_lr():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.5])
 
 
-def _toy(n=6):
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 2, 1)
-    images = [torch.randn(2, 3, 4, 4) for _ in range(n)]
-    batches = [{"image": x, "mask": (x[:, 0] > 0).long()} for x in images]  # learnable: class = sign of channel 0
-    return model, batches
-
-
 def test_train_one_epoch_equals_a_plain_torch_loop_and_stops_when_the_budget_is_spent():
     import copy
 
-    model, batches = _toy()
+    model, batches = toy_model_and_batches()
     twin = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ctx = StepContext(torch.device("cpu"))
@@ -75,7 +68,7 @@ def test_train_one_epoch_equals_a_plain_torch_loop_and_stops_when_the_budget_is_
 
 
 def test_the_schedule_sets_the_lr_of_each_step():
-    model, batches = _toy(4)
+    model, batches = toy_model_and_batches(4)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     lrs = []
     step = TrainStep(model, torch.nn.CrossEntropyLoss(), opt, LrSchedule("poly", 4, power=1.0),
@@ -85,7 +78,7 @@ def test_the_schedule_sets_the_lr_of_each_step():
 
 
 def test_nan_loss_raises():
-    model, batches = _toy(1)
+    model, batches = toy_model_and_batches(1)
     ctx = StepContext(torch.device("cpu"))
     nan_loss = lambda logits, target: logits.sum() * float("nan")
     with pytest.raises(FloatingPointError, match="step 1"):

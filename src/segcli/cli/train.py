@@ -81,7 +81,7 @@ def _report_best(summary: dict, run_dir: Path, processes: int = 1) -> float:
     best = summary.get("val") and summary["val"]["miou"]
     where = f" ({processes} processes)" if processes > 1 else ""
     console.out.print(f"best val mIoU {console.fmt(best)} at epoch {summary.get('best_epoch')}{where}; "
-                         "run directory:", highlight=False)
+                      "run directory:", highlight=False)
     print(run_dir, flush=True)
     return math.nan if best is None else float(best)
 
@@ -110,9 +110,7 @@ def _resume(run_dir: Path, overrides: list[str], allow_changes: bool) -> None:
 
     with user_errors():
         summary = jobs.resume(run_dir, overrides, allow_changes)
-    console.out.print(f"best val mIoU {console.fmt(summary.get('val') and summary['val']['miou'])} "
-                         f"at epoch {summary.get('best_epoch')}; run directory:", highlight=False)
-    print(run_dir.resolve(), flush=True)
+    _report_best(summary, run_dir.resolve())
 
 
 def train(

@@ -105,10 +105,6 @@ class Predictor:
         """``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` class indices (argmax of the scores)."""
         return self.scores(image).argmax(0).to(torch.uint8).cpu().numpy()
 
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """``(C, H, W) float32`` class probabilities (softmax of the logits, or the inference's)."""
-        return self.predict_with_probabilities(image)[1]
-
     def predict_with_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(H, W, 3) uint8`` RGB -> (``(H, W) uint8`` mask, ``(C, H, W) float32`` probabilities) of
         one forward pass: the mask is the argmax of the full-precision scores, the one ``predict``

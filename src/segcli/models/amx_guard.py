@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from segcli.errors import SegcliError
+from segcli.runtime import cpu_query
 
 # The region guarded: in_channels >= MIN_IN_CHANNELS and out_channels < MAX_OUT_CHANNELS (exclusive),
 # ungrouped convolutions of any kernel size. Seen to crash on torch 2.14.1: 1x1, 4096 -> 1/2/4/8.
@@ -52,8 +53,7 @@ def cpu_has_amx() -> bool:
     limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
     if limit and limit != "ALL" and "AMX" not in limit:
         return False
-    query = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(query()) if query is not None else False
+    return cpu_query("_is_amx_tile_supported")
 
 
 def guard_wanted() -> bool:

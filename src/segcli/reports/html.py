@@ -85,9 +85,8 @@ def _comparison(runs: Sequence[Path], labels: list[str], split: str, resamples: 
         bootstrap.check_same_images(labels, [e.names for e in evidence], [e.class_names for e in evidence])
     except SegcliError as exc:
         return f'<p class="note">No comparison: {_esc(exc)}</p>'
-    names = evidence[0].class_names
+    result = bootstrap.compare_runs(labels, [e.matrices for e in evidence], resamples, seed, evidence[0].class_names)
     if len(runs) == 2:
-        result = bootstrap.paired_bootstrap(evidence[0].matrices, evidence[1].matrices, resamples, seed, names)
         rows = []
         for label, d in [("mIoU", result["miou"]), ("mDice", result["mdice"]),
                          *((f"IoU {c}", d) for c, d in result["per_class_iou"].items())]:
@@ -99,7 +98,6 @@ def _comparison(runs: Sequence[Path], labels: list[str], split: str, resamples: 
         head = (f"<p>A = <b>{_esc(labels[0])}</b>, B = <b>{_esc(labels[1])}</b>: {result['images']} {split} images, "
                 f"{resamples} paired resamples (seed {seed}). <b>mIoU: {_esc(result['miou'].verdict)}</b>.</p>")
         return head + _table(["score", "A", "B", "B - A", "95% interval", "B higher in", "verdict"], rows)
-    result = bootstrap.rank_against_best(labels, [e.matrices for e in evidence], resamples, seed, names)
     rows = []
     for r in result["ranking"]:
         d = r["vs_best"]["miou"] if r["vs_best"] else None
