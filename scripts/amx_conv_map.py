@@ -62,19 +62,29 @@ def cpu_facts() -> dict:
     import torch
 
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
-                 platform.processor())
-    return {"torch": torch.__version__, "cpu": model, "amx_bf16": " amx_bf16" in text,
-            "capability": torch.backends.cpu.get_cpu_capability()}
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
+        platform.processor(),
+    )
+    return {
+        "torch": torch.__version__,
+        "cpu": model,
+        "amx_bf16": " amx_bf16" in text,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def run_shapes(shapes: list[tuple[int, int, int]], guarded: bool, steps: int) -> dict:
     """``{(k, in, out): outcome}``; a worker that dies marks its current shape and is replaced."""
     results, pending = {}, list(shapes)
     while pending:
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, "1" if guarded else "0", str(steps)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True)
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER, "1" if guarded else "0", str(steps)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         while pending:
             shape = pending[0]
             try:
@@ -98,9 +108,14 @@ def table(results: dict, kernels: list[int]) -> str:
     """A markdown table per kernel size: rows input channels, columns output channels."""
     lines = []
     for k in kernels:
-        lines += [f"{k}x{k} | " + " | ".join(f"out {c}" for c in OUT_CHANNELS),
-                  "--- | " + " | ".join("---" for _ in OUT_CHANNELS)]
-        lines += [f"in {cin} | " + " | ".join(results[(k, cin, c)] for c in OUT_CHANNELS) for cin in IN_CHANNELS]
+        lines += [
+            f"{k}x{k} | " + " | ".join(f"out {c}" for c in OUT_CHANNELS),
+            "--- | " + " | ".join("---" for _ in OUT_CHANNELS),
+        ]
+        lines += [
+            f"in {cin} | " + " | ".join(results[(k, cin, c)] for c in OUT_CHANNELS)
+            for cin in IN_CHANNELS
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -109,19 +124,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--guarded", action="store_true", help="through segcli's guard under bf16 autocast")
+    parser.add_argument(
+        "--guarded", action="store_true", help="through segcli's guard under bf16 autocast"
+    )
     parser.add_argument("--json", type=Path, help="also write the facts and every cell here")
     args = parser.parse_args()
     shapes = [(k, cin, cout) for k in args.kernels for cin in IN_CHANNELS for cout in OUT_CHANNELS]
     facts = cpu_facts()
     results = run_shapes(shapes, args.guarded, args.steps)
-    print(f"torch {facts['torch']}, {facts['cpu']}, AMX: {facts['amx_bf16']}, capability {facts['capability']}, "
-          f"{'guarded (segcli)' if args.guarded else 'raw bf16'}, {args.steps} steps, input (4, IN, 3, 3)\n")
+    print(
+        f"torch {facts['torch']}, {facts['cpu']}, AMX: {facts['amx_bf16']}, capability {facts['capability']}, "
+        f"{'guarded (segcli)' if args.guarded else 'raw bf16'}, {args.steps} steps, input (4, IN, 3, 3)\n"
+    )
     print(table(results, args.kernels))
     if args.json:
-        cells = [{"kernel": k, "in": i, "out": o, "outcome": r} for (k, i, o), r in sorted(results.items())]
-        args.json.write_text(json.dumps({**facts, "guarded": args.guarded, "steps": args.steps, "cells": cells},
-                                        indent=1))
+        cells = [
+            {"kernel": k, "in": i, "out": o, "outcome": r}
+            for (k, i, o), r in sorted(results.items())
+        ]
+        args.json.write_text(
+            json.dumps(
+                {**facts, "guarded": args.guarded, "steps": args.steps, "cells": cells}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,25 @@ def evaluated_runs(tmp_path_factory) -> dict[str, Path]:
     out = {"root": root}
     for name, epochs in (("short", 1), ("longer", 3)):
         run = out[name] = base / name
-        r = segcli("train", *segnet_overrides(root), *FAST, f"trainer.epochs={epochs}", "trainer.samples=2",
-                   f"hydra.run.dir={run}", cwd=base)
+        r = segcli(
+            "train",
+            *segnet_overrides(root),
+            *FAST,
+            f"trainer.epochs={epochs}",
+            "trainer.samples=2",
+            f"hydra.run.dir={run}",
+            cwd=base,
+        )
         assert r.returncode == 0, r.stderr
-        r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "test", "--worst", "2", cwd=base)
+        r = segcli(
+            "eval",
+            str(run / "checkpoints" / "best.pt"),
+            "--split",
+            "test",
+            "--worst",
+            "2",
+            cwd=base,
+        )
         assert r.returncode == 0, r.stderr
     return out
 
@@ -54,5 +69,7 @@ def flat_binary_root(tmp_path: Path) -> Path:
     """images/ + masks/ with no split folders, masks saved as 0/255."""
     root = tmp_path / "flat"
     for i in range(10):
-        write_pair(root / "images", root / "masks", f"img{i:02d}", 40, 56, 2, seed=i, values=[0, 255])
+        write_pair(
+            root / "images", root / "masks", f"img{i:02d}", 40, 56, 2, seed=i, values=[0, 255]
+        )
     return root

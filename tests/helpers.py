@@ -19,9 +19,20 @@ REPO = Path(__file__).resolve().parents[1]
 # TINY: that for one epoch on the synthetic dataset (the default), 8 training and 4 validation images
 # of 64x64. Tests add what they need after it (Hydra takes the last value of a key):
 # [*TINY, "trainer.epochs=3"].
-TINY_RUN = ["model.encoder_name=resnet18", "trainer.batch_size=4", "trainer.eval_batch_size=2", "trainer.num_workers=0"]
-TINY = [*TINY_RUN, "trainer.epochs=1", "dataset.num_train=8", "dataset.num_val=4", "dataset.image_size=[64,64]",
-        "dataset.crop_size=[64,64]"]
+TINY_RUN = [
+    "model.encoder_name=resnet18",
+    "trainer.batch_size=4",
+    "trainer.eval_batch_size=2",
+    "trainer.num_workers=0",
+]
+TINY = [
+    *TINY_RUN,
+    "trainer.epochs=1",
+    "dataset.num_train=8",
+    "dataset.num_val=4",
+    "dataset.image_size=[64,64]",
+    "dataset.crop_size=[64,64]",
+]
 FAST = [*TINY_RUN, "dataset.crop_size=[32,32]"]
 CAMVID = Path(os.environ.get("SEGCLI_CAMVID", REPO.parent / "shared" / "data" / "camvid"))
 
@@ -31,12 +42,28 @@ def segcli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Complet
     ``env``: extra environment variables."""
     full = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200", **(env or {})}
     full.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "segcli", *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "segcli", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
-def write_pair(image_dir: Path, mask_dir: Path, name: str, h: int, w: int, classes: int, seed: int,
-               mask_ext: str = ".png", values: list[int] | None = None) -> None:
+def write_pair(
+    image_dir: Path,
+    mask_dir: Path,
+    name: str,
+    h: int,
+    w: int,
+    classes: int,
+    seed: int,
+    mask_ext: str = ".png",
+    values: list[int] | None = None,
+) -> None:
     """A random RGB image and a blocky mask of class indices (or of the given raw values)."""
     rng = np.random.default_rng(seed)
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -44,17 +71,25 @@ def write_pair(image_dir: Path, mask_dir: Path, name: str, h: int, w: int, class
     mask = np.zeros((h, w), np.uint8)
     values = values if values is not None else list(range(classes))
     for i, v in enumerate(values):
-        mask[(i * h) // len(values):((i + 1) * h) // len(values), :] = v
+        mask[(i * h) // len(values) : ((i + 1) * h) // len(values), :] = v
     image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    image[..., 0] = np.clip(mask.astype(int) * 60 + 20, 0, 255)  # learnable: red channel encodes the class
+    image[..., 0] = np.clip(
+        mask.astype(int) * 60 + 20, 0, 255
+    )  # learnable: red channel encodes the class
     cv2.imwrite(str(image_dir / f"{name}.jpg"), image)
     cv2.imwrite(str(mask_dir / f"{name}{mask_ext}"), mask)
 
 
 def segnet_overrides(root: Path) -> list[str]:
     """Overrides that train on ``segnet_root`` (CamVid's layout, 3 classes a, b, c)."""
-    return ["dataset=camvid", f"dataset.root={root}", "dataset.num_classes=3", "dataset.class_names=[a,b,c]",
-            "dataset.colors=[[255,0,0],[0,255,0],[0,0,255]]", "dataset.ignore_index=255"]
+    return [
+        "dataset=camvid",
+        f"dataset.root={root}",
+        "dataset.num_classes=3",
+        "dataset.class_names=[a,b,c]",
+        "dataset.colors=[[255,0,0],[0,255,0],[0,0,255]]",
+        "dataset.ignore_index=255",
+    ]
 
 
 def camvid_or_skip() -> Path:
@@ -64,8 +99,13 @@ def camvid_or_skip() -> Path:
 
 
 # a small U-Net that learns segnet_root's task in about 12 epochs
-LEARNS = ["+model.params.encoder_depth=3", "+model.params.decoder_channels=[32,16,8]", "optimizer.lr=0.003",
-          "dataset.crop_size=[48,48]", "trainer.samples=0"]
+LEARNS = [
+    "+model.params.encoder_depth=3",
+    "+model.params.decoder_channels=[32,16,8]",
+    "optimizer.lr=0.003",
+    "dataset.crop_size=[48,48]",
+    "trainer.samples=0",
+]
 
 
 def whole_image_prediction(checkpoint: str, image_path: Path) -> np.ndarray:
@@ -82,7 +122,9 @@ def whole_image_prediction(checkpoint: str, image_path: Path) -> np.ndarray:
     h, w = image.shape[:2]
     padded = np.zeros((-(-h // 32) * 32, -(-w // 32) * 32, 3), np.uint8)
     padded[:h, :w] = image
-    x = (padded / 255.0 - np.array(ckpt["normalization"]["mean"])) / np.array(ckpt["normalization"]["std"])
+    x = (padded / 255.0 - np.array(ckpt["normalization"]["mean"])) / np.array(
+        ckpt["normalization"]["std"]
+    )
     with torch.no_grad():
         logits = model(torch.from_numpy(x).permute(2, 0, 1)[None].float())
     return logits[0, :, :h, :w].argmax(0).numpy().astype(np.uint8)

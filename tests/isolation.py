@@ -53,13 +53,22 @@ def run_isolated(fn, *args, label: str, timeout: float = 900.0):
     else:
         process.kill()
         process.join()
-        pytest.fail(f"{label}: still running after {timeout:.0f} s in its child process (killed)", pytrace=False)
+        pytest.fail(
+            f"{label}: still running after {timeout:.0f} s in its child process (killed)",
+            pytrace=False,
+        )
     process.join(30)
     if message is None:
         code = process.exitcode
-        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-        pytest.fail(f"{label}: the child process died of a native crash ({how}) before it answered",
-                    pytrace=False)
+        how = (
+            f"signal {signal.Signals(-code).name}"
+            if code is not None and code < 0
+            else f"exit code {code}"
+        )
+        pytest.fail(
+            f"{label}: the child process died of a native crash ({how}) before it answered",
+            pytrace=False,
+        )
     status, payload = message
     if status == "error":
         pytest.fail(f"{label}: failed in its child process: {payload}", pytrace=False)

@@ -47,7 +47,11 @@ def install(point: str) -> None:
     def save_checkpoint(self, path, checkpoint):
         save(self, path, checkpoint)
         progress = checkpoint.get("progress") or {}
-        if kind == "checkpoint" and Path(path).name == "last.pt" and [progress.get("epoch"), checkpoint["step"]] == wanted:
+        if (
+            kind == "checkpoint"
+            and Path(path).name == "last.pt"
+            and [progress.get("epoch"), checkpoint["step"]] == wanted
+        ):
             _pause(point)
 
     def log_epoch(self, record):
@@ -61,7 +65,11 @@ def install(point: str) -> None:
         handle(self, signum, frame)
         (Path(os.environ["SEGCLI_PAUSE_DIR"]) / "signalled").write_text(str(signum))
 
-    RunDir.save_checkpoint, RunDir.log_epoch, StopSignals._handle = save_checkpoint, log_epoch, handle_signal
+    RunDir.save_checkpoint, RunDir.log_epoch, StopSignals._handle = (
+        save_checkpoint,
+        log_epoch,
+        handle_signal,
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,24 @@ def test_defaults_compose_to_the_documented_main_job():
     assert cfg["model"]["encoder_weights"] is None  # nothing is downloaded by default
     assert cfg["trainer"]["epochs"] == cfg["dataset"]["epochs"]
     assert cfg["loss"]["ignore_index"] == cfg["dataset"]["ignore_index"]
-    assert set(cfg["trainer"]) >= {"epochs", "max_minutes", "batch_size", "num_workers", "device", "amp"}
-    assert {"dataset", "model", "loss", "augmentation", "trainer", "optimizer", "scheduler", "seed"} <= set(cfg)
+    assert set(cfg["trainer"]) >= {
+        "epochs",
+        "max_minutes",
+        "batch_size",
+        "num_workers",
+        "device",
+        "amp",
+    }
+    assert {
+        "dataset",
+        "model",
+        "loss",
+        "augmentation",
+        "trainer",
+        "optimizer",
+        "scheduler",
+        "seed",
+    } <= set(cfg)
 
 
 @pytest.mark.parametrize("group,option", ALL_OPTIONS)
@@ -53,7 +69,9 @@ def test_mistakes_are_one_line_user_errors():
 
 def test_a_users_own_config_dir_adds_options(tmp_path: Path):
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "mine.yaml").write_text("arch: FPN\nencoder_name: resnet18\nencoder_weights: null\nparams: {}\n")
+    (tmp_path / "model" / "mine.yaml").write_text(
+        "arch: FPN\nencoder_name: resnet18\nencoder_weights: null\nparams: {}\n"
+    )
     cfg = to_plain(compose_config(["model=mine"], user_config_dir=str(tmp_path)))
     assert cfg["model"]["arch"] == "FPN"
     assert "mine" in group_options([tmp_path])["model"]
@@ -70,11 +88,19 @@ def _registries():
     from segcli.training.loggers import LOGGERS
     from segcli.training.optim import OPTIMIZERS, SCHEDULES
 
-    return {"loss": LOSSES, "optimizer": OPTIMIZERS, "scheduler": SCHEDULES, "logger": LOGGERS, "model": MODELS}
+    return {
+        "loss": LOSSES,
+        "optimizer": OPTIMIZERS,
+        "scheduler": SCHEDULES,
+        "logger": LOGGERS,
+        "model": MODELS,
+    }
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g, o in ALL_OPTIONS
-                                          if g in ("loss", "optimizer", "scheduler", "logger", "model")])
+@pytest.mark.parametrize(
+    "group,option",
+    [(g, o) for g, o in ALL_OPTIONS if g in ("loss", "optimizer", "scheduler", "logger", "model")],
+)
 def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp_path: Path):
     """A new YAML file of these groups needs one registered function and nothing else: this test finds it."""
     import torch
@@ -84,8 +110,16 @@ def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp
     from segcli.training.loggers import build_logger
     from segcli.training.optim import build_optimizer, build_schedule
 
-    cfg = to_plain(compose_config([f"{group}={option}", "dataset.num_classes=3", "dataset.class_names=null",
-                                   "dataset.colors=null"]))
+    cfg = to_plain(
+        compose_config(
+            [
+                f"{group}={option}",
+                "dataset.num_classes=3",
+                "dataset.class_names=null",
+                "dataset.colors=null",
+            ]
+        )
+    )
     registry = _registries()[group]
     assert cfg[group][registry.key] in registry
     if group == "loss":
@@ -103,11 +137,15 @@ def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp
     elif group == "logger" and option not in ("tensorboard", "mlflow"):
         assert hasattr(build_logger(cfg["logger"], tmp_path), "log")
     elif group == "model":  # its forward pass: test_models.py
-        assert isinstance(build_model(cfg["model"], 2 if option == "otsu" else 3), torch.nn.Module)  # otsu: binary
+        assert isinstance(
+            build_model(cfg["model"], 2 if option == "otsu" else 3), torch.nn.Module
+        )  # otsu: binary
 
 
 def test_registries_refuse_unknown_names_in_one_line():
     from segcli.training.optim import build_optimizer
 
-    with pytest.raises(SegcliError, match=r"^optimizer.name=lion: expected one of adamw, adam, sgd, rmsprop$"):
+    with pytest.raises(
+        SegcliError, match=r"^optimizer.name=lion: expected one of adamw, adam, sgd, rmsprop$"
+    ):
         build_optimizer({"name": "lion", "lr": 1e-3}, [])

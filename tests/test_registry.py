@@ -21,7 +21,12 @@ def test_register_and_build_call_the_named_builder_with_the_config_and_arguments
 
     assert dice.__name__ == "dice"  # the decorator gives the function back
     assert losses.names() == ["dice", "soft_dice", "ce"]  # as registered, in order
-    assert losses.build({"name": "soft_dice", "smooth": 1.5}, 4, weights=[1, 2]) == ("dice", 1.5, 4, [1, 2])
+    assert losses.build({"name": "soft_dice", "smooth": 1.5}, 4, weights=[1, 2]) == (
+        "dice",
+        1.5,
+        4,
+        [1, 2],
+    )
     assert losses.build({"name": "ce"}, 3) == ("ce", 3)
     assert losses.get("dice") is dice and "ce" in losses and "CE" not in losses and 3 not in losses
 
@@ -47,7 +52,10 @@ def test_case_folding_finds_any_spelling_and_shows_names_as_registered():
     def smp(cfg):
         return cfg["arch"]
 
-    assert models.build({"arch": "unet"}) == "unet" and models.build({"arch": "DEEPLABV3PLUS"}) == "DEEPLABV3PLUS"
+    assert (
+        models.build({"arch": "unet"}) == "unet"
+        and models.build({"arch": "DEEPLABV3PLUS"}) == "DEEPLABV3PLUS"
+    )
     assert "uNeT" in models and models.names() == ["Unet", "DeepLabV3Plus"]
     with pytest.raises(ValueError, match="model: 'UNET' is registered twice"):
         models.add(smp, ["UNET"])  # the same name in another case

@@ -22,7 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from segcli.errors import SegcliError
 
-GROUPS = ("dataset", "model", "loss", "augmentation", "trainer", "optimizer", "scheduler", "logger", "experiment")
+GROUPS = (
+    "dataset",
+    "model",
+    "loss",
+    "augmentation",
+    "trainer",
+    "optimizer",
+    "scheduler",
+    "logger",
+    "experiment",
+)
 
 
 def config_dir() -> Path:
@@ -55,11 +65,14 @@ def one_line(exc: BaseException) -> str:
         if e is not None:
             parts += [line.strip() for line in str(e).splitlines() if line.strip()]
     text = " ".join(dict.fromkeys(parts))
-    return text.split(" Config search path:")[0]  # Hydra's list of search paths says nothing useful here
+    return text.split(" Config search path:")[
+        0
+    ]  # Hydra's list of search paths says nothing useful here
 
 
-def compose_config(overrides: Sequence[str], config_name: str = "train",
-                   user_config_dir: str | None = None) -> DictConfig:
+def compose_config(
+    overrides: Sequence[str], config_name: str = "train", user_config_dir: str | None = None
+) -> DictConfig:
     """Compose the config as ``segcli train`` would (without the ``hydra`` node) and resolve it.
 
     Raises:
@@ -70,7 +83,9 @@ def compose_config(overrides: Sequence[str], config_name: str = "train",
     if user_config_dir:
         extra.append(f"hydra.searchpath=[file://{Path(user_config_dir).resolve()}]")
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name=config_name):
+        with initialize_config_dir(
+            config_dir=str(config_dir()), version_base="1.3", job_name=config_name
+        ):
             cfg = compose(config_name=config_name, overrides=extra)
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # hydra.errors.*, omegaconf.errors.*: all user input problems here
@@ -89,8 +104,16 @@ def check_train_args(args: Sequence[str]) -> None:
     try:
         parsed = get_args_parser().parse_args(list(args))
     except SystemExit:
-        raise SegcliError(f"cannot parse arguments {' '.join(args)!r}; see segcli train --help") from None
-    if parsed.multirun or parsed.info or parsed.shell_completion or parsed.help or parsed.hydra_help:
+        raise SegcliError(
+            f"cannot parse arguments {' '.join(args)!r}; see segcli train --help"
+        ) from None
+    if (
+        parsed.multirun
+        or parsed.info
+        or parsed.shell_completion
+        or parsed.help
+        or parsed.hydra_help
+    ):
         return
     compose_config(parsed.overrides, parsed.config_name or "train", parsed.config_dir)
 
@@ -116,7 +139,7 @@ def _with_overrides(args: list[str], parsed, extra: list[str]) -> list[str]:
     given = [i for i, a in enumerate(args) if a in parsed.overrides]
     flag = [i for i, a in enumerate(args) if a in ("-m", "--multirun")]
     anchor = max(given) if given else (flag[0] if flag else -1)
-    return [*args[:anchor + 1], *extra, *args[anchor + 1:]]
+    return [*args[: anchor + 1], *extra, *args[anchor + 1 :]]
 
 
 def distributed_args(args: Sequence[str]) -> list[str]:
@@ -132,30 +155,41 @@ def distributed_args(args: Sequence[str]) -> list[str]:
     args = list(args)
     parsed = get_args_parser().parse_args(args)
     if parsed.multirun:
-        raise SegcliError("-m under torchrun: torchrun runs one training; run the sweep outside torchrun")
+        raise SegcliError(
+            "-m under torchrun: torchrun runs one training; run the sweep outside torchrun"
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         return args
-    return _with_overrides(args, parsed, ["hydra.output_subdir=null",
-                                          f"hydra.run.dir={tempfile.mkdtemp(prefix='segcli-rank')}"])
+    return _with_overrides(
+        args,
+        parsed,
+        ["hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='segcli-rank')}"],
+    )
 
 
 def _run_dir_name(name, date: str, time: str, arch: str, encoder: str) -> str:
     """``hydra.run.dir`` below outputs/: ``run.name`` when set, else ``DATE/TIME_ARCH-ENCODER``."""
     if name not in (None, ""):
         return str(name)
-    return f"{date}/{time}_{arch}" + (f"-{encoder}" if encoder not in (None, "", "none", "None") else "")
+    return f"{date}/{time}_{arch}" + (
+        f"-{encoder}" if encoder not in (None, "", "none", "None") else ""
+    )
 
 
 OmegaConf.register_new_resolver("segcli_run_dir", _run_dir_name, replace=True)
 
 
-def run_hydra(task: Callable[[DictConfig], object], args: Sequence[str], config_name: str = "train") -> None:
+def run_hydra(
+    task: Callable[[DictConfig], object], args: Sequence[str], config_name: str = "train"
+) -> None:
     """Run ``task(cfg)`` under Hydra's own runner with command-line ``args``."""
     import hydra
 
     argv, sys.argv = sys.argv, [f"segcli {config_name}", *args]
     try:
-        hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)()
+        hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
+            task
+        )()
     finally:
         sys.argv = argv
 
@@ -171,12 +205,19 @@ def run_seed(cfg: Mapping) -> int:
 
 
 # (dotted key, lowest allowed value, whether null is allowed, whether it must be an integer)
-NUMBER_RULES = (("trainer.epochs", 1, False, True), ("trainer.batch_size", 1, False, True),
-                ("trainer.eval_batch_size", 1, False, True), ("trainer.num_workers", 0, False, True),
-                ("trainer.val_every", 1, False, True), ("trainer.max_minutes", 1e-9, True, False),
-                ("trainer.checkpoint_minutes", 1e-9, True, False), ("trainer.grad_clip", 1e-12, True, False),
-                ("optimizer.lr", 1e-12, False, False), ("dataset.num_classes", 1, True, True),
-                ("dataset.scale", 1e-3, False, False))
+NUMBER_RULES = (
+    ("trainer.epochs", 1, False, True),
+    ("trainer.batch_size", 1, False, True),
+    ("trainer.eval_batch_size", 1, False, True),
+    ("trainer.num_workers", 0, False, True),
+    ("trainer.val_every", 1, False, True),
+    ("trainer.max_minutes", 1e-9, True, False),
+    ("trainer.checkpoint_minutes", 1e-9, True, False),
+    ("trainer.grad_clip", 1e-12, True, False),
+    ("optimizer.lr", 1e-12, False, False),
+    ("dataset.num_classes", 1, True, True),
+    ("dataset.scale", 1e-3, False, False),
+)
 
 
 def check_config(cfg: Mapping) -> None:
@@ -197,7 +238,9 @@ def check_config(cfg: Mapping) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
         if not ok or (integer and not float(value).is_integer()):
             bound = f">= {low}" if integer or low >= 1 else "> 0"
-            raise SegcliError(f"{key}={value}: expected {kind} {bound}" + (" or null" if nullable else ""))
+            raise SegcliError(
+                f"{key}={value}: expected {kind} {bound}" + (" or null" if nullable else "")
+            )
 
 
 def default_sweep_dir(overrides: Sequence[str]) -> str:

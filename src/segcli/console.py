@@ -32,9 +32,15 @@ class EpochProgress:
     def __init__(self, description: str, total: int, done: int = 0) -> None:
         self.progress = None
         if interactive():
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                                     console=out, transient=True)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=out,
+                transient=True,
+            )
             self.task = self.progress.add_task(description, total=total, completed=done, info="")
 
     def __enter__(self) -> EpochProgress:  # noqa: PYI034 - Self needs Python 3.11
@@ -54,9 +60,11 @@ class EpochProgress:
 
 def epoch_line(record: dict) -> str:
     """One line per epoch, the same on a terminal and in a log."""
-    return (f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}  val_loss {fmt(record['val_loss'])}"
-            f"  val_miou {fmt(record['val_miou'])}  val_mdice {fmt(record['val_mdice'])}  lr {'-' if record['lr'] is None else format(record['lr'], '.2e')}"
-            f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s")
+    return (
+        f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}  val_loss {fmt(record['val_loss'])}"
+        f"  val_miou {fmt(record['val_miou'])}  val_mdice {fmt(record['val_mdice'])}  lr {'-' if record['lr'] is None else format(record['lr'], '.2e')}"
+        f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s"
+    )
 
 
 def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
@@ -103,15 +111,17 @@ def error_line(exc: BaseException) -> str:
 
 def error(message: str) -> None:
     """One line on stderr: ``segcli: error: MESSAGE``."""
-    err.print(f"segcli: error: {message}", style="red", highlight=False, markup=False,
-                      soft_wrap=True)
+    err.print(
+        f"segcli: error: {message}", style="red", highlight=False, markup=False, soft_wrap=True
+    )
     sys.stderr.flush()
 
 
 def warning(message: str) -> None:
     """One line on stderr: ``segcli: warning: MESSAGE``."""
-    err.print(f"segcli: warning: {message}", style="yellow", highlight=False, markup=False,
-                      soft_wrap=True)
+    err.print(
+        f"segcli: warning: {message}", style="yellow", highlight=False, markup=False, soft_wrap=True
+    )
     sys.stderr.flush()
 
 
@@ -121,10 +131,14 @@ def data_tables(result: dict) -> list[Table]:
     splits = result["splits"]
     table = Table(title=f"dataset {result['dataset']}")
     for column in ("split", "images", "bad", "sizes (HxW: images)"):
-        table.add_column(column, justify="left" if column.startswith(("split", "sizes")) else "right")
+        table.add_column(
+            column, justify="left" if column.startswith(("split", "sizes")) else "right"
+        )
     for split, s in splits.items():
         sizes = s["sizes"]
-        shown = ", ".join(f"{k}: {v}" for k, v in list(sizes.items())[:3]) + (f", ... ({len(sizes)} sizes)" if len(sizes) > 3 else "")
+        shown = ", ".join(f"{k}: {v}" for k, v in list(sizes.items())[:3]) + (
+            f", ... ({len(sizes)} sizes)" if len(sizes) > 3 else ""
+        )
         table.add_row(split, str(s["images"]), str(s["bad"]), shown)
     classes = Table(title="labelled pixels per class (%)")
     classes.add_column("class")
@@ -132,19 +146,38 @@ def data_tables(result: dict) -> list[Table]:
         classes.add_column(split, justify="right")
     totals = {split: max(sum(s["class_pixels"]), 1) for split, s in splits.items()}
     for i, name in enumerate(result["class_names"]):
-        classes.add_row(name, *(f"{100 * s['class_pixels'][i] / totals[split]:.2f}" for split, s in splits.items()))
+        classes.add_row(
+            name,
+            *(f"{100 * s['class_pixels'][i] / totals[split]:.2f}" for split, s in splits.items()),
+        )
     return [table, classes]
 
 
 def runs_table(rows: list[dict], where: str) -> Table:
     """``segcli runs``: one row per run (see reports.runs_table.rows)."""
     table = Table(title=f"{len(rows)} run(s) under {where}", title_justify="left")
-    for name, justify in (("run", "left"), ("overrides", "left"), ("val mIoU", "right"), ("val mDice", "right"),
-                          ("best epoch", "right"), ("epochs", "right"), ("minutes", "right"), ("status", "left")):
+    for name, justify in (
+        ("run", "left"),
+        ("overrides", "left"),
+        ("val mIoU", "right"),
+        ("val mDice", "right"),
+        ("best epoch", "right"),
+        ("epochs", "right"),
+        ("minutes", "right"),
+        ("status", "left"),
+    ):
         table.add_column(name, justify=justify)
     for r in rows:
-        table.add_row(r["name"], r["overrides"], fmt(r["miou"]), fmt(r["mdice"]), str(r["best_epoch"] or "-"),
-                      str(r["epochs"]), f"{r['minutes']:.1f}", r["status"])
+        table.add_row(
+            r["name"],
+            r["overrides"],
+            fmt(r["miou"]),
+            fmt(r["mdice"]),
+            str(r["best_epoch"] or "-"),
+            str(r["epochs"]),
+            f"{r['minutes']:.1f}",
+            r["status"],
+        )
     return table
 
 
@@ -159,16 +192,30 @@ def _interval(d) -> str:
 def bootstrap_table(a: str, b: str, split: str, result: dict) -> Table:
     """``segcli compare A B``: mIoU, mDice and per-class IoU of A and B, B - A, its 95% interval,
     the share of resamples where B is higher, and the verdict (metrics.bootstrap.paired_bootstrap's result)."""
-    table = Table(title=f"A = {a}, B = {b}: {split} split, {result['images']} images, paired bootstrap over images "
-                        f"({result['resamples']} resamples, seed {result['seed']})", title_justify="left",
-                  caption=f"mIoU: {result['miou'].verdict}", caption_justify="left")
-    for name, justify in (("score", "left"), ("A", "right"), ("B", "right"), ("B - A", "right"),
-                          ("95% interval", "right"), ("B higher in", "right"), ("verdict", "left")):
+    table = Table(
+        title=f"A = {a}, B = {b}: {split} split, {result['images']} images, paired bootstrap over images "
+        f"({result['resamples']} resamples, seed {result['seed']})",
+        title_justify="left",
+        caption=f"mIoU: {result['miou'].verdict}",
+        caption_justify="left",
+    )
+    for name, justify in (
+        ("score", "left"),
+        ("A", "right"),
+        ("B", "right"),
+        ("B - A", "right"),
+        ("95% interval", "right"),
+        ("B higher in", "right"),
+        ("verdict", "left"),
+    ):
         table.add_column(name, justify=justify)
 
     def row(label: str, d) -> None:
         share = "-" if math.isnan(d.b_better_share) else f"{100 * d.b_better_share:.1f}%"
-        table.add_row(label, fmt(d.a), fmt(d.b), _signed(d.difference), _interval(d), share, d.verdict)
+        table.add_row(
+            label, fmt(d.a), fmt(d.b), _signed(d.difference), _interval(d), share, d.verdict
+        )
+
     row("mIoU", result["miou"])
     row("mDice", result["mdice"])
     table.add_section()
@@ -180,10 +227,20 @@ def bootstrap_table(a: str, b: str, split: str, result: dict) -> Table:
 def ranking_table(split: str, result: dict, resamples: int) -> Table:
     """``segcli compare RUN...`` with three or more runs: best observed mIoU first, each other run's
     difference to the best with its 95% interval (metrics.bootstrap.rank_against_best's result)."""
-    table = Table(title=f"{split} split: runs against the best ({result['best']}), paired bootstrap over images "
-                        f"({resamples} resamples)", title_justify="left")
-    for name, justify in (("run", "left"), ("mIoU", "right"), ("mDice", "right"), ("mIoU - best", "right"),
-                          ("95% interval", "right"), ("higher than best in", "right"), ("verdict", "left")):
+    table = Table(
+        title=f"{split} split: runs against the best ({result['best']}), paired bootstrap over images "
+        f"({resamples} resamples)",
+        title_justify="left",
+    )
+    for name, justify in (
+        ("run", "left"),
+        ("mIoU", "right"),
+        ("mDice", "right"),
+        ("mIoU - best", "right"),
+        ("95% interval", "right"),
+        ("higher than best in", "right"),
+        ("verdict", "left"),
+    ):
         table.add_column(name, justify=justify)
     for r in result["ranking"]:
         d = r["vs_best"]
@@ -191,9 +248,18 @@ def ranking_table(split: str, result: dict, resamples: int) -> Table:
             table.add_row(r["run"], fmt(r["miou"]), fmt(r["mdice"]), "", "", "", "best")
             continue
         m = d["miou"]
-        verdict = "worse than the best" if m.high < 0 else "no difference from the best detected at 95%"
-        table.add_row(r["run"], fmt(r["miou"]), fmt(r["mdice"]), _signed(m.difference), _interval(m),
-                      f"{100 * m.b_better_share:.1f}%", verdict)
+        verdict = (
+            "worse than the best" if m.high < 0 else "no difference from the best detected at 95%"
+        )
+        table.add_row(
+            r["run"],
+            fmt(r["miou"]),
+            fmt(r["mdice"]),
+            _signed(m.difference),
+            _interval(m),
+            f"{100 * m.b_better_share:.1f}%",
+            verdict,
+        )
     return table
 
 
@@ -206,15 +272,28 @@ def _pm(mean: float | None, std: float | None) -> str:
 def seed_groups_table(groups: list[dict], where: str) -> Table:
     """``segcli runs --group-seeds``: one row per config, best val mIoU and mDice as mean ± sample
     std over its seeds (reports.runs_table.group_seeds)."""
-    table = Table(title=f"{len(groups)} config(s) under {where}, runs that differ only by seed grouped",
-                  title_justify="left", caption="mean ± sample standard deviation of each run's best val score",
-                  caption_justify="left")
-    for name, justify in (("config", "left"), ("n", "right"), ("seeds", "left"), ("val mIoU", "right"),
-                          ("val mDice", "right")):
+    table = Table(
+        title=f"{len(groups)} config(s) under {where}, runs that differ only by seed grouped",
+        title_justify="left",
+        caption="mean ± sample standard deviation of each run's best val score",
+        caption_justify="left",
+    )
+    for name, justify in (
+        ("config", "left"),
+        ("n", "right"),
+        ("seeds", "left"),
+        ("val mIoU", "right"),
+        ("val mDice", "right"),
+    ):
         table.add_column(name, justify=justify)
     for g in groups:
-        table.add_row(g["overrides"] or "(all the same)", str(g["n"]), g["seeds"], _pm(g["miou_mean"], g["miou_std"]),
-                      _pm(g["mdice_mean"], g["mdice_std"]))
+        table.add_row(
+            g["overrides"] or "(all the same)",
+            str(g["n"]),
+            g["seeds"],
+            _pm(g["miou_mean"], g["miou_std"]),
+            _pm(g["mdice_mean"], g["mdice_std"]),
+        )
     return table
 
 
@@ -239,23 +318,53 @@ def bench_table(r: dict) -> Table:
     """``segcli bench``: images/s of segcli, the same-settings reference loop and the naive loop."""
     st = r["settings"]
     amp = f"{st['amp']} ({st['amp_reason']})" if st.get("amp_reason") else st["amp"]
-    table = Table(title=f"{st['model']}, {st['device']}, {amp}, channels_last={st['channels_last']}, "
-                        f"batch {st['batch_size']} ({st['crop'][0]}x{st['crop'][1]} crops), eval batch "
-                        f"{st['eval_batch_size']} at {st['eval_size'][0]}x{st['eval_size'][1]}, "
-                        f"{st['repeats']} x {st['seconds']:g} s each", title_justify="left")
-    for name in ("measurement", "segcli", "reference (same settings)", "ratio", "naive (eager fp32)", "ratio",
-                 "segcli spread"):
+    table = Table(
+        title=f"{st['model']}, {st['device']}, {amp}, channels_last={st['channels_last']}, "
+        f"batch {st['batch_size']} ({st['crop'][0]}x{st['crop'][1]} crops), eval batch "
+        f"{st['eval_batch_size']} at {st['eval_size'][0]}x{st['eval_size'][1]}, "
+        f"{st['repeats']} x {st['seconds']:g} s each",
+        title_justify="left",
+    )
+    for name in (
+        "measurement",
+        "segcli",
+        "reference (same settings)",
+        "ratio",
+        "naive (eager fp32)",
+        "ratio",
+        "segcli spread",
+    ):
         table.add_column(name, justify="left" if name == "measurement" else "right")
     for key, unit in (("train", "images/s"), ("eval", "images/s")):
         lo, hi = r["spread"][key]
-        table.add_row(f"{key} ({unit})", f"{r[f'{key}_images_per_s']:.2f}", f"{r[f'reference_{key}_images_per_s']:.2f}",
-                      f"{r[f'{key}_vs_reference']:.3f}", f"{r[f'naive_{key}_images_per_s']:.2f}",
-                      f"{r[f'{key}_vs_naive']:.3f}", f"{lo:.2f}..{hi:.2f}")
-    table.add_row("loader alone (images/s)", f"{r['loader_images_per_s']:.1f}", "", "", "",
-                  f"{r['loader_vs_train']:.1f}x train", f"{st['num_workers']} workers")
+        table.add_row(
+            f"{key} ({unit})",
+            f"{r[f'{key}_images_per_s']:.2f}",
+            f"{r[f'reference_{key}_images_per_s']:.2f}",
+            f"{r[f'{key}_vs_reference']:.3f}",
+            f"{r[f'naive_{key}_images_per_s']:.2f}",
+            f"{r[f'{key}_vs_naive']:.3f}",
+            f"{lo:.2f}..{hi:.2f}",
+        )
+    table.add_row(
+        "loader alone (images/s)",
+        f"{r['loader_images_per_s']:.1f}",
+        "",
+        "",
+        "",
+        f"{r['loader_vs_train']:.1f}x train",
+        f"{st['num_workers']} workers",
+    )
     tm = r["torchmetrics_updates_per_s"]
-    table.add_row("metric updates/s", f"{r['metric_updates_per_s']:.1f}", "-" if tm is None else f"{tm:.1f}",
-                  "-" if tm is None else f"{r['metric_updates_per_s'] / tm:.2f}", "", "", "vs torchmetrics Jaccard")
+    table.add_row(
+        "metric updates/s",
+        f"{r['metric_updates_per_s']:.1f}",
+        "-" if tm is None else f"{tm:.1f}",
+        "-" if tm is None else f"{r['metric_updates_per_s'] / tm:.2f}",
+        "",
+        "",
+        "vs torchmetrics Jaccard",
+    )
     return table
 
 
@@ -263,30 +372,58 @@ def parity_table(bundle: dict) -> Table:
     """``segcli export``'s check: one row per ONNX model (max |logit difference|, allclose at the
     stated rtol/atol, argmax agreement, verdict) and its speed beside torch's (images/s)."""
     parity = bundle["parity"]
-    table = Table(title=f"ONNX parity against the checkpoint: {parity[0]['images']} images, {parity[0]['source']}")
-    for col in ("model", "max |logit diff|", f"allclose (rtol {parity[0]['rtol']:g}, atol {parity[0]['atol']:g})",
-                "argmax agreement", "verdict"):
+    table = Table(
+        title=f"ONNX parity against the checkpoint: {parity[0]['images']} images, {parity[0]['source']}"
+    )
+    for col in (
+        "model",
+        "max |logit diff|",
+        f"allclose (rtol {parity[0]['rtol']:g}, atol {parity[0]['atol']:g})",
+        "argmax agreement",
+        "verdict",
+    ):
         table.add_column(col, justify="left" if col == "model" else "right")
-    for i, p in enumerate(parity):  # the first (float32) model is gated; an int8 one is reported only
-        verdict = "ok" if p["ok"] else "[red]beyond tolerance[/red]" if i == 0 else "below the float32 bar (reported)"
-        table.add_row(p["model"], f"{p['max_abs']:.2e}", "yes" if p["allclose"] else "no", f"{p['agreement']:.4%}",
-                      verdict)
+    for i, p in enumerate(
+        parity
+    ):  # the first (float32) model is gated; an int8 one is reported only
+        verdict = (
+            "ok"
+            if p["ok"]
+            else "[red]beyond tolerance[/red]"
+            if i == 0
+            else "below the float32 bar (reported)"
+        )
+        table.add_row(
+            p["model"],
+            f"{p['max_abs']:.2e}",
+            "yes" if p["allclose"] else "no",
+            f"{p['agreement']:.4%}",
+            verdict,
+        )
     speeds = bundle.get("speed_images_per_second") or {}
     if speeds:
         table.caption = "images/s on the same inputs (this CPU, batch 1): " + ", ".join(
-            f"{k} {v:.2f}" for k, v in speeds.items())
+            f"{k} {v:.2f}" for k, v in speeds.items()
+        )
     return table
 
 
 def models_table(rows: list[dict], size: str, classes: int) -> Table:
     """``segcli models``: one row per model choice (``models.build.model_facts`` plus names)."""
-    table = Table(title=f"models (model=NAME): parameters and GFLOPs of one {size} image, {classes} classes")
+    table = Table(
+        title=f"models (model=NAME): parameters and GFLOPs of one {size} image, {classes} classes"
+    )
     for column in ("model", "arch", "encoder", "source"):
         table.add_column(column)
     table.add_column("params (M)", justify="right")
     table.add_column("GFLOPs", justify="right")
     for r in rows:
-        table.add_row(r["model"], str(r["arch"]), str(r["encoder"] or "-"), r["source"],
-                      "-" if r["params_m"] is None else f"{r['params_m']:.2f}",
-                      "-" if r["gflops"] is None else f"{r['gflops']:.1f}")
+        table.add_row(
+            r["model"],
+            str(r["arch"]),
+            str(r["encoder"] or "-"),
+            r["source"],
+            "-" if r["params_m"] is None else f"{r['params_m']:.2f}",
+            "-" if r["gflops"] is None else f"{r['gflops']:.1f}",
+        )
     return table

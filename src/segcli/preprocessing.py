@@ -16,8 +16,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def denormalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-                std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+def denormalize(
+    x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> np.ndarray:
     """The 8-bit RGB images ``(N, H, W, 3) uint8`` (rounded) of a batch ``x: (N, 3, H, W) float``
     normalised as ``data.augment.fixed_tail`` does (``(pixel / 255 - mean) / std``; mean and std in 0..1 units)."""
     m = torch.tensor(tuple(mean), device=x.device).view(1, 3, 1, 1)

@@ -47,9 +47,11 @@ class Registry:
         Raises:
             ValueError: a name is registered twice (a programming error, not user input).
         """
+
         def add(builder: Callable[..., Any]) -> Callable[..., Any]:
             self.add(builder, names)
             return builder
+
         return add
 
     def add(self, builder: Callable[..., Any], names: Iterable[str]) -> None:
@@ -75,8 +77,10 @@ class Registry:
                 lists the registered names.
         """
         if name not in self:
-            raise SegcliError(f"{where or f'{self.group}.{self.key}'}={name}: expected one of "
-                              f"{', '.join(self.names())}")
+            raise SegcliError(
+                f"{where or f'{self.group}.{self.key}'}={name}: expected one of "
+                f"{', '.join(self.names())}"
+            )
         return self._builders[self._norm(name)]
 
     def build(self, cfg: Mapping, *args: Any, **kwargs: Any) -> Any:

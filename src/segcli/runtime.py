@@ -32,7 +32,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 # oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: bf16 is emulated under them.
-_ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+_ONEDNN_ISAS_WITHOUT_BF16 = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+)
 
 
 def cpu_native_bf16() -> tuple[bool, str]:
@@ -61,7 +69,10 @@ def cpu_native_bf16() -> tuple[bool, str]:
         return True, "AMX"
     if cpu_query("_is_avx512_bf16_supported"):
         return True, "AVX512_BF16"
-    return False, f"no AVX512_BF16 or AMX (CPU capability {torch.backends.cpu.get_cpu_capability()})"
+    return (
+        False,
+        f"no AVX512_BF16 or AMX (CPU capability {torch.backends.cpu.get_cpu_capability()})",
+    )
 
 
 def cpu_query(name: str) -> bool:
@@ -138,16 +149,27 @@ def resolve_amp(setting: str | bool | None, device: torch.device) -> Precision:
         return Precision(None, text, "float32 asked for")
     if text in ("bf16", "bfloat16"):
         native, why = cpu_native_bf16() if device.type == "cpu" else (True, "")
-        return Precision(torch.bfloat16, text, "bf16 asked for" if native else
-                         f"bf16 asked for; emulated on this CPU ({why}), usually slower than float32")
+        return Precision(
+            torch.bfloat16,
+            text,
+            "bf16 asked for"
+            if native
+            else f"bf16 asked for; emulated on this CPU ({why}), usually slower than float32",
+        )
     if text in ("fp16", "float16"):
         return Precision(torch.float16, text, "fp16 asked for")
     if text != "auto":
         raise SegcliError(f"trainer.amp={setting}: expected one of {', '.join(AMP_SETTINGS)}")
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
-            return Precision(torch.bfloat16, text, f"{torch.cuda.get_device_name(device)} supports bf16")
-        return Precision(torch.float16, text, f"{torch.cuda.get_device_name(device)} has no bf16; fp16 with a gradient scaler")
+            return Precision(
+                torch.bfloat16, text, f"{torch.cuda.get_device_name(device)} supports bf16"
+            )
+        return Precision(
+            torch.float16,
+            text,
+            f"{torch.cuda.get_device_name(device)} has no bf16; fp16 with a gradient scaler",
+        )
     if device.type != "cpu":
         return Precision(None, text, f"no autocast rule for {device.type}")
     native, why = cpu_native_bf16()
@@ -156,7 +178,9 @@ def resolve_amp(setting: str | bool | None, device: torch.device) -> Precision:
     return Precision(None, text, f"CPU has no native bf16: {why}")
 
 
-def step_context(trainer: Mapping, scale: float = 1.0, local_rank: int | None = None) -> StepContext:
+def step_context(
+    trainer: Mapping, scale: float = 1.0, local_rank: int | None = None
+) -> StepContext:
     """Device, autocast dtype and memory format from the ``trainer`` group; ``scale`` is
     ``dataset.scale``, the resolution factor at which evaluation runs the model. ``local_rank``
     (torchrun): a CUDA device becomes ``cuda:LOCAL_RANK``. Turns on cudnn.benchmark on CUDA.
@@ -170,7 +194,9 @@ def step_context(trainer: Mapping, scale: float = 1.0, local_rank: int | None = 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = resolve_amp(trainer.get("amp", "auto"), device)
-    return StepContext(device, precision.dtype, bool(trainer.get("channels_last")), float(scale), precision)
+    return StepContext(
+        device, precision.dtype, bool(trainer.get("channels_last")), float(scale), precision
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -184,11 +210,16 @@ def out_of_memory_error(exc: BaseException, cfg: Mapping, where: str) -> SegcliE
     """A one-line SegcliError for a CUDA or CPU out-of-memory ``exc`` (naming the batch and crop
     sizes to lower), else None."""
     text = str(exc)
-    if not (isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text
-            or "out of memory" in text.lower()):
+    if not (
+        isinstance(exc, torch.OutOfMemoryError)
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    ):
         return None
     trainer = cfg["trainer"]
     crop = cfg["dataset"].get("crop_size")
-    return SegcliError(f"out of memory during {where} (trainer.batch_size={trainer['batch_size']}, "
-                       f"trainer.eval_batch_size={trainer['eval_batch_size']}, dataset.crop_size={crop}): "
-                       "try a smaller batch_size or crop_size, dataset.scale=0.5, or trainer.amp=bf16")
+    return SegcliError(
+        f"out of memory during {where} (trainer.batch_size={trainer['batch_size']}, "
+        f"trainer.eval_batch_size={trainer['eval_batch_size']}, dataset.crop_size={crop}): "
+        "try a smaller batch_size or crop_size, dataset.scale=0.5, or trainer.amp=bf16"
+    )

@@ -7,7 +7,9 @@ from segcli.config import compose_config, to_plain
 from segcli.data.augment import build_transforms, seed_transform
 from segcli.errors import SegcliError
 
-PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "augmentation").glob("*.yaml"))
+PRESETS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "augmentation").glob("*.yaml")
+)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -32,8 +34,13 @@ def test_every_preset_builds_and_pads_masks_with_ignore_index(preset):
 def test_seeded_transforms_draw_independently_and_repeat():
     """albumentations' Compose.set_random_seed gives every transform the same seed, so two p=0.5
     flips always agree; seed_transform shares one stream, so they agree about half the time."""
-    flips = build_transforms([{"_target_": "albumentations.HorizontalFlip", "p": 0.5},
-                              {"_target_": "albumentations.VerticalFlip", "p": 0.5}], 255)
+    flips = build_transforms(
+        [
+            {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
+            {"_target_": "albumentations.VerticalFlip", "p": 0.5},
+        ],
+        255,
+    )
     image = np.arange(16, dtype=np.uint8).reshape(4, 4)[..., None].repeat(3, 2)
     corners = []
     for i in range(200):
@@ -48,8 +55,17 @@ def test_seeded_transforms_draw_independently_and_repeat():
 
 
 def test_old_albumentations_argument_names_are_errors_not_warnings():
-    spec = [{"_target_": "albumentations.PadIfNeeded", "min_height": 64, "min_width": 64, "mask_value": 11}]
-    with pytest.raises(SegcliError, match=r"augmentation entry 0 \(albumentations.PadIfNeeded\).*mask_value"):
+    spec = [
+        {
+            "_target_": "albumentations.PadIfNeeded",
+            "min_height": 64,
+            "min_width": 64,
+            "mask_value": 11,
+        }
+    ]
+    with pytest.raises(
+        SegcliError, match=r"augmentation entry 0 \(albumentations.PadIfNeeded\).*mask_value"
+    ):
         build_transforms(spec, 11)
     with pytest.raises(SegcliError, match="albumentations.NoSuchTransform"):
         build_transforms([{"_target_": "albumentations.NoSuchTransform"}], 11)

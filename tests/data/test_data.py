@@ -42,12 +42,16 @@ def test_missing_folder_and_unpaired_files_name_the_file(segnet_root: Path):
 def test_check_pairs_counts_classes_and_rejects_bad_masks(segnet_root: Path):
     pairs = pair_files(segnet_root / "train", segnet_root / "trainannot")
     stats = check_pairs(pairs, mask_lut(3, 255), 3)
-    assert stats.pixels.tolist() == [8 * 16 * 80] * 3  # 48 rows in three bands of 16, 80 wide, 8 images
+    assert (
+        stats.pixels.tolist() == [8 * 16 * 80] * 3
+    )  # 48 rows in three bands of 16, 80 wide, 8 images
     assert stats.present.tolist() == [8 * 48 * 80] * 3  # every class occurs in every image
     with pytest.raises(SegcliError, match=r"train\d.png: mask values \[2\] are not classes"):
         check_pairs(pairs, mask_lut(2, 255), 2)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(pairs[0][1])
-    with pytest.raises(SegcliError, match=r"train0.png: mask is 10x10 \(WxH\); expected the size of its image"):
+    with pytest.raises(
+        SegcliError, match=r"train0.png: mask is 10x10 \(WxH\); expected the size of its image"
+    ):
         check_pairs(pairs, mask_lut(3, 255), 3)
 
 
@@ -73,16 +77,24 @@ def test_mask_values_map_binary_255_masks(flat_binary_root: Path):
     lut = mask_lut(2, 255, {0: 0, 255: 1})
     mask = read_mask(next((flat_binary_root / "masks").iterdir()), lut)
     assert set(np.unique(mask).tolist()) == {0, 1}
-    with pytest.raises(SegcliError, match=r"mask values are 0 and 255 \(a binary 0/255 mask\); set "
-                                          r"dataset.mask_values=\{0: 0, 255: 1\}"):
+    with pytest.raises(
+        SegcliError,
+        match=r"mask values are 0 and 255 \(a binary 0/255 mask\); set "
+        r"dataset.mask_values=\{0: 0, 255: 1\}",
+    ):
         read_mask(next((flat_binary_root / "masks").iterdir()), mask_lut(2, 254))
     with pytest.raises(SegcliError, match="dataset.mask_values maps 255 to 7"):
         mask_lut(2, 254, {255: 7})
 
 
 def test_flat_folder_gets_a_seeded_random_split(flat_binary_root: Path):
-    cfg = {"root": str(flat_binary_root), "layout": "image_mask_dirs", "image_dir": "images",
-           "mask_dir": "masks", "val_fraction": 0.3}
+    cfg = {
+        "root": str(flat_binary_root),
+        "layout": "image_mask_dirs",
+        "image_dir": "images",
+        "mask_dir": "masks",
+        "val_fraction": 0.3,
+    }
     a, b, c = find_split_files(cfg, 0), find_split_files(cfg, 0), find_split_files(cfg, 1)
     assert a.random_split and set(a.pairs) == {"train", "val"}
     assert len(a.pairs["val"]) == 3 and len(a.pairs["train"]) == 7
@@ -96,7 +108,12 @@ def test_split_subfolders_and_segnet_layout(segnet_root: Path, tmp_path: Path):
     root = tmp_path / "sub"
     for split in ("train", "val"):
         write_pair(root / "imgs" / split, root / "labels" / split, f"{split}0", 8, 8, 2, 0)
-    cfg = {"root": str(root), "layout": "image_mask_dirs", "image_dir": "imgs", "mask_dir": "labels"}
+    cfg = {
+        "root": str(root),
+        "layout": "image_mask_dirs",
+        "image_dir": "imgs",
+        "mask_dir": "labels",
+    }
     files = find_split_files(cfg, 0)
     assert not files.random_split and set(files.pairs) == {"train", "val"}
     with pytest.raises(SegcliError, match="dataset.root not found"):
@@ -139,14 +156,18 @@ def test_camvid_pairs_and_classes():
     files = find_split_files({"root": str(root), "layout": "segnet"}, 0)
     assert {s: len(p) for s, p in files.pairs.items()} == {"train": 367, "val": 101, "test": 233}
     stats = check_pairs(files.pairs["val"], mask_lut(11, 11), 11)
-    assert (stats.pixels > 0).all() and (stats.present >= stats.pixels).all()  # every class occurs in val
+    assert (stats.pixels > 0).all() and (
+        stats.present >= stats.pixels
+    ).all()  # every class occurs in val
 
 
 def test_truncated_image_is_found_up_front_and_can_be_skipped(segnet_root: Path):
     pairs = pair_files(segnet_root / "train", segnet_root / "trainannot")
     data = pairs[2][0].read_bytes()
     pairs[2][0].write_bytes(data[: len(data) // 2])  # cv2 would decode this with a grey bottom half
-    with pytest.raises(SegcliError, match=r"train2.jpg: cannot read as an image \(image file is truncated"):
+    with pytest.raises(
+        SegcliError, match=r"train2.jpg: cannot read as an image \(image file is truncated"
+    ):
         check_pairs(pairs, mask_lut(3, 255), 3)
     found = check_pairs(pairs, mask_lut(3, 255), 3, skip_bad=True)
     assert len(found.pairs) == 7 and pairs[2] not in found.pairs and len(found.problems) == 1
@@ -179,9 +200,13 @@ def test_colour_masks_map_through_dataset_colors(tmp_path: Path):
     rgb[1, :2] = [0, 0, 255]  # rgb[1, 2] stays black: not a class colour
     Image.fromarray(rgb).save(tmp_path / "c.png")
     table = mask_table({"mask_format": "rgb", "ignore_index": 9}, colors)
-    with pytest.raises(SegcliError, match=r"c.png: mask colours \[\[0, 0, 0\]\] are not in dataset.colors"):
+    with pytest.raises(
+        SegcliError, match=r"c.png: mask colours \[\[0, 0, 0\]\] are not in dataset.colors"
+    ):
         read_mask(tmp_path / "c.png", table)
-    table = mask_table({"mask_format": "rgb", "ignore_index": 9, "mask_values": {"0,0,0": 9}}, colors)
+    table = mask_table(
+        {"mask_format": "rgb", "ignore_index": 9, "mask_values": {"0,0,0": 9}}, colors
+    )
     assert read_mask(tmp_path / "c.png", table).tolist() == [[1, 1, 1], [0, 0, 9]]
     Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "i.png")
     with pytest.raises(SegcliError, match="i.png: mask is 8-bit PNG, not an 8-bit colour image"):

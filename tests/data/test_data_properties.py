@@ -20,14 +20,20 @@ from segcli.errors import SegcliError
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 CLASSES, IGNORE = 3, 255
-AUGMENT = to_plain(compose_config(["augmentation=heavy", "dataset.crop_size=[32,32]"]))["augmentation"]["train"]
+AUGMENT = to_plain(compose_config(["augmentation=heavy", "dataset.crop_size=[32,32]"]))[
+    "augmentation"
+]["train"]
 
 
 @st.composite
 def arrays(draw, kind: str):
     h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
     channels = draw(st.sampled_from([None, 1, 3, 4] if kind == "image" else [None, None, None, 3]))
-    dtype = draw(st.sampled_from(["uint8", "uint16"] if kind == "image" else ["uint8", "uint16", "int32", "float32"]))
+    dtype = draw(
+        st.sampled_from(
+            ["uint8", "uint16"] if kind == "image" else ["uint8", "uint16", "int32", "float32"]
+        )
+    )
     high = {"uint8": 255, "uint16": 65535, "int32": 70000, "float32": 5}[dtype]
     if kind == "mask" and draw(st.integers(0, 3)) > 0:
         high = CLASSES - 1  # mostly valid masks, so that samples are built too
@@ -76,7 +82,9 @@ def expected_mask(array: np.ndarray) -> np.ndarray:
     return (array if array.ndim == 2 else array[..., 0]).astype(np.int64)
 
 
-def unaugmented_sample_is_the_files(dataset_sample: dict, image: np.ndarray, mask: np.ndarray) -> None:
+def unaugmented_sample_is_the_files(
+    dataset_sample: dict, image: np.ndarray, mask: np.ndarray
+) -> None:
     """The evaluation pipeline (pad to a multiple of 32, normalise) changes no pixel: inside the image
     the normalised values come back to the file's pixels, the mask to its classes; the padding is
     ignore_index."""
@@ -88,21 +96,52 @@ def unaugmented_sample_is_the_files(dataset_sample: dict, image: np.ndarray, mas
     pixels = ((x[:, :h, :w] * std + mean) * 255).permute(1, 2, 0).numpy()
     assert np.abs(pixels - expected_image(image)).max() < 0.01
     y = dataset_sample["mask"].numpy()
-    assert np.array_equal(y[:h, :w], expected_mask(mask)) and (y[h:] == IGNORE).all() and (y[:, w:] == IGNORE).all()
+    assert (
+        np.array_equal(y[:h, :w], expected_mask(mask))
+        and (y[h:] == IGNORE).all()
+        and (y[:, w:] == IGNORE).all()
+    )
     assert dataset_sample["size"] == (h, w)
 
 
 def test_any_files_give_a_sample_or_a_clean_error():
     built = []
 
-    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
-    @given(image=arrays("image"), mask=arrays("mask"), same_size=st.sampled_from([True, True, True, False]),
-           image_garbage=st.sampled_from([0] * 6 + [1, 2, 3]), mask_garbage=st.sampled_from([0] * 6 + [1, 2, 3]),
-           mask_format=st.sampled_from(["index"] * 4 + ["rgb"]))
-    @example(image=GOOD_RGB, mask=GOOD_MASK, same_size=True, image_garbage=0, mask_garbage=0, mask_format="index")
-    @example(image=GOOD_GRAY16, mask=GOOD_MASK, same_size=True, image_garbage=0, mask_garbage=0, mask_format="index")
-    @example(image=GOOD_RGBA, mask=np.repeat(GOOD_MASK[..., None], 3, 2), same_size=True, image_garbage=0,
-             mask_garbage=0, mask_format="rgb")
+    @settings(
+        max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+    )
+    @given(
+        image=arrays("image"),
+        mask=arrays("mask"),
+        same_size=st.sampled_from([True, True, True, False]),
+        image_garbage=st.sampled_from([0] * 6 + [1, 2, 3]),
+        mask_garbage=st.sampled_from([0] * 6 + [1, 2, 3]),
+        mask_format=st.sampled_from(["index"] * 4 + ["rgb"]),
+    )
+    @example(
+        image=GOOD_RGB,
+        mask=GOOD_MASK,
+        same_size=True,
+        image_garbage=0,
+        mask_garbage=0,
+        mask_format="index",
+    )
+    @example(
+        image=GOOD_GRAY16,
+        mask=GOOD_MASK,
+        same_size=True,
+        image_garbage=0,
+        mask_garbage=0,
+        mask_format="index",
+    )
+    @example(
+        image=GOOD_RGBA,
+        mask=np.repeat(GOOD_MASK[..., None], 3, 2),
+        same_size=True,
+        image_garbage=0,
+        mask_garbage=0,
+        mask_format="rgb",
+    )
     def check(image, mask, same_size, image_garbage, mask_garbage, mask_format):
         if same_size:
             mask = np.resize(mask, image.shape[:2] + mask.shape[2:])
@@ -111,15 +150,23 @@ def test_any_files_give_a_sample_or_a_clean_error():
             image_path = write(Path(tmp) / "img", image, image_garbage)
             mask_path = write(Path(tmp) / "mask", mask, mask_garbage)
             try:
-                table = mask_table({"mask_format": mask_format, "num_classes": CLASSES, "ignore_index": IGNORE}, colors)
+                table = mask_table(
+                    {"mask_format": mask_format, "num_classes": CLASSES, "ignore_index": IGNORE},
+                    colors,
+                )
                 found = check_pairs([(image_path, mask_path)], table, CLASSES)
                 plain = PairedFolderDataset(found.pairs, table, build_transforms(None, IGNORE))[0]
                 unaugmented_sample_is_the_files(plain, image, mask)
-                dataset = PairedFolderDataset(found.pairs, table, build_transforms(AUGMENT, IGNORE), augment_seed=0)
+                dataset = PairedFolderDataset(
+                    found.pairs, table, build_transforms(AUGMENT, IGNORE), augment_seed=0
+                )
                 sample = dataset[(1, 0)]
             except SegcliError as exc:
                 assert "\n" not in str(exc) and str(exc)
-                event("error: " + "".join(c for c in str(exc).split(": ", 1)[1][:24] if not c.isdigit()))
+                event(
+                    "error: "
+                    + "".join(c for c in str(exc).split(": ", 1)[1][:24] if not c.isdigit())
+                )
                 return
         event("sample")
         built.append(sample["name"])

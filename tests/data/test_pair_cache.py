@@ -18,13 +18,17 @@ from segcli.data.readers import check_pairs
 
 def pair(folder: Path, name: str, classes: list[int]) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    mask = np.repeat(np.array(classes, np.uint8), 4)[:, None].repeat(6, 1)  # 4 rows per class, 6 wide
+    mask = np.repeat(np.array(classes, np.uint8), 4)[:, None].repeat(
+        6, 1
+    )  # 4 rows per class, 6 wide
     cv2.imwrite(str(folder / f"{name}.png"), np.full((*mask.shape, 3), 90, np.uint8))
     cv2.imwrite(str(folder / f"{name}_mask.png"), mask)
     return folder / f"{name}.png", folder / f"{name}_mask.png"
 
 
-def test_unchanged_pairs_decode_nothing_and_a_changed_stamp_decodes_that_pair_again(tmp_path, monkeypatch):
+def test_unchanged_pairs_decode_nothing_and_a_changed_stamp_decodes_that_pair_again(
+    tmp_path, monkeypatch
+):
     pairs = [pair(tmp_path, "a", [0, 1]), pair(tmp_path, "b", [1, 1, 2])]
     decoded = []
     real = readers._check_pair
@@ -40,7 +44,9 @@ def test_unchanged_pairs_decode_nothing_and_a_changed_stamp_decodes_that_pair_ag
 
     assert check() == [24, 72, 24] and sorted(decoded) == ["a_mask.png", "b_mask.png"]
     decoded.clear()
-    assert check() == [24, 72, 24] and decoded == []  # a second check of unchanged files decodes nothing
+    assert (
+        check() == [24, 72, 24] and decoded == []
+    )  # a second check of unchanged files decodes nothing
     cache = PairCache.open(tmp_path, "fingerprint-1")
     assert cache.get(*pairs[0]) == ([24, 24, 0], 0, (8, 6)) and (cache.hits, cache.misses) == (1, 0)
 
@@ -55,7 +61,10 @@ def test_unchanged_pairs_decode_nothing_and_a_changed_stamp_decodes_that_pair_ag
     with open(image, "ab") as f:
         f.write(b"\0" * 16)  # bytes after PNG's end: the same picture, 16 bytes longer
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert os.stat(image).st_mtime_ns == stat.st_mtime_ns and os.stat(image).st_size == stat.st_size + 16
+    assert (
+        os.stat(image).st_mtime_ns == stat.st_mtime_ns
+        and os.stat(image).st_size == stat.st_size + 16
+    )
     assert check() == [24, 72, 24] and decoded == ["b_mask.png"]
     decoded.clear()
     assert check() == [24, 72, 24] and decoded == []  # and remembered with the new stamps
@@ -64,7 +73,9 @@ def test_unchanged_pairs_decode_nothing_and_a_changed_stamp_decodes_that_pair_ag
     cache = PairCache.open(tmp_path, "fingerprint-2")
     check_pairs(pairs, lut, 3, cache=cache)
     assert sorted(decoded) == ["a_mask.png", "b_mask.png"] and (cache.hits, cache.misses) == (0, 2)
-    assert len(list((tmp_path / "cache").glob("pairs-*.json"))) == 1  # nothing new added yet: not saved
+    assert (
+        len(list((tmp_path / "cache").glob("pairs-*.json"))) == 1
+    )  # nothing new added yet: not saved
 
 
 def test_a_region_of_interest_file_is_part_of_the_stamp(tmp_path, monkeypatch):

@@ -39,13 +39,27 @@ def slide_eval(checkpoint, tmp_path_factory) -> Path:
     """``segcli eval --inference slide inference.crop=[32,32] --amp false`` of the test split: its
     ``--json`` file (the per-image matrices are the ``.npz`` beside it)."""
     out = tmp_path_factory.mktemp("slide-eval")
-    r = segcli("eval", str(checkpoint), "--split", "test", "--inference", "slide", "inference.crop=[32,32]",
-               "--amp", "false", "--json", str(out / "slide.json"), cwd=out)
+    r = segcli(
+        "eval",
+        str(checkpoint),
+        "--split",
+        "test",
+        "--inference",
+        "slide",
+        "inference.crop=[32,32]",
+        "--amp",
+        "false",
+        "--json",
+        str(out / "slide.json"),
+        cwd=out,
+    )
     assert r.returncode == 0, r.stderr
     return out / "slide.json"
 
 
-def _by_hand(checkpoint: Path, root: Path, names: list[str], settings: InferenceSettings) -> np.ndarray:
+def _by_hand(
+    checkpoint: Path, root: Path, names: list[str], settings: InferenceSettings
+) -> np.ndarray:
     """``(N, 3, 3)`` confusion matrices (rows truth, columns prediction) of the test images ``names``:
     RGB, zero-padded bottom/right to a multiple of 32, normalised with the checkpoint's statistics,
     one float32 batch through ``Inference(settings)``, argmax cropped back to 48x80."""
@@ -57,12 +71,26 @@ def _by_hand(checkpoint: Path, root: Path, names: list[str], settings: Inference
         image = cv2.cvtColor(cv2.imread(str(root / "test" / f"{name}.jpg")), cv2.COLOR_BGR2RGB)
         padded = np.zeros((64, 96, 3), np.uint8)
         padded[:48, :80] = image
-        images.append(torch.from_numpy(((padded / 255.0 - mean) / std).astype(np.float32)).permute(2, 0, 1))
-        truths.append(cv2.imread(str(root / "testannot" / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(np.int64))
+        images.append(
+            torch.from_numpy(((padded / 255.0 - mean) / std).astype(np.float32)).permute(2, 0, 1)
+        )
+        truths.append(
+            cv2.imread(str(root / "testannot" / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(
+                np.int64
+            )
+        )
     with torch.inference_mode():
-        pred = Inference(settings, mean, std)(model, torch.stack(images)).argmax(1)[:, :48, :80].numpy()
-    return np.stack([np.bincount(t.ravel() * 3 + p.ravel(), minlength=9).reshape(3, 3)
-                     for t, p in zip(truths, pred, strict=True)])
+        pred = (
+            Inference(settings, mean, std)(model, torch.stack(images))
+            .argmax(1)[:, :48, :80]
+            .numpy()
+        )
+    return np.stack(
+        [
+            np.bincount(t.ravel() * 3 + p.ravel(), minlength=9).reshape(3, 3)
+            for t, p in zip(truths, pred, strict=True)
+        ]
+    )
 
 
 def _evidence(npz: Path) -> tuple[list[str], np.ndarray]:
@@ -70,7 +98,9 @@ def _evidence(npz: Path) -> tuple[list[str], np.ndarray]:
         return [str(n) for n in z["names"]], z["matrices"]
 
 
-def test_eval_slide_matrices_are_the_tiled_model_run_by_hand(slide_eval, checkpoint, evaluated_runs):
+def test_eval_slide_matrices_are_the_tiled_model_run_by_hand(
+    slide_eval, checkpoint, evaluated_runs
+):
     assert load_settings("slide", ["inference.crop=[32,32]"]) == SLIDE  # what the CLI asked for
     record = json.loads(slide_eval.read_text())
     assert record["inference"]["crop"] == [32, 32] and record["precision"]["amp"] == "float32"
@@ -84,27 +114,47 @@ def test_eval_slide_matrices_are_the_tiled_model_run_by_hand(slide_eval, checkpo
 
 
 def test_eval_flip_matrices_are_the_flip_tta_run_by_hand(checkpoint, evaluated_runs):
-    result, evidence = evaluate_checkpoint(checkpoint, "test", device="cpu", amp="false",
-                                           inference=load_settings("flip"))
+    result, evidence = evaluate_checkpoint(
+        checkpoint, "test", device="cpu", amp="false", inference=load_settings("flip")
+    )
     assert result["inference"]["flip"] is True and result["precision"]["amp"] == "float32"
     root = evaluated_runs["root"]
-    assert np.array_equal(evidence.matrices, _by_hand(checkpoint, root, evidence.names, InferenceSettings(flip=True)))
+    assert np.array_equal(
+        evidence.matrices, _by_hand(checkpoint, root, evidence.names, InferenceSettings(flip=True))
+    )
     whole = _by_hand(checkpoint, root, evidence.names, InferenceSettings())
     assert np.abs(evidence.matrices - whole).sum() > 20  # the mirrored pass changes some pixels
 
 
-def test_predict_masks_give_the_matrices_eval_gives_under_the_same_inference(slide_eval, checkpoint,
-                                                                              evaluated_runs, tmp_path):
+def test_predict_masks_give_the_matrices_eval_gives_under_the_same_inference(
+    slide_eval, checkpoint, evaluated_runs, tmp_path
+):
     root = evaluated_runs["root"]
-    r = segcli("predict", str(root / "test"), "-c", str(checkpoint), "-o", str(tmp_path / "p"), "--inference",
-               "slide", "inference.crop=[32,32]", "--amp", "false", cwd=tmp_path)
+    r = segcli(
+        "predict",
+        str(root / "test"),
+        "-c",
+        str(checkpoint),
+        "-o",
+        str(tmp_path / "p"),
+        "--inference",
+        "slide",
+        "inference.crop=[32,32]",
+        "--amp",
+        "false",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     names, matrices = _evidence(slide_eval.with_suffix(".npz"))
     for name, matrix in zip(names, matrices, strict=True):
         mask = np.array(Image.open(tmp_path / "p" / f"{name}.png")).astype(np.int64)
-        truth = cv2.imread(str(root / "testannot" / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        truth = cv2.imread(str(root / "testannot" / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(
+            np.int64
+        )
         assert mask.shape == truth.shape == (48, 80)
-        assert np.array_equal(np.bincount(truth.ravel() * 3 + mask.ravel(), minlength=9).reshape(3, 3), matrix), name
+        assert np.array_equal(
+            np.bincount(truth.ravel() * 3 + mask.ravel(), minlength=9).reshape(3, 3), matrix
+        ), name
 
 
 def _recording_logits_dtype(monkeypatch, module) -> list[torch.dtype]:
@@ -122,10 +172,13 @@ def _recording_logits_dtype(monkeypatch, module) -> list[torch.dtype]:
     return seen
 
 
-@pytest.mark.parametrize(("amp", "dtype", "name"), [("false", torch.float32, "float32"),
-                                                    ("bf16", torch.bfloat16, "bfloat16")])
-def test_eval_and_predict_compute_in_the_precision_asked_for(amp, dtype, name, checkpoint, evaluated_runs,
-                                                             monkeypatch):
+@pytest.mark.parametrize(
+    ("amp", "dtype", "name"),
+    [("false", torch.float32, "float32"), ("bf16", torch.bfloat16, "bfloat16")],
+)
+def test_eval_and_predict_compute_in_the_precision_asked_for(
+    amp, dtype, name, checkpoint, evaluated_runs, monkeypatch
+):
     from segcli.inference import evaluation, predict
 
     seen = _recording_logits_dtype(monkeypatch, evaluation)
@@ -135,6 +188,8 @@ def test_eval_and_predict_compute_in_the_precision_asked_for(amp, dtype, name, c
 
     seen = _recording_logits_dtype(monkeypatch, predict)
     predictor = predict.Predictor.from_checkpoint(checkpoint, "cpu", amp)
-    image = cv2.cvtColor(cv2.imread(str(evaluated_runs["root"] / "test" / "test0.jpg")), cv2.COLOR_BGR2RGB)
+    image = cv2.cvtColor(
+        cv2.imread(str(evaluated_runs["root"] / "test" / "test0.jpg")), cv2.COLOR_BGR2RGB
+    )
     assert predictor.predict(image).shape == (48, 80)
     assert seen == [dtype] and predictor.ctx.precision.name == name

@@ -27,8 +27,14 @@ def test_export_bundle_parity_and_predict_from_the_bundle(evaluated_runs, tmp_pa
     best = str(run / "checkpoints" / "best.pt")
     r = segcli("export", best, "-o", str(tmp_path / "bundle"), "--quantize", cwd=tmp_path)
     assert r.returncode == 0, r.stderr + r.stdout
-    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["bundle.json", "model.int8.onnx", "model.onnx"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle-")]  # no temporary folder left
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == [
+        "bundle.json",
+        "model.int8.onnx",
+        "model.onnx",
+    ]
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".bundle-")
+    ]  # no temporary folder left
     bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert bundle["class_names"] == ["a", "b", "c"] and bundle["num_classes"] == 3
     assert bundle["colors"] == [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
@@ -36,38 +42,69 @@ def test_export_bundle_parity_and_predict_from_the_bundle(evaluated_runs, tmp_pa
     assert bundle["input"]["fixed_size"] is None and "multiples of 32" in bundle["input"]["size"]
     fp32, int8 = bundle["parity"]
     assert fp32["model"] == "model.onnx" and int8["model"] == "model.int8.onnx"
-    assert fp32["source"].startswith("val split") and fp32["images"] == 3  # the run's real val images
+    assert (
+        fp32["source"].startswith("val split") and fp32["images"] == 3
+    )  # the run's real val images
     assert fp32["ok"] and fp32["allclose"] and fp32["agreement"] >= 0.999 and fp32["max_abs"] < 1e-3
     assert 0 < int8["max_abs"]  # quantised weights change the logits; reported, not gated
-    assert set(bundle["speed_images_per_second"]) == {"torch float32 (eager)", "onnxruntime float32",
-                                                      "onnxruntime int8 (dynamic)"}
+    assert set(bundle["speed_images_per_second"]) == {
+        "torch float32 (eager)",
+        "onnxruntime float32",
+        "onnxruntime int8 (dynamic)",
+    }
     assert "model.onnx" in r.stdout and "ok" in r.stdout
 
     out = {}
     for name, source in (("ckpt", best), ("onnx", str(tmp_path / "bundle"))):
-        r = segcli("predict", str(root / "test"), "-c", source, "-o", str(tmp_path / name), "--amp", "false",
-                   "--save-probs", cwd=tmp_path)
+        r = segcli(
+            "predict",
+            str(root / "test"),
+            "-c",
+            source,
+            "-o",
+            str(tmp_path / name),
+            "--amp",
+            "false",
+            "--save-probs",
+            cwd=tmp_path,
+        )
         assert r.returncode == 0, r.stderr
-        out[name] = {p.name: (np.array(Image.open(p)), np.load(p.with_name(p.stem + "_probs.npz"))["probs"])
-                     for p in sorted((tmp_path / name).glob("test?.png"))}
+        out[name] = {
+            p.name: (np.array(Image.open(p)), np.load(p.with_name(p.stem + "_probs.npz"))["probs"])
+            for p in sorted((tmp_path / name).glob("test?.png"))
+        }
     assert sorted(out["onnx"]) == ["test0.png", "test1.png"]
     for name, (mask, probs) in out["ckpt"].items():
         onnx_mask, onnx_probs = out["onnx"][name]
         assert mask.shape == (48, 80)
         assert (onnx_mask == mask).mean() >= 0.999, name
-        assert np.abs(onnx_probs.astype(np.float32) - probs.astype(np.float32)).max() < 2e-3  # float16 files
+        assert (
+            np.abs(onnx_probs.astype(np.float32) - probs.astype(np.float32)).max() < 2e-3
+        )  # float16 files
         assert len(np.unique(mask)) > 1  # the model's output depends on its input
 
-    r = segcli("predict", str(root / "test"), "-c", str(tmp_path / "bundle" / "model.onnx"), "-o",
-               str(tmp_path / "slide"), "--inference", "slide", "inference.crop=[32,32]", "inference.flip=true",
-               cwd=tmp_path)
+    r = segcli(
+        "predict",
+        str(root / "test"),
+        "-c",
+        str(tmp_path / "bundle" / "model.onnx"),
+        "-o",
+        str(tmp_path / "slide"),
+        "--inference",
+        "slide",
+        "inference.crop=[32,32]",
+        "inference.flip=true",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert np.array(Image.open(tmp_path / "slide" / "test0.png")).shape == (48, 80)
 
 
 def _unet(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model({"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None}, 3).eval()
+    return build_model(
+        {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None}, 3
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +127,12 @@ def test_fixed_size_bundle_pads_smaller_inputs_and_refuses_larger_ones(fixed_exp
         expected = model(padded)[..., :32, :64]
         unpadded = model(x)
     assert torch.allclose(out, expected, rtol=1e-3, atol=1e-4), (out - expected).abs().max()
-    assert (unpadded - expected).abs().max() > 0.1  # padding changes the logits: the check above can fail
-    with pytest.raises(SegcliError, match=r"larger than the model's fixed 64x96; use --inference slide"):
+    assert (
+        unpadded - expected
+    ).abs().max() > 0.1  # padding changes the logits: the check above can fail
+    with pytest.raises(
+        SegcliError, match=r"larger than the model's fixed 64x96; use --inference slide"
+    ):
         onnx_model(torch.randn(1, 3, 96, 96))
 
 
@@ -105,8 +146,12 @@ def test_parity_check_fails_for_another_model(fixed_export):
     assert (parity.model, parity.images, parity.source) == ("m.onnx", 2, "generated")
     with torch.inference_mode():
         refs, outs = [other(x) for x in inputs], [onnx_model(x) for x in inputs]
-    assert parity.max_abs == pytest.approx(max(float((o - r).abs().max()) for o, r in zip(outs, refs, strict=True)))
-    agree = sum(int((o.argmax(1) == r.argmax(1)).sum()) for o, r in zip(outs, refs, strict=True)) / (2 * 64 * 96)
+    assert parity.max_abs == pytest.approx(
+        max(float((o - r).abs().max()) for o, r in zip(outs, refs, strict=True))
+    )
+    agree = sum(
+        int((o.argmax(1) == r.argmax(1)).sum()) for o, r in zip(outs, refs, strict=True)
+    ) / (2 * 64 * 96)
     assert parity.agreement == pytest.approx(agree) and agree < 0.9
 
 
@@ -114,17 +159,30 @@ def test_parity_check_fails_for_another_model(fixed_export):
 # the heavy torchvision/VGG models (130..540 MB graphs; fcn_resnet50 and fcn8s exported by hand, README "Models")
 # and the FC-DenseNets
 # whose layer code fcdensenet56 shares. fastfcn is exported with a resnet18 encoder and narrow JPU/ASPP.
-NOT_IN_BATTERY = {"pixel_forest", "otsu", "fcn8s", "fcn_resnet50", "fcn_resnet101", "fcdensenet67", "fcdensenet103"}
+NOT_IN_BATTERY = {
+    "pixel_forest",
+    "otsu",
+    "fcn8s",
+    "fcn_resnet50",
+    "fcn_resnet101",
+    "fcdensenet67",
+    "fcdensenet103",
+}
 LIGHTER = {"fastfcn": {"encoder_name": "resnet18", "params": {"width": 64, "aspp_channels": 32}}}
-PRESETS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml") if p.stem not in NOT_IN_BATTERY)
+PRESETS = sorted(
+    p.stem for p in (REPO / "conf" / "model").glob("*.yaml") if p.stem not in NOT_IN_BATTERY
+)
 
 
 def export_or_refusal(preset: str, folder: str) -> dict:
     """Export the ``model`` preset (random weights, 3 classes) with dynamic sizes. Where that is
     refused, check the one-line message, then export at a fixed size as it advises. Either way,
     check parity: dynamic graphs at two sizes and batches, fixed ones at their size."""
-    cfg = {**yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text()), "encoder_weights": None,
-           **LIGHTER.get(preset, {})}
+    cfg = {
+        **yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text()),
+        "encoder_weights": None,
+        **LIGHTER.get(preset, {}),
+    }
     torch.manual_seed(0)
     model = build_model(cfg, 3).eval()
     path, x = Path(folder) / "m.onnx", torch.randn(1, 3, 128, 160)
@@ -159,7 +217,10 @@ def test_every_architecture_exports_with_parity_or_is_refused_in_one_line(preset
     result = exports[preset]
     if result["refusal"] is not None:
         message = result["refusal"]
-        assert message.startswith(f"model.arch={result['arch']}: no working ONNX graph (") and "\n" not in message
+        assert (
+            message.startswith(f"model.arch={result['arch']}: no working ONNX graph (")
+            and "\n" not in message
+        )
         assert message.endswith("export a fixed size instead: --size HxW")
     assert result["ok"], result["parity"]
     # what the README states about each architecture
@@ -175,11 +236,17 @@ def test_size_option_and_missing_extra(tmp_path, evaluated_runs):
     blocker = tmp_path / "blocked"
     (blocker / "onnxruntime").mkdir(parents=True)
     (blocker / "onnxruntime" / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'onnxruntime'\", name='onnxruntime')\n")
+        "raise ModuleNotFoundError(\"No module named 'onnxruntime'\", name='onnxruntime')\n"
+    )
     best = str(evaluated_runs["short"] / "checkpoints" / "best.pt")
-    r = segcli("export", best, "-o", str(tmp_path / "b"), cwd=tmp_path, env={"PYTHONPATH": str(blocker)})
+    r = segcli(
+        "export", best, "-o", str(tmp_path / "b"), cwd=tmp_path, env={"PYTHONPATH": str(blocker)}
+    )
     assert r.returncode == 2
-    assert r.stderr.strip() == "segcli: error: ONNX export and bundles need onnxruntime: pip install 'segcli[export]'"
+    assert (
+        r.stderr.strip()
+        == "segcli: error: ONNX export and bundles need onnxruntime: pip install 'segcli[export]'"
+    )
     assert not (tmp_path / "b").exists()
     r = segcli("export", best, "--size", "384x480", "--dynamic", cwd=tmp_path)
     assert r.returncode == 2 and "give one" in r.stderr

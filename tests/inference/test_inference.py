@@ -23,8 +23,11 @@ def conv_net(symmetric: bool = False, classes: int = 4) -> torch.nn.Module:
     """A small random conv net (eval mode); ``symmetric``: every kernel mirror-symmetric left-right,
     so the net commutes with a horizontal flip."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, padding=2), torch.nn.ReLU(),
-                              torch.nn.Conv2d(8, classes, 5, padding=2)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, classes, 5, padding=2),
+    ).eval()
     if symmetric:
         with torch.no_grad():
             for layer in (net[0], net[2]):
@@ -54,11 +57,20 @@ def test_slide_merge_weights_against_a_hand_computed_one_dimensional_case():
     # A 32x96 image whose value is its column index; 32x64 tiles every 32 columns start at columns
     # 0 and 32, so each tile reports 0 or 32 and the merge decides what the overlap (32..63) gets.
     x = torch.arange(96.0).expand(1, 3, 32, 96).contiguous()
-    mean = slide(column_model, x, InferenceSettings(mode="slide", crop=(32, 64), stride=(32, 32), merge="mean"))
+    mean = slide(
+        column_model,
+        x,
+        InferenceSettings(mode="slide", crop=(32, 64), stride=(32, 32), merge="mean"),
+    )
     expected = torch.tensor([0.0] * 32 + [16.0] * 32 + [32.0] * 32)
     assert torch.allclose(mean[0, 0], expected.expand(32, 96))
 
-    gauss = slide(column_model, x, InferenceSettings(mode="slide", crop=(32, 64), stride=(32, 32), sigma=0.125))[0, 0, 16]
+    gauss = slide(
+        column_model,
+        x,
+        InferenceSettings(mode="slide", crop=(32, 64), stride=(32, 32), sigma=0.125),
+    )[0, 0, 16]
+
     # nnU-Net's weighting: w(d) = exp(-d^2 / (2 sigma^2)), d = distance from the tile's centre
     # (31.5 within a 64-wide tile), sigma = 64 / 8 = 8 pixels. Row 16 is the tiles' middle row: its
     # vertical factor is the same for both tiles and cancels (near the top and bottom edges MONAI
@@ -69,15 +81,21 @@ def test_slide_merge_weights_against_a_hand_computed_one_dimensional_case():
     for col in (36, 40, 47, 48, 56):
         a, b = w(col - 31.5), w(col - 63.5)
         assert gauss[col].item() == pytest.approx(32 * b / (a + b), rel=1e-4, abs=2e-3), col
-    assert gauss[47].item() + gauss[48].item() == pytest.approx(32, abs=1e-3)  # symmetric about 47.5
+    assert gauss[47].item() + gauss[48].item() == pytest.approx(
+        32, abs=1e-3
+    )  # symmetric about 47.5
     assert gauss[:32].abs().max() == 0 and torch.all(gauss[64:] == 32)
 
 
 def test_stride_default_is_two_thirds_of_the_crop_and_every_pixel_is_covered():
     s = InferenceSettings(mode="slide", crop=(96, 480))
     assert s.stride_or_default() == (64, 320)
-    ones = slide(lambda t: torch.ones(t.shape[0], 1, *t.shape[-2:]), torch.zeros(1, 3, 200, 1000), s)
-    assert torch.allclose(ones, torch.ones_like(ones))  # no pixel without a tile, weights normalised
+    ones = slide(
+        lambda t: torch.ones(t.shape[0], 1, *t.shape[-2:]), torch.zeros(1, 3, 200, 1000), s
+    )
+    assert torch.allclose(
+        ones, torch.ones_like(ones)
+    )  # no pixel without a tile, weights normalised
 
 
 def test_overlap_fraction_sets_the_stride_and_tiles_where_that_stride_says():
@@ -88,7 +106,9 @@ def test_overlap_fraction_sets_the_stride_and_tiles_where_that_stride_says():
     # 32x96 image of column indices, 32x64 tiles with overlap 0.75: stride 16, tiles start at 0, 16, 32;
     # with the mean merge, column c gets the mean of the starts of the tiles covering it.
     x = torch.arange(96.0).expand(1, 3, 32, 96).contiguous()
-    out = slide(column_model, x, InferenceSettings(mode="slide", crop=(32, 64), overlap=0.75, merge="mean"))[0, 0, 0]
+    out = slide(
+        column_model, x, InferenceSettings(mode="slide", crop=(32, 64), overlap=0.75, merge="mean")
+    )[0, 0, 0]
     expected = [0.0] * 16 + [8.0] * 16 + [16.0] * 32 + [24.0] * 16 + [32.0] * 16
     assert out.tolist() == pytest.approx(expected)
 
@@ -99,9 +119,13 @@ def test_flip_tta_of_a_flip_symmetric_model_equals_its_plain_probabilities():
         plain = Inference(InferenceSettings())(net, x).softmax(1)
         flipped = Inference(InferenceSettings(flip=True))(net, x)
         asym = conv_net()
-        differs = (Inference(InferenceSettings(flip=True))(asym, x) - asym(x).softmax(1)).abs().max()
+        differs = (
+            (Inference(InferenceSettings(flip=True))(asym, x) - asym(x).softmax(1)).abs().max()
+        )
     assert torch.allclose(flipped, plain, atol=1e-6)
-    assert differs > 1e-3  # the check above is not vacuous: an asymmetric net changes under flip TTA
+    assert (
+        differs > 1e-3
+    )  # the check above is not vacuous: an asymmetric net changes under flip TTA
 
 
 def test_multiscale_probabilities_are_a_distribution_at_the_input_size():
@@ -117,12 +141,15 @@ def _softmax_at(net, x: torch.Tensor, factor: float) -> torch.Tensor:
     antialiased when shrinking), zero-pad bottom/right to a multiple of 32, run, crop, resize back."""
     h, w = x.shape[-2:]
     sh, sw = round(h * factor), round(w * factor)
-    small = torch.nn.functional.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False,
-                                            antialias=factor < 1)
+    small = torch.nn.functional.interpolate(
+        x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=factor < 1
+    )
     padded = torch.zeros(*x.shape[:2], -(-sh // 32) * 32, -(-sw // 32) * 32)
     padded[..., :sh, :sw] = small
     logits = net(padded)[..., :sh, :sw]
-    return torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(1)
+    return torch.nn.functional.interpolate(
+        logits, size=(h, w), mode="bilinear", align_corners=False
+    ).softmax(1)
 
 
 @pytest.mark.parametrize("dataset_scale", [1.0, 0.75])
@@ -155,8 +182,10 @@ def test_dense_crf_through_inference_sees_the_image_behind_the_normalised_input(
     truth = np.zeros((h, w), np.int64)
     truth[:, edge:] = 1
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) \
-        / torch.tensor(std).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        - torch.tensor(mean).view(1, 3, 1, 1)
+    ) / torch.tensor(std).view(1, 3, 1, 1)
     p1 = torch.sigmoid((torch.arange(w, dtype=torch.float32) - 30) / 5).expand(1, 1, h, w)
     logits = torch.cat([1 - p1, p1], 1).log()
 
@@ -175,9 +204,9 @@ def test_dense_crf_makes_noisy_probabilities_follow_a_sharp_edge():
     pytest.importorskip("pydensecrf.densecrf")
     h, w = 48, 64
     image = np.zeros((1, h, w, 3), np.uint8)
-    image[:, :, w // 2:] = 255  # black left, white right
+    image[:, :, w // 2 :] = 255  # black left, white right
     truth = np.zeros((h, w), np.int64)
-    truth[:, w // 2:] = 1
+    truth[:, w // 2 :] = 1
     rng = np.random.default_rng(0)
     p1 = np.where(truth == 1, 0.7, 0.3) + rng.normal(0, 0.25, (h, w))  # noisy: ~20% of pixels wrong
     p1 = np.clip(p1, 0.02, 0.98)
@@ -191,17 +220,40 @@ def test_dense_crf_makes_noisy_probabilities_follow_a_sharp_edge():
     assert torch.allclose(after_probs.sum(1), torch.ones(1, h, w), atol=1e-4)
 
 
-@pytest.mark.parametrize(("name", "overrides", "message"), [
-    ("slide", ["inference.crop=[100,100]"], "inference.crop=[100, 100]: expected multiples of 32"),
-    ("slide", ["inference.stride=[600,600]"], "inference.stride=[600, 600]: expected at most the crop"),
-    ("slide", ["inference.overlap=1"], "inference.overlap=1.0: expected a fraction of the tile in [0, 1)"),
-    ("slide", ["inference.overlap=0.5", "inference.stride=[64,64]"], "inference.overlap and inference.stride are both"),
-    ("whole", ["inference.mode=tiles"], "inference.mode=tiles: expected one of whole, slide"),
-    ("whole", ["inference.scales=[1.0,0]"], "inference.scales=[1.0, 0.0]: expected positive"),
-    ("crf", ["inference.crf.iterations=0"], "inference.crf: expected iterations >= 1"),
-    ("whole", ["trainer.epochs=3"], "trainer.epochs=3: eval and predict take inference.KEY=VALUE overrides only"),
-    ("nope", [], "Could not find 'inference/nope'"),
-])
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        (
+            "slide",
+            ["inference.crop=[100,100]"],
+            "inference.crop=[100, 100]: expected multiples of 32",
+        ),
+        (
+            "slide",
+            ["inference.stride=[600,600]"],
+            "inference.stride=[600, 600]: expected at most the crop",
+        ),
+        (
+            "slide",
+            ["inference.overlap=1"],
+            "inference.overlap=1.0: expected a fraction of the tile in [0, 1)",
+        ),
+        (
+            "slide",
+            ["inference.overlap=0.5", "inference.stride=[64,64]"],
+            "inference.overlap and inference.stride are both",
+        ),
+        ("whole", ["inference.mode=tiles"], "inference.mode=tiles: expected one of whole, slide"),
+        ("whole", ["inference.scales=[1.0,0]"], "inference.scales=[1.0, 0.0]: expected positive"),
+        ("crf", ["inference.crf.iterations=0"], "inference.crf: expected iterations >= 1"),
+        (
+            "whole",
+            ["trainer.epochs=3"],
+            "trainer.epochs=3: eval and predict take inference.KEY=VALUE overrides only",
+        ),
+        ("nope", [], "Could not find 'inference/nope'"),
+    ],
+)
 def test_bad_inference_settings_are_one_line_errors(name, overrides, message):
     with pytest.raises(SegcliError, match=None) as err:
         load_settings(name, overrides)
@@ -212,7 +264,12 @@ def test_bad_inference_settings_are_one_line_errors(name, overrides, message):
 def test_presets_load_and_describe_their_source():
     assert load_settings("whole").plain
     s = load_settings("slide", ["inference.stride=[256,256]"])
-    assert (s.mode, s.crop, s.stride_or_default(), s.merge) == ("slide", (512, 512), (256, 256), "gaussian")
+    assert (s.mode, s.crop, s.stride_or_default(), s.merge) == (
+        "slide",
+        (512, 512),
+        (256, 256),
+        "gaussian",
+    )
     assert s.tag.startswith("slide-") and s.tag != load_settings("slide").tag
     assert load_settings("multiscale").scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     crf = load_settings("crf").crf
@@ -226,9 +283,20 @@ def _matrices(npz: Path) -> np.ndarray:
 
 def test_eval_inference_modes_through_the_cli(evaluated_runs, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(evaluated_runs["longer"], run)  # the eval writes evals/best-test-slide-*: not into the shared fixture
+    shutil.copytree(
+        evaluated_runs["longer"], run
+    )  # the eval writes evals/best-test-slide-*: not into the shared fixture
     best = str(run / "checkpoints" / "best.pt")
-    r = segcli("eval", best, "--split", "test", "--inference", "slide", "inference.crop=[512,512]", cwd=tmp_path)
+    r = segcli(
+        "eval",
+        best,
+        "--split",
+        "test",
+        "--inference",
+        "slide",
+        "inference.crop=[512,512]",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "inference slide: slide 512x512" in r.stdout
     cover = sorted((run / "evals").glob("best-test-slide-*.json"))
@@ -237,14 +305,27 @@ def test_eval_inference_modes_through_the_cli(evaluated_runs, tmp_path):
     assert record["inference"]["mode"] == "slide" and record["inference"]["crop"] == [512, 512]
     assert record["inference"]["overrides"] == ["inference.crop=[512,512]"]
     # a tile covering the image is the whole-image pass: the same confusion matrix of every image
-    assert np.array_equal(_matrices(cover[0].with_suffix(".npz")), _matrices(run / "evals" / "best-test.npz"))
+    assert np.array_equal(
+        _matrices(cover[0].with_suffix(".npz")), _matrices(run / "evals" / "best-test.npz")
+    )
 
-    r = segcli("eval", best, "--split", "test", "--inference", "flip", "--json", str(tmp_path / "flip.json"),
-               cwd=tmp_path)
+    r = segcli(
+        "eval",
+        best,
+        "--split",
+        "test",
+        "--inference",
+        "flip",
+        "--json",
+        str(tmp_path / "flip.json"),
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     flip = json.loads((tmp_path / "flip.json").read_text())
     assert flip["inference"]["flip"] is True and flip["images"] == 2
-    assert _matrices(tmp_path / "flip.npz").sum() == _matrices(run / "evals" / "best-test.npz").sum()
+    assert (
+        _matrices(tmp_path / "flip.npz").sum() == _matrices(run / "evals" / "best-test.npz").sum()
+    )
 
     r = segcli("eval", best, "inference.crop=[100,100]", "--inference", "slide", cwd=tmp_path)
     assert r.returncode == 2
@@ -260,9 +341,13 @@ def _probs_agree_with_the_eval(folder: Path, root: Path, npz: Path) -> None:
     for name, matrix in zip(names, matrices, strict=True):
         with np.load(folder / f"{name}.npz") as z:
             probs, classes = z["probs"], list(z["class_names"])
-        assert probs.shape == (3, 48, 80) and probs.dtype == np.float16 and classes == ["a", "b", "c"]
+        assert (
+            probs.shape == (3, 48, 80) and probs.dtype == np.float16 and classes == ["a", "b", "c"]
+        )
         assert np.allclose(probs.astype(np.float32).sum(0), 1, atol=5e-3)
-        truth = cv2.imread(str(root / "testannot" / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        truth = cv2.imread(str(root / "testannot" / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(
+            np.int64
+        )
         pred = probs.astype(np.float32).argmax(0)
         mine = np.bincount(truth.ravel() * 3 + pred.ravel(), minlength=9).reshape(3, 3)
         # float16 may break a near-tie the other way: at most a few of the 3840 pixels
@@ -273,17 +358,36 @@ def test_eval_save_probs_writes_each_image_at_its_own_size(evaluated_runs, tmp_p
     root = evaluated_runs["root"]
     run = tmp_path / "run"
     shutil.copytree(evaluated_runs["longer"], run)
-    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "test", "--save-probs", cwd=tmp_path)
+    r = segcli(
+        "eval",
+        str(run / "checkpoints" / "best.pt"),
+        "--split",
+        "test",
+        "--save-probs",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     folder = run / "evals" / "best-test-probs"
     assert f"wrote {folder}/ (2 images' class probabilities" in r.stdout.replace("\n", "")
-    assert json.loads((run / "evals" / "best-test.json").read_text())["probabilities"]["images"] == 2
+    assert (
+        json.loads((run / "evals" / "best-test.json").read_text())["probabilities"]["images"] == 2
+    )
     assert not list((run / "evals").glob("*.partial"))
     _probs_agree_with_the_eval(folder, root, run / "evals" / "best-test.npz")
 
     # another mode (probabilities, not logits, come out of the inference) beside --json
-    r = segcli("eval", str(run / "checkpoints" / "best.pt"), "--split", "test", "--inference", "flip",
-               "--save-probs", "--json", str(tmp_path / "flip.json"), cwd=tmp_path)
+    r = segcli(
+        "eval",
+        str(run / "checkpoints" / "best.pt"),
+        "--split",
+        "test",
+        "--inference",
+        "flip",
+        "--save-probs",
+        "--json",
+        str(tmp_path / "flip.json"),
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     _probs_agree_with_the_eval(tmp_path / "flip-probs", root, tmp_path / "flip.npz")
 
@@ -291,8 +395,19 @@ def test_eval_save_probs_writes_each_image_at_its_own_size(evaluated_runs, tmp_p
 def test_predict_save_probs_and_crf_without_the_extra(evaluated_runs, tmp_path):
     run, root = evaluated_runs["longer"], evaluated_runs["root"]
     best = str(run / "checkpoints" / "best.pt")
-    r = segcli("predict", str(root / "test"), "-c", best, "-o", str(tmp_path / "p"), "--inference", "slide",
-               "inference.crop=[32,32]", "--save-probs", cwd=tmp_path)
+    r = segcli(
+        "predict",
+        str(root / "test"),
+        "-c",
+        best,
+        "-o",
+        str(tmp_path / "p"),
+        "--inference",
+        "slide",
+        "inference.crop=[32,32]",
+        "--save-probs",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     mask = np.array(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "p" / "test0.png"))
     with np.load(tmp_path / "p" / "test0_probs.npz") as z:
@@ -300,24 +415,50 @@ def test_predict_save_probs_and_crf_without_the_extra(evaluated_runs, tmp_path):
     assert probs.shape == (3, 48, 80) and probs.dtype == np.float16 and names == ["a", "b", "c"]
     assert np.allclose(probs.astype(np.float32).sum(0), 1, atol=5e-3)
     # the mask is the argmax of the full-precision scores: the same file as without --save-probs ...
-    r = segcli("predict", str(root / "test" / "test0.jpg"), "-c", best, "-o", str(tmp_path / "p0"), "--inference",
-               "slide", "inference.crop=[32,32]", cwd=tmp_path)
+    r = segcli(
+        "predict",
+        str(root / "test" / "test0.jpg"),
+        "-c",
+        best,
+        "-o",
+        str(tmp_path / "p0"),
+        "--inference",
+        "slide",
+        "inference.crop=[32,32]",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
-    assert np.array_equal(np.array(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "p0" / "test0.png")),
-                          mask)
+    assert np.array_equal(
+        np.array(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "p0" / "test0.png")),
+        mask,
+    )
     # ... and the stored float16 probabilities agree with it wherever float16 can tell the top two apart
     top2 = np.sort(probs.astype(np.float32), axis=0)[-2:]
-    clear = top2[1] - top2[0] > 2.0 ** -10  # float16 rounds each value by at most 2**-12 below 1
+    clear = top2[1] - top2[0] > 2.0**-10  # float16 rounds each value by at most 2**-12 below 1
     assert clear.mean() > 0.5, clear.mean()
     assert np.array_equal(probs.astype(np.float32).argmax(0)[clear], mask[clear])
 
     blocker = tmp_path / "blocked"
     (blocker / "pydensecrf").mkdir(parents=True)
     (blocker / "pydensecrf" / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'pydensecrf'\", name='pydensecrf')\n")
-    r = segcli("predict", str(root / "test"), "-c", best, "-o", str(tmp_path / "q"), "--inference", "crf",
-               cwd=tmp_path, env={"PYTHONPATH": str(blocker)})
+        "raise ModuleNotFoundError(\"No module named 'pydensecrf'\", name='pydensecrf')\n"
+    )
+    r = segcli(
+        "predict",
+        str(root / "test"),
+        "-c",
+        best,
+        "-o",
+        str(tmp_path / "q"),
+        "--inference",
+        "crf",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(blocker)},
+    )
     assert r.returncode == 2
-    assert r.stderr.strip() == "segcli: error: inference.crf needs pydensecrf2: pip install 'segcli[crf]' " \
-                               "(builds from source; needs a C++ compiler)"
+    assert (
+        r.stderr.strip()
+        == "segcli: error: inference.crf needs pydensecrf2: pip install 'segcli[crf]' "
+        "(builds from source; needs a C++ compiler)"
+    )
     assert not (tmp_path / "q").exists()

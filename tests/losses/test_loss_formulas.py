@@ -41,8 +41,11 @@ def three_pixels(mode: str, c: tuple = C) -> tuple[torch.Tensor, torch.Tensor]:
 
 HAND = {
     # Abraham and Khan: mean over present classes of (1 - TI)^(1/gamma), TI = (tp+s)/(tp + .7 fn + .3 fp + s)
-    "focal_tversky": ((1 - 1.7 / (0.7 + 0.7 * 0.3 + 0.3 * 0.1 + 1)) ** 0.75
-                      + (1 - 1.6 / (0.6 + 0.7 * 0.4 + 0.3 * 0.2 + 1)) ** 0.75) / 2,
+    "focal_tversky": (
+        (1 - 1.7 / (0.7 + 0.7 * 0.3 + 0.3 * 0.1 + 1)) ** 0.75
+        + (1 - 1.6 / (0.6 + 0.7 * 0.4 + 0.3 * 0.2 + 1)) ** 0.75
+    )
+    / 2,
     # Jadon: log(cosh(1 - mean Dice))
     "log_cosh_dice": math.log(math.cosh(1 - (DICE[0] + DICE[1]) / 2)),
     # Brosch et al., w = 0.05: class 0 squared errors (0.09 on its pixel, 0.01 on the other), class 1
@@ -51,7 +54,7 @@ HAND = {
     # Wong et al., gamma 0.3, weights 0.8 / 0.2, label weights 1: Dice term over present classes,
     # cross term over the two valid pixels (true-class probabilities 0.7 and 0.6)
     "exp_log": 0.8 * ((-math.log(DICE[0])) ** 0.3 + (-math.log(DICE[1])) ** 0.3) / 2
-               + 0.2 * ((-math.log(0.7)) ** 0.3 + (-math.log(0.6)) ** 0.3) / 2,
+    + 0.2 * ((-math.log(0.7)) ** 0.3 + (-math.log(0.6)) ** 0.3) / 2,
 }
 
 
@@ -78,7 +81,9 @@ def combo_by_hand(alpha: float, beta: float) -> float:
 @pytest.mark.parametrize("mode", ["multiclass", "multilabel"])
 def test_combo_at_an_asymmetric_setting(mode):
     logits, target = three_pixels(mode)
-    got = loss_of("combo", "loss.alpha=0.3", "loss.beta=0.8", f"loss.mode={mode}")(logits, target).item()
+    got = loss_of("combo", "loss.alpha=0.3", "loss.beta=0.8", f"loss.mode={mode}")(
+        logits, target
+    ).item()
     assert got == pytest.approx(combo_by_hand(0.3, 0.8), rel=1e-5)
     # swapping alpha or beta for 1 - itself gives another number: the test tells them apart
     assert abs(combo_by_hand(0.7, 0.8) - got) > 0.1 and abs(combo_by_hand(0.3, 0.2) - got) > 1e-3
@@ -92,7 +97,9 @@ def test_combo_at_an_asymmetric_setting(mode):
 
 def two_images(q: float = 0.99) -> tuple[torch.Tensor, torch.Tensor]:
     p1 = torch.tensor([[0.2, 0.4, 0.7, 0.9], [0.6, 0.8, 0.55, q]], dtype=torch.float64)
-    logits = torch.stack([torch.zeros_like(p1), (p1 / (1 - p1)).log()], 1)[:, :, None]  # (2, 2, 1, 4)
+    logits = torch.stack([torch.zeros_like(p1), (p1 / (1 - p1)).log()], 1)[
+        :, :, None
+    ]  # (2, 2, 1, 4)
     return logits.float(), torch.tensor([[[0, 0, 1, 1]], [[1, 1, 1, IGNORE]]])
 
 
@@ -104,7 +111,9 @@ def test_boundary_loss_by_hand_over_two_images_and_only_valid_pixels():
     expected = (s1 + s2) / (7 * 2)
     for q in (0.99, 0.01):
         logits, target = two_images(q)
-        assert loss_of("boundary", num_classes=2)(logits, target).item() == pytest.approx(expected, rel=1e-5)
+        assert loss_of("boundary", num_classes=2)(logits, target).item() == pytest.approx(
+            expected, rel=1e-5
+        )
     assert expected != pytest.approx((s1 + s2) / (8 * 2))  # an ignored pixel in |V| would be caught
 
 
@@ -114,7 +123,7 @@ def test_hausdorff_loss_by_hand_over_two_images_and_only_valid_pixels():
     # squared errors [0.04, 0.16, 0.09, 0.01] per class. Image 2: class 0 has no mask (weight 0);
     # class 1 distances [3, 2, 1] on the valid pixels, weights [18, 8, 2], errors (1 - p)^2.
     s1 = 2 * (0.04 * 8 + 0.16 * 2 + 0.09 * 2 + 0.01 * 8)
-    s2 = 0.4 ** 2 * 18 + 0.2 ** 2 * 8 + 0.45 ** 2 * 2
+    s2 = 0.4**2 * 18 + 0.2**2 * 8 + 0.45**2 * 2
     for q in (0.99, 0.01):
         logits, target = two_images(q)
         got = loss_of("hausdorff", num_classes=2)(logits, target).item()
@@ -136,4 +145,6 @@ def test_shape_aware_loss_by_hand_including_a_boundary_only_in_the_prediction():
     flat = torch.stack([torch.zeros_like(p1), torch.full_like(p1, 3.0)], 1)[:, :, None].float()
     p = 1 / (1 + math.exp(-3.0))
     ce = -(4 * math.log(p) + 2 * math.log(1 - p) + math.log(p))
-    assert loss_of("shape_aware", num_classes=2)(flat, target).item() == pytest.approx(ce / 7, rel=1e-5)
+    assert loss_of("shape_aware", num_classes=2)(flat, target).item() == pytest.approx(
+        ce / 7, rel=1e-5
+    )

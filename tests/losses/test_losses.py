@@ -20,25 +20,51 @@ def batch():
 def test_ce_is_torch_cross_entropy_with_weights_and_ignore(batch):
     logits, target = batch
     loss = build_loss({"name": "ce", "ignore_index": IGNORE, "class_weights": [1, 2, 3]}, 3)
-    expected = torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor([1.0, 2, 3]),
-                                                 ignore_index=IGNORE)
+    expected = torch.nn.functional.cross_entropy(
+        logits, target, weight=torch.tensor([1.0, 2, 3]), ignore_index=IGNORE
+    )
     assert loss(logits, target).item() == pytest.approx(expected.item())
 
 
 def test_dice_ce_is_the_weighted_sum_of_its_terms(batch):
     logits, target = batch
-    cfg = {"name": "compound", "ignore_index": IGNORE,
-           "terms": [{"name": "dice", "weight": 0.7}, {"name": "ce", "weight": 0.3}]}
+    cfg = {
+        "name": "compound",
+        "ignore_index": IGNORE,
+        "terms": [{"name": "dice", "weight": 0.7}, {"name": "ce", "weight": 0.3}],
+    }
     loss = build_loss(cfg, 3)
     assert isinstance(loss, WeightedSum)
     dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE)(logits, target)
     ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE)
-    assert loss(logits, target).item() == pytest.approx(0.7 * dice.item() + 0.3 * ce.item(), rel=1e-6)
+    assert loss(logits, target).item() == pytest.approx(
+        0.7 * dice.item() + 0.3 * ce.item(), rel=1e-6
+    )
 
 
-@pytest.mark.parametrize("name", ["ce", "dice", "focal", "dice_ce", "jaccard", "lovasz", "tversky", "focal_tversky",
-                                  "log_cosh_dice", "sensitivity_specificity", "combo", "exp_log", "bce",
-                                  "weighted_bce", "balanced_ce", "boundary", "hausdorff", "shape_aware"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ce",
+        "dice",
+        "focal",
+        "dice_ce",
+        "jaccard",
+        "lovasz",
+        "tversky",
+        "focal_tversky",
+        "log_cosh_dice",
+        "sensitivity_specificity",
+        "combo",
+        "exp_log",
+        "bce",
+        "weighted_bce",
+        "balanced_ce",
+        "boundary",
+        "hausdorff",
+        "shape_aware",
+    ],
+)
 def test_ignored_pixels_do_not_change_the_loss(batch, name):
     from segcli.config import compose_config, to_plain
 
@@ -69,7 +95,9 @@ def test_class_weights_median_and_inverse_frequency_by_hand():
     # frequencies 0.1, 0.3, -, 1.0; median 0.3 -> 3, 1, 0 (absent), 0.3
     assert class_weights("median_frequency", 4, stats) == pytest.approx([3.0, 1.0, 0.0, 0.3])
     # N = 100 pixels, C = 4: N / (C n_c)
-    assert class_weights("inverse_frequency", 4, stats) == pytest.approx([2.5, 100 / 120, 0.0, 100 / 240])
+    assert class_weights("inverse_frequency", 4, stats) == pytest.approx(
+        [2.5, 100 / 120, 0.0, 100 / 240]
+    )
     assert class_weights([1, 2, 3, 4], 4, None) == [1.0, 2.0, 3.0, 4.0]
     assert class_weights(None, 4, stats) is None
     with pytest.raises(SegcliError, match="needs the class pixel counts"):
@@ -85,14 +113,21 @@ def test_weighted_ce_in_dice_ce_uses_the_training_statistics(batch):
 
     logits, target = batch
     stats = ClassPixels(np.array([10, 30, 60]), np.array([100, 100, 100]))
-    cfg = {"name": "compound", "ignore_index": IGNORE,
-           "terms": [{"name": "ce", "weight": 1.0, "class_weights": "median_frequency"}]}
-    expected = torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor([3.0, 1.0, 0.5]),
-                                                 ignore_index=IGNORE)
-    assert build_loss(cfg, 3, stats)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    cfg = {
+        "name": "compound",
+        "ignore_index": IGNORE,
+        "terms": [{"name": "ce", "weight": 1.0, "class_weights": "median_frequency"}],
+    }
+    expected = torch.nn.functional.cross_entropy(
+        logits, target, weight=torch.tensor([3.0, 1.0, 0.5]), ignore_index=IGNORE
+    )
+    assert build_loss(cfg, 3, stats)(logits, target).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
 
 
 # --- the region losses written in losses/build.py, against their formulas in float64 numpy ---------
+
 
 def _reference_stats(logits, target, ignore=IGNORE):
     import numpy as np
@@ -105,7 +140,15 @@ def _reference_stats(logits, target, ignore=IGNORE):
     y = np.stack([(t == c) for c in range(logits.shape[1])], 1).astype(np.float64) * valid
     p = p * valid
     dims = (0, 2, 3)
-    return p, y, valid, (p * y).sum(dims), (p * (1 - y) * valid).sum(dims), ((1 - p) * y).sum(dims), y.sum(dims) > 0
+    return (
+        p,
+        y,
+        valid,
+        (p * y).sum(dims),
+        (p * (1 - y) * valid).sum(dims),
+        ((1 - p) * y).sum(dims),
+        y.sum(dims) > 0,
+    )
 
 
 def reference(name, logits, target, label_weights=None):
@@ -154,7 +197,9 @@ def test_region_losses_match_their_formulas(batch, name):
     logits, target = batch
     target = target.clone()
     target[target == 2] = 1  # class 2 absent from the truth: left out of the class means
-    assert _yaml_loss(name)(logits, target).item() == pytest.approx(reference(name, logits, target), rel=1e-5)
+    assert _yaml_loss(name)(logits, target).item() == pytest.approx(
+        reference(name, logits, target), rel=1e-5
+    )
 
 
 def test_exp_log_weights_classes_by_training_frequency(batch):
@@ -166,18 +211,43 @@ def test_exp_log_weights_classes_by_training_frequency(batch):
     stats = ClassPixels(np.array([10, 30, 60]), np.array([100, 100, 100]))
     weights = [(100 / 10) ** 0.5, (100 / 30) ** 0.5, (100 / 60) ** 0.5]
     loss = _yaml_loss("exp_log", stats=stats)
-    assert loss(logits, target).item() == pytest.approx(reference("exp_log", logits, target, weights), rel=1e-5)
+    assert loss(logits, target).item() == pytest.approx(
+        reference("exp_log", logits, target, weights), rel=1e-5
+    )
 
 
-@pytest.mark.parametrize("name", ["ce", "weighted_ce", "dice", "focal", "dice_ce", "jaccard", "lovasz", "tversky", *REGION,
-                                  "bce", "weighted_bce", "balanced_ce", "boundary", "hausdorff", "shape_aware"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ce",
+        "weighted_ce",
+        "dice",
+        "focal",
+        "dice_ce",
+        "jaccard",
+        "lovasz",
+        "tversky",
+        *REGION,
+        "bce",
+        "weighted_bce",
+        "balanced_ce",
+        "boundary",
+        "hausdorff",
+        "shape_aware",
+    ],
+)
 def test_gradients_are_finite_at_perfect_and_totally_wrong_predictions(name):
     import numpy as np
 
     from segcli.data.readers import ClassPixels
 
     target = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [IGNORE, 0, 1, 1]]])  # class 2: empty
-    perfect = 30 * torch.nn.functional.one_hot(torch.where(target == IGNORE, 0, target), 3).permute(0, 3, 1, 2).float()
+    perfect = (
+        30
+        * torch.nn.functional.one_hot(torch.where(target == IGNORE, 0, target), 3)
+        .permute(0, 3, 1, 2)
+        .float()
+    )
     wrong = perfect.roll(1, dims=1)
     loss = _yaml_loss(name, stats=ClassPixels(np.array([5, 6, 0]), np.array([11, 11, 0])))
     for logits in (perfect, wrong):
@@ -191,13 +261,18 @@ def test_gradients_are_finite_at_perfect_and_totally_wrong_predictions(name):
 @pytest.mark.parametrize("name", ["jaccard", "lovasz", "tversky"])
 def test_wrapped_smp_losses_are_smp_s(batch, name):
     logits, target = batch
-    smp_loss = {"jaccard": smp.losses.JaccardLoss("multiclass", ignore_index=IGNORE),
-                "lovasz": smp.losses.LovaszLoss("multiclass", ignore_index=IGNORE),
-                "tversky": smp.losses.TverskyLoss("multiclass", ignore_index=IGNORE, alpha=0.3, beta=0.7)}[name]
-    assert _yaml_loss(name)(logits, target).item() == pytest.approx(smp_loss(logits, target).item(), rel=1e-6)
+    smp_loss = {
+        "jaccard": smp.losses.JaccardLoss("multiclass", ignore_index=IGNORE),
+        "lovasz": smp.losses.LovaszLoss("multiclass", ignore_index=IGNORE),
+        "tversky": smp.losses.TverskyLoss("multiclass", ignore_index=IGNORE, alpha=0.3, beta=0.7),
+    }[name]
+    assert _yaml_loss(name)(logits, target).item() == pytest.approx(
+        smp_loss(logits, target).item(), rel=1e-6
+    )
 
 
 # --- sigmoid (multilabel) forms and class subsets ------------------------------------------------
+
 
 def _numpy_sigmoid_onehot(logits, target, classes=None):
     import numpy as np
@@ -219,14 +294,22 @@ def test_bce_family_matches_its_formulas(batch, classes):
     p, y = _numpy_sigmoid_onehot(logits, target, classes)
     overrides = [] if classes is None else [f"loss.classes=[{','.join(map(str, classes))}]"]
     bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    assert _yaml_loss("bce", *overrides)(logits, target).item() == pytest.approx(bce.mean(), rel=1e-5)
+    assert _yaml_loss("bce", *overrides)(logits, target).item() == pytest.approx(
+        bce.mean(), rel=1e-5
+    )
     weighted = -(2.0 * y * np.log(p) + (1 - y) * np.log(1 - p))  # beta 2 on positives
-    assert _yaml_loss("weighted_bce", *overrides)(logits, target).item() == pytest.approx(weighted.mean(), rel=1e-5)
+    assert _yaml_loss("weighted_bce", *overrides)(logits, target).item() == pytest.approx(
+        weighted.mean(), rel=1e-5
+    )
     beta = 1 - y.mean(1, keepdims=True)  # HED: share of negatives per class
     balanced = -(beta * y * np.log(p) + (1 - beta) * (1 - y) * np.log(1 - p))
-    assert _yaml_loss("balanced_ce", *overrides)(logits, target).item() == pytest.approx(balanced.mean(), rel=1e-5)
+    assert _yaml_loss("balanced_ce", *overrides)(logits, target).item() == pytest.approx(
+        balanced.mean(), rel=1e-5
+    )
     fixed = -(0.8 * y * np.log(p) + 0.2 * (1 - y) * np.log(1 - p))
-    assert _yaml_loss("balanced_ce", *overrides, "loss.beta=0.8")(logits, target).item() == pytest.approx(fixed.mean(), rel=1e-5)
+    assert _yaml_loss("balanced_ce", *overrides, "loss.beta=0.8")(
+        logits, target
+    ).item() == pytest.approx(fixed.mean(), rel=1e-5)
 
 
 def test_binary_form_is_bce_on_the_foreground_channel():
@@ -235,8 +318,12 @@ def test_binary_form_is_bce_on_the_foreground_channel():
     target = torch.randint(0, 2, (2, 5, 5), generator=g)
     target[0, 0] = IGNORE
     valid = target != IGNORE
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 1][valid], (target[valid] == 1).float())
-    assert _yaml_loss("bce", "loss.classes=[1]")(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:, 1][valid], (target[valid] == 1).float()
+    )
+    assert _yaml_loss("bce", "loss.classes=[1]")(logits, target).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
 
 
 def test_multilabel_dice_matches_the_sigmoid_formula(batch):
@@ -245,7 +332,9 @@ def test_multilabel_dice_matches_the_sigmoid_formula(batch):
     logits, target = batch
     p, y = _numpy_sigmoid_onehot(logits, target)
     dice = 2 * (p * y).sum(1) / (p.sum(1) + y.sum(1))
-    assert _yaml_loss("dice", "loss.mode=multilabel")(logits, target).item() == pytest.approx(np.mean(1 - dice), rel=1e-5)
+    assert _yaml_loss("dice", "loss.mode=multilabel")(logits, target).item() == pytest.approx(
+        np.mean(1 - dice), rel=1e-5
+    )
     p, y = _numpy_sigmoid_onehot(logits, target, [2])
     dice = 2 * (p * y).sum() / (p.sum() + y.sum())
     got = _yaml_loss("dice", "loss.mode=multilabel", "loss.classes=[2]")(logits, target).item()
@@ -254,19 +343,29 @@ def test_multilabel_dice_matches_the_sigmoid_formula(batch):
 
 def test_multilabel_wrapper_handles_ignore_like_smp(batch):
     logits, target = batch
-    onehot = torch.nn.functional.one_hot(torch.where(target == IGNORE, 0, target), 3).permute(0, 3, 1, 2).float()
+    onehot = (
+        torch.nn.functional.one_hot(torch.where(target == IGNORE, 0, target), 3)
+        .permute(0, 3, 1, 2)
+        .float()
+    )
     onehot[(target == IGNORE).unsqueeze(1).expand_as(onehot)] = IGNORE
     dice = smp.losses.DiceLoss("multilabel", ignore_index=IGNORE)(logits, onehot)
-    assert _yaml_loss("dice", "loss.mode=multilabel")(logits, target).item() == pytest.approx(dice.item(), rel=1e-6)
+    assert _yaml_loss("dice", "loss.mode=multilabel")(logits, target).item() == pytest.approx(
+        dice.item(), rel=1e-6
+    )
     # SMP's "multiclass" focal is one-vs-rest sigmoid focal: the same numbers as multilabel mode
     focal = smp.losses.FocalLoss("multiclass", ignore_index=IGNORE)(logits, target)
-    assert _yaml_loss("focal", "loss.mode=multilabel")(logits, target).item() == pytest.approx(focal.item(), rel=1e-6)
+    assert _yaml_loss("focal", "loss.mode=multilabel")(logits, target).item() == pytest.approx(
+        focal.item(), rel=1e-6
+    )
 
 
 def test_multiclass_class_subsets(batch):
     logits, target = batch
     dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE, classes=[1, 2])(logits, target)
-    assert _yaml_loss("dice", "loss.classes=[1,2]")(logits, target).item() == pytest.approx(dice.item(), rel=1e-6)
+    assert _yaml_loss("dice", "loss.classes=[1,2]")(logits, target).item() == pytest.approx(
+        dice.item(), rel=1e-6
+    )
     import numpy as np
 
     _, _, _, tp, fp, fn, _ = _reference_stats(logits, target)
@@ -277,7 +376,9 @@ def test_multiclass_class_subsets(batch):
 
 
 def test_mode_and_class_errors():
-    with pytest.raises(SegcliError, match=r"loss.classes=\[5\]: expected a list of class indices in 0..2"):
+    with pytest.raises(
+        SegcliError, match=r"loss.classes=\[5\]: expected a list of class indices in 0..2"
+    ):
         _yaml_loss("dice", "loss.classes=[5]")
     with pytest.raises(SegcliError, match="loss focal in multiclass mode"):
         _yaml_loss("focal", "loss.classes=[1]")
@@ -291,6 +392,7 @@ def test_mode_and_class_errors():
 
 # --- distance-map losses, against hand-computed distance maps -------------------------------------
 
+
 def test_distance_maps_by_hand():
     import numpy as np
 
@@ -301,7 +403,10 @@ def test_distance_maps_by_hand():
     assert signed_distance(row).tolist() == [[2, 1, 0, -1, -2]]
     assert signed_distance(~row).tolist() == [[-1, 0, 1, 2, 3]]
     assert boundary_distance(row).tolist() == [[2, 1, 1, 2, 3]]  # edt(mask) + edt(~mask)
-    assert not signed_distance(np.zeros((2, 2), bool)).any() and not boundary_distance(np.ones((2, 2), bool)).any()
+    assert (
+        not signed_distance(np.zeros((2, 2), bool)).any()
+        and not boundary_distance(np.ones((2, 2), bool)).any()
+    )
     labels = np.array([[0, 0, 1], [0, 0, 1]])
     valid = np.array([[True, True, True], [True, False, True]])
     # (1, 2) touches label 0 only through the invalid (1, 1): not a boundary pixel
@@ -310,7 +415,9 @@ def test_distance_maps_by_hand():
 
 def _row_case():
     target = torch.tensor([[[0, 0, 1, 1, 1]]])  # (1, 1, 5)
-    logits = torch.tensor([[[[2.0, 1.0, 0.5, -1.0, 0.0]], [[0.0, 0.0, 1.0, 1.0, -2.0]]]])  # (1, 2, 1, 5)
+    logits = torch.tensor(
+        [[[[2.0, 1.0, 0.5, -1.0, 0.0]], [[0.0, 0.0, 1.0, 1.0, -2.0]]]]
+    )  # (1, 2, 1, 5)
     return logits, target
 
 
@@ -319,7 +426,9 @@ def test_boundary_loss_by_hand():
     p = logits.double().softmax(1)[0, :, 0]
     phi = torch.tensor([[-1, 0, 1, 2, 3], [2, 1, 0, -1, -2]], dtype=torch.float64)
     cfg = {"name": "boundary", "ignore_index": IGNORE}
-    assert build_loss(cfg, 2)(logits, target).item() == pytest.approx(((p * phi).sum() / 10).item(), rel=1e-6)
+    assert build_loss(cfg, 2)(logits, target).item() == pytest.approx(
+        ((p * phi).sum() / 10).item(), rel=1e-6
+    )
     only1 = build_loss({**cfg, "classes": [1]}, 2)(logits, target).item()
     assert only1 == pytest.approx(((p[1] * phi[1]).sum() / 5).item(), rel=1e-6)
 
@@ -330,21 +439,29 @@ def test_hausdorff_loss_by_hand():
     y = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.float64)
     # argmax per pixel: 0, 0, 1, 1, 0 -> class 1 predicted at [2, 3], class 0 at [0, 1, 4]
     d_true = torch.tensor([[2, 1, 1, 2, 3], [2, 1, 1, 2, 3]], dtype=torch.float64)
-    d_pred = torch.tensor([[2, 1, 1, 1, 1], [2, 1, 1, 1, 1]], dtype=torch.float64)  # [T,T,F,F,T] and its complement
-    expected = ((p - y) ** 2 * (d_true ** 2 + d_pred ** 2)).sum() / 10
-    assert build_loss({"name": "hausdorff", "ignore_index": IGNORE}, 2)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    d_pred = torch.tensor(
+        [[2, 1, 1, 1, 1], [2, 1, 1, 1, 1]], dtype=torch.float64
+    )  # [T,T,F,F,T] and its complement
+    expected = ((p - y) ** 2 * (d_true**2 + d_pred**2)).sum() / 10
+    assert build_loss({"name": "hausdorff", "ignore_index": IGNORE}, 2)(
+        logits, target
+    ).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_shape_aware_loss_by_hand():
     target = torch.zeros(1, 4, 4, dtype=torch.long)
     target[:, :, 2:] = 1  # true boundary: columns 1 and 2
     logits = torch.zeros(1, 2, 4, 4)
-    logits[:, 1, :, 3] = 2.0  # predicted boundary: columns 2 and 3; distances 0 and 1 -> E = 0.5 pixels
+    logits[:, 1, :, 3] = (
+        2.0  # predicted boundary: columns 2 and 3; distances 0 and 1 -> E = 0.5 pixels
+    )
     ce = torch.nn.functional.cross_entropy(logits, target, reduction="sum") / 16
     loss = build_loss({"name": "shape_aware", "ignore_index": IGNORE, "normalize": False}, 2)
     assert loss(logits, target).item() == pytest.approx(1.5 * ce.item(), rel=1e-6)
     normalized = build_loss({"name": "shape_aware", "ignore_index": IGNORE}, 2)
-    assert normalized(logits, target).item() == pytest.approx((1 + 0.5 / (32 ** 0.5)) * ce.item(), rel=1e-6)
+    assert normalized(logits, target).item() == pytest.approx(
+        (1 + 0.5 / (32**0.5)) * ce.item(), rel=1e-6
+    )
 
 
 def test_class_statistics_are_cached_in_the_run_dir_for_resumes(tmp_path):

@@ -32,12 +32,17 @@ def test_scores_of_matrices_by_hand():
     s = scores_of_matrices(m)
     assert s["iou"][0, :2] == pytest.approx([0.75, 2 / 3]) and np.isnan(s["iou"][0, 2])
     assert s["dice"][0, :2] == pytest.approx([6 / 7, 0.8])
-    assert s["miou"][0] == pytest.approx((0.75 + 2 / 3) / 2) and s["mdice"][0] == pytest.approx((6 / 7 + 0.8) / 2)
+    assert s["miou"][0] == pytest.approx((0.75 + 2 / 3) / 2) and s["mdice"][0] == pytest.approx(
+        (6 / 7 + 0.8) / 2
+    )
 
 
 def test_scores_of_matrices_agree_with_segcli_eval_on_random_predictions():
     torch.manual_seed(0)
-    target, pred = torch.randint(0, 5, (3, 20, 20)), torch.randint(0, 4, (3, 20, 20))  # class 4 never predicted
+    target, pred = (
+        torch.randint(0, 5, (3, 20, 20)),
+        torch.randint(0, 4, (3, 20, 20)),
+    )  # class 4 never predicted
     target[0, :5] = 255
     matrix = ConfusionMatrix(5, 255, per_image=True)
     matrix.update(pred, target)
@@ -45,7 +50,9 @@ def test_scores_of_matrices_agree_with_segcli_eval_on_random_predictions():
     per_image = matrix.image_matrices_cpu().numpy()
     assert np.array_equal(per_image.sum(0), matrix.matrix.numpy())
     s = scores_of_matrices(per_image.sum(0, keepdims=True))
-    assert s["miou"][0] == pytest.approx(scores.miou, abs=1e-12) and s["mdice"][0] == pytest.approx(scores.mdice, abs=1e-12)
+    assert s["miou"][0] == pytest.approx(scores.miou, abs=1e-12) and s["mdice"][0] == pytest.approx(
+        scores.mdice, abs=1e-12
+    )
 
 
 def test_resample_weights_are_draws_with_replacement_and_seeded():
@@ -53,7 +60,9 @@ def test_resample_weights_are_draws_with_replacement_and_seeded():
     assert w.shape == (20000, 3) and (w.sum(1) == 3).all() and (w >= 0).all()
     # 3 images drawn 3 times: P(one image drawn 3 times) = 3 * (1/3)^3 = 1/9
     assert (w.max(1) == 3).mean() == pytest.approx(1 / 9, abs=0.01)
-    assert np.array_equal(w, resample_weights(3, 20000, seed=7)) and not np.array_equal(w, resample_weights(3, 20000, 8))
+    assert np.array_equal(w, resample_weights(3, 20000, seed=7)) and not np.array_equal(
+        w, resample_weights(3, 20000, 8)
+    )
     with pytest.raises(SegcliError, match="at least one image"):
         resample_weights(0, 10, 0)
 
@@ -69,7 +78,11 @@ def test_two_images_hand_worked_interval():
     b = np.stack([PERFECT, [[2, 0], [1, 1]]])
     r = paired_bootstrap(a, b, resamples=20000, seed=1)
     m = r["miou"]
-    assert m.a == pytest.approx(0.775) and m.b == pytest.approx(0.775) and m.difference == pytest.approx(0)
+    assert (
+        m.a == pytest.approx(0.775)
+        and m.b == pytest.approx(0.775)
+        and m.difference == pytest.approx(0)
+    )
     assert m.low == pytest.approx(-5 / 12) and m.high == pytest.approx(5 / 12)
     assert m.b_better_share == pytest.approx(0.5, abs=0.01)
     assert m.verdict == "no difference detected at 95%"
@@ -120,7 +133,10 @@ def test_ranking_puts_the_best_first_and_tests_the_others_against_it():
 
 
 def test_runs_on_other_images_are_refused_naming_the_first_difference():
-    with pytest.raises(SegcliError, match=r"^A and B were not scored on the same images: image 2 is y in A and z in B$"):
+    with pytest.raises(
+        SegcliError,
+        match=r"^A and B were not scored on the same images: image 2 is y in A and z in B$",
+    ):
         check_same_images(["A", "B"], [["x", "y"], ["x", "z"]], [["c"], ["c"]])
     with pytest.raises(SegcliError, match="2 vs 3 images"):
         check_same_images(["A", "B"], [["x", "y"], ["x", "y", "z"]], [["c"], ["c"]])
@@ -137,42 +153,81 @@ def test_eval_keeps_per_image_matrices_and_compare_reads_them(evaluated_runs, tm
     bare = tmp_path / "bare"
     shutil.copytree(runs["short"], bare, ignore=shutil.ignore_patterns("evals"))
     r = segcli("compare", str(bare), str(runs["longer"]), cwd=tmp_path)
-    assert r.returncode == 2 and "no eval of checkpoints/best.pt on the test split yet; run: segcli eval " in r.stderr
+    assert (
+        r.returncode == 2
+        and "no eval of checkpoints/best.pt on the test split yet; run: segcli eval " in r.stderr
+    )
     r = segcli("eval", str(bare / "checkpoints" / "best.pt"), "--split", "test", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert f"wrote {bare / 'evals' / 'best-test.json'} and {bare / 'evals' / 'best-test.npz'}" in r.stdout
+    assert (
+        f"wrote {bare / 'evals' / 'best-test.json'} and {bare / 'evals' / 'best-test.npz'}"
+        in r.stdout
+    )
 
     evals = {}
     for name, run in runs.items():
         evals[name] = json.loads((run / "evals" / "best-test.json").read_text())
         evidence = PerImage.load(run / "evals" / "best-test.npz")
-        assert evidence.names == ["test0", "test1"] and evidence.split == "test" and evidence.class_names == ["a", "b", "c"]
+        assert (
+            evidence.names == ["test0", "test1"]
+            and evidence.split == "test"
+            and evidence.class_names == ["a", "b", "c"]
+        )
         assert evidence.matrices.shape == (2, 3, 3) and evidence.matrices.dtype == np.int64
         assert evidence.matrices.sum() == 2 * 48 * 80  # every pixel of both 48x80 test images, once
         assert evidence.matrices[0].sum() == evidence.matrices[1].sum() == 48 * 80
-        assert scores_of_matrices(evidence.matrices.sum(0, keepdims=True))["miou"][0] == pytest.approx(
-            evals[name]["miou"], abs=1e-12)
-    assert np.array_equal(PerImage.load(bare / "evals" / "best-test.npz").matrices,
-                          PerImage.load(runs["short"] / "evals" / "best-test.npz").matrices)  # the same model again
+        assert scores_of_matrices(evidence.matrices.sum(0, keepdims=True))["miou"][
+            0
+        ] == pytest.approx(evals[name]["miou"], abs=1e-12)
+    assert np.array_equal(
+        PerImage.load(bare / "evals" / "best-test.npz").matrices,
+        PerImage.load(runs["short"] / "evals" / "best-test.npz").matrices,
+    )  # the same model again
 
-    r = segcli("compare", str(runs["short"]), str(runs["longer"]), "--resamples", "2000", "--json", "c.json",
-               cwd=tmp_path)
+    r = segcli(
+        "compare",
+        str(runs["short"]),
+        str(runs["longer"]),
+        "--resamples",
+        "2000",
+        "--json",
+        "c.json",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads((tmp_path / "c.json").read_text())
     assert out["labels"] == ["short", "longer"] and out["images"] == 2 and out["resamples"] == 2000
     miou = out["miou"]
-    assert miou["a"] == pytest.approx(evals["short"]["miou"]) and miou["b"] == pytest.approx(evals["longer"]["miou"])
+    assert miou["a"] == pytest.approx(evals["short"]["miou"]) and miou["b"] == pytest.approx(
+        evals["longer"]["miou"]
+    )
     assert miou["difference"] == pytest.approx(evals["longer"]["miou"] - evals["short"]["miou"])
     assert miou["ci95"][0] <= miou["ci95"][1] and miou["verdict"] in r.stdout
     assert set(out["per_class_iou"]) == {"a", "b", "c"} and "IoU a" in r.stdout
     assert r.stdout.count("A = short, B = longer: test split, 2 images") == 1
 
     # --json of an eval: the .npz goes beside it, and compare takes it; three inputs: ranked against the best
-    r = segcli("eval", str(bare / "checkpoints" / "best.pt"), "--split", "test", "--json", "short.json",
-               cwd=tmp_path)  # the copy: the shared fixture's files stay as they are
+    r = segcli(
+        "eval",
+        str(bare / "checkpoints" / "best.pt"),
+        "--split",
+        "test",
+        "--json",
+        "short.json",
+        cwd=tmp_path,
+    )  # the copy: the shared fixture's files stay as they are
     assert r.returncode == 0 and (tmp_path / "short.npz").is_file()
-    r = segcli("compare", str(runs["short"]), str(runs["longer"]), "short.json", "--resamples", "500",
-               "--json", "rank.json", cwd=tmp_path)
+    r = segcli(
+        "compare",
+        str(runs["short"]),
+        str(runs["longer"]),
+        "short.json",
+        "--resamples",
+        "500",
+        "--json",
+        "rank.json",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     ranking = json.loads((tmp_path / "rank.json").read_text())["ranking"]
     assert len(ranking) == 3 and ranking[0]["vs_best"] is None
@@ -186,24 +241,42 @@ def test_eval_keeps_per_image_matrices_and_compare_reads_them(evaluated_runs, tm
     assert [w["miou"] for w in worst] == pytest.approx(sorted(per_image))
     name = evidence.names[int(per_image.argmin())]
     assert worst[0]["name"] == name and len(worst[0]["worst_classes"]) <= 3
-    gallery = cv2.cvtColor(cv2.imread(str(runs["short"] / "evals" / "best-test-worst.png")), cv2.COLOR_BGR2RGB)
+    gallery = cv2.cvtColor(
+        cv2.imread(str(runs["short"] / "evals" / "best-test-worst.png")), cv2.COLOR_BGR2RGB
+    )
     assert gallery.shape == (2 * (22 + 64 + 4), 4 * 96, 3)
     truth = cv2.imread(str(segnet_root / "testannot" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
-    r = segcli("predict", str(segnet_root / "test" / f"{name}.jpg"), "-c", str(runs["short"] / "checkpoints" / "best.pt"),
-               "-o", "pred", cwd=tmp_path)
+    r = segcli(
+        "predict",
+        str(segnet_root / "test" / f"{name}.jpg"),
+        "-c",
+        str(runs["short"] / "checkpoints" / "best.pt"),
+        "-o",
+        "pred",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     pred = cv2.imread(str(tmp_path / "pred" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
     colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
-    errors = gallery[22:22 + 48, 3 * 96:3 * 96 + 80]
+    errors = gallery[22 : 22 + 48, 3 * 96 : 3 * 96 + 80]
     wrong = pred != truth
     assert wrong.any()  # one epoch: some pixels are wrong, so the next line checks something
-    assert np.array_equal(errors[wrong], colors[truth[wrong]])  # wrong pixels: the true class's colour
+    assert np.array_equal(
+        errors[wrong], colors[truth[wrong]]
+    )  # wrong pixels: the true class's colour
     assert (errors[~wrong].max(1) <= 0.35 * 255 + 1).all()  # right ones: dim gray
-    assert np.array_equal(gallery[22:22 + 48, 96:96 + 80], colors[truth])  # the truth panel
+    assert np.array_equal(gallery[22 : 22 + 48, 96 : 96 + 80], colors[truth])  # the truth panel
 
     # another split, another image set: refused with one line
-    r = segcli("eval", str(bare / "checkpoints" / "best.pt"), "--split", "val", "--json", "val.json",
-               cwd=tmp_path)
+    r = segcli(
+        "eval",
+        str(bare / "checkpoints" / "best.pt"),
+        "--split",
+        "val",
+        "--json",
+        "val.json",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     r = segcli("compare", "short.json", "val.json", cwd=tmp_path)
     assert r.returncode == 2 and "an eval of the val split, not test (--split val?)" in r.stderr
@@ -215,16 +288,27 @@ def test_group_seeds_by_hand():
     from segcli.reports.runs_table import group_seeds
 
     def record(name, seed, lr, miou):
-        return {"name": name, "params": {"seed": seed, "optimizer.lr": lr, "loss": "dice"}, "miou": miou,
-                "mdice": None if miou is None else miou + 0.1, "status": "done" if miou is not None else "killed"}
-    records = [record("a0", "0", "0.001", 0.40), record("a1", "1", "0.001", 0.42), record("a2", "2", "0.001", 0.47),
-               record("b0", "0", "0.01", 0.30), record("b1", "1", "0.01", None)]
+        return {
+            "name": name,
+            "params": {"seed": seed, "optimizer.lr": lr, "loss": "dice"},
+            "miou": miou,
+            "mdice": None if miou is None else miou + 0.1,
+            "status": "done" if miou is not None else "killed",
+        }
+
+    records = [
+        record("a0", "0", "0.001", 0.40),
+        record("a1", "1", "0.001", 0.42),
+        record("a2", "2", "0.001", 0.47),
+        record("b0", "0", "0.01", 0.30),
+        record("b1", "1", "0.01", None),
+    ]
     groups = group_seeds(records, ["optimizer.lr", "seed"])
     assert [g["overrides"] for g in groups] == ["optimizer.lr=0.001", "optimizer.lr=0.01"]
     a, b = groups
     # mean 0.43; deviations -0.03, -0.01, +0.04: sample variance (0.0009 + 0.0001 + 0.0016) / 2 = 0.0013
     assert a["n"] == 3 and a["seeds"] == "0 1 2" and a["miou_mean"] == pytest.approx(0.43)
-    assert a["miou_std"] == pytest.approx(0.0013 ** 0.5) and a["mdice_mean"] == pytest.approx(0.53)
+    assert a["miou_std"] == pytest.approx(0.0013**0.5) and a["mdice_mean"] == pytest.approx(0.53)
     assert b["n"] == 1 and b["miou_mean"] == pytest.approx(0.30) and b["miou_std"] is None
     assert [r["name"] for r in b["runs"]] == ["b0", "b1"] and b["runs"][1]["status"] == "killed"
 
@@ -249,9 +333,12 @@ def test_the_interval_is_the_2_5th_to_97_5th_percentile_in_a_hand_worked_case():
     assert (r["miou"].low, r["miou"].high) == (0.0, pytest.approx(miou_gap(3), abs=1e-12))
     assert (r["mdice"].low, r["mdice"].high) == (0.0, pytest.approx(mdice_gap(3), abs=1e-12))
     # B is higher whenever image 0 is drawn (1 - (3/4)^4 of the resamples), a tie otherwise (counts half)
-    assert r["miou"].b_better_share == pytest.approx(1 - 0.75 ** 4 / 2, abs=0.01)
+    assert r["miou"].b_better_share == pytest.approx(1 - 0.75**4 / 2, abs=0.01)
     swapped = paired_bootstrap(b, a, resamples=20000, seed=4)  # the lower end: the 2.5th percentile
-    assert (swapped["miou"].low, swapped["miou"].high) == (pytest.approx(-miou_gap(3), abs=1e-12), 0.0)
+    assert (swapped["miou"].low, swapped["miou"].high) == (
+        pytest.approx(-miou_gap(3), abs=1e-12),
+        0.0,
+    )
 
 
 def _percentile(sorted_values: np.ndarray, q: float) -> float:
@@ -259,7 +346,9 @@ def _percentile(sorted_values: np.ndarray, q: float) -> float:
     position = q / 100 * (len(sorted_values) - 1)
     below = int(np.floor(position))
     above = min(below + 1, len(sorted_values) - 1)
-    return float(sorted_values[below] + (position - below) * (sorted_values[above] - sorted_values[below]))
+    return float(
+        sorted_values[below] + (position - below) * (sorted_values[above] - sorted_values[below])
+    )
 
 
 def _miou_by_hand(matrix: np.ndarray) -> float:
@@ -279,9 +368,18 @@ def test_the_interval_matches_an_independent_percentile_of_the_same_resamples():
     a[:, 2, :] = 0  # class 2 rare in truth: the resamples' scores spread out
     resamples, seed = 2000, 9
     weights = resample_weights(10, resamples, seed)
-    gaps = np.sort([_miou_by_hand(np.tensordot(w, b, 1)) - _miou_by_hand(np.tensordot(w, a, 1)) for w in weights])
+    gaps = np.sort(
+        [
+            _miou_by_hand(np.tensordot(w, b, 1)) - _miou_by_hand(np.tensordot(w, a, 1))
+            for w in weights
+        ]
+    )
     r = paired_bootstrap(a, b, resamples=resamples, seed=seed)["miou"]
     assert r.low == pytest.approx(_percentile(gaps, 2.5), abs=1e-12)
     assert r.high == pytest.approx(_percentile(gaps, 97.5), abs=1e-12)
-    assert _percentile(gaps, 20) - _percentile(gaps, 2.5) > 0.01  # the check tells the two levels apart
-    assert r.b_better_share == pytest.approx(((gaps > 0).sum() + 0.5 * (gaps == 0).sum()) / resamples)
+    assert (
+        _percentile(gaps, 20) - _percentile(gaps, 2.5) > 0.01
+    )  # the check tells the two levels apart
+    assert r.b_better_share == pytest.approx(
+        ((gaps > 0).sum() + 0.5 * (gaps == 0).sum()) / resamples
+    )

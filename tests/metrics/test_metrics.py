@@ -27,7 +27,7 @@ def test_matrix_and_scores_match_hand_computation():
 def test_accumulates_over_batches_not_averaged_per_batch():
     cm = ConfusionMatrix(2)
     cm.update(torch.tensor([[0, 0, 0, 0]]), torch.tensor([[0, 0, 0, 0]]))  # batch IoU_0 = 1
-    cm.update(torch.tensor([[1]]), torch.tensor([[0]]))                    # batch IoU_0 = 0
+    cm.update(torch.tensor([[1]]), torch.tensor([[0]]))  # batch IoU_0 = 0
     s = cm.compute()
     assert s.per_class_iou[0] == pytest.approx(4 / 5)  # a per-batch mean would give 0.5
 
@@ -85,7 +85,11 @@ def _random_batches(seed: int, classes: int = 4):
     for _ in range(3):
         target = torch.randint(0, classes, (2, 6, 7), generator=g)
         target[target == 3] = 0 if seed % 2 else 3  # class 3 sometimes absent from the truth
-        pred = torch.where(torch.rand(2, 6, 7, generator=g) < 0.6, target, torch.randint(0, classes - 1, (2, 6, 7), generator=g))
+        pred = torch.where(
+            torch.rand(2, 6, 7, generator=g) < 0.6,
+            target,
+            torch.randint(0, classes - 1, (2, 6, 7), generator=g),
+        )
         target[torch.rand(2, 6, 7, generator=g) < 0.1] = 255
         yield pred, target
 
@@ -100,14 +104,24 @@ def test_protocols_agree_with_smp_metrics_on_random_inputs_with_ignore(seed):
     stats = []
     for pred, target in _random_batches(seed):
         cm.update(pred, target)
-        stats.append(smp.metrics.get_stats(pred, target, mode="multiclass", num_classes=4, ignore_index=255))
+        stats.append(
+            smp.metrics.get_stats(pred, target, mode="multiclass", num_classes=4, ignore_index=255)
+        )
     tp, fp, fn, tn = (torch.cat(x) for x in zip(*stats))
     table = protocols(cm)
     # SMP "macro": stats summed over images, per-class score, mean over classes (absent -> zero_division)
-    assert table["dataset_absent_as_1"]["miou"] == pytest.approx(smp.metrics.iou_score(tp, fp, fn, tn, "macro").item())
-    assert table["dataset_absent_as_1"]["mdice"] == pytest.approx(smp.metrics.f1_score(tp, fp, fn, tn, "macro").item())
-    assert table["micro"]["miou"] == pytest.approx(smp.metrics.iou_score(tp, fp, fn, tn, "micro").item())
-    assert table["micro"]["mdice"] == pytest.approx(smp.metrics.f1_score(tp, fp, fn, tn, "micro").item())
+    assert table["dataset_absent_as_1"]["miou"] == pytest.approx(
+        smp.metrics.iou_score(tp, fp, fn, tn, "macro").item()
+    )
+    assert table["dataset_absent_as_1"]["mdice"] == pytest.approx(
+        smp.metrics.f1_score(tp, fp, fn, tn, "macro").item()
+    )
+    assert table["micro"]["miou"] == pytest.approx(
+        smp.metrics.iou_score(tp, fp, fn, tn, "micro").item()
+    )
+    assert table["micro"]["mdice"] == pytest.approx(
+        smp.metrics.f1_score(tp, fp, fn, tn, "micro").item()
+    )
     # per image: SMP's per-image per-class scores with absent classes as NaN, then our nan-aware means
     iou = smp.metrics.iou_score(tp, fp, fn, tn, None, zero_division=float("nan"))
     dice = smp.metrics.f1_score(tp, fp, fn, tn, None, zero_division=float("nan"))
@@ -116,13 +130,21 @@ def test_protocols_agree_with_smp_metrics_on_random_inputs_with_ignore(seed):
     present = (tp + fp + fn).sum(0) > 0
     macro = smp.metrics.iou_score(tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0), None)
     assert table["dataset"]["miou"] == pytest.approx(macro[present].mean().item())
-    assert table["dataset_no_background"]["miou"] == pytest.approx(macro[1:][present[1:]].mean().item())
+    assert table["dataset_no_background"]["miou"] == pytest.approx(
+        macro[1:][present[1:]].mean().item()
+    )
     macro_dice = smp.metrics.f1_score(tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0), None)
     assert table["dataset"]["mdice"] == pytest.approx(macro_dice[present].mean().item())
-    assert table["dataset_no_background"]["mdice"] == pytest.approx(macro_dice[1:][present[1:]].mean().item())
+    assert table["dataset_no_background"]["mdice"] == pytest.approx(
+        macro_dice[1:][present[1:]].mean().item()
+    )
     freq = (tp + fn).sum(0).double() / (tp + fn).sum()
-    assert table["frequency_weighted"]["miou"] == pytest.approx((freq * macro.double())[present].sum().item())
-    assert table["frequency_weighted"]["mdice"] == pytest.approx((freq * macro_dice.double())[present].sum().item())
+    assert table["frequency_weighted"]["miou"] == pytest.approx(
+        (freq * macro.double())[present].sum().item()
+    )
+    assert table["frequency_weighted"]["mdice"] == pytest.approx(
+        (freq * macro_dice.double())[present].sum().item()
+    )
     recall = smp.metrics.recall(tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0), None)
     truth = (tp + fn).sum(0) > 0
     assert cm.compute().mean_accuracy == pytest.approx(recall[truth].mean().item())
@@ -133,12 +155,17 @@ def test_edge_cases_absent_from_truth_from_prediction_and_from_both():
     # class 1: only predicted (absent from truth); class 2: only in truth (never predicted); class 3: absent
     cm.update(torch.tensor([[0, 1, 0, 0]]), torch.tensor([[0, 0, 2, 0]]))
     s = cm.compute()
-    assert s.per_class_iou[1] == 0.0 and s.per_class_iou[2] == 0.0 and math.isnan(s.per_class_iou[3])
+    assert (
+        s.per_class_iou[1] == 0.0 and s.per_class_iou[2] == 0.0 and math.isnan(s.per_class_iou[3])
+    )
     assert math.isnan(s.per_class_accuracy[1]) and s.per_class_accuracy[2] == 0.0
-    assert s.miou == pytest.approx((2 / 4 + 0 + 0) / 3) and s.per_image_miou == pytest.approx(s.miou)
+    assert s.miou == pytest.approx((2 / 4 + 0 + 0) / 3) and s.per_image_miou == pytest.approx(
+        s.miou
+    )
 
 
 # --- HD95 against a brute-force reference ----------------------------------------------------------
+
 
 def _brute_hd95(pred, truth):
     """medpy's hd95 by brute force: surface = pixels with a 4-neighbour outside (image edge counts),
@@ -165,7 +192,10 @@ def test_hd95_matches_brute_force_on_random_masks(seed):
     compared = 0
     for _ in range(10):
         h, w = rng.integers(3, 20, size=2)
-        pred, truth = rng.random((h, w)) < rng.uniform(0.2, 0.8), rng.random((h, w)) < rng.uniform(0.2, 0.8)
+        pred, truth = (
+            rng.random((h, w)) < rng.uniform(0.2, 0.8),
+            rng.random((h, w)) < rng.uniform(0.2, 0.8),
+        )
         if pred.any() and truth.any():  # on 9+ pixels at p >= 0.2 nearly always
             assert hd95(pred, truth) == pytest.approx(_brute_hd95(pred, truth))
             compared += 1
@@ -184,8 +214,12 @@ def test_hd95_by_hand_and_edge_cases():
     shifted = np.roll(truth, 3, axis=1)  # the same square, 3 pixels to the right
     assert hd95(truth, truth) == 0.0
     assert hd95(shifted, truth) == pytest.approx(_brute_hd95(shifted, truth))
-    assert 2.0 <= hd95(shifted, truth) <= 3.0  # surface pixels move by 3; the nearest other surface is 0..3 away
-    assert math.isnan(hd95(np.zeros((5, 9), bool), truth)) and math.isnan(hd95(truth, np.zeros((5, 9), bool)))
+    assert (
+        2.0 <= hd95(shifted, truth) <= 3.0
+    )  # surface pixels move by 3; the nearest other surface is 0..3 away
+    assert math.isnan(hd95(np.zeros((5, 9), bool), truth)) and math.isnan(
+        hd95(truth, np.zeros((5, 9), bool))
+    )
 
     # accumulator: binary task -> class 1; ignored pixels drop predictions there; absent images left out
     acc = HausdorffAccumulator(2, ignore_index=255)

@@ -26,10 +26,22 @@ from segcli.models.amx_guard import (
 HAS_AMX = Path("/proc/cpuinfo").exists() and " amx_bf16" in Path("/proc/cpuinfo").read_text()
 
 
-@pytest.mark.parametrize(("cin", "cout", "k", "groups", "guarded"), [
-    (4096, 4, 1, 1, True), (4096, 1, 1, 1, True), (4096, 15, 3, 1, True), (8192, 8, 1, 1, True),
-    (4096, 16, 1, 1, False), (4096, 21, 1, 1, False), (2048, 4, 1, 1, False), (4096, 8, 1, 8, False)])
-def test_the_region_is_4096_or_more_inputs_to_fewer_than_16_outputs_ungrouped(cin, cout, k, groups, guarded):
+@pytest.mark.parametrize(
+    ("cin", "cout", "k", "groups", "guarded"),
+    [
+        (4096, 4, 1, 1, True),
+        (4096, 1, 1, 1, True),
+        (4096, 15, 3, 1, True),
+        (8192, 8, 1, 1, True),
+        (4096, 16, 1, 1, False),
+        (4096, 21, 1, 1, False),
+        (2048, 4, 1, 1, False),
+        (4096, 8, 1, 8, False),
+    ],
+)
+def test_the_region_is_4096_or_more_inputs_to_fewer_than_16_outputs_ungrouped(
+    cin, cout, k, groups, guarded
+):
     assert in_crash_region(nn.Conv2d(cin, cout, k, groups=groups)) is guarded
 
 
@@ -70,10 +82,14 @@ def test_the_guard_follows_the_setting_and_build_model_applies_it(monkeypatch):
     monkeypatch.setenv("SEGCLI_AMX_GUARD", "off")
     assert type(build_model(cfg, 11).score_fr) is nn.Conv2d
     monkeypatch.setenv("SEGCLI_AMX_GUARD", "auto")
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # AMX switched off: nothing to guard
+    monkeypatch.setenv(
+        "ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16"
+    )  # AMX switched off: nothing to guard
     assert not guard_wanted()
     monkeypatch.setenv("SEGCLI_AMX_GUARD", "maybe")
-    with pytest.raises(SegcliError, match=r"^SEGCLI_AMX_GUARD=maybe: expected one of auto, on, off$"):
+    with pytest.raises(
+        SegcliError, match=r"^SEGCLI_AMX_GUARD=maybe: expected one of auto, on, off$"
+    ):
         guard_wanted()
 
 
@@ -93,23 +109,50 @@ print("ok")
 
 @pytest.mark.skipif(not HAS_AMX, reason="needs an Intel CPU with AMX (amx_bf16 in /proc/cpuinfo)")
 def test_the_issues_repro_runs_clean_through_the_guard_on_an_amx_cpu():
-    env = {k: v for k, v in os.environ.items() if k not in ("SEGCLI_AMX_GUARD", "ONEDNN_MAX_CPU_ISA")}
-    r = subprocess.run([sys.executable, "-c", REPRO], capture_output=True, text=True, timeout=300, env=env, check=False)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("SEGCLI_AMX_GUARD", "ONEDNN_MAX_CPU_ISA")
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", REPRO],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
 
 
 def test_the_crash_map_records_a_dead_worker_and_goes_on(tmp_path):
     env = {**os.environ, "AMX_MAP_SIMULATE_CRASH": "1 4096 4"}
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "amx_conv_map.py"), "--kernels", "1", "--steps", "1",
-                        "--json", str(tmp_path / "map.json")], capture_output=True, text=True, timeout=300, env=env, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "amx_conv_map.py"),
+            "--kernels",
+            "1",
+            "--steps",
+            "1",
+            "--json",
+            str(tmp_path / "map.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
-    cells = {(c["in"], c["out"]): c["outcome"] for c in json.loads((tmp_path / "map.json").read_text())["cells"]}
+    cells = {
+        (c["in"], c["out"]): c["outcome"]
+        for c in json.loads((tmp_path / "map.json").read_text())["cells"]
+    }
     assert len(cells) == 6 * 9 and cells.pop((4096, 4)) == "SIGABRT"
     assert set(cells.values()) == {"ok"}  # the shapes after the crash ran in a new worker
     assert "in 4096 | ok | ok | SIGABRT | ok" in r.stdout
 
 
-ISOLATED_TESTS = '''
+ISOLATED_TESTS = """
 import os
 import pytest
 from isolation import run_isolated
@@ -125,7 +168,7 @@ def test_arch(what):
         run_isolated(divmod, 1, 0, label="arch[assert]")
     else:
         assert run_isolated(add, 2, 3, label="arch[fine]") == 5
-'''
+"""
 
 
 def test_a_native_abort_in_one_isolated_test_is_one_failed_test(pytester):

@@ -23,19 +23,36 @@ from segcli.models.amx_guard import Float32UnderCpuBf16Conv2d
 from segcli.models.build import build_model
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-NEW_CNNS = ["fcn_resnet50", "lraspp_mobilenet_v3", "fcn8s", "fastfcn", "fcdensenet56", "fcdensenet103"]
+NEW_CNNS = [
+    "fcn_resnet50",
+    "lraspp_mobilenet_v3",
+    "fcn8s",
+    "fastfcn",
+    "fcdensenet56",
+    "fcdensenet103",
+]
 # small stand-ins where the choice's default is slow to build or run on 2 cores (same code path)
-LIGHTER = {"fastfcn": ["model.encoder_name=resnet18", "model.params.width=64", "model.params.aspp_channels=32"]}
+LIGHTER = {
+    "fastfcn": [
+        "model.encoder_name=resnet18",
+        "model.params.width=64",
+        "model.params.aspp_channels=32",
+    ]
+}
 
 
 def model_cfg(option: str, *overrides: str) -> dict:
-    return to_plain(compose_config([f"model={option}", *LIGHTER.get(option, []), *overrides]))["model"]
+    return to_plain(compose_config([f"model={option}", *LIGHTER.get(option, []), *overrides]))[
+        "model"
+    ]
 
 
 def normalise(rgb: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float normalised as the loaders do."""
     x = torch.from_numpy(rgb).float().permute(0, 3, 1, 2) / 255
-    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
 
 
 @pytest.mark.parametrize("option", NEW_CNNS)
@@ -64,14 +81,24 @@ def test_fcdensenet_parameter_counts_match_the_papers_table():
     """Table 2 of Jégou et al. 2017 counts like Lasagne's count_params: batch-norm statistics too.
     FC-DenseNet56's 1.5M is 7% above the 1.40M that its stated layout gives (and that the reference
     PyTorch port, bfortuner/pytorch_tiramisu, builds too): checked at 7% there, 1% for the others."""
-    paper = {"fcdensenet56": (1.5e6, 0.07), "fcdensenet67": (3.5e6, 0.01), "fcdensenet103": (9.4e6, 0.01)}
+    paper = {
+        "fcdensenet56": (1.5e6, 0.07),
+        "fcdensenet67": (3.5e6, 0.01),
+        "fcdensenet103": (9.4e6, 0.01),
+    }
     for option, (count, tolerance) in paper.items():
         model = build_model(model_cfg(option), num_classes=11)
         params = sum(p.numel() for p in model.parameters())
-        stats = sum(b.numel() for k, b in model.named_buffers() if k.endswith(("running_mean", "running_var")))
+        stats = sum(
+            b.numel()
+            for k, b in model.named_buffers()
+            if k.endswith(("running_mean", "running_var"))
+        )
         assert abs(params + stats - count) / count <= tolerance, (option, params + stats)
     dense = build_model(model_cfg("fcdensenet103"), num_classes=11)
-    assert [len(b.layers) for b in dense.down] == [4, 5, 7, 10, 12] and len(dense.bottleneck.layers) == 15
+    assert [len(b.layers) for b in dense.down] == [4, 5, 7, 10, 12] and len(
+        dense.bottleneck.layers
+    ) == 15
     assert [len(b.layers) for b in dense.up] == [12, 10, 7, 5, 4] and dense.first.out_channels == 48
     assert dense.down[0].layers[0][2].out_channels == 16  # growth rate
 
@@ -83,8 +110,12 @@ def test_fcn8s_upsampling_starts_as_bilinear_interpolation():
     four = np.array([0.25, 0.75, 0.75, 0.25])
     sixteen = np.array([1, 3, 5, 7, 9, 11, 13, 15, 15, 13, 11, 9, 7, 5, 3, 1]) / 16
     k4, k16 = bilinear_kernel(2, 4), bilinear_kernel(2, 16)
-    assert np.allclose(k4[0, 0].numpy(), np.outer(four, four)) and np.allclose(k4[1, 1].numpy(), np.outer(four, four))
-    assert torch.count_nonzero(k4[0, 1]) == 0 and torch.count_nonzero(k4[1, 0]) == 0  # channels stay apart
+    assert np.allclose(k4[0, 0].numpy(), np.outer(four, four)) and np.allclose(
+        k4[1, 1].numpy(), np.outer(four, four)
+    )
+    assert (
+        torch.count_nonzero(k4[0, 1]) == 0 and torch.count_nonzero(k4[1, 0]) == 0
+    )  # channels stay apart
     assert np.allclose(k16[1, 1].numpy(), np.outer(sixteen, sixteen))
     model = build_model(model_cfg("fcn8s"), num_classes=2)
     assert torch.equal(model.upscore2.weight, bilinear_kernel(2, 4))
@@ -106,10 +137,17 @@ def test_fcn_stride_variants_and_a_vgg16_file_convolutionalised():
         build_model(model_cfg("fcn8s", "model.params.stride=4"), num_classes=2)
     fc6 = torch.randn(4096, 512 * 7 * 7)
     conv1 = torch.randn(64, 3, 3, 3)
-    used, unused = fcn16.load_vgg16({"features.0.weight": conv1, "classifier.0.weight": fc6, "classifier.6.weight":
-                                     torch.zeros(1000, 4096)})
+    used, unused = fcn16.load_vgg16(
+        {
+            "features.0.weight": conv1,
+            "classifier.0.weight": fc6,
+            "classifier.6.weight": torch.zeros(1000, 4096),
+        }
+    )
     assert (used, unused) == (2, 1)
-    assert torch.equal(fcn16.features[0].weight, conv1) and torch.equal(fcn16.fc[0].weight, fc6.view(4096, 512, 7, 7))
+    assert torch.equal(fcn16.features[0].weight, conv1) and torch.equal(
+        fcn16.fc[0].weight, fc6.view(4096, 512, 7, 7)
+    )
 
 
 def test_fastfcn_jpu_joins_three_strides_with_four_dilations():
@@ -119,7 +157,9 @@ def test_fastfcn_jpu_joins_three_strides_with_four_dilations():
     out = jpu(torch.randn(2, 8, 12, 16), torch.randn(2, 16, 6, 8), torch.randn(2, 32, 3, 4))
     assert out.shape == (2, 16, 12, 16)
     assert [branch[0][0].dilation for branch in jpu.dilated] == [(1, 1), (2, 2), (4, 4), (8, 8)]
-    assert all(branch[0][0].groups == 12 for branch in jpu.dilated)  # depthwise over the 3 x 4 joined maps
+    assert all(
+        branch[0][0].groups == 12 for branch in jpu.dilated
+    )  # depthwise over the 3 x 4 joined maps
 
 
 def test_torchvision_backbone_weights_from_a_local_file(tmp_path: Path):
@@ -132,7 +172,10 @@ def test_torchvision_backbone_weights_from_a_local_file(tmp_path: Path):
     model = build_model({**cfg, "encoder_weights": str(tmp_path / "mobilenet_v3_large.pth")}, 2)
     for k, v in donor.model.backbone.state_dict().items():
         assert torch.equal(model.model.backbone.state_dict()[k], v)
-    with pytest.raises(SegcliError, match="model.encoder_weights=imagenet: lraspp_mobilenet_v3 takes null or the path"):
+    with pytest.raises(
+        SegcliError,
+        match="model.encoder_weights=imagenet: lraspp_mobilenet_v3 takes null or the path",
+    ):
         build_model({**cfg, "encoder_weights": "imagenet"}, 2)
 
 
@@ -149,14 +192,17 @@ def colour_coded(seed: int, n: int = 4, size: int = 48) -> tuple[np.ndarray, np.
         for _ in range(6):
             y, x = rng.integers(0, size - 8, 2)
             h, w = rng.integers(6, 20, 2)
-            m[y:y + h, x:x + w] = rng.integers(0, 3)
+            m[y : y + h, x : x + w] = rng.integers(0, 3)
     noise = rng.normal(0, 12, (n, size, size, 3))
     images = np.clip(COLOURS[masks].astype(float) + noise, 0, 255).astype(np.uint8)
     return images, masks
 
 
 def miou(pred: np.ndarray, truth: np.ndarray, classes: int) -> float:
-    ious = [((pred == c) & (truth == c)).sum() / max(((pred == c) | (truth == c)).sum(), 1) for c in range(classes)]
+    ious = [
+        ((pred == c) & (truth == c)).sum() / max(((pred == c) | (truth == c)).sum(), 1)
+        for c in range(classes)
+    ]
     return float(np.mean(ious))
 
 
@@ -165,7 +211,10 @@ def test_pixel_forest_learns_colour_coded_regions_and_survives_a_checkpoint(tmp_
 
     images, masks = colour_coded(seed=0)
     masks[0, :4] = 255  # ignored pixels are never sampled
-    batches = [{"image": normalise(images[i:i + 2]), "mask": torch.from_numpy(masks[i:i + 2])} for i in (0, 2)]
+    batches = [
+        {"image": normalise(images[i : i + 2]), "mask": torch.from_numpy(masks[i : i + 2])}
+        for i in (0, 2)
+    ]
     forest = PixelForest(3, n_estimators=20, max_depth=10, pixels_per_image=100, sigma_max=4)
     assert forest.fit(batches, seed=0, ignore_index=255) == 4
     test_images, test_masks = colour_coded(seed=1)
@@ -199,8 +248,15 @@ def test_otsu_threshold_is_skimages_and_learns_which_side_is_foreground():
     from segcli.models.classical import OtsuThreshold
 
     rng = np.random.default_rng(3)
-    gray = np.where(rng.random((4, 40, 40)) < 0.3, rng.normal(60, 10, (4, 40, 40)),
-                    rng.normal(170, 20, (4, 40, 40))).clip(0, 255).astype(np.uint8)
+    gray = (
+        np.where(
+            rng.random((4, 40, 40)) < 0.3,
+            rng.normal(60, 10, (4, 40, 40)),
+            rng.normal(170, 20, (4, 40, 40)),
+        )
+        .clip(0, 255)
+        .astype(np.uint8)
+    )
     masks = (gray < 110).astype(np.int64)  # the dark side is the foreground
     rgb = np.repeat(gray[..., None], 3, axis=-1)
     otsu = OtsuThreshold(2)
@@ -209,7 +265,9 @@ def test_otsu_threshold_is_skimages_and_learns_which_side_is_foreground():
     assert float(otsu.bright_is_foreground) == 0.0
     pred = otsu(normalise(rgb)).argmax(1).numpy()
     assert np.array_equal(pred, (gray <= otsu.threshold.item()).astype(int))
-    with pytest.raises(SegcliError, match="model=otsu: a threshold separates 2 classes; this dataset has 3"):
+    with pytest.raises(
+        SegcliError, match="model=otsu: a threshold separates 2 classes; this dataset has 3"
+    ):
         OtsuThreshold(3)
 
 
@@ -220,21 +278,37 @@ def test_superpixel_vote_takes_each_segments_majority():
     image[:, :, 16:] = 255  # two flat halves: Felzenszwalb gives two segments
     probs = torch.zeros(1, 2, 32, 32)
     probs[:, 0] = 1.0
-    probs[0, :, 4:10, 20:26] = torch.tensor([0.0, 1.0]).view(2, 1, 1)  # a 6x6 island of class 1 on the right
-    probs[0, :, :, :16] = torch.tensor([0.2, 0.8]).view(2, 1, 1)       # the left half predicted class 1
-    out = superpixel_vote(probs, image, SuperpixelSettings(method="felzenszwalb", scale=100, sigma=0, min_size=20))
+    probs[0, :, 4:10, 20:26] = torch.tensor([0.0, 1.0]).view(
+        2, 1, 1
+    )  # a 6x6 island of class 1 on the right
+    probs[0, :, :, :16] = torch.tensor([0.2, 0.8]).view(2, 1, 1)  # the left half predicted class 1
+    out = superpixel_vote(
+        probs, image, SuperpixelSettings(method="felzenszwalb", scale=100, sigma=0, min_size=20)
+    )
     assert out.shape == (1, 2, 32, 32)
     assert (out[0].argmax(0)[:, :16] == 1).all() and (out[0].argmax(0)[:, 16:] == 0).all()
-    assert out[0, 1, 0, 31].item() == pytest.approx(36 / (32 * 16))  # vote share of class 1 on the right
+    assert out[0, 1, 0, 31].item() == pytest.approx(
+        36 / (32 * 16)
+    )  # vote share of class 1 on the right
 
 
 # -- the harness: train, eval, predict ------------------------------------------------------------
 
-HARNESS = ["fcn_resnet50", "lraspp_mobilenet_v3", "fcn8s", "fastfcn", "fcdensenet56", "pixel_forest", "otsu"]
+HARNESS = [
+    "fcn_resnet50",
+    "lraspp_mobilenet_v3",
+    "fcn8s",
+    "fastfcn",
+    "fcdensenet56",
+    "pixel_forest",
+    "otsu",
+]
 
 
 @pytest.mark.parametrize("option", HARNESS)
-def test_every_new_model_trains_evals_and_predicts_through_the_harness(option, tmp_path: Path, request):
+def test_every_new_model_trains_evals_and_predicts_through_the_harness(
+    option, tmp_path: Path, request
+):
     # each architecture in a child process of its own: a native crash (as torch's bf16 AMX weight
     # gradient once gave FCN-8s) fails this one test, not the whole suite
     root = request.getfixturevalue("flat_binary_root") if option == "otsu" else None
@@ -247,36 +321,73 @@ def train_eval_predict(option: str, tmp_path: Path, binary_root: Path | None) ->
     from segcli.training import trainer
 
     if option == "otsu":  # a binary folder: 0/255 masks, the red channel brighter on the foreground
-        data = ["dataset=folder", f"dataset.root={binary_root}", "dataset.num_classes=2",
-                "dataset.mask_values={0:0,255:1}", "dataset.ignore_index=254", "dataset.crop_size=[32,32]"]
+        data = [
+            "dataset=folder",
+            f"dataset.root={binary_root}",
+            "dataset.num_classes=2",
+            "dataset.mask_values={0:0,255:1}",
+            "dataset.ignore_index=254",
+            "dataset.crop_size=[32,32]",
+        ]
     else:
-        data = ["dataset.num_train=8", "dataset.num_val=4", "dataset.image_size=[64,64]", "dataset.crop_size=[64,64]"]
-    overrides = [f"model={option}", *LIGHTER.get(option, []), *TINY_RUN, *data, "trainer.epochs=1", "trainer.samples=0"]
+        data = [
+            "dataset.num_train=8",
+            "dataset.num_val=4",
+            "dataset.image_size=[64,64]",
+            "dataset.crop_size=[64,64]",
+        ]
+    overrides = [
+        f"model={option}",
+        *LIGHTER.get(option, []),
+        *TINY_RUN,
+        *data,
+        "trainer.epochs=1",
+        "trainer.samples=0",
+    ]
     cfg, run = to_plain(compose_config(overrides)), tmp_path / "run"
     if option in ("pixel_forest", "otsu"):  # their own trainer path: through the real command
         r = segcli("train", *overrides, f"hydra.run.dir={run}", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         summary = json.loads((run / "summary.json").read_text())
-    elif option == "fcn8s":  # score_fr (4096 -> 3) is in the AMX crash region: bf16 with the guard, on any CPU
+    elif (
+        option == "fcn8s"
+    ):  # score_fr (4096 -> 3) is in the AMX crash region: bf16 with the guard, on any CPU
         os.environ["SEGCLI_AMX_GUARD"] = "on"  # this child process only
         cfg["trainer"]["amp"] = "bf16"
         fcn = trainer.Trainer(cfg, run)
         summary = fcn.fit()
-        assert type(fcn.net.score_fr) is Float32UnderCpuBf16Conv2d and summary["precision"]["amp"] == "bfloat16"
+        assert (
+            type(fcn.net.score_fr) is Float32UnderCpuBf16Conv2d
+            and summary["precision"]["amp"] == "bfloat16"
+        )
     else:  # the CNNs share the trainer's one path: in this (child) process, no second Python start-up
         summary = trainer.Trainer(cfg, run).fit()
     assert summary["status"] == "done" and summary["epochs"] == 1
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     runner = CliRunner()
-    if option in ("pixel_forest", "otsu"):  # fitted, not trained: no loss, no learning rate; runs and plot as any run
+    if option in (
+        "pixel_forest",
+        "otsu",
+    ):  # fitted, not trained: no loss, no learning rate; runs and plot as any run
         assert record["train_loss"] is None and record["lr"] is None and record["val_loss"] is None
         r = runner.invoke(app, ["runs", str(tmp_path), "--format", "json"])
-        assert r.exit_code == 0 and json.loads(r.output)[0]["miou"] == pytest.approx(summary["val"]["miou"])
+        assert r.exit_code == 0 and json.loads(r.output)[0]["miou"] == pytest.approx(
+            summary["val"]["miou"]
+        )
         r = runner.invoke(app, ["plot", str(run), "-o", str(tmp_path / "plots")])
         assert r.exit_code == 0, r.output
         assert all(png.stat().st_size > 1000 for png in (tmp_path / "plots").glob("*.png"))
-    r = runner.invoke(app, ["eval", str(run / "checkpoints" / "best.pt"), "--split", "val", "--json",
-                            str(tmp_path / "val.json")])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            str(run / "checkpoints" / "best.pt"),
+            "--split",
+            "val",
+            "--json",
+            str(tmp_path / "val.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     evaluated = json.loads((tmp_path / "val.json").read_text())
     assert evaluated["miou"] == pytest.approx(summary["val"]["miou"], abs=1e-6)  # eval = validation
@@ -284,18 +395,32 @@ def train_eval_predict(option: str, tmp_path: Path, binary_root: Path | None) ->
     from segcli.models.build import model_from_checkpoint
     from segcli.runs.checkpoints import load_checkpoint
 
-    model = model_from_checkpoint(load_checkpoint(run / "checkpoints" / "best.pt"), torch.device("cpu"))
+    model = model_from_checkpoint(
+        load_checkpoint(run / "checkpoints" / "best.pt"), torch.device("cpu")
+    )
     pictures = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     with torch.inference_mode():
         logits = model(normalise(pictures)).float()
-    assert logits.shape == (2, cfg["dataset"]["num_classes"], 64, 64) and torch.isfinite(logits).all()
-    assert (logits[0] - logits[1]).abs().max() > 1e-3 * max(1.0, float(logits.abs().max())), \
+    assert (
+        logits.shape == (2, cfg["dataset"]["num_classes"], 64, 64) and torch.isfinite(logits).all()
+    )
+    assert (logits[0] - logits[1]).abs().max() > 1e-3 * max(1.0, float(logits.abs().max())), (
         "the same logits for two different images"
+    )
     image = np.full((50, 70, 3), 40, dtype=np.uint8)
     image[10:40, 20:60] = (230, 25, 75)
     cv2.imwrite(str(tmp_path / "street.png"), image[..., ::-1])
-    r = runner.invoke(app, ["predict", str(tmp_path / "street.png"), "-c", str(run / "checkpoints" / "best.pt"),
-                            "-o", str(tmp_path / "pred")])
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "street.png"),
+            "-c",
+            str(run / "checkpoints" / "best.pt"),
+            "-o",
+            str(tmp_path / "pred"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     mask = cv2.imread(str(tmp_path / "pred" / "street.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (50, 70) and mask.max() < cfg["dataset"]["num_classes"]
@@ -303,41 +428,73 @@ def train_eval_predict(option: str, tmp_path: Path, binary_root: Path | None) ->
 
 # -- paper recipes ------------------------------------------------------------------------------------
 
+
 def test_exponential_schedule_decays_per_epoch_and_rmsprop_takes_lasagnes_settings():
     from segcli.training.optim import LrSchedule, build_optimizer
 
     s = LrSchedule("exponential", total_steps=100, gamma=0.9, steps_per_epoch=10)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-    assert s.apply(opt, step=25, elapsed=0.0) == pytest.approx(0.5 * 0.76843, rel=1e-4)  # 0.9 ** 2.5 = 0.76843
-    assert s.apply(opt, step=25, elapsed=999.0, max_seconds=10.0) == pytest.approx(0.5 * 0.76843, rel=1e-4)  # not time
+    assert s.apply(opt, step=25, elapsed=0.0) == pytest.approx(
+        0.5 * 0.76843, rel=1e-4
+    )  # 0.9 ** 2.5 = 0.76843
+    assert s.apply(opt, step=25, elapsed=999.0, max_seconds=10.0) == pytest.approx(
+        0.5 * 0.76843, rel=1e-4
+    )  # not time
     cfg = to_plain(compose_config(["optimizer=rmsprop"]))["optimizer"]
     rms = build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(rms, torch.optim.RMSprop)
-    assert rms.defaults["alpha"] == 0.9 and rms.defaults["eps"] == 1e-6 and rms.defaults["weight_decay"] == 1e-4
+    assert (
+        rms.defaults["alpha"] == 0.9
+        and rms.defaults["eps"] == 1e-6
+        and rms.defaults["weight_decay"] == 1e-4
+    )
 
 
-def test_the_fcdensenet_recipe_trains_then_fine_tunes_from_its_best_weights(segnet_root: Path, tmp_path: Path):
+def test_the_fcdensenet_recipe_trains_then_fine_tunes_from_its_best_weights(
+    segnet_root: Path, tmp_path: Path
+):
     from helpers import segnet_overrides
 
     from segcli.runs.checkpoints import load_checkpoint
     from segcli.training import trainer
 
-    small = [*segnet_overrides(segnet_root), "model=fcdensenet56", "trainer.num_workers=0", "trainer.samples=0",
-             "dataset.crop_size=[32,32]"]
+    small = [
+        *segnet_overrides(segnet_root),
+        "model=fcdensenet56",
+        "trainer.num_workers=0",
+        "trainer.samples=0",
+        "dataset.crop_size=[32,32]",
+    ]
     cfg = to_plain(compose_config(["experiment=camvid_fcdensenet103", *small, "trainer.epochs=1"]))
     assert cfg["optimizer"]["name"] == "rmsprop" and cfg["trainer"]["batch_size"] == 3
     trainer.Trainer(cfg, tmp_path / "phase1").fit()
     record = json.loads((tmp_path / "phase1" / "metrics.jsonl").read_text())
     steps = 8 // 3  # 8 training images, batches of 3, the incomplete one dropped
-    assert record["lr"] == pytest.approx(1e-3 * 0.995 ** ((steps - 1) / steps))  # set before the last step
-    assert "square_avg" in next(iter(load_checkpoint(tmp_path / "phase1/checkpoints/last.pt")["optimizer"]["state"].values()))
+    assert record["lr"] == pytest.approx(
+        1e-3 * 0.995 ** ((steps - 1) / steps)
+    )  # set before the last step
+    assert "square_avg" in next(
+        iter(
+            load_checkpoint(tmp_path / "phase1/checkpoints/last.pt")["optimizer"]["state"].values()
+        )
+    )
     best = tmp_path / "phase1" / "checkpoints" / "best.pt"
-    ft = to_plain(compose_config(["experiment=camvid_fcdensenet103_finetune", *small, f"trainer.init_from={best}"]))
-    assert ft["optimizer"]["lr"] == 1e-4 and ft["trainer"]["batch_size"] == 1 and ft["dataset"]["crop_size"] == [32, 32]
+    ft = to_plain(
+        compose_config(
+            ["experiment=camvid_fcdensenet103_finetune", *small, f"trainer.init_from={best}"]
+        )
+    )
+    assert (
+        ft["optimizer"]["lr"] == 1e-4
+        and ft["trainer"]["batch_size"] == 1
+        and ft["dataset"]["crop_size"] == [32, 32]
+    )
     phase2 = trainer.Trainer(ft, tmp_path / "phase2")
     for k, v in load_checkpoint(best)["model"].items():
         assert torch.equal(phase2.net.state_dict()[k].cpu(), v), k
-    with pytest.raises(SegcliError, match="trainer.init_from=.*: its weights do not fit the configured model"):
+    with pytest.raises(
+        SegcliError, match="trainer.init_from=.*: its weights do not fit the configured model"
+    ):
         trainer.Trainer({**ft, "model": model_cfg("fcdensenet67")}, tmp_path / "phase2b")
 
 
@@ -348,10 +505,15 @@ def test_segcli_models_lists_every_choice_with_its_source_size_and_cost():
     assert r.exit_code == 0, r.output
     rows = {row["model"]: row for row in json.loads(r.output)}
     assert set(rows) >= {"unet", "segformer", *NEW_CNNS, "fcn_resnet101", "pixel_forest", "otsu"}
-    assert rows["unet"]["source"] == "segmentation-models-pytorch" and rows["fcn_resnet50"]["source"] == "torchvision"
+    assert (
+        rows["unet"]["source"] == "segmentation-models-pytorch"
+        and rows["fcn_resnet50"]["source"] == "torchvision"
+    )
     assert rows["fcn8s"]["source"] == "segcli" and rows["otsu"]["source"] == "segcli (classical)"
     dense = build_model(model_cfg("fcdensenet103"), num_classes=11)
-    assert rows["fcdensenet103"]["params_m"] == pytest.approx(sum(p.numel() for p in dense.parameters()) / 1e6)
+    assert rows["fcdensenet103"]["params_m"] == pytest.approx(
+        sum(p.numel() for p in dense.parameters()) / 1e6
+    )
     assert rows["pixel_forest"]["params_m"] is None and rows["pixel_forest"]["gflops"] is None
     # FLOPs scale with the pixels: 256x256 is a quarter of the README's 512x512 (fcdensenet103 209.7 GFLOPs)
     assert rows["fcdensenet103"]["gflops"] == pytest.approx(209.7 / 4, rel=0.01)

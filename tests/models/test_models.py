@@ -8,8 +8,12 @@ from segcli.errors import SegcliError
 from segcli.models.build import ARCHITECTURES, build_model
 
 
-@pytest.mark.parametrize("option", [o for o in group_options()["model"] if o not in ("pixel_forest", "otsu")])
-def test_every_model_option_builds_and_keeps_the_input_size(option):  # the fitted baselines: test_architectures.py
+@pytest.mark.parametrize(
+    "option", [o for o in group_options()["model"] if o not in ("pixel_forest", "otsu")]
+)
+def test_every_model_option_builds_and_keeps_the_input_size(
+    option,
+):  # the fitted baselines: test_architectures.py
     cfg = to_plain(compose_config([f"model={option}"]))["model"]
     model = build_model(cfg, num_classes=5).eval()
     with torch.inference_mode():
@@ -18,7 +22,10 @@ def test_every_model_option_builds_and_keeps_the_input_size(option):  # the fitt
 
 
 def test_every_smp_architecture_has_a_config_file():
-    names = {to_plain(compose_config([f"model={o}"]))["model"]["arch"].lower() for o in group_options()["model"]}
+    names = {
+        to_plain(compose_config([f"model={o}"]))["model"]["arch"].lower()
+        for o in group_options()["model"]
+    }
     assert names >= set(ARCHITECTURES)
 
 
@@ -36,7 +43,9 @@ def test_local_encoder_weights_file_is_loaded(tmp_path: Path):
 
 def test_model_errors_name_the_key(tmp_path: Path):
     base = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None, "params": {}}
-    with pytest.raises(SegcliError, match="model.arch=Nope: unknown architecture; expected one of Unet"):
+    with pytest.raises(
+        SegcliError, match="model.arch=Nope: unknown architecture; expected one of Unet"
+    ):
         build_model({**base, "arch": "Nope"}, 2)
     with pytest.raises(SegcliError, match="model.encoder_name=resnet999"):
         build_model({**base, "encoder_name": "resnet999"}, 2)
@@ -52,7 +61,10 @@ def test_failed_weight_download_is_a_user_error(monkeypatch):
 
     monkeypatch.setattr(smp, "create_model", offline)
     cfg = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": "imagenet", "params": {}}
-    with pytest.raises(SegcliError, match="model.encoder_weights=imagenet: cannot load pretrained weights.*name resolution"):
+    with pytest.raises(
+        SegcliError,
+        match="model.encoder_weights=imagenet: cannot load pretrained weights.*name resolution",
+    ):
         build_model(cfg, 2)
 
 
@@ -82,22 +94,45 @@ def test_segcli_models_counts_a_one_convolution_model_by_hand(monkeypatch):
     from segcli.cli.app import app
     from segcli.models.build import MODELS, model_facts
 
-    monkeypatch.setitem(MODELS._builders, "one_conv_probe", lambda cfg, num_classes, in_channels=3: OneConvolution(num_classes))
+    monkeypatch.setitem(
+        MODELS._builders,
+        "one_conv_probe",
+        lambda cfg, num_classes, in_channels=3: OneConvolution(num_classes),
+    )
     monkeypatch.setitem(MODELS._display, "one_conv_probe", "one_conv_probe")
     cfg = {"arch": "one_conv_probe", "encoder_name": None, "encoder_weights": None, "params": {}}
     params, flops = 5 * 3 * 1 * 3 + 5, 2 * (5 * 3 * 1 * 3) * (64 * 94)
     facts = model_facts(cfg, num_classes=5, size=(64, 96))
-    assert facts == {"source": "segcli", "params_m": pytest.approx(params / 1e6, rel=1e-12),
-                     "gflops": pytest.approx(flops / 1e9, rel=1e-12)}
-    assert model_facts(cfg, num_classes=5, size=(96, 64))["gflops"] == pytest.approx(2 * 45 * 96 * 62 / 1e9, rel=1e-12)
+    assert facts == {
+        "source": "segcli",
+        "params_m": pytest.approx(params / 1e6, rel=1e-12),
+        "gflops": pytest.approx(flops / 1e9, rel=1e-12),
+    }
+    assert model_facts(cfg, num_classes=5, size=(96, 64))["gflops"] == pytest.approx(
+        2 * 45 * 96 * 62 / 1e9, rel=1e-12
+    )
 
     # through the command: its one model choice is this one
     real_compose = cli.compose_config
     monkeypatch.setattr(cli, "group_options", lambda *a: {"model": ["probe"]})
-    monkeypatch.setattr(cli, "compose_config", lambda overrides, *a, **k: OmegaConf.create({"model": cfg})
-                        if list(overrides) == ["model=probe"] else real_compose(overrides, *a, **k))
+    monkeypatch.setattr(
+        cli,
+        "compose_config",
+        lambda overrides, *a, **k: (
+            OmegaConf.create({"model": cfg})
+            if list(overrides) == ["model=probe"]
+            else real_compose(overrides, *a, **k)
+        ),
+    )
     r = CliRunner().invoke(app, ["models", "--json", "--classes", "5", "--size", "64x96"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output) == [{"model": "probe", "arch": "one_conv_probe", "encoder": None, "source": "segcli",
-                                     "params_m": pytest.approx(params / 1e6, rel=1e-12),
-                                     "gflops": pytest.approx(flops / 1e9, rel=1e-12)}]
+    assert json.loads(r.output) == [
+        {
+            "model": "probe",
+            "arch": "one_conv_probe",
+            "encoder": None,
+            "source": "segcli",
+            "params_m": pytest.approx(params / 1e6, rel=1e-12),
+            "gflops": pytest.approx(flops / 1e9, rel=1e-12),
+        }
+    ]

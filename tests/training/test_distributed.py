@@ -26,7 +26,9 @@ def test_training_shards_are_torch_distributed_samplers_over_the_epoch_order(len
         order = EpochSampler(length, seed=5, shuffle=True)
         order.set_epoch(3)
         order = order.order()
-        torch_sampler = DistributedSampler(range(length), num_replicas=world, rank=rank, shuffle=False)
+        torch_sampler = DistributedSampler(
+            range(length), num_replicas=world, rank=rank, shuffle=False
+        )
         assert [i for _, i in ours] == [order[i] for i in torch_sampler]
         assert len(ours) == len(torch_sampler)
 
@@ -42,13 +44,35 @@ def test_evaluation_shards_cover_the_split_once():
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                           "-m", "segcli", "train", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "-m",
+            "segcli",
+            "train",
+            *args,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path):
-    args = [*TINY, "trainer.epochs=2", "dataset.num_train=16", "dataset.num_val=7", "hydra.run.dir=ddp"]
+    args = [
+        *TINY,
+        "trainer.epochs=2",
+        "dataset.num_train=16",
+        "dataset.num_val=7",
+        "hydra.run.dir=ddp",
+    ]
     r = torchrun(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == str(tmp_path / "ddp")

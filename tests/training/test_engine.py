@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 from helpers import toy_model_and_batches
@@ -26,15 +25,17 @@ def test_cosine_and_onecycle_and_min_lr():
 
 def test_progress_is_the_larger_of_steps_and_time():
     s = LrSchedule("poly", total_steps=1000)
-    assert s.progress(step=10, elapsed=30, max_seconds=60) == pytest.approx(0.5)   # time dominates
-    assert s.progress(step=900, elapsed=6, max_seconds=60) == pytest.approx(0.9)   # steps dominate
+    assert s.progress(step=10, elapsed=30, max_seconds=60) == pytest.approx(0.5)  # time dominates
+    assert s.progress(step=900, elapsed=6, max_seconds=60) == pytest.approx(0.9)  # steps dominate
     assert s.progress(step=0, elapsed=600, max_seconds=60) == 1.0
     assert s.progress(step=10, elapsed=600) == pytest.approx(0.01)  # no budget: steps alone
 
 
 def test_apply_sets_every_group_from_its_initial_lr():
     p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([{"params": [p], "lr": 0.1}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0}])
+    opt = torch.optim.SGD(
+        [{"params": [p], "lr": 0.1}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0}]
+    )
     s = LrSchedule("poly", total_steps=4, power=1.0)
     s.apply(opt, step=2, elapsed=0)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.5])
@@ -71,9 +72,16 @@ def test_the_schedule_sets_the_lr_of_each_step():
     model, batches = toy_model_and_batches(4)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     lrs = []
-    step = TrainStep(model, torch.nn.CrossEntropyLoss(), opt, LrSchedule("poly", 4, power=1.0),
-                     StepContext(torch.device("cpu")))
-    train_one_epoch(step, batches, Budget(None), on_step=lambda r, loss: lrs.append(opt.param_groups[0]["lr"]))
+    step = TrainStep(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        opt,
+        LrSchedule("poly", 4, power=1.0),
+        StepContext(torch.device("cpu")),
+    )
+    train_one_epoch(
+        step, batches, Budget(None), on_step=lambda r, loss: lrs.append(opt.param_groups[0]["lr"])
+    )
     assert lrs == pytest.approx([1.0, 0.75, 0.5, 0.25])  # (1 - step/4) before steps 0..3
 
 
@@ -82,5 +90,14 @@ def test_nan_loss_raises():
     ctx = StepContext(torch.device("cpu"))
     nan_loss = lambda logits, target: logits.sum() * float("nan")
     with pytest.raises(FloatingPointError, match="step 1"):
-        train_one_epoch(TrainStep(model, nan_loss, torch.optim.SGD(model.parameters(), lr=0.1),
-                                  LrSchedule("constant", 1), ctx), batches, Budget(None))
+        train_one_epoch(
+            TrainStep(
+                model,
+                nan_loss,
+                torch.optim.SGD(model.parameters(), lr=0.1),
+                LrSchedule("constant", 1),
+                ctx,
+            ),
+            batches,
+            Budget(None),
+        )

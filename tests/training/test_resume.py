@@ -26,8 +26,16 @@ from segcli.training.resume import (
 )
 
 # A small deterministic run: 4 steps per epoch, last.pt after every step.
-TINY = [*TINY_BASE, "dataset.num_train=16", "+model.params.encoder_depth=3", "+model.params.decoder_channels=[32,16,8]",
-        "trainer.num_workers=2", "trainer.epochs=3", "trainer.deterministic=true", "trainer.checkpoint_minutes=1e-6"]
+TINY = [
+    *TINY_BASE,
+    "dataset.num_train=16",
+    "+model.params.encoder_depth=3",
+    "+model.params.decoder_channels=[32,16,8]",
+    "trainer.num_workers=2",
+    "trainer.epochs=3",
+    "trainer.deterministic=true",
+    "trainer.checkpoint_minutes=1e-6",
+]
 TIMING = {"epoch_seconds", "train_images_per_second", "val_seconds"}
 TESTS = Path(__file__).resolve().parents[1]  # pause_points.py
 
@@ -40,11 +48,21 @@ def start(*args: str, cwd: Path, pause: str | None = None) -> subprocess.Popen:
     if pause is not None:
         folder = cwd / ("pause-" + pause.replace(":", "-"))
         folder.mkdir()
-        env.update(SEGCLI_PAUSE=pause, SEGCLI_PAUSE_DIR=str(folder),
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")])))
+        env.update(
+            SEGCLI_PAUSE=pause,
+            SEGCLI_PAUSE_DIR=str(folder),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")])),
+        )
         command = [sys.executable, "-m", "pause_points", *args]
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_paused(proc: subprocess.Popen, cwd: Path, pause: str, timeout: float = 300) -> None:
@@ -71,7 +89,9 @@ def release(cwd: Path, pause: str, after_signal: bool = False) -> None:
 
 
 def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[str, str]:
-    os.killpg(proc.pid, sig)  # the whole process group, as a terminal's Ctrl-C does: loader workers too
+    os.killpg(
+        proc.pid, sig
+    )  # the whole process group, as a terminal's Ctrl-C does: loader workers too
     return proc.communicate(timeout=120)
 
 
@@ -88,12 +108,16 @@ def wait_for_lines(run: Path, n: int, proc: subprocess.Popen, timeout: float = 1
         if path.exists() and len(path.read_text().splitlines()) >= n:
             return
         time.sleep(0.02)
-    raise AssertionError(f"run did not reach {n} epochs: {proc.poll()} {proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError(
+        f"run did not reach {n} epochs: {proc.poll()} {proc.stderr.read() if proc.stderr else ''}"
+    )
 
 
 def records(run: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def checkpoint(path: Path) -> dict:
@@ -103,9 +127,15 @@ def checkpoint(path: Path) -> dict:
 def leaves(value, prefix: str = "") -> dict:
     """``{dotted path: leaf}`` of a checkpoint's nested dicts and lists (tensors and plain values)."""
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in leaves(item, f"{prefix}{key}.").items()}
-    if isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple, torch.Tensor)) for v in value):
-        return {k: v for i, item in enumerate(value) for k, v in leaves(item, f"{prefix}{i}.").items()}
+        return {
+            k: v for key, item in value.items() for k, v in leaves(item, f"{prefix}{key}.").items()
+        }
+    if isinstance(value, (list, tuple)) and any(
+        isinstance(v, (dict, list, tuple, torch.Tensor)) for v in value
+    ):
+        return {
+            k: v for i, item in enumerate(value) for k, v in leaves(item, f"{prefix}{i}.").items()
+        }
     return {prefix.rstrip("."): value}
 
 
@@ -117,8 +147,14 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
     """Every tensor (weights, optimizer moments, random states) equal; the same keys at every level;
     the same plain values except the timing and resume records."""
     la, lb = leaves(checkpoint(a)), leaves(checkpoint(b))
-    la, lb = ({k: v for k, v in d.items() if not k.startswith(RESUME_ONLY) and k.rsplit(".", 1)[-1] not in TIMING}
-              for d in (la, lb))
+    la, lb = (
+        {
+            k: v
+            for k, v in d.items()
+            if not k.startswith(RESUME_ONLY) and k.rsplit(".", 1)[-1] not in TIMING
+        }
+        for d in (la, lb)
+    )
     assert sorted(la) == sorted(lb)
     tensors = [k for k, v in lb.items() if isinstance(v, torch.Tensor)]
     assert len(tensors) > 50
@@ -140,14 +176,19 @@ def reference(tmp_path_factory) -> Path:
 
 def assert_same_run(run: Path, ref: Path) -> None:
     assert records(run) == records(ref)  # every loss, mIoU and lr, bit for bit; no line twice
-    a, b = json.loads((run / "summary.json").read_text()), json.loads((ref / "summary.json").read_text())
+    a, b = (
+        json.loads((run / "summary.json").read_text()),
+        json.loads((ref / "summary.json").read_text()),
+    )
     assert a["status"] == "done" and a["best_epoch"] == b["best_epoch"] and a["val"] == b["val"]
     for name in ("best.pt", "last.pt"):
         assert_same_checkpoint(run / "checkpoints" / name, ref / "checkpoints" / name)
     assert {"optimizer", "rng", "progress"} <= set(checkpoint(run / "checkpoints" / "last.pt"))
 
 
-def test_sigkill_at_two_points_then_resume_gives_the_uninterrupted_run(reference: Path, tmp_path: Path):
+def test_sigkill_at_two_points_then_resume_gives_the_uninterrupted_run(
+    reference: Path, tmp_path: Path
+):
     run = tmp_path / "run"
     # first kill: inside epoch 2, right after last.pt of step 6 (the epoch's second of four) was written
     proc = start("train", *TINY, f"hydra.run.dir={run}", cwd=tmp_path, pause="checkpoint:2:6")
@@ -166,20 +207,27 @@ def test_sigkill_at_two_points_then_resume_gives_the_uninterrupted_run(reference
 
     r = segcli("train", "--resume", str(run), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "resuming at epoch 3, step 8" in r.stdout and r.stdout.strip().splitlines()[-1] == str(run)
+    assert "resuming at epoch 3, step 8" in r.stdout and r.stdout.strip().splitlines()[-1] == str(
+        run
+    )
     assert_same_run(run, reference)
     summary = json.loads((run / "summary.json").read_text())
-    amp = summary["precision"]["amp"]  # trainer.amp=auto: what this machine computes in, each process alike
-    assert summary["resumes"] == [{"epoch": 2, "step": 6, "changes": {}, "amp": amp},
-                                  {"epoch": 3, "step": 8, "changes": {}, "amp": amp}]
+    amp = summary["precision"][
+        "amp"
+    ]  # trainer.amp=auto: what this machine computes in, each process alike
+    assert summary["resumes"] == [
+        {"epoch": 2, "step": 6, "changes": {}, "amp": amp},
+        {"epoch": 3, "step": 8, "changes": {}, "amp": amp},
+    ]
 
     r = segcli("train", "--resume", str(run), cwd=tmp_path)  # a finished run is left alone
     assert r.returncode == 0 and "already done" in r.stdout
     assert_same_run(run, reference)
 
 
-def test_sigkill_between_last_pt_and_its_metrics_line_then_resume_gives_the_uninterrupted_run(reference: Path,
-                                                                                              tmp_path: Path):
+def test_sigkill_between_last_pt_and_its_metrics_line_then_resume_gives_the_uninterrupted_run(
+    reference: Path, tmp_path: Path
+):
     """The end of epoch 1 writes last.pt (epoch 2 to come, step 4), then best.pt, then epoch 1's line of
     metrics.jsonl: killed right after last.pt, the line is missing; the resume writes it from last.pt's
     history (``RunDir.rewrite_metrics``) and best.pt from last.pt's weights."""
@@ -188,8 +236,12 @@ def test_sigkill_between_last_pt_and_its_metrics_line_then_resume_gives_the_unin
     wait_paused(proc, tmp_path, "checkpoint:2:4")
     kill(proc)
     assert saved_position(run) == (2, 4, 0)
-    assert not (run / "metrics.jsonl").exists() or records(run) == []  # epoch 1's line never written
-    assert [x["epoch"] for x in checkpoint(run / "checkpoints" / "last.pt")["progress"]["history"]] == [1]
+    assert (
+        not (run / "metrics.jsonl").exists() or records(run) == []
+    )  # epoch 1's line never written
+    assert [
+        x["epoch"] for x in checkpoint(run / "checkpoints" / "last.pt")["progress"]["history"]
+    ] == [1]
     assert not (run / "checkpoints" / "best.pt").exists() and not (run / "summary.json").exists()
 
     r = segcli("train", "--resume", str(run), cwd=tmp_path)
@@ -199,12 +251,18 @@ def test_sigkill_between_last_pt_and_its_metrics_line_then_resume_gives_the_unin
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_and_sigterm_save_and_exit_then_resume(reference: Path, tmp_path: Path, sig: int, code: int):
+def test_ctrl_c_and_sigterm_save_and_exit_then_resume(
+    reference: Path, tmp_path: Path, sig: int, code: int
+):
     run = tmp_path / "run"
     proc = start("train", *TINY, f"hydra.run.dir={run}", cwd=tmp_path, pause="epoch_line:1")
     wait_paused(proc, tmp_path, "epoch_line:1")
-    os.killpg(proc.pid, sig)  # the whole process group, as a terminal's Ctrl-C does: loader workers too
-    release(tmp_path, "epoch_line:1", after_signal=True)  # acted on at the end of epoch 1, before epoch 2
+    os.killpg(
+        proc.pid, sig
+    )  # the whole process group, as a terminal's Ctrl-C does: loader workers too
+    release(
+        tmp_path, "epoch_line:1", after_signal=True
+    )  # acted on at the end of epoch 1, before epoch 2
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == code, err
     assert f"segcli train --resume {run}" in err and "Traceback" not in err
@@ -246,7 +304,10 @@ def test_apply_overrides_and_config_changes():
     cfg = {"trainer": {"epochs": 3, "max_minutes": None}, "model": {"arch": "Unet"}}
     new = apply_overrides(cfg, ["trainer.epochs=5", "trainer.max_minutes=1.5"])
     assert new["trainer"] == {"epochs": 5, "max_minutes": 1.5} and cfg["trainer"]["epochs"] == 3
-    assert config_changes(cfg, new) == {"trainer.epochs": (3, 5), "trainer.max_minutes": (None, 1.5)}
+    assert config_changes(cfg, new) == {
+        "trainer.epochs": (3, 5),
+        "trainer.max_minutes": (None, 1.5),
+    }
     with pytest.raises(SegcliError, match="no such key"):
         apply_overrides(cfg, ["trainer.epoch=5"])
     with pytest.raises(SegcliError, match="expected key=value"):
@@ -269,24 +330,38 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
-def test_a_kill_between_last_and_best_checkpoint_is_repaired_on_resume(reference: Path, tmp_path: Path):
+def test_a_kill_between_last_and_best_checkpoint_is_repaired_on_resume(
+    reference: Path, tmp_path: Path
+):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     (run / "summary.json").unlink()
-    (run / "checkpoints" / "best.pt").unlink()  # last.pt of the final (best) epoch was written, best.pt not
+    (
+        run / "checkpoints" / "best.pt"
+    ).unlink()  # last.pt of the final (best) epoch was written, best.pt not
     r = segcli("train", "--resume", str(run), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert_same_run(run, reference)
 
 
 def test_more_minutes_continue_a_run_that_its_budget_stopped(tmp_path: Path):
-    r = segcli("train", *TINY, "trainer.checkpoint_minutes=null", "trainer.max_minutes=0.0001", "hydra.run.dir=run",
-               cwd=tmp_path)
+    r = segcli(
+        "train",
+        *TINY,
+        "trainer.checkpoint_minutes=null",
+        "trainer.max_minutes=0.0001",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_by"] == "max_minutes"
-    r = segcli("train", "--resume", "run", "--allow-changes", "trainer.max_minutes=null", cwd=tmp_path)
+    assert (
+        json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_by"] == "max_minutes"
+    )
+    r = segcli(
+        "train", "--resume", "run", "--allow-changes", "trainer.max_minutes=null", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stopped_by"] == "epochs" and summary["epochs"] == 3

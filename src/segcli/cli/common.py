@@ -53,14 +53,31 @@ def set_debug(debug: bool) -> None:
 
 
 # Options shared by several commands, declared once.
-JsonOption = Annotated[Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")]
-AmpOption = Annotated[str | None, typer.Option(
-    help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine).")]
-InferenceOption = Annotated[str, typer.Option(
-    "--inference", help="Inference preset of conf/inference/: whole, slide, flip, multiscale, crf, superpixels; "
-                        "change its keys with trailing inference.KEY=VALUE arguments.")]
+JsonOption = Annotated[
+    Path | None, typer.Option("--json", help="Write the numbers to this JSON file.")
+]
+AmpOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine)."
+    ),
+]
+InferenceOption = Annotated[
+    str,
+    typer.Option(
+        "--inference",
+        help="Inference preset of conf/inference/: whole, slide, flip, multiscale, crf, superpixels; "
+        "change its keys with trailing inference.KEY=VALUE arguments.",
+    ),
+]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-DataRootOption = Annotated[str | None, typer.Option(help="Read the run's dataset from here instead.")]
+DataRootOption = Annotated[
+    str | None, typer.Option(help="Read the run's dataset from here instead.")
+]
 SplitOption = Annotated[str, typer.Option(help="Split of the run's dataset: train, val or test.")]
-SeedOption = Annotated[int, typer.Option(help="Seed of the bootstrap resampling (same seed: same result).")]
-CheckpointArgument = Annotated[Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")]
+SeedOption = Annotated[
+    int, typer.Option(help="Seed of the bootstrap resampling (same seed: same result).")
+]
+CheckpointArgument = Annotated[
+    Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")
+]

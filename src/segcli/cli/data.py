@@ -44,9 +44,15 @@ def data_check(
 
 def data_doctor(
     root: Annotated[Path, typer.Argument(help="A dataset folder segcli has not seen.")],
-    write: Annotated[Path | None, typer.Option(
-        "--write", help="Save the proposed dataset config here, e.g. myconf/dataset/mine.yaml; then "
-        "segcli train --config-dir myconf dataset=mine.", metavar="FILE.yaml")] = None,
+    write: Annotated[
+        Path | None,
+        typer.Option(
+            "--write",
+            help="Save the proposed dataset config here, e.g. myconf/dataset/mine.yaml; then "
+            "segcli train --config-dir myconf dataset=mine.",
+            metavar="FILE.yaml",
+        ),
+    ] = None,
     json_path: JsonOption = None,
 ) -> None:
     """Find the layout, pairing rule, splits and mask encoding of a folder, propose a dataset config,
@@ -64,8 +70,11 @@ def data_doctor(
             console.out.print(f"- {line}", highlight=False, markup=False)
         if found.config:
             console.out.print("proposed dataset config:", highlight=False)
-            console.out.print(yaml.safe_dump(found.config, sort_keys=False, width=100).rstrip(), highlight=False,
-                                 markup=False)
+            console.out.print(
+                yaml.safe_dump(found.config, sort_keys=False, width=100).rstrip(),
+                highlight=False,
+                markup=False,
+            )
         for problem in found.problems:
             console.error(problem)
         command = found.command
@@ -74,13 +83,26 @@ def data_doctor(
             if write.parent.name == "dataset":
                 command = f"segcli train --config-dir {write.parent.parent} dataset={write.stem}"
         elif found.usable and write:
-            console.out.print(f"nothing written: the built-in dataset={found.builtin} reads this layout",
-                                 highlight=False)
+            console.out.print(
+                f"nothing written: the built-in dataset={found.builtin} reads this layout",
+                highlight=False,
+            )
         if json_path:
-            write_json(json_path, {"root": str(found.root), "builtin": found.builtin, "config": found.config,
-                                   "findings": found.findings, "problems": found.problems, "usable": found.usable,
-                                   "command": found.command})
+            write_json(
+                json_path,
+                {
+                    "root": str(found.root),
+                    "builtin": found.builtin,
+                    "config": found.config,
+                    "findings": found.findings,
+                    "problems": found.problems,
+                    "usable": found.usable,
+                    "command": found.command,
+                },
+            )
     if not found.usable:
-        console.out.print(f"no usable configuration ({len(found.problems)} problem(s))", highlight=False)
+        console.out.print(
+            f"no usable configuration ({len(found.problems)} problem(s))", highlight=False
+        )
         raise SystemExit(1)
     console.out.print(f"usable; train with: {command}", highlight=False, markup=False)

@@ -21,33 +21,66 @@ from segcli.cli.common import (
 )
 from segcli.errors import SegcliError
 
-EVAL_METRICS = ("miou", "mdice", "pixel_accuracy", "mean_accuracy", "fwiou", "per_image_miou", "per_image_mdice",
-                "hd95")
+EVAL_METRICS = (
+    "miou",
+    "mdice",
+    "pixel_accuracy",
+    "mean_accuracy",
+    "fwiou",
+    "per_image_miou",
+    "per_image_mdice",
+    "hd95",
+)
 
 
 def evaluate(
     checkpoint: CheckpointArgument,
-    overrides: Annotated[list[str] | None, typer.Argument(
-        help="inference.KEY=VALUE changes to the --inference preset, e.g. inference.stride=[256,256].",
-        show_default=False)] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="inference.KEY=VALUE changes to the --inference preset, e.g. inference.stride=[256,256].",
+            show_default=False,
+        ),
+    ] = None,
     split: SplitOption = "val",
     json_path: JsonOption = None,
     data_root: DataRootOption = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per batch (default: the run's).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per batch (default: the run's).")
+    ] = None,
     device: DeviceOption = "auto",
-    metrics: Annotated[str | None, typer.Option(
-        help="Also print these, comma-separated: " + ", ".join(EVAL_METRICS)
-        + " (hd95: pixels, per class; slower).")] = None,
-    show_protocols: Annotated[bool, typer.Option(
-        "--protocols", help="Print mIoU and mDice under each named protocol, to match a paper's table.")] = False,
-    worst: Annotated[int, typer.Option(
-        help="Draw the K images of lowest per-image mIoU: image | truth | prediction | errors (by true class).",
-        metavar="K")] = 0,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="Also print these, comma-separated: "
+            + ", ".join(EVAL_METRICS)
+            + " (hd95: pixels, per class; slower)."
+        ),
+    ] = None,
+    show_protocols: Annotated[
+        bool,
+        typer.Option(
+            "--protocols",
+            help="Print mIoU and mDice under each named protocol, to match a paper's table.",
+        ),
+    ] = False,
+    worst: Annotated[
+        int,
+        typer.Option(
+            help="Draw the K images of lowest per-image mIoU: image | truth | prediction | errors (by true class).",
+            metavar="K",
+        ),
+    ] = 0,
     amp: AmpOption = None,
     inference: InferenceOption = "whole",
-    save_probs: Annotated[bool, typer.Option(
-        "--save-probs", help="Also write every image's (C, H, W) float16 class probabilities, compressed, to "
-        "RUN/evals/CHECKPOINT-SPLIT-probs/NAME.npz (NAME-probs/ beside --json).")] = False,
+    save_probs: Annotated[
+        bool,
+        typer.Option(
+            "--save-probs",
+            help="Also write every image's (C, H, W) float16 class probabilities, compressed, to "
+            "RUN/evals/CHECKPOINT-SPLIT-probs/NAME.npz (NAME-probs/ beside --json).",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Dice and accuracy, their means and pixel accuracy."""
     from segcli.inference.evaluation import beside_eval, evaluate_checkpoint, save_eval
@@ -59,23 +92,49 @@ def evaluate(
         wanted = [m.strip() for m in (metrics or "").split(",") if m.strip()]
         unknown = [m for m in wanted if m not in EVAL_METRICS]
         if unknown:
-            raise SegcliError(f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}")
+            raise SegcliError(
+                f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}"
+            )
         if worst < 0:
             raise SegcliError(f"--worst {worst}: expected a number of images >= 0")
         settings = load_settings(inference, overrides or ())
         console.out.print(describe(settings), highlight=False)
         worst_png = beside_eval(checkpoint, split, json_path, settings.tag, "-worst.png")
-        probs_dir = beside_eval(checkpoint, split, json_path, settings.tag, "-probs") if save_probs else None
-        result, evidence = evaluate_checkpoint(checkpoint, split, data_root, batch_size, device,
-                                               hd95="hd95" in wanted, amp=amp, worst=worst, worst_png=worst_png,
-                                               inference=settings, probs_dir=probs_dir)
-        _print_eval(result, f"{split}: {result['images']} images, {checkpoint}", wanted, show_protocols, worst_png)
+        probs_dir = (
+            beside_eval(checkpoint, split, json_path, settings.tag, "-probs")
+            if save_probs
+            else None
+        )
+        result, evidence = evaluate_checkpoint(
+            checkpoint,
+            split,
+            data_root,
+            batch_size,
+            device,
+            hd95="hd95" in wanted,
+            amp=amp,
+            worst=worst,
+            worst_png=worst_png,
+            inference=settings,
+            probs_dir=probs_dir,
+        )
+        _print_eval(
+            result,
+            f"{split}: {result['images']} images, {checkpoint}",
+            wanted,
+            show_protocols,
+            worst_png,
+        )
         saved = save_eval(checkpoint, split, result, evidence, settings.tag, json_path)
         if saved:
-            console.out.print(f"wrote {saved[0]} and {saved[1]} (per-image confusion matrices)", highlight=False)
+            console.out.print(
+                f"wrote {saved[0]} and {saved[1]} (per-image confusion matrices)", highlight=False
+            )
 
 
-def _print_eval(result: dict, title: str, wanted: list[str], show_protocols: bool, worst_png: Path) -> None:
+def _print_eval(
+    result: dict, title: str, wanted: list[str], show_protocols: bool, worst_png: Path
+) -> None:
     """The scores table of ``segcli eval``, then the extra metrics asked for, the protocols, the
     precision and the worst images (when ``result`` has them)."""
     from segcli.metrics.confusion import PROTOCOLS
@@ -83,44 +142,79 @@ def _print_eval(result: dict, title: str, wanted: list[str], show_protocols: boo
     console.out.print(console.scores_table(title, list(result["per_class_iou"]), result))
     for name in wanted:
         if name == "hd95":
-            per_class = ", ".join(f"{c} {v:.2f} ({result['hd95_images'][c]} images)"
-                                  for c, v in result["per_class_hd95"].items())
-            console.out.print(f"hd95 {result['hd95']:.2f} px (95th-percentile Hausdorff distance, medpy's "
-                                 f"definition; per class: {per_class})", highlight=False)
+            per_class = ", ".join(
+                f"{c} {v:.2f} ({result['hd95_images'][c]} images)"
+                for c, v in result["per_class_hd95"].items()
+            )
+            console.out.print(
+                f"hd95 {result['hd95']:.2f} px (95th-percentile Hausdorff distance, medpy's "
+                f"definition; per class: {per_class})",
+                highlight=False,
+            )
             continue
         console.out.print(f"{name} {console.fmt(result[name])}", highlight=False)
     if show_protocols:
         console.out.print(console.protocols_table(result["protocols"], PROTOCOLS))
     console.out.print(f"protocol: {result['protocol']}", highlight=False)
     precision = result["precision"]
-    console.out.print(f"precision: {precision['amp']} (amp={precision['setting']}: {precision['reason']})",
-                         highlight=False)
+    console.out.print(
+        f"precision: {precision['amp']} (amp={precision['setting']}: {precision['reason']})",
+        highlight=False,
+    )
     for item in result.get("worst_images", []):
-        console.out.print(f"worst: {item['name']} mIoU {item['miou']:.4f} ("
-                             + ", ".join(f"{c} {v:.2f}" for c, v in item["worst_classes"].items()) + ")",
-                             highlight=False)
+        console.out.print(
+            f"worst: {item['name']} mIoU {item['miou']:.4f} ("
+            + ", ".join(f"{c} {v:.2f}" for c, v in item["worst_classes"].items())
+            + ")",
+            highlight=False,
+        )
     if "worst_images" in result:
-        console.out.print(f"wrote {worst_png} ({len(result['worst_images'])} images: image | truth | "
-                             "prediction | errors coloured by the true class)", highlight=False)
+        console.out.print(
+            f"wrote {worst_png} ({len(result['worst_images'])} images: image | truth | "
+            "prediction | errors coloured by the true class)",
+            highlight=False,
+        )
     if "probabilities" in result:
         probs = result["probabilities"]
-        console.out.print(f"wrote {probs['folder']}/ ({probs['images']} images' class probabilities, "
-                             "NAME.npz: probs (C, H, W) float16, class_names)", highlight=False)
+        console.out.print(
+            f"wrote {probs['folder']}/ ({probs['images']} images' class probabilities, "
+            "NAME.npz: probs (C, H, W) float16, class_names)",
+            highlight=False,
+        )
 
 
 def predict(
-    inputs: Annotated[list[str], typer.Argument(
-        help="Image files, folders or glob patterns; inference.KEY=VALUE arguments change the --inference preset.")],
-    checkpoint: Annotated[Path | None, typer.Option(
-        "-c", "--checkpoint", help="A checkpoint, or an ONNX bundle of segcli export (its folder or model.onnx). "
-                                   "Default: checkpoints/best.pt of the newest run under outputs/.")] = None,
-    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where NAME.png and NAME_overlay.jpg go.")] = Path("predictions"),
-    runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path("outputs"),
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders or glob patterns; inference.KEY=VALUE arguments change the --inference preset."
+        ),
+    ],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "-c",
+            "--checkpoint",
+            help="A checkpoint, or an ONNX bundle of segcli export (its folder or model.onnx). "
+            "Default: checkpoints/best.pt of the newest run under outputs/.",
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out-dir", help="Where NAME.png and NAME_overlay.jpg go.")
+    ] = Path("predictions"),
+    runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest run.")] = Path(
+        "outputs"
+    ),
     device: DeviceOption = "auto",
     amp: AmpOption = None,
     inference: InferenceOption = "whole",
-    save_probs: Annotated[bool, typer.Option(
-        "--save-probs", help="Also write NAME_probs.npz: (C, H, W) float16 class probabilities, compressed.")] = False,
+    save_probs: Annotated[
+        bool,
+        typer.Option(
+            "--save-probs",
+            help="Also write NAME_probs.npz: (C, H, W) float16 class probabilities, compressed.",
+        ),
+    ] = False,
 ) -> None:
     """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg."""
     from segcli.inference.export import is_bundle, predictor_from_bundle
@@ -139,23 +233,41 @@ def predict(
         else:
             predictor = Predictor.from_checkpoint(checkpoint, device, amp, settings)
             how = predictor.ctx.precision.describe()
-        console.out.print(f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/, {how}; "
-                             f"{describe(settings)}", highlight=False)
+        console.out.print(
+            f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/, {how}; "
+            f"{describe(settings)}",
+            highlight=False,
+        )
         masks = predict_files(predictor, files, out_dir, save_probs=save_probs)
         console.out.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
 
 
 def export_command(
     checkpoint: CheckpointArgument,
-    out_dir: Annotated[Path, typer.Option("-o", "--out", help="The bundle folder to write.")] = Path("bundle"),
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out", help="The bundle folder to write.")
+    ] = Path("bundle"),
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
-    size: Annotated[str | None, typer.Option(
-        help="Fixed input HxW in pixels (multiples of 32). Default: dynamic (any multiple of 32, any batch).")] = None,
-    dynamic: Annotated[bool, typer.Option("--dynamic", help="Any height and width (multiples of 32): the default.")] = False,
-    quantize: Annotated[bool, typer.Option(
-        "--quantize", help="Also write model.int8.onnx (onnxruntime dynamic int8), with its parity and speed.")] = False,
+    size: Annotated[
+        str | None,
+        typer.Option(
+            help="Fixed input HxW in pixels (multiples of 32). Default: dynamic (any multiple of 32, any batch)."
+        ),
+    ] = None,
+    dynamic: Annotated[
+        bool, typer.Option("--dynamic", help="Any height and width (multiples of 32): the default.")
+    ] = False,
+    quantize: Annotated[
+        bool,
+        typer.Option(
+            "--quantize",
+            help="Also write model.int8.onnx (onnxruntime dynamic int8), with its parity and speed.",
+        ),
+    ] = False,
     data_root: DataRootOption = None,
-    parity_images: Annotated[int, typer.Option(help="Images of the run's val split for the parity check.")] = 8,
+    parity_images: Annotated[
+        int, typer.Option(help="Images of the run's val split for the parity check.")
+    ] = 8,
 ) -> None:
     """Export a checkpoint as an ONNX bundle (model.onnx + bundle.json) and check it against the
     checkpoint with onnxruntime; exit 1 when the float32 model is beyond tolerance."""
@@ -163,14 +275,23 @@ def export_command(
 
     with user_errors():
         if size is not None and dynamic:
-            raise SegcliError("--size and --dynamic: give one (a fixed input size, or any multiple of 32)")
+            raise SegcliError(
+                "--size and --dynamic: give one (a fixed input size, or any multiple of 32)"
+            )
         if parity_images < 1:
             raise SegcliError(f"--parity-images {parity_images}: expected at least 1")
-        bundle = export_bundle(checkpoint, out_dir, opset, parse_size(size), quantize, data_root, parity_images)
+        bundle = export_bundle(
+            checkpoint, out_dir, opset, parse_size(size), quantize, data_root, parity_images
+        )
     console.out.print(console.parity_table(bundle))
-    console.out.print(f"wrote {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))}); "
-                         f"input: {bundle['input']['size']}", highlight=False)
+    console.out.print(
+        f"wrote {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))}); "
+        f"input: {bundle['input']['size']}",
+        highlight=False,
+    )
     if not bundle["parity"][0]["ok"]:
-        console.error(f"{out_dir}/model.onnx: beyond tolerance (max |logit diff| {bundle['parity'][0]['max_abs']:.2e}, "
-                     f"argmax agreement {bundle['parity'][0]['agreement']:.4%}); do not ship it")
+        console.error(
+            f"{out_dir}/model.onnx: beyond tolerance (max |logit diff| {bundle['parity'][0]['max_abs']:.2e}, "
+            f"argmax agreement {bundle['parity'][0]['agreement']:.4%}); do not ship it"
+        )
         raise SystemExit(1)

@@ -31,8 +31,14 @@ def list_models(
         rows = []
         for option in group_options()["model"]:
             cfg = to_plain(compose_config([f"model={option}"]))["model"]
-            rows.append({"model": option, "arch": cfg["arch"], "encoder": cfg.get("encoder_name"),
-                         **model_facts(cfg, classes, (h, w))})
+            rows.append(
+                {
+                    "model": option,
+                    "arch": cfg["arch"],
+                    "encoder": cfg.get("encoder_name"),
+                    **model_facts(cfg, classes, (h, w)),
+                }
+            )
         if as_json:
             print(json.dumps(rows, indent=2))
         else:

@@ -17,14 +17,30 @@ ResamplesOption = Annotated[int, typer.Option(help="Bootstrap resamples of the i
 
 
 def list_runs(
-    dirs: Annotated[list[Path] | None, typer.Argument(
-        help="Folders to search (default: outputs/ and multirun/ where they exist).")] = None,
-    sort: Annotated[str, typer.Option(help="Column or override key; miou and mdice: best first.")] = "miou",
-    filters: Annotated[list[str] | None, typer.Option(
-        "--filter", help="KEY=VALUE, KEY!=VALUE, KEY>VALUE (<, >=, <=); repeatable, all must hold.")] = None,
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Folders to search (default: outputs/ and multirun/ where they exist)."
+        ),
+    ] = None,
+    sort: Annotated[
+        str, typer.Option(help="Column or override key; miou and mdice: best first.")
+    ] = "miou",
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help="KEY=VALUE, KEY!=VALUE, KEY>VALUE (<, >=, <=); repeatable, all must hold.",
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
-    group_seeds: Annotated[bool, typer.Option(
-        "--group-seeds", help="One row per config: runs that differ only by seed as mean, std and n.")] = False,
+    group_seeds: Annotated[
+        bool,
+        typer.Option(
+            "--group-seeds",
+            help="One row per config: runs that differ only by seed as mean, std and n.",
+        ),
+    ] = False,
 ) -> None:
     """One row per run: the overrides that differ between runs, best val mIoU and mDice, epochs,
     minutes and status (running, done, interrupted, failed, killed). With --group-seeds, one row
@@ -36,7 +52,9 @@ def list_runs(
             raise SegcliError(f"--format {fmt}: expected table, csv or json")
         roots = dirs or [p for p in (Path("outputs"), Path("multirun")) if p.is_dir()]
         if not roots:
-            raise SegcliError("no outputs/ or multirun/ here; give the folders to search: segcli runs DIR...")
+            raise SegcliError(
+                "no outputs/ or multirun/ here; give the folders to search: segcli runs DIR..."
+            )
         records = [compare.run_record(p) for p in compare.find_runs(roots)]
         keys = compare.differing_keys(records)
         records = compare.select(records, filters or (), sort)
@@ -47,20 +65,28 @@ def list_runs(
             elif fmt == "json":
                 print(json.dumps(groups, indent=2))
             else:
-                console.print_wide(console.seed_groups_table(groups, ", ".join(str(r) for r in roots)))
+                console.print_wide(
+                    console.seed_groups_table(groups, ", ".join(str(r) for r in roots))
+                )
             return
         if fmt == "csv":
             sys.stdout.write(compare.to_csv(compare.rows(records, keys)))
         elif fmt == "json":
             print(compare.to_json(records, keys))
         else:
-            table = console.runs_table(compare.rows(records, keys), ", ".join(str(r) for r in roots))
+            table = console.runs_table(
+                compare.rows(records, keys), ", ".join(str(r) for r in roots)
+            )
             console.print_wide(table)
 
 
 def compare(
-    runs: Annotated[list[Path], typer.Argument(
-        help="Run folders (their evals/best-SPLIT.npz, from segcli eval) or eval files (.json/.npz).")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders (their evals/best-SPLIT.npz, from segcli eval) or eval files (.json/.npz)."
+        ),
+    ],
     split: Annotated[str, typer.Option(help="The split both were evaluated on.")] = "test",
     resamples: ResamplesOption = 10000,
     seed: SeedOption = 0,
@@ -79,22 +105,32 @@ def compare(
         if len(set(labels)) < len(labels):
             labels = [str(r) for r in runs]
         evidence = [e for _, e in loaded]
-        bootstrap.check_same_images(labels, [e.names for e in evidence], [e.class_names for e in evidence])
-        result = bootstrap.compare_runs(labels, [e.matrices for e in evidence], resamples, seed,
-                                        evidence[0].class_names)
+        bootstrap.check_same_images(
+            labels, [e.names for e in evidence], [e.class_names for e in evidence]
+        )
+        result = bootstrap.compare_runs(
+            labels, [e.matrices for e in evidence], resamples, seed, evidence[0].class_names
+        )
         if len(runs) == 2:
             console.print_wide(console.bootstrap_table(labels[0], labels[1], split, result))
         else:
             console.print_wide(console.ranking_table(split, result, resamples))
         if json_path:
-            out = {"split": split, "runs": [str(r) for r in runs], "labels": labels, **bootstrap.as_json(result)}
+            out = {
+                "split": split,
+                "runs": [str(r) for r in runs],
+                "labels": labels,
+                **bootstrap.as_json(result),
+            }
             write_json(json_path, out)
             console.out.print(f"wrote {json_path}", highlight=False)
 
 
 def plot(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folders (e.g. the jobs of a sweep).")],
-    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where the PNG files go.")] = Path("plots"),
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out-dir", help="Where the PNG files go.")
+    ] = Path("plots"),
 ) -> None:
     """PNG plots of runs: loss and mIoU curves on shared axes, per-class IoU bars of each best epoch,
     and each run's normalised confusion matrix (needs matplotlib: pip install 'segcli\\[plot]')."""
@@ -107,8 +143,12 @@ def plot(
 
 def html_report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="The HTML file to write.")] = Path("report.html"),
-    split: Annotated[str, typer.Option(help="Split of the evals compared and of the worst-image galleries.")] = "test",
+    out: Annotated[Path, typer.Option("-o", "--out", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    split: Annotated[
+        str, typer.Option(help="Split of the evals compared and of the worst-image galleries.")
+    ] = "test",
     resamples: ResamplesOption = 10000,
     seed: SeedOption = 0,
 ) -> None:

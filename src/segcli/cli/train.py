@@ -28,18 +28,27 @@ HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def train_help() -> str:
-    lines = ["Train a model. OVERRIDES use Hydra's syntax: group=option, key=value, +new_key=value.",
-             "", "Config groups (files of conf/; add your own with --config-dir DIR):", ""]
+    lines = [
+        "Train a model. OVERRIDES use Hydra's syntax: group=option, key=value, +new_key=value.",
+        "",
+        "Config groups (files of conf/; add your own with --config-dir DIR):",
+        "",
+    ]
     for group, options in group_options().items():
         lines.append(f"  {group:<13} {', '.join(options)}")
-    lines += ["", "Examples:", "",
-              "  segcli train model=fpn model.encoder_name=resnet34 trainer.epochs=30 optimizer.lr=3e-4",
-              "  segcli train dataset=camvid dataset.root=data/camvid trainer.max_minutes=20",
-              "  segcli train --cfg job          print the composed config (--resolve to resolve it)",
-              "  segcli train -m loss=ce,dice    a Hydra multirun sweep",
-              "  segcli train --resume RUN_DIR   continue a stopped run from checkpoints/last.pt",
-              "  segcli train --resume RUN_DIR --allow-changes trainer.epochs=100",
-              "", f"Configs: {config_dir()}. Hydra's own flags (--cfg, -m, --config-dir, --hydra-help) pass through."]
+    lines += [
+        "",
+        "Examples:",
+        "",
+        "  segcli train model=fpn model.encoder_name=resnet34 trainer.epochs=30 optimizer.lr=3e-4",
+        "  segcli train dataset=camvid dataset.root=data/camvid trainer.max_minutes=20",
+        "  segcli train --cfg job          print the composed config (--resolve to resolve it)",
+        "  segcli train -m loss=ce,dice    a Hydra multirun sweep",
+        "  segcli train --resume RUN_DIR   continue a stopped run from checkpoints/last.pt",
+        "  segcli train --resume RUN_DIR --allow-changes trainer.epochs=100",
+        "",
+        f"Configs: {config_dir()}. Hydra's own flags (--cfg, -m, --config-dir, --hydra-help) pass through.",
+    ]
     return "\b\n" + "\n".join(lines)  # \b: click keeps the line breaks
 
 
@@ -66,7 +75,11 @@ def _train_task(cfg) -> float:
         with user_errors():
             raise
     except Exception as exc:  # noqa: BLE001 - any job failure is reported and the sweep goes on
-        line = console.error_line(exc) if isinstance(exc, SegcliError) else f"{type(exc).__name__}: {exc}"
+        line = (
+            console.error_line(exc)
+            if isinstance(exc, SegcliError)
+            else f"{type(exc).__name__}: {exc}"
+        )
         if console.debugging():
             traceback.print_exc()
         console.error(f"job {hydra_cfg.job.num}: {line}")
@@ -80,8 +93,11 @@ def _report_best(summary: dict, run_dir: Path, processes: int = 1) -> float:
     returns the mIoU (NaN when none)."""
     best = summary.get("val") and summary["val"]["miou"]
     where = f" ({processes} processes)" if processes > 1 else ""
-    console.out.print(f"best val mIoU {console.fmt(best)} at epoch {summary.get('best_epoch')}{where}; "
-                      "run directory:", highlight=False)
+    console.out.print(
+        f"best val mIoU {console.fmt(best)} at epoch {summary.get('best_epoch')}{where}; "
+        "run directory:",
+        highlight=False,
+    )
     print(run_dir, flush=True)
     return math.nan if best is None else float(best)
 
@@ -115,11 +131,21 @@ def _resume(run_dir: Path, overrides: list[str], allow_changes: bool) -> None:
 
 def train(
     ctx: typer.Context,
-    resume: Annotated[Path | None, typer.Option(
-        "--resume", help="Continue RUN_DIR from checkpoints/last.pt (also: resume=RUN_DIR). "
-                         "OVERRIDES must then match the run's config, or be safe changes with --allow-changes.")] = None,
-    allow_changes: Annotated[bool, typer.Option(
-        "--allow-changes", help="With --resume: apply safe changes (more epochs, max_minutes, num_workers, ...).")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue RUN_DIR from checkpoints/last.pt (also: resume=RUN_DIR). "
+            "OVERRIDES must then match the run's config, or be safe changes with --allow-changes.",
+        ),
+    ] = None,
+    allow_changes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changes",
+            help="With --resume: apply safe changes (more epochs, max_minutes, num_workers, ...).",
+        ),
+    ] = False,
 ) -> None:
     """Compose the config from the trailing arguments and run the training job under Hydra."""
     from segcli.training import distributed
@@ -132,8 +158,10 @@ def train(
     if resume is not None:
         if distributed.launched_by_torchrun():
             with user_errors():
-                raise SegcliError(f"--resume under torchrun: start the same command with hydra.run.dir={resume}; "
-                                  "the ranks resume it together")
+                raise SegcliError(
+                    f"--resume under torchrun: start the same command with hydra.run.dir={resume}; "
+                    "the ranks resume it together"
+                )
         _resume(resume, args, allow_changes)
         return
     with user_errors():
@@ -149,8 +177,13 @@ def train(
 
 def bench(
     ctx: typer.Context,
-    seconds: Annotated[float, typer.Option(help="Seconds per timed phase (after one warm-up step).")] = 20.0,
-    repeats: Annotated[int, typer.Option(help="Alternating repeats of engine/reference/naive; the median is shown.")] = 2,
+    seconds: Annotated[
+        float, typer.Option(help="Seconds per timed phase (after one warm-up step).")
+    ] = 20.0,
+    repeats: Annotated[
+        int,
+        typer.Option(help="Alternating repeats of engine/reference/naive; the median is shown."),
+    ] = 2,
     crop: Annotated[int, typer.Option(help="Training crop size in pixels (square).")] = 256,
     json_path: JsonOption = None,
     amp: AmpOption = None,
@@ -164,7 +197,9 @@ def bench(
 
     with user_errors():
         amp_override = [f"trainer.amp={amp}"] if amp is not None else []
-        cfg = to_plain(compose_config([*ctx.args, f"dataset.crop_size=[{crop},{crop}]", *amp_override]))
+        cfg = to_plain(
+            compose_config([*ctx.args, f"dataset.crop_size=[{crop},{crop}]", *amp_override])
+        )
         result = benchmark(cfg, seconds, repeats, crop)
         console.print_wide(console.bench_table(result))
         if json_path:

@@ -37,17 +37,25 @@ from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 SIZE_DIVISOR = 32  # the output stride of 5-stage encoders
 
 
-def fixed_tail(ignore_index: int, mean: Sequence[float] = IMAGENET_MEAN,
-               std: Sequence[float] = IMAGENET_STD) -> list[A.BasicTransform]:
+def fixed_tail(
+    ignore_index: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> list[A.BasicTransform]:
     """Pad to a multiple of 32 (mask padded with ``ignore_index``), normalise, to tensor.
 
     Output of the whole pipeline: ``image (3, H', W') float32`` and ``mask (H', W')``, with
     H', W' the input size rounded up to a multiple of 32.
     """
     return [
-        A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=SIZE_DIVISOR,
-                      pad_width_divisor=SIZE_DIVISOR, position="top_left",
-                      border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
+        A.PadIfNeeded(
+            min_height=None,
+            min_width=None,
+            pad_height_divisor=SIZE_DIVISOR,
+            pad_width_divisor=SIZE_DIVISOR,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
+        ),
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
         ToTensorV2(),
     ]
@@ -60,9 +68,13 @@ def seed_transform(transform: A.BaseCompose, key: Sequence[int]) -> None:
     transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
 
 
-def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int,
-                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                     scale: float = 1.0) -> A.Compose:
+def build_transforms(
+    specs: Sequence[Mapping] | None,
+    ignore_index: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    scale: float = 1.0,
+) -> A.Compose:
     """Compose the YAML-listed transforms and the fixed tail.
 
     Args:
@@ -80,16 +92,25 @@ def build_transforms(specs: Sequence[Mapping] | None, ignore_index: int,
     """
     transforms: list = []
     if scale != 1.0:
-        transforms.append(A.RandomScale(scale_limit=(scale - 1, scale - 1), p=1.0,
-                                        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
+        transforms.append(
+            A.RandomScale(
+                scale_limit=(scale - 1, scale - 1),
+                p=1.0,
+                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+            )
+        )
     for i, spec in enumerate(specs or []):
-        spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
+        spec = (
+            OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
+        )
         where = f"augmentation entry {i} ({spec.get('_target_')})"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 transforms.append(instantiate(spec))
-            except Exception as exc:  # hydra wraps import and argument errors in InstantiationException
+            except (
+                Exception
+            ) as exc:  # hydra wraps import and argument errors in InstantiationException
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise SegcliError(f"{where}: {first}") from exc
         for w in caught:

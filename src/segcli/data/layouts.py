@@ -61,12 +61,18 @@ def list_images(folder: Path, suffix: str = "", recursive: bool = False) -> dict
         if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.stem.endswith(suffix)):
             continue
         name = p.relative_to(folder).with_suffix("").as_posix()
-        out[name[:len(name) - len(suffix)] if suffix else name] = p
+        out[name[: len(name) - len(suffix)] if suffix else name] = p
     return out
 
 
-def pair_files(image_dir: Path, mask_dir: Path, problems: list[str] | None = None, image_suffix: str = "",
-               mask_suffix: str = "", recursive: bool = False) -> list[tuple[Path, Path]]:
+def pair_files(
+    image_dir: Path,
+    mask_dir: Path,
+    problems: list[str] | None = None,
+    image_suffix: str = "",
+    mask_suffix: str = "",
+    recursive: bool = False,
+) -> list[tuple[Path, Path]]:
     """Pair ``image_dir/NAME<image_suffix>.*`` with ``mask_dir/NAME<mask_suffix>.*``.
 
     Args:
@@ -84,9 +90,19 @@ def pair_files(image_dir: Path, mask_dir: Path, problems: list[str] | None = Non
     masks = list_images(mask_dir, mask_suffix, recursive)
     if not images:
         what = f"names ending in {image_suffix!r}, " if image_suffix else ""
-        raise SegcliError(f"{image_dir}: no image files ({what}{', '.join(sorted(IMAGE_EXTENSIONS))})")
-    unpaired = [f"{images[n]}: image has no mask {mask_dir}/{n}{mask_suffix}.*" for n in images if n not in masks]
-    unpaired += [f"{masks[n]}: mask has no image {image_dir}/{n}{image_suffix}.*" for n in masks if n not in images]
+        raise SegcliError(
+            f"{image_dir}: no image files ({what}{', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    unpaired = [
+        f"{images[n]}: image has no mask {mask_dir}/{n}{mask_suffix}.*"
+        for n in images
+        if n not in masks
+    ]
+    unpaired += [
+        f"{masks[n]}: mask has no image {image_dir}/{n}{image_suffix}.*"
+        for n in masks
+        if n not in images
+    ]
     if unpaired and problems is None:
         raise SegcliError(unpaired[0] + _suffix_hint(images, masks, image_suffix, mask_suffix))
     if problems is not None:
@@ -121,13 +137,20 @@ def read_list(path: Path, root: Path) -> list[tuple[str, ...]]:
         if not fields:
             continue
         if len(fields) > 2:
-            raise SegcliError(f"{path}:{number}: expected NAME or 'IMAGE MASK', got {len(fields)} fields")
+            raise SegcliError(
+                f"{path}:{number}: expected NAME or 'IMAGE MASK', got {len(fields)} fields"
+            )
         out.append(tuple(f.lstrip("/") for f in fields))
     return out
 
 
-def pairs_from_list(entries: list[tuple[str, ...]], by_name: dict[str, tuple[Path, Path]] | None, root: Path,
-                    source: Path, problems: list[str] | None) -> list[tuple[Path, Path]]:
+def pairs_from_list(
+    entries: list[tuple[str, ...]],
+    by_name: dict[str, tuple[Path, Path]] | None,
+    root: Path,
+    source: Path,
+    problems: list[str] | None,
+) -> list[tuple[Path, Path]]:
     """The pairs a split list names: a ``NAME`` looked up in ``by_name``, an ``IMAGE MASK`` line as paths.
 
     Raises:
@@ -138,7 +161,11 @@ def pairs_from_list(entries: list[tuple[str, ...]], by_name: dict[str, tuple[Pat
         if len(entry) == 2:
             image, mask = root / entry[0], root / entry[1]
             bad = next((p for p in (image, mask) if not p.is_file()), None)
-            (missing.append(f"{bad}: listed in {source} but not found") if bad else out.append((image, mask)))
+            (
+                missing.append(f"{bad}: listed in {source} but not found")
+                if bad
+                else out.append((image, mask))
+            )
         elif by_name is not None and entry[0] in by_name:
             out.append(by_name[entry[0]])
         else:
@@ -159,21 +186,32 @@ def find_split_files(cfg: Mapping, seed: int, problems: list[str] | None = None)
     """
     root = Path(str(cfg["root"])).expanduser()
     if not root.is_dir():
-        raise SegcliError(f"{root}: dataset.root not found (expected a folder; set dataset.root=PATH)")
+        raise SegcliError(
+            f"{root}: dataset.root not found (expected a folder; set dataset.root=PATH)"
+        )
     layout = str(cfg.get("layout") or "image_mask_dirs")
     if layout not in LAYOUTS:
         raise SegcliError(f"dataset.layout={layout}: expected one of {', '.join(LAYOUTS)}")
     if layout == "segnet":
-        return SplitFiles({split: pair_files(root / split, root / f"{split}annot", problems)
-                           for split in SPLITS if (root / split).is_dir() or split != "test"})
+        return SplitFiles(
+            {
+                split: pair_files(root / split, root / f"{split}annot", problems)
+                for split in SPLITS
+                if (root / split).is_dir() or split != "test"
+            }
+        )
     if layout == "voc":
         return _voc(cfg, root, problems)
     if layout == "cityscapes":
         return _cityscapes(root, problems)
     if layout == "ade20k":
         root = _inside(root, "ADEChallengeData2016", "images")
-        return SplitFiles({split: pair_files(root / "images" / folder, root / "annotations" / folder, problems)
-                           for split, folder in (("train", "training"), ("val", "validation"))})
+        return SplitFiles(
+            {
+                split: pair_files(root / "images" / folder, root / "annotations" / folder, problems)
+                for split, folder in (("train", "training"), ("val", "validation"))
+            }
+        )
     out = _image_mask_dirs(cfg, root, seed, problems)
     if cfg.get("roi_dir"):
         _attach_rois(cfg, root, out, problems)
@@ -191,7 +229,7 @@ def _attach_rois(cfg: Mapping, root: Path, out: SplitFiles, problems: list[str] 
     for split, pairs in out.pairs.items():
         kept = []
         for image, mask in pairs:
-            name = image.stem[:len(image.stem) - len(image_suffix)] if image_suffix else image.stem
+            name = image.stem[: len(image.stem) - len(image_suffix)] if image_suffix else image.stem
             roi = rois.get(f"{split}/{name}") or rois.get(name)
             if roi is None:
                 line = f"{image}: image has no region-of-interest mask {folder}/{name}{suffix}.*"
@@ -205,9 +243,15 @@ def _attach_rois(cfg: Mapping, root: Path, out: SplitFiles, problems: list[str] 
 
 
 def _image_mask_dirs(cfg: Mapping, root: Path, seed: int, problems: list[str] | None) -> SplitFiles:
-    images, masks = root / str(cfg.get("image_dir", "images")), root / str(cfg.get("mask_dir", "masks"))
-    rule = {"image_suffix": str(cfg.get("image_suffix") or ""), "mask_suffix": str(cfg.get("mask_suffix") or ""),
-            "recursive": bool(cfg.get("recursive", False))}
+    images, masks = (
+        root / str(cfg.get("image_dir", "images")),
+        root / str(cfg.get("mask_dir", "masks")),
+    )
+    rule = {
+        "image_suffix": str(cfg.get("image_suffix") or ""),
+        "mask_suffix": str(cfg.get("mask_suffix") or ""),
+        "recursive": bool(cfg.get("recursive", False)),
+    }
     out = SplitFiles()
     if (images / "train").is_dir():
         for split in SPLITS:
@@ -217,7 +261,9 @@ def _image_mask_dirs(cfg: Mapping, root: Path, seed: int, problems: list[str] | 
     lists = cfg.get("split_lists") or {}
     unknown = sorted(set(lists) - set(SPLITS))
     if unknown:
-        raise SegcliError(f"dataset.split_lists.{unknown[0]}: expected splits among {', '.join(SPLITS)}")
+        raise SegcliError(
+            f"dataset.split_lists.{unknown[0]}: expected splits among {', '.join(SPLITS)}"
+        )
     if lists:
         if "train" not in lists or "val" not in lists:
             raise SegcliError("dataset.split_lists: expected at least train and val lists")
@@ -231,7 +277,9 @@ def _image_mask_dirs(cfg: Mapping, root: Path, seed: int, problems: list[str] | 
     random.Random(seed).shuffle(order)
     n_val = max(1, round(len(pairs) * float(cfg.get("val_fraction", 0.2))))
     if n_val >= len(pairs):
-        raise SegcliError(f"{images}: {len(pairs)} image(s) are too few to split off dataset.val_fraction for validation")
+        raise SegcliError(
+            f"{images}: {len(pairs)} image(s) are too few to split off dataset.val_fraction for validation"
+        )
     out.pairs["val"] = [pairs[i] for i in sorted(order[:n_val])]
     out.pairs["train"] = [pairs[i] for i in sorted(order[n_val:])]
     out.random_split = True
@@ -257,45 +305,85 @@ def _voc(cfg: Mapping, root: Path, problems: list[str] | None) -> SplitFiles:
     lists = root / "ImageSets" / "Segmentation"
     for needed in (root / "JPEGImages", root / "SegmentationClass", lists):
         if not needed.is_dir():
-            raise SegcliError(f"{needed}: not found; dataset=voc expects VOCdevkit/VOC2012 with JPEGImages/, "
-                              "SegmentationClass/ and ImageSets/Segmentation/")
+            raise SegcliError(
+                f"{needed}: not found; dataset=voc expects VOCdevkit/VOC2012 with JPEGImages/, "
+                "SegmentationClass/ and ImageSets/Segmentation/"
+            )
     out = SplitFiles()
     for split in ("train", "val"):
         names = [e[0] for e in read_list(lists / f"{split}.txt", root)]
-        out.pairs[split] = _named_pairs(names, root / "JPEGImages", ".jpg", root / "SegmentationClass", ".png",
-                                        lists / f"{split}.txt", problems)
+        out.pairs[split] = _named_pairs(
+            names,
+            root / "JPEGImages",
+            ".jpg",
+            root / "SegmentationClass",
+            ".png",
+            lists / f"{split}.txt",
+            problems,
+        )
     if cfg.get("aug"):
         source = root / str(cfg.get("aug_list") or "ImageSets/Segmentation/train_aug.txt")
         entries = read_list(source, root)
         val = {p[0].stem for p in out.pairs["val"]}
         kept = [e for e in entries if Path(e[0]).stem not in val]
         if len(kept) < len(entries):
-            console.warning(f"{source}: left out {len(entries) - len(kept)} val image(s) from the augmented training list")
+            console.warning(
+                f"{source}: left out {len(entries) - len(kept)} val image(s) from the augmented training list"
+            )
         named = [e[0] for e in kept if len(e) == 1]
-        out.pairs["train"] = pairs_from_list([e for e in kept if len(e) == 2], None, root, source, problems) + \
-            _named_pairs(named, root / "JPEGImages", ".jpg", root / "SegmentationClassAug", ".png", source, problems)
+        out.pairs["train"] = pairs_from_list(
+            [e for e in kept if len(e) == 2], None, root, source, problems
+        ) + _named_pairs(
+            named,
+            root / "JPEGImages",
+            ".jpg",
+            root / "SegmentationClassAug",
+            ".png",
+            source,
+            problems,
+        )
     return out
 
 
-def _named_pairs(names: list[str], images: Path, image_ext: str, masks: Path, mask_ext: str, source: Path,
-                 problems: list[str] | None) -> list[tuple[Path, Path]]:
-    entries = [(str((images / f"{n}{image_ext}").relative_to(images.parent)),
-                str((masks / f"{n}{mask_ext}").relative_to(images.parent))) for n in names]
+def _named_pairs(
+    names: list[str],
+    images: Path,
+    image_ext: str,
+    masks: Path,
+    mask_ext: str,
+    source: Path,
+    problems: list[str] | None,
+) -> list[tuple[Path, Path]]:
+    entries = [
+        (
+            str((images / f"{n}{image_ext}").relative_to(images.parent)),
+            str((masks / f"{n}{mask_ext}").relative_to(images.parent)),
+        )
+        for n in names
+    ]
     return pairs_from_list(entries, None, images.parent, source, problems)
 
 
 def _cityscapes(root: Path, problems: list[str] | None) -> SplitFiles:
     for needed in (root / "leftImg8bit", root / "gtFine"):
         if not needed.is_dir():
-            raise SegcliError(f"{needed}: not found; dataset=cityscapes expects leftImg8bit/ and gtFine/ under root")
+            raise SegcliError(
+                f"{needed}: not found; dataset=cityscapes expects leftImg8bit/ and gtFine/ under root"
+            )
     out = SplitFiles()
     for split in ("train", "val"):
         images, masks = root / "leftImg8bit" / split, root / "gtFine" / split
-        train_ids = list_images(masks, "_gtFine_labelTrainIds", recursive=True) if masks.is_dir() else {}
+        train_ids = (
+            list_images(masks, "_gtFine_labelTrainIds", recursive=True) if masks.is_dir() else {}
+        )
         image_names = list_images(images, "_leftImg8bit", recursive=True) if images.is_dir() else {}
         if image_names and set(image_names) <= set(train_ids):
             out.identity.add(split)
-            out.pairs[split] = pair_files(images, masks, problems, "_leftImg8bit", "_gtFine_labelTrainIds", True)
+            out.pairs[split] = pair_files(
+                images, masks, problems, "_leftImg8bit", "_gtFine_labelTrainIds", True
+            )
         else:
-            out.pairs[split] = pair_files(images, masks, problems, "_leftImg8bit", "_gtFine_labelIds", True)
+            out.pairs[split] = pair_files(
+                images, masks, problems, "_leftImg8bit", "_gtFine_labelIds", True
+            )
     return out

@@ -35,11 +35,17 @@ from segcli.errors import SegcliError
 
 MASK_FORMATS = ("index", "rgb")
 LOSSY_FORMATS = {"JPEG", "MPO"}
-MAX_UNSNAPPED = 0.05  # colour masks with a tolerance: share of pixels that may stay unsnapped (ignored)
+MAX_UNSNAPPED = (
+    0.05  # colour masks with a tolerance: share of pixels that may stay unsnapped (ignored)
+)
 
 
-def mask_lut(num_classes: int, ignore_index: int, mask_values: Mapping[int, int] | None = None,
-             reduce_zero_label: bool = False) -> np.ndarray:
+def mask_lut(
+    num_classes: int,
+    ignore_index: int,
+    mask_values: Mapping[int, int] | None = None,
+    reduce_zero_label: bool = False,
+) -> np.ndarray:
     """Look-up table raw mask value -> class index: ``(65536,) int64``, -1 where invalid.
 
     Without ``mask_values`` the raw values 0..C-1 and ``ignore_index`` are valid and kept.
@@ -52,18 +58,24 @@ def mask_lut(num_classes: int, ignore_index: int, mask_values: Mapping[int, int]
     """
     lut = np.full(65536, -1, dtype=np.int64)
     if mask_values and reduce_zero_label:
-        raise SegcliError("dataset.mask_values and dataset.reduce_zero_label are both set; expected one of them")
+        raise SegcliError(
+            "dataset.mask_values and dataset.reduce_zero_label are both set; expected one of them"
+        )
     if mask_values:
         for raw, cls in mask_values.items():
             if not (0 <= int(cls) < num_classes or int(cls) == ignore_index):
-                raise SegcliError(f"dataset.mask_values maps {raw} to {cls}; expected 0..{num_classes - 1} or {ignore_index}")
+                raise SegcliError(
+                    f"dataset.mask_values maps {raw} to {cls}; expected 0..{num_classes - 1} or {ignore_index}"
+                )
             if not str(raw).isdigit() or int(raw) > 65535:
-                raise SegcliError(f"dataset.mask_values key {raw!r}: expected a raw mask value 0..65535 "
-                                  "(for colour masks use dataset.mask_format=rgb)")
+                raise SegcliError(
+                    f"dataset.mask_values key {raw!r}: expected a raw mask value 0..65535 "
+                    "(for colour masks use dataset.mask_format=rgb)"
+                )
             lut[int(raw)] = int(cls)
     elif reduce_zero_label:
         lut[0] = ignore_index
-        lut[1:num_classes + 1] = np.arange(num_classes)
+        lut[1 : num_classes + 1] = np.arange(num_classes)
     else:
         lut[:num_classes] = np.arange(num_classes)
     if 0 <= ignore_index < 65536 and lut[ignore_index] == -1:
@@ -85,8 +97,13 @@ class ColorTable:
     tolerance: int | None = None
 
     @classmethod
-    def from_config(cls, colors: Sequence[Sequence[int]], ignore_index: int,
-                    mask_values: Mapping | None = None, tolerance: int | None = None) -> ColorTable:
+    def from_config(
+        cls,
+        colors: Sequence[Sequence[int]],
+        ignore_index: int,
+        mask_values: Mapping | None = None,
+        tolerance: int | None = None,
+    ) -> ColorTable:
         """Class ``i`` is ``colors[i]``; ``mask_values`` adds ``"R,G,B": class`` entries (e.g.
         ``{"0,0,0": 255}`` to ignore black).
 
@@ -97,9 +114,13 @@ class ColorTable:
         for key, value in (mask_values or {}).items():
             parts = str(key).replace(" ", "").split(",")
             if len(parts) != 3 or not all(p.isdigit() and int(p) < 256 for p in parts):
-                raise SegcliError(f"dataset.mask_values key {key!r}: expected 'R,G,B' with dataset.mask_format=rgb")
+                raise SegcliError(
+                    f"dataset.mask_values key {key!r}: expected 'R,G,B' with dataset.mask_format=rgb"
+                )
             if not (0 <= int(value) < len(colors) or int(value) == ignore_index):
-                raise SegcliError(f"dataset.mask_values maps {key} to {value}; expected 0..{len(colors) - 1} or {ignore_index}")
+                raise SegcliError(
+                    f"dataset.mask_values maps {key} to {value}; expected 0..{len(colors) - 1} or {ignore_index}"
+                )
             r, g, b = map(int, parts)
             codes[(r << 16) | (g << 8) | b] = int(value)
         return cls(codes, tolerance)
@@ -107,7 +128,9 @@ class ColorTable:
     def decode(self, rgb: np.ndarray) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB -> ``(H, W) int64`` class indices, -1 for unknown colours
         (with ``tolerance``: for colours farther than it from every known colour)."""
-        code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        code = (
+            (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        )
         values, inverse = np.unique(code, return_inverse=True)
         classes = np.array([self.codes.get(int(v), -1) for v in values], dtype=np.int64)
         if self.tolerance is not None and (classes < 0).any():
@@ -115,7 +138,9 @@ class ColorTable:
             known_rgb = np.stack([(known >> 16) & 255, (known >> 8) & 255, known & 255], 1)
             for i in np.flatnonzero(classes < 0):
                 v = int(values[i])
-                distance = np.abs(known_rgb - np.array([(v >> 16) & 255, (v >> 8) & 255, v & 255])).max(1)
+                distance = np.abs(
+                    known_rgb - np.array([(v >> 16) & 255, (v >> 8) & 255, v & 255])
+                ).max(1)
                 if distance.min() <= self.tolerance:
                     classes[i] = self.codes[int(known[distance.argmin()])]
         return classes[inverse.reshape(code.shape)]
@@ -163,11 +188,19 @@ def read_raw_mask(path) -> RawMask:
             if mode in ("P", "PA") or file_format == "GIF":
                 indices = np.array(im if im.mode != "PA" else im.getchannel(0))
                 palette = im.getpalette() if im.mode in ("P", "PA") else None
-                palette = None if palette is None else np.array(palette, dtype=np.uint8).reshape(-1, 3)
+                palette = (
+                    None if palette is None else np.array(palette, dtype=np.uint8).reshape(-1, 3)
+                )
                 if palette is None:
                     return RawMask(indices, "8-bit", file_format)
-                if (palette == palette[:, :1]).all():  # a gray palette (0/255 GIFs): the gray levels, as it looks
-                    return RawMask(palette[np.minimum(indices, len(palette) - 1), 0], "gray palette", file_format)
+                if (
+                    palette == palette[:, :1]
+                ).all():  # a gray palette (0/255 GIFs): the gray levels, as it looks
+                    return RawMask(
+                        palette[np.minimum(indices, len(palette) - 1), 0],
+                        "gray palette",
+                        file_format,
+                    )
                 return RawMask(indices, "palette", file_format, palette)
             if mode == "1":
                 return RawMask(np.array(im.convert("L")), "1-bit", file_format)
@@ -216,14 +249,20 @@ class MaskDecoder:
         pixels = raw.pixels
         if pixels.ndim == 3:
             channels = pixels[..., :3]
-            if (self.threshold is not None or pixels.shape[2] == 3) and (channels == channels[..., :1]).all():
+            if (self.threshold is not None or pixels.shape[2] == 3) and (
+                channels == channels[..., :1]
+            ).all():
                 pixels = channels[..., 0]  # gray stored as RGB
             else:
-                raise SegcliError(f"{path}: mask has {pixels.shape[2]} channels ({raw.describe()}); expected one "
-                                  "channel of class indices (for colour-coded masks set dataset.mask_format=rgb "
-                                  "and dataset.colors)")
+                raise SegcliError(
+                    f"{path}: mask has {pixels.shape[2]} channels ({raw.describe()}); expected one "
+                    "channel of class indices (for colour-coded masks set dataset.mask_format=rgb "
+                    "and dataset.colors)"
+                )
         if pixels.dtype.kind not in "ui":
-            raise SegcliError(f"{path}: mask has {pixels.dtype} pixels; expected integer class indices")
+            raise SegcliError(
+                f"{path}: mask has {pixels.dtype} pixels; expected integer class indices"
+            )
         if self.threshold is not None:
             return (pixels >= self.threshold).astype(np.int64)
         raw_values = pixels.astype(np.int64)
@@ -238,16 +277,22 @@ class MaskDecoder:
         shown_bad = bad[:5].tolist()
         present = set(np.unique(raw.pixels).tolist()) if raw.pixels.ndim == 2 else set()
         if raw.lossy:
-            return (f"{path}: {raw.describe()} mask with values {shown_bad} between the classes (lossy compression "
-                    "noise); for a binary mask set dataset.mask_threshold=128 (values >= 128 are class 1), or "
-                    "store masks as PNG")
+            return (
+                f"{path}: {raw.describe()} mask with values {shown_bad} between the classes (lossy compression "
+                "noise); for a binary mask set dataset.mask_threshold=128 (values >= 128 are class 1), or "
+                "store masks as PNG"
+            )
         if present and present <= {0, 255} and 255 in bad:
-            return (f"{path}: mask values are 0 and 255 (a binary 0/255 mask); set dataset.mask_values="
-                    "{0: 0, 255: 1} (and dataset.num_classes=2)")
+            return (
+                f"{path}: mask values are 0 and 255 (a binary 0/255 mask); set dataset.mask_values="
+                "{0: 0, 255: 1} (and dataset.num_classes=2)"
+            )
         allowed = np.flatnonzero(self.lut >= 0).tolist()
         shown = ", ".join(map(str, allowed[:12])) + (", ..." if len(allowed) > 12 else "")
-        return (f"{path}: mask values {shown_bad} are not classes; expected one of [{shown}] "
-                "(classes and ignore_index; map raw values with dataset.mask_values)")
+        return (
+            f"{path}: mask values {shown_bad} are not classes; expected one of [{shown}] "
+            "(classes and ignore_index; map raw values with dataset.mask_values)"
+        )
 
     def _colors(self, raw: RawMask, path) -> np.ndarray:
         if raw.palette is not None:
@@ -255,29 +300,42 @@ class MaskDecoder:
         elif raw.pixels.ndim == 3 and raw.pixels.dtype == np.uint8:
             rgb = raw.pixels[..., :3]
         else:
-            raise SegcliError(f"{path}: mask is {raw.describe()}, not an 8-bit colour image; dataset.mask_format=rgb "
-                              "expects colour masks (index masks: dataset.mask_format=index)")
+            raise SegcliError(
+                f"{path}: mask is {raw.describe()}, not an 8-bit colour image; dataset.mask_format=rgb "
+                "expects colour masks (index masks: dataset.mask_format=index)"
+            )
         mask = self.colors.decode(rgb)
         unknown = mask < 0
         if self.colors.tolerance is not None and unknown.mean() <= MAX_UNSNAPPED:
-            mask[unknown] = self.ignore_index  # blends at class borders (JPEG chroma), too far from any colour
+            mask[unknown] = (
+                self.ignore_index
+            )  # blends at class borders (JPEG chroma), too far from any colour
             return mask
         if unknown.any():
             bad = np.unique(rgb[unknown], axis=0)[:3].tolist()
             if raw.lossy or self.colors.tolerance is not None:
-                now = ("" if self.colors.tolerance is None else
-                       f" (now {self.colors.tolerance}: {unknown.mean():.1%} of the pixels are farther, at most "
-                       f"{MAX_UNSNAPPED:.0%} may be, as ignore_index)")
-                raise SegcliError(f"{path}: {raw.describe()} mask colours {bad} are not in dataset.colors "
-                                  f"({unknown.mean():.1%} of the pixels; lossy compression noise?); set "
-                                  f"dataset.color_tolerance=N to snap each colour to the nearest class colour within "
-                                  f"N levels per channel{now}")
-            raise SegcliError(f"{path}: mask colours {bad} are not in dataset.colors (map them with "
-                              "dataset.mask_values, e.g. {'0,0,0': 255} to ignore)")
+                now = (
+                    ""
+                    if self.colors.tolerance is None
+                    else f" (now {self.colors.tolerance}: {unknown.mean():.1%} of the pixels are farther, at most "
+                    f"{MAX_UNSNAPPED:.0%} may be, as ignore_index)"
+                )
+                raise SegcliError(
+                    f"{path}: {raw.describe()} mask colours {bad} are not in dataset.colors "
+                    f"({unknown.mean():.1%} of the pixels; lossy compression noise?); set "
+                    f"dataset.color_tolerance=N to snap each colour to the nearest class colour within "
+                    f"N levels per channel{now}"
+                )
+            raise SegcliError(
+                f"{path}: mask colours {bad} are not in dataset.colors (map them with "
+                "dataset.mask_values, e.g. {'0,0,0': 255} to ignore)"
+            )
         return mask
 
 
-def mask_table(cfg: Mapping, colors: Sequence[Sequence[int]], identity: bool = False) -> MaskDecoder:
+def mask_table(
+    cfg: Mapping, colors: Sequence[Sequence[int]], identity: bool = False
+) -> MaskDecoder:
     """The mask decoder a ``dataset`` config asks for (``mask_format``, ``mask_values``,
     ``reduce_zero_label``, ``mask_threshold``, ``color_tolerance``). ``identity``: the files
     already hold class indices (Cityscapes' labelTrainIds): ``mask_values`` is not applied.
@@ -293,21 +351,38 @@ def mask_table(cfg: Mapping, colors: Sequence[Sequence[int]], identity: bool = F
     if fmt == "rgb":
         tolerance = cfg.get("color_tolerance")
         if tolerance is not None and not 0 <= int(tolerance) <= 255:
-            raise SegcliError(f"dataset.color_tolerance={tolerance}: expected 0..255 levels per channel")
-        return MaskDecoder(colors=ColorTable.from_config(colors, ignore_index, cfg.get("mask_values"),
-                                                         None if tolerance is None else int(tolerance)),
-                           ignore_index=ignore_index)
+            raise SegcliError(
+                f"dataset.color_tolerance={tolerance}: expected 0..255 levels per channel"
+            )
+        return MaskDecoder(
+            colors=ColorTable.from_config(
+                colors,
+                ignore_index,
+                cfg.get("mask_values"),
+                None if tolerance is None else int(tolerance),
+            ),
+            ignore_index=ignore_index,
+        )
     threshold = cfg.get("mask_threshold")
     if threshold is not None and num_classes != 2:
-        raise SegcliError(f"dataset.mask_threshold={threshold}: binary masks only; expected dataset.num_classes=2 "
-                          f"(not {num_classes})")
-    lut = mask_lut(num_classes, ignore_index, None if identity else cfg.get("mask_values"),
-                   bool(cfg.get("reduce_zero_label")) and not identity)
-    return MaskDecoder(lut=lut, threshold=None if threshold is None else int(threshold), ignore_index=ignore_index)
+        raise SegcliError(
+            f"dataset.mask_threshold={threshold}: binary masks only; expected dataset.num_classes=2 "
+            f"(not {num_classes})"
+        )
+    lut = mask_lut(
+        num_classes,
+        ignore_index,
+        None if identity else cfg.get("mask_values"),
+        bool(cfg.get("reduce_zero_label")) and not identity,
+    )
+    return MaskDecoder(
+        lut=lut, threshold=None if threshold is None else int(threshold), ignore_index=ignore_index
+    )
 
 
-def keep_points(mask: np.ndarray, per_class: int, key: Sequence[int], num_classes: int,
-                ignore_index: int) -> np.ndarray:
+def keep_points(
+    mask: np.ndarray, per_class: int, key: Sequence[int], num_classes: int, ignore_index: int
+) -> np.ndarray:
     """Sparse labels for experiments (``dataset.point_labels``; point supervision as in Bearman et al.
     2016, "What's the Point"): keep ``per_class`` random labelled pixels of each class present
     (all of a class with fewer), everything else ``ignore_index``.
@@ -344,8 +419,10 @@ def apply_roi(mask: np.ndarray, roi_path, ignore_index: int) -> np.ndarray:
     roi = read_raw_mask(roi_path).pixels
     inside = roi != 0 if roi.ndim == 2 else (roi[..., :3] != 0).any(-1)
     if inside.shape != mask.shape:
-        raise SegcliError(f"{roi_path}: region-of-interest mask is {inside.shape[1]}x{inside.shape[0]} (WxH); "
-                          f"expected the size of its mask, {mask.shape[1]}x{mask.shape[0]}")
+        raise SegcliError(
+            f"{roi_path}: region-of-interest mask is {inside.shape[1]}x{inside.shape[0]} (WxH); "
+            f"expected the size of its mask, {mask.shape[1]}x{mask.shape[0]}"
+        )
     mask[~inside] = ignore_index
     return mask
 

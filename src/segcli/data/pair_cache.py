@@ -33,7 +33,11 @@ def cache_dir() -> Path | None:
     """Where pair caches live (see the module docstring); None when turned off."""
     configured = os.environ.get("SEGCLI_CACHE_DIR")
     if configured is not None:
-        return None if configured.strip().lower() in ("", "off", "0", "none") else Path(configured).expanduser()
+        return (
+            None
+            if configured.strip().lower() in ("", "off", "0", "none")
+            else Path(configured).expanduser()
+        )
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "segcli"
 
@@ -75,14 +79,18 @@ class PairCache:
         folder = cache_dir()
         if folder is None:
             return None
-        name = hashlib.sha1(f"{Path(root).expanduser().resolve()}|{fingerprint}".encode()).hexdigest()[:20]
+        name = hashlib.sha1(
+            f"{Path(root).expanduser().resolve()}|{fingerprint}".encode()
+        ).hexdigest()[:20]
         return cls(folder / f"pairs-{name}.json")
 
     @staticmethod
     def _key(image: Path, mask: Path, roi: Path | None) -> str:
         return f"{image}|{mask}|{roi or ''}"
 
-    def get(self, image: Path, mask: Path, roi: Path | None = None) -> tuple[list[int], int, tuple[int, int]] | None:
+    def get(
+        self, image: Path, mask: Path, roi: Path | None = None
+    ) -> tuple[list[int], int, tuple[int, int]] | None:
         """The cached result of this pair if no file changed since, else None."""
         entry = self.entries.get(self._key(image, mask, roi))
         hit = entry is not None and entry["stamp"] == _stamp((image, mask, roi))
@@ -91,21 +99,29 @@ class PairCache:
             self.misses += not hit
         return (entry["counts"], entry["ignored"], tuple(entry["size"])) if hit else None
 
-    def put(self, image: Path, mask: Path, roi: Path | None, counts, ignored: int, size: tuple[int, int]) -> None:
+    def put(
+        self, image: Path, mask: Path, roi: Path | None, counts, ignored: int, size: tuple[int, int]
+    ) -> None:
         """Remember a good pair's result with the files' current stamps."""
         stamp = _stamp((image, mask, roi))
         if stamp is None:
             return
         with self.lock:
-            self.entries[self._key(image, mask, roi)] = {"stamp": stamp, "counts": [int(c) for c in counts],
-                                                         "ignored": int(ignored), "size": list(size)}
+            self.entries[self._key(image, mask, roi)] = {
+                "stamp": stamp,
+                "counts": [int(c) for c in counts],
+                "ignored": int(ignored),
+                "size": list(size),
+            }
             self.changed = True
 
     def save(self) -> None:
         """Write the cache if anything was added (atomically; silently skipped when not writable)."""
         if not self.changed:
             return
-        text = json.dumps({"version": CACHE_VERSION, "entries": self.entries}, separators=(",", ":"))
+        text = json.dumps(
+            {"version": CACHE_VERSION, "entries": self.entries}, separators=(",", ":")
+        )
         try:
             atomic_write(self.path, lambda f: f.write(text.encode()))
         except OSError:

@@ -40,7 +40,9 @@ from segcli.data.augment import seed_transform
 from segcli.data.masks import ColorTable, MaskDecoder, apply_roi, as_decoder, read_raw_mask
 from segcli.errors import SegcliError
 
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # bad files get segcli's one-line errors instead
+cv2.utils.logging.setLogLevel(
+    cv2.utils.logging.LOG_LEVEL_SILENT
+)  # bad files get segcli's one-line errors instead
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 SPLITS = ("train", "val", "test")
@@ -91,13 +93,17 @@ class DatasetInfo:
         if given is None:
             given = len(cfg.get("class_names") or cfg.get("colors") or [])
             if not given:
-                raise SegcliError("dataset.num_classes: not set; set it, or dataset.class_names or dataset.colors")
+                raise SegcliError(
+                    "dataset.num_classes: not set; set it, or dataset.class_names or dataset.colors"
+                )
         c = int(given)
         names = list(cfg.get("class_names") or [f"class{i}" for i in range(c)])
         colors = [list(map(int, x)) for x in (cfg.get("colors") or default_colors(c))]
         for key, value in (("dataset.class_names", names), ("dataset.colors", colors)):
             if len(value) != c:
-                raise SegcliError(f"{key} has {len(value)} entries; expected dataset.num_classes={c}")
+                raise SegcliError(
+                    f"{key} has {len(value)} entries; expected dataset.num_classes={c}"
+                )
         return cls(c, names, colors, int(cfg["ignore_index"]))
 
 
@@ -131,7 +137,9 @@ def image_size(path: Path) -> tuple[int, int]:
             im.load()
             width, height = im.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise SegcliError(f"{path}: cannot read as an image ({str(exc)[:80] or type(exc).__name__})") from None
+        raise SegcliError(
+            f"{path}: cannot read as an image ({str(exc)[:80] or type(exc).__name__})"
+        ) from None
     return height, width
 
 
@@ -161,15 +169,23 @@ class SplitCheck(ClassPixels):
     ignored: int = 0
 
 
-def _check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder, num_classes: int,
-                point_labels: int | None = None, roi: Path | None = None) -> tuple[np.ndarray, int, tuple[int, int]]:
+def _check_pair(
+    image_path: Path,
+    mask_path: Path,
+    decoder: MaskDecoder,
+    num_classes: int,
+    point_labels: int | None = None,
+    roi: Path | None = None,
+) -> tuple[np.ndarray, int, tuple[int, int]]:
     mask = decoder.decode(read_raw_mask(mask_path), mask_path)
     if roi is not None:
         apply_roi(mask, roi, decoder.ignore_index)
     height, width = image_size(image_path)
     if (height, width) != mask.shape:
-        raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
-                          f"expected the size of its image {image_path.name}, {width}x{height}")
+        raise SegcliError(
+            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
+            f"expected the size of its image {image_path.name}, {width}x{height}"
+        )
     labelled = (mask >= 0) & (mask < num_classes)
     counts = np.bincount(mask[labelled], minlength=num_classes)[:num_classes]
     if point_labels is not None:
@@ -177,9 +193,15 @@ def _check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder, num_cla
     return counts, int((~labelled).sum()), (height, width)
 
 
-def check_pairs(pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, num_classes: int,
-                skip_bad: bool = False, point_labels: int | None = None,
-                rois: Mapping[Path, Path] | None = None, cache=None) -> SplitCheck:
+def check_pairs(
+    pairs: Sequence[tuple[Path, Path]],
+    lut: MaskDecoder | ColorTable | np.ndarray,
+    num_classes: int,
+    skip_bad: bool = False,
+    point_labels: int | None = None,
+    rois: Mapping[Path, Path] | None = None,
+    cache=None,
+) -> SplitCheck:
     """Check every pair up front, before any training step: both files decode in full (truncated
     files are found), sizes match, and mask values are classes. Files are read by a few threads
     (decoders release the GIL).
@@ -256,9 +278,16 @@ class SegmentationSamples(Dataset):
             out = self.transform(image=image, mask=mask)
         except (cv2.error, ValueError) as exc:  # e.g. a 1-pixel image scaled down to nothing
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
-            raise SegcliError(f"{self.source(index)}: the augmentation pipeline failed on this "
-                              f"{image.shape[1]}x{image.shape[0]} (WxH) image: {detail}") from None
-        return {"image": out["image"], "mask": out["mask"].long(), "name": name, "size": image.shape[:2]}
+            raise SegcliError(
+                f"{self.source(index)}: the augmentation pipeline failed on this "
+                f"{image.shape[1]}x{image.shape[0]} (WxH) image: {detail}"
+            ) from None
+        return {
+            "image": out["image"],
+            "mask": out["mask"].long(),
+            "name": name,
+            "size": image.shape[:2],
+        }
 
     def source(self, index: int) -> str:
         """Where sample ``index`` comes from, for error messages."""
@@ -278,10 +307,21 @@ class PairedFolderDataset(SegmentationSamples):
         rois: image path -> region-of-interest mask; pixels outside become ignore_index.
     """
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], lut: MaskDecoder | ColorTable | np.ndarray, transform: Callable,
-                 augment_seed: int | None = None, sparsify: Callable[[np.ndarray, str], np.ndarray] | None = None,
-                 rois: Mapping[Path, Path] | None = None) -> None:
-        self.pairs, self.lut, self.transform, self.augment_seed = list(pairs), as_decoder(lut), transform, augment_seed
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path]],
+        lut: MaskDecoder | ColorTable | np.ndarray,
+        transform: Callable,
+        augment_seed: int | None = None,
+        sparsify: Callable[[np.ndarray, str], np.ndarray] | None = None,
+        rois: Mapping[Path, Path] | None = None,
+    ) -> None:
+        self.pairs, self.lut, self.transform, self.augment_seed = (
+            list(pairs),
+            as_decoder(lut),
+            transform,
+            augment_seed,
+        )
         self.sparsify, self.rois = sparsify, dict(rois or {})
 
     def __len__(self) -> int:
@@ -294,8 +334,10 @@ class PairedFolderDataset(SegmentationSamples):
         image_path, mask_path = self.pairs[index]
         image, mask = read_image(image_path), self.lut.decode(read_raw_mask(mask_path), mask_path)
         if image.shape[:2] != mask.shape:
-            raise SegcliError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "
-                              f"size of its image {image_path.name}, {image.shape[1]}x{image.shape[0]}")
+            raise SegcliError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "
+                f"size of its image {image_path.name}, {image.shape[1]}x{image.shape[0]}"
+            )
         if image_path in self.rois:
             apply_roi(mask, self.rois[image_path], self.lut.ignore_index)
         if self.sparsify is not None:
@@ -317,8 +359,15 @@ class EpochSampler(Sampler):
     Call ``set_epoch`` before iterating. Used with a DataLoader's ``batch_size``/``drop_last``.
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1,
-                 pad: bool | None = None) -> None:
+    def __init__(
+        self,
+        length: int,
+        seed: int,
+        shuffle: bool,
+        rank: int = 0,
+        world: int = 1,
+        pad: bool | None = None,
+    ) -> None:
         self.length, self.seed, self.shuffle = int(length), int(seed), bool(shuffle)
         self.rank, self.world = int(rank), int(world)
         self.pad = self.shuffle if pad is None else bool(pad)
@@ -332,7 +381,9 @@ class EpochSampler(Sampler):
         """The epoch's sample indices, before skipping."""
         if not self.shuffle:
             return list(range(self.length))
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        g = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        )
         return torch.randperm(self.length, generator=g).tolist()
 
     def shard(self) -> list[int]:
@@ -343,10 +394,10 @@ class EpochSampler(Sampler):
         if self.pad and order:
             total = -(-len(order) // self.world) * self.world
             order = (order * (total // len(order) + 1))[:total]
-        return order[self.rank::self.world]
+        return order[self.rank :: self.world]
 
     def __iter__(self):
-        return iter([(self.epoch, i) for i in self.shard()[self.skip:]])
+        return iter([(self.epoch, i) for i in self.shard()[self.skip :]])
 
     def __len__(self) -> int:
         if self.world == 1:
@@ -368,14 +419,20 @@ def pad_collate(batch: list[dict], ignore_index: int) -> dict:
     """
     h = max(s["image"].shape[-2] for s in batch)
     w = max(s["image"].shape[-1] for s in batch)
-    images = torch.zeros(len(batch), batch[0]["image"].shape[0], h, w, dtype=batch[0]["image"].dtype)
+    images = torch.zeros(
+        len(batch), batch[0]["image"].shape[0], h, w, dtype=batch[0]["image"].dtype
+    )
     masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.int64)
     for i, s in enumerate(batch):
         sh, sw = s["image"].shape[-2:]
         images[i, :, :sh, :sw] = s["image"]
         masks[i, :sh, :sw] = s["mask"]
-    return {"image": images, "mask": masks, "name": [s["name"] for s in batch],
-            "size": [tuple(int(v) for v in s.get("size", s["image"].shape[-2:])) for s in batch]}
+    return {
+        "image": images,
+        "mask": masks,
+        "name": [s["name"] for s in batch],
+        "size": [tuple(int(v) for v in s.get("size", s["image"].shape[-2:])) for s in batch],
+    }
 
 
 def worker_init(worker_id: int) -> None:
@@ -387,11 +444,22 @@ def worker_init(worker_id: int) -> None:
     np.random.seed(seed)
     random.seed(seed)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # workers exit when the main process shuts them down
+    signal.signal(
+        signal.SIGTERM, signal.SIG_IGN
+    )  # workers exit when the main process shuts them down
 
 
-def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, ignore_index: int,
-                seed: int, pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int,
+    ignore_index: int,
+    seed: int,
+    pin_memory: bool = False,
+    rank: int = 0,
+    world: int = 1,
+) -> DataLoader:
     """A DataLoader over ``EpochSampler`` keys: shuffled per (seed, epoch) and the last
     incomplete batch dropped for training (BatchNorm needs > 1 sample); in order and complete for
     evaluation. Workers persist across epochs. ``loader.sampler.set_epoch(e, skip)`` picks the epoch.
@@ -402,9 +470,17 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
     # DataLoader workers ("'Process' object has no attribute 'env'")
     context = "fork" if num_workers > 0 and sys.platform.startswith("linux") else None
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler,
-        drop_last=train and len(sampler) > batch_size, num_workers=num_workers,
-        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index), pin_memory=pin_memory,
-        worker_init_fn=worker_init, persistent_workers=num_workers > 0, multiprocessing_context=context,
-        generator=torch.Generator().manual_seed(seed),  # workers' base seed: not drawn from the global RNG
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=train and len(sampler) > batch_size,
+        num_workers=num_workers,
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
+        pin_memory=pin_memory,
+        worker_init_fn=worker_init,
+        persistent_workers=num_workers > 0,
+        multiprocessing_context=context,
+        generator=torch.Generator().manual_seed(
+            seed
+        ),  # workers' base seed: not drawn from the global RNG
     )

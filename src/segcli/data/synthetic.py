@@ -27,9 +27,19 @@ class SyntheticDataset(SegmentationSamples):
         augment_seed: see ``data.readers.SegmentationSamples``; None for evaluation.
     """
 
-    def __init__(self, length: int, image_size: Sequence[int], split: str, transform: Callable,
-                 augment_seed: int | None = None) -> None:
-        self.length, self.size, self.transform = int(length), tuple(int(s) for s in image_size), transform
+    def __init__(
+        self,
+        length: int,
+        image_size: Sequence[int],
+        split: str,
+        transform: Callable,
+        augment_seed: int | None = None,
+    ) -> None:
+        self.length, self.size, self.transform = (
+            int(length),
+            tuple(int(s) for s in image_size),
+            transform,
+        )
         self.augment_seed = augment_seed
         self.split_id = SPLITS.index(split)
 
@@ -44,7 +54,9 @@ class SyntheticDataset(SegmentationSamples):
         image = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
         image += rng.normal(0, 12, size=(h, w, 3)).astype(np.float32)
         mask = np.zeros((h, w), dtype=np.int64)
-        base_colors = np.array([[0, 0, 0], [220, 40, 60], [40, 180, 80], [240, 220, 30]], np.float32)
+        base_colors = np.array(
+            [[0, 0, 0], [220, 40, 60], [40, 180, 80], [240, 220, 30]], np.float32
+        )
         for _ in range(rng.integers(2, 6)):
             cls = int(rng.integers(1, 4))
             cy, cx = rng.integers(0, h), rng.integers(0, w)

@@ -48,9 +48,14 @@ class PerImage:
 
     def save(self, path: Path) -> None:
         """Write a compressed ``.npz`` (numpy arrays and strings only: loads without pickle), atomically."""
-        arrays = {"matrices": self.matrices.astype(np.int64), "names": np.array(self.names, dtype=str),
-                  "class_names": np.array(self.class_names, dtype=str), "split": np.array(self.split),
-                  "checkpoint": np.array(self.checkpoint), "epoch": np.array(-1 if self.epoch is None else self.epoch)}
+        arrays = {
+            "matrices": self.matrices.astype(np.int64),
+            "names": np.array(self.names, dtype=str),
+            "class_names": np.array(self.class_names, dtype=str),
+            "split": np.array(self.split),
+            "checkpoint": np.array(self.checkpoint),
+            "epoch": np.array(-1 if self.epoch is None else self.epoch),
+        }
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
@@ -65,9 +70,14 @@ class PerImage:
         try:
             with np.load(path, allow_pickle=False) as z:
                 epoch = int(z["epoch"])
-                return cls([str(x) for x in z["names"]], z["matrices"].astype(np.int64),
-                           [str(x) for x in z["class_names"]], str(z["split"]), str(z["checkpoint"]),
-                           None if epoch < 0 else epoch)
+                return cls(
+                    [str(x) for x in z["names"]],
+                    z["matrices"].astype(np.int64),
+                    [str(x) for x in z["class_names"]],
+                    str(z["split"]),
+                    str(z["checkpoint"]),
+                    None if epoch < 0 else epoch,
+                )
         except FileNotFoundError:
             raise SegcliError(f"{path}: no such file (segcli eval writes it)") from None
         except (OSError, KeyError, ValueError) as exc:
@@ -96,8 +106,11 @@ class ProbabilityWriter:
         probs = scores.float().softmax(1) if self.logits else scores.float()
         probs = probs.to(torch.float16).cpu().numpy()
         for i, (name, (h, w)) in enumerate(zip(batch["name"], batch["size"], strict=True)):
-            np.savez_compressed(self.partial / f"{str(name).replace('/', '__')}.npz", probs=probs[i, :, :h, :w],
-                                class_names=np.array(self.class_names, dtype=str))
+            np.savez_compressed(
+                self.partial / f"{str(name).replace('/', '__')}.npz",
+                probs=probs[i, :, :h, :w],
+                class_names=np.array(self.class_names, dtype=str),
+            )
             self.count += 1
 
     def finish(self) -> Path:
@@ -107,11 +120,19 @@ class ProbabilityWriter:
         return self.folder
 
 
-def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = None,
-                        batch_size: int | None = None, device: str = "auto", hd95: bool = False,
-                        amp: str | None = None, worst: int = 0, worst_png: Path | None = None,
-                        inference: InferenceSettings | None = None,
-                        probs_dir: Path | None = None) -> tuple[dict, PerImage]:
+def evaluate_checkpoint(
+    path: Path,
+    split: str = "val",
+    data_root: str | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    hd95: bool = False,
+    amp: str | None = None,
+    worst: int = 0,
+    worst_png: Path | None = None,
+    inference: InferenceSettings | None = None,
+    probs_dir: Path | None = None,
+) -> tuple[dict, PerImage]:
     """Evaluate a checkpoint on a split of the data it was trained on, with the run's own
     preprocessing and ``inference.loop.evaluate`` (the code path of validation during training).
     ``amp``: autocast setting (``auto``, ``bf16``, ``fp16``, ``false``; see ``runtime.resolve_amp``),
@@ -140,22 +161,46 @@ def evaluate_checkpoint(path: Path, split: str = "val", data_root: str | None = 
     infer = Inference(inference, norm["mean"], norm["std"])
     writer = ProbabilityWriter(probs_dir, info.class_names, inference.plain) if probs_dir else None
     with console.EpochProgress(f"eval {split}", len(job.dataset)) as bar:
-        ev = evaluate(job.model, job.loader, info.num_classes, info.ignore_index, ctx, on_batch=bar.advance,
-                      per_image=True, on_predictions=distances.update if distances else None,
-                      infer=lambda net, x: infer(net, x, ctx.eval_scale), on_scores=writer)
+        ev = evaluate(
+            job.model,
+            job.loader,
+            info.num_classes,
+            info.ignore_index,
+            ctx,
+            on_batch=bar.advance,
+            per_image=True,
+            on_predictions=distances.update if distances else None,
+            infer=lambda net, x: infer(net, x, ctx.eval_scale),
+            on_scores=writer,
+        )
     extra = distances.compute(info.class_names) if distances else {}
     if writer is not None:
         extra["probabilities"] = {"folder": str(writer.finish().resolve()), "images": writer.count}
-    evidence = PerImage(ev.names, ev.matrix.image_matrices_cpu().numpy().astype(np.int64), info.class_names, split,
-                        str(Path(path).resolve()), job.ckpt.get("epoch"))
+    evidence = PerImage(
+        ev.names,
+        ev.matrix.image_matrices_cpu().numpy().astype(np.int64),
+        info.class_names,
+        split,
+        str(Path(path).resolve()),
+        job.ckpt.get("epoch"),
+    )
     if worst > 0:
         extra["worst_images"] = worst_images(evidence, worst)
         job.draw_worst(extra["worst_images"], ev.names, worst_png or Path(f"{split}-worst.png"))
-    return {**ev.scores.as_dict(info.class_names), **extra, "split": split, "images": ev.images,
-            "seconds": round(ev.seconds, 3), "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
-            "checkpoint": str(Path(path).resolve()), "epoch": job.ckpt.get("epoch"),
-            "precision": ctx.precision.as_dict(), "inference": inference.as_dict(),
-            "protocol": "dataset: " + PROTOCOLS["dataset"], "protocols": protocols(ev.matrix, ev.scores)}, evidence
+    return {
+        **ev.scores.as_dict(info.class_names),
+        **extra,
+        "split": split,
+        "images": ev.images,
+        "seconds": round(ev.seconds, 3),
+        "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
+        "checkpoint": str(Path(path).resolve()),
+        "epoch": job.ckpt.get("epoch"),
+        "precision": ctx.precision.as_dict(),
+        "inference": inference.as_dict(),
+        "protocol": "dataset: " + PROTOCOLS["dataset"],
+        "protocols": protocols(ev.matrix, ev.scores),
+    }, evidence
 
 
 @dataclass
@@ -171,8 +216,15 @@ class _EvalJob:
     model: torch.nn.Module
 
     @classmethod
-    def load(cls, path: Path, split: str, data_root: str | None, batch_size: int | None, device: str,
-             amp: str | None) -> _EvalJob:
+    def load(
+        cls,
+        path: Path,
+        split: str,
+        data_root: str | None,
+        batch_size: int | None,
+        device: str,
+        amp: str | None,
+    ) -> _EvalJob:
         """Load the checkpoint and build the rest from its config (see ``evaluate_checkpoint``).
 
         Raises:
@@ -188,8 +240,14 @@ class _EvalJob:
         model = model_from_checkpoint(ckpt, ctx.device)
         if ctx.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        loader = make_loader(data[split], batch_size or int(cfg["trainer"]["eval_batch_size"]), False,
-                             int(cfg["trainer"]["num_workers"]), info.ignore_index, run_seed(cfg))
+        loader = make_loader(
+            data[split],
+            batch_size or int(cfg["trainer"]["eval_batch_size"]),
+            False,
+            int(cfg["trainer"]["num_workers"]),
+            info.ignore_index,
+            run_seed(cfg),
+        )
         return cls(ckpt, info, data[split], loader, ctx, model)
 
     def draw_worst(self, worst: list[dict], names: list[str], png: Path) -> None:
@@ -200,8 +258,17 @@ class _EvalJob:
 
         norm = self.ckpt["normalization"]
         picks = [(names.index(w["name"]), _worst_caption(w)) for w in worst]
-        save_gallery(self.model, self.dataset, picks, self.ctx, self.info.colors, self.info.ignore_index,
-                     norm["mean"], norm["std"], png)
+        save_gallery(
+            self.model,
+            self.dataset,
+            picks,
+            self.ctx,
+            self.info.colors,
+            self.info.ignore_index,
+            norm["mean"],
+            norm["std"],
+            png,
+        )
 
 
 def worst_images(evidence: PerImage, count: int, classes_shown: int = 3) -> list[dict]:
@@ -211,14 +278,28 @@ def worst_images(evidence: PerImage, count: int, classes_shown: int = 3) -> list
     from segcli.metrics.bootstrap import scores_of_matrices
 
     scores = scores_of_matrices(evidence.matrices)
-    order = [i for i in np.argsort(np.nan_to_num(scores["miou"], nan=np.inf), kind="stable")
-             if not np.isnan(scores["miou"][i])][:count]
+    order = [
+        i
+        for i in np.argsort(np.nan_to_num(scores["miou"], nan=np.inf), kind="stable")
+        if not np.isnan(scores["miou"][i])
+    ][:count]
     out = []
     for i in order:
         iou = scores["iou"][i]
-        classes = [k for k in np.argsort(np.nan_to_num(iou, nan=np.inf), kind="stable") if not np.isnan(iou[k])]
-        out.append({"name": evidence.names[i], "miou": float(scores["miou"][i]),
-                    "worst_classes": {evidence.class_names[k]: float(iou[k]) for k in classes[:classes_shown]}})
+        classes = [
+            k
+            for k in np.argsort(np.nan_to_num(iou, nan=np.inf), kind="stable")
+            if not np.isnan(iou[k])
+        ]
+        out.append(
+            {
+                "name": evidence.names[i],
+                "miou": float(scores["miou"][i]),
+                "worst_classes": {
+                    evidence.class_names[k]: float(iou[k]) for k in classes[:classes_shown]
+                },
+            }
+        )
     return out
 
 
@@ -240,23 +321,33 @@ def load_evidence(item: Path, split: str = "test") -> tuple[str, PerImage]:
     run = RunDir.read(item)
     if item.is_dir():
         if not run.is_run():
-            raise SegcliError(f"{item}: not a run folder (expected .hydra/config.yaml and checkpoints/)")
+            raise SegcliError(
+                f"{item}: not a run folder (expected .hydra/config.yaml and checkpoints/)"
+            )
         npz = run.eval_files("best", split)[1]
         command = f"segcli eval {run.best} --split {split}"
         if not npz.is_file():
-            raise SegcliError(f"{item}: no eval of checkpoints/best.pt on the {split} split yet; run: {command}")
+            raise SegcliError(
+                f"{item}: no eval of checkpoints/best.pt on the {split} split yet; run: {command}"
+            )
         evidence = PerImage.load(npz)
         best_epoch = run.summary().get("best_epoch")
         if best_epoch is not None and evidence.epoch is not None and evidence.epoch != best_epoch:
-            raise SegcliError(f"{npz}: evaluates epoch {evidence.epoch}, but best.pt is now epoch {best_epoch}; "
-                              f"run: {command}")
+            raise SegcliError(
+                f"{npz}: evaluates epoch {evidence.epoch}, but best.pt is now epoch {best_epoch}; "
+                f"run: {command}"
+            )
         return item.name, evidence
     npz = item.with_suffix(".npz")
     if not npz.is_file():
-        raise SegcliError(f"{item}: no such run folder or eval file (expected RUN_DIR, EVAL.json or EVAL.npz)")
+        raise SegcliError(
+            f"{item}: no such run folder or eval file (expected RUN_DIR, EVAL.json or EVAL.npz)"
+        )
     evidence = PerImage.load(npz)
     if evidence.split != split:
-        raise SegcliError(f"{npz}: an eval of the {evidence.split} split, not {split} (--split {evidence.split}?)")
+        raise SegcliError(
+            f"{npz}: an eval of the {evidence.split} split, not {split} (--split {evidence.split}?)"
+        )
     return item.stem, evidence
 
 
@@ -267,7 +358,9 @@ def run_of_checkpoint(checkpoint: Path) -> RunDir | None:
     return run if checkpoint.parent.name == "checkpoints" and run.is_run() else None
 
 
-def beside_eval(checkpoint: Path, split: str, json_path: Path | None, inference: str, suffix: str) -> Path:
+def beside_eval(
+    checkpoint: Path, split: str, json_path: Path | None, inference: str, suffix: str
+) -> Path:
     """Where an eval's extra output goes (``suffix``: ``-worst.png`` for ``--worst``, ``-probs`` for
     ``--save-probs``): beside ``--json`` (NAME-worst.png), else in the run folder
     (RUN/evals/CHECKPOINT-SPLIT[-INFERENCE]-worst.png), else ./SPLIT-worst.png."""
@@ -275,12 +368,20 @@ def beside_eval(checkpoint: Path, split: str, json_path: Path | None, inference:
         return json_path.with_name(f"{json_path.stem}{suffix}")
     run, stem = run_of_checkpoint(checkpoint), Path(checkpoint).stem
     if run is not None:
-        return (run.worst_gallery if suffix == "-worst.png" else run.eval_probabilities)(stem, split, inference)
+        return (run.worst_gallery if suffix == "-worst.png" else run.eval_probabilities)(
+            stem, split, inference
+        )
     return Path(f"{split}{suffix}")
 
 
-def save_eval(checkpoint: Path, split: str, result: dict, evidence: PerImage, inference: str = "whole",
-              json_path: Path | None = None) -> list[Path]:
+def save_eval(
+    checkpoint: Path,
+    split: str,
+    result: dict,
+    evidence: PerImage,
+    inference: str = "whole",
+    json_path: Path | None = None,
+) -> list[Path]:
     """Keep an eval: with ``json_path`` the scores there and the per-image matrices beside it (.npz);
     for a checkpoint inside a run folder (RUN/checkpoints/NAME.pt) also RUN/evals/NAME-SPLIT.json and
     .npz (NAME-SPLIT-INFERENCE.* for other inference modes than whole), where ``segcli compare RUN...``
@@ -295,7 +396,10 @@ def save_eval(checkpoint: Path, split: str, result: dict, evidence: PerImage, in
             write_json(json_file, result)
             saved = [json_file, npz]
         except OSError as exc:
-            console.out.print(f"note: not saved in the run folder ({exc.strerror}: {exc.filename})", highlight=False)
+            console.out.print(
+                f"note: not saved in the run folder ({exc.strerror}: {exc.filename})",
+                highlight=False,
+            )
     if json_path:
         write_json(json_path, result)
         evidence.save(json_path.with_suffix(".npz"))

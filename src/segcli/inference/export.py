@@ -47,7 +47,9 @@ def require_export():
         import onnxruntime
         import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
     except ImportError as exc:
-        raise SegcliError(f"ONNX export and bundles need {exc.name}: pip install 'segcli[export]'") from None
+        raise SegcliError(
+            f"ONNX export and bundles need {exc.name}: pip install 'segcli[export]'"
+        ) from None
     return onnx, onnxruntime
 
 
@@ -90,7 +92,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise SegcliError(f"--size {text}: expected HxW in pixels, e.g. 384x480") from None
     if h < 1 or w < 1 or h % SIZE_DIVISOR or w % SIZE_DIVISOR:
-        raise SegcliError(f"--size {text}: expected positive multiples of {SIZE_DIVISOR} (the models' stride)")
+        raise SegcliError(
+            f"--size {text}: expected positive multiples of {SIZE_DIVISOR} (the models' stride)"
+        )
     return h, w
 
 
@@ -102,7 +106,9 @@ class OnnxModel:
     Raises:
         SegcliError: an input larger than a fixed-size model's input (use slide inference)."""
 
-    def __init__(self, path: Path, size: tuple[int, int] | None, threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path, size: tuple[int, int] | None, threads: int | None = None
+    ) -> None:
         _, ort = require_export()
         options = ort.SessionOptions()
         if threads:
@@ -115,15 +121,23 @@ class OnnxModel:
         h, w = x.shape[-2:]
         if self.size is not None:
             if h > self.size[0] or w > self.size[1]:
-                raise SegcliError(f"{self.path}: input {h}x{w} is larger than the model's fixed {self.size[0]}x"
-                                  f"{self.size[1]}; use --inference slide inference.crop=[{self.size[0]},{self.size[1]}]")
+                raise SegcliError(
+                    f"{self.path}: input {h}x{w} is larger than the model's fixed {self.size[0]}x"
+                    f"{self.size[1]}; use --inference slide inference.crop=[{self.size[0]},{self.size[1]}]"
+                )
             x = torch.nn.functional.pad(x, (0, self.size[1] - w, 0, self.size[0] - h))
         out = self.session.run(None, {self.input: x.detach().float().cpu().contiguous().numpy()})[0]
         return torch.from_numpy(out)[..., :h, :w]
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic: bool,
-                arch: str = "model") -> str:
+def export_onnx(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    opset: int,
+    dynamic: bool,
+    arch: str = "model",
+) -> str:
     """``model`` (eval mode, float32, CPU) to ONNX at ``path``; returns the exporter used.
 
     ``dynamic``: batch, height and width free (height and width multiples of 32), else fixed to
@@ -145,7 +159,9 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
                 n, _, h, w = example.shape
                 other = torch.randn(n + 1, 3, h + SIZE_DIVISOR, w + 2 * SIZE_DIVISOR)
                 if not check_parity(model, OnnxModel(path, None), [other], "generated").ok:
-                    raise ValueError(f"its graph differs from torch at {h + SIZE_DIVISOR}x{w + 2 * SIZE_DIVISOR}")
+                    raise ValueError(
+                        f"its graph differs from torch at {h + SIZE_DIVISOR}x{w + 2 * SIZE_DIVISOR}"
+                    )
             return exporter
         except SegcliError:
             raise
@@ -164,15 +180,39 @@ def _export_with(exporter: str, model, example, path: Path, opset: int, dynamic:
             shapes = None
             if dynamic:
                 dim = torch.export.Dim
-                shapes = ({0: dim("batch", min=1, max=1024), 2: SIZE_DIVISOR * dim("h32", min=1, max=1024),
-                           3: SIZE_DIVISOR * dim("w32", min=1, max=1024)},)
-            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=shapes, opset_version=opset,
-                                        input_names=["image"], output_names=["logits"], verbose=False)
+                shapes = (
+                    {
+                        0: dim("batch", min=1, max=1024),
+                        2: SIZE_DIVISOR * dim("h32", min=1, max=1024),
+                        3: SIZE_DIVISOR * dim("w32", min=1, max=1024),
+                    },
+                )
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                input_names=["image"],
+                output_names=["logits"],
+                verbose=False,
+            )
             program.save(str(path))
             return
-        axes = {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}}
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=min(opset, 17),
-                          input_names=["image"], output_names=["logits"], dynamic_axes=axes if dynamic else None)
+        axes = {
+            "image": {0: "batch", 2: "height", 3: "width"},
+            "logits": {0: "batch", 2: "height", 3: "width"},
+        }
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=min(opset, 17),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes=axes if dynamic else None,
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -185,8 +225,9 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: " + next((line for line in lines if line), "")
 
 
-def _parity_inputs(ckpt: dict, data_root: str | None, size: tuple[int, int] | None, count: int,
-                   seed: int = 0) -> tuple[list[torch.Tensor], str]:
+def _parity_inputs(
+    ckpt: dict, data_root: str | None, size: tuple[int, int] | None, count: int, seed: int = 0
+) -> tuple[list[torch.Tensor], str]:
     """Up to ``count`` preprocessed ``(1, 3, H, W)`` inputs from the run's val split (else test,
     train), each cut/padded to ``size`` when fixed; generated images when the data is not reachable."""
     from segcli.config import run_seed
@@ -212,8 +253,13 @@ def _parity_inputs(ckpt: dict, data_root: str | None, size: tuple[int, int] | No
     norm = ckpt["normalization"]
     mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
-    inputs = [((torch.from_numpy(rng.integers(0, 256, (1, 3, h, w)).astype(np.float32)) / 255 - mean) / std)
-              for _ in range(count)]
+    inputs = [
+        (
+            (torch.from_numpy(rng.integers(0, 256, (1, 3, h, w)).astype(np.float32)) / 255 - mean)
+            / std
+        )
+        for _ in range(count)
+    ]
     return inputs, f"generated {h}x{w} images (the run's data was not found)"
 
 
@@ -224,7 +270,9 @@ def _fit(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
 
 
-def check_parity(model: torch.nn.Module, onnx_model: OnnxModel, inputs: Sequence[torch.Tensor], source: str) -> Parity:
+def check_parity(
+    model: torch.nn.Module, onnx_model: OnnxModel, inputs: Sequence[torch.Tensor], source: str
+) -> Parity:
     """Compare ``model`` (torch, float32) with ``onnx_model`` on ``inputs`` (see ``Parity``)."""
     max_abs, close, agree, pixels = 0.0, True, 0, 0
     with torch.inference_mode():
@@ -253,9 +301,16 @@ def images_per_second(model, inputs: Sequence[torch.Tensor], repeats: int = 2) -
     return sum(x.shape[0] for x in inputs) / best
 
 
-def export_bundle(checkpoint: Path, out_dir: Path, opset: int = 18, size: tuple[int, int] | None = None,
-                  quantize: bool = False, data_root: str | None = None, parity_images: int = 8,
-                  speed: bool = True) -> dict:
+def export_bundle(
+    checkpoint: Path,
+    out_dir: Path,
+    opset: int = 18,
+    size: tuple[int, int] | None = None,
+    quantize: bool = False,
+    data_root: str | None = None,
+    parity_images: int = 8,
+    speed: bool = True,
+) -> dict:
     """Write the bundle of ``checkpoint`` into ``out_dir`` (see module docstring) and check it.
 
     ``size``: (H, W) for a fixed input size, None for any multiple of 32 (and any batch). The bundle
@@ -279,29 +334,40 @@ def export_bundle(checkpoint: Path, out_dir: Path, opset: int = 18, size: tuple[
     cfg = ckpt["config"]
     model = model_from_checkpoint(ckpt, torch.device("cpu"))
     if getattr(model, "fits_from_data", False):
-        raise SegcliError(f"{checkpoint}: model.arch={cfg['model']['arch']} is a scikit-learn/NumPy baseline; "
-                          "it has no ONNX graph to export (eval and predict run it from the checkpoint)")
+        raise SegcliError(
+            f"{checkpoint}: model.arch={cfg['model']['arch']} is a scikit-learn/NumPy baseline; "
+            "it has no ONNX graph to export (eval and predict run it from the checkpoint)"
+        )
     inputs, source = _parity_inputs(ckpt, data_root, size, parity_images)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        exporter = export_onnx(model, inputs[0], tmp / MODEL_FILE, opset, size is None, cfg["model"]["arch"])
+        exporter = export_onnx(
+            model, inputs[0], tmp / MODEL_FILE, opset, size is None, cfg["model"]["arch"]
+        )
         fp32 = OnnxModel(tmp / MODEL_FILE, size)
         parity = [check_parity(model, fp32, inputs, source)]
         speeds = {}
         if speed:
-            speeds = {"torch float32 (eager)": images_per_second(model, inputs),
-                      "onnxruntime float32": images_per_second(fp32, inputs)}
+            speeds = {
+                "torch float32 (eager)": images_per_second(model, inputs),
+                "onnxruntime float32": images_per_second(fp32, inputs),
+            }
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(tmp / MODEL_FILE), str(tmp / INT8_FILE), weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(tmp / MODEL_FILE), str(tmp / INT8_FILE), weight_type=QuantType.QInt8
+            )
             int8 = OnnxModel(tmp / INT8_FILE, size)
             parity.append(check_parity(model, int8, inputs, source))
             if speed:
                 speeds["onnxruntime int8 (dynamic)"] = images_per_second(int8, inputs)
-        bundle = {**_describe(ckpt, checkpoint, opset, size, parity, speeds, inputs[0].shape), "exporter": exporter}
+        bundle = {
+            **_describe(ckpt, checkpoint, opset, size, parity, speeds, inputs[0].shape),
+            "exporter": exporter,
+        }
         (tmp / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -312,8 +378,15 @@ def export_bundle(checkpoint: Path, out_dir: Path, opset: int = 18, size: tuple[
     return bundle
 
 
-def _describe(ckpt: dict, checkpoint: Path, opset: int, size, parity: list[Parity], speeds: dict,
-              shape: Sequence[int]) -> dict:
+def _describe(
+    ckpt: dict,
+    checkpoint: Path,
+    opset: int,
+    size,
+    parity: list[Parity],
+    speeds: dict,
+    shape: Sequence[int],
+) -> dict:
     from segcli.models.build import model_label
 
     cfg, classes, norm = ckpt["config"], ckpt["classes"], ckpt["normalization"]
@@ -321,24 +394,40 @@ def _describe(ckpt: dict, checkpoint: Path, opset: int, size, parity: list[Parit
         "format": BUNDLE_FORMAT,
         "model": MODEL_FILE,
         "architecture": model_label(cfg["model"]),
-        "class_names": classes["class_names"], "colors": classes["colors"],
-        "num_classes": int(classes["num_classes"]), "ignore_index": int(classes["ignore_index"]),
+        "class_names": classes["class_names"],
+        "colors": classes["colors"],
+        "num_classes": int(classes["num_classes"]),
+        "ignore_index": int(classes["ignore_index"]),
         "input": {
-            "name": "image", "layout": "NCHW float32, RGB",
-            "normalization": {"mean": list(norm["mean"]), "std": list(norm["std"]),
-                              "rule": "x = (pixel / 255 - mean) / std, per channel"},
-            "size": (f"fixed {size[0]}x{size[1]}" if size else f"any height and width that are multiples of "
-                     f"{SIZE_DIVISOR}, any batch"),
+            "name": "image",
+            "layout": "NCHW float32, RGB",
+            "normalization": {
+                "mean": list(norm["mean"]),
+                "std": list(norm["std"]),
+                "rule": "x = (pixel / 255 - mean) / std, per channel",
+            },
+            "size": (
+                f"fixed {size[0]}x{size[1]}"
+                if size
+                else f"any height and width that are multiples of {SIZE_DIVISOR}, any batch"
+            ),
             "fixed_size": list(size) if size else None,
             "padding": f"pad bottom/right with black pixels (0, before normalising) to a multiple of {SIZE_DIVISOR}"
-                       + (" / the fixed size" if size else "") + "; crop the output back",
+            + (" / the fixed size" if size else "")
+            + "; crop the output back",
             "scale": float(cfg["dataset"].get("scale", 1.0)),
         },
         "output": {"name": "logits", "layout": "NCHW float32", "prediction": "argmax over C"},
         "eval_augmentation": cfg["augmentation"].get("eval"),
-        "checkpoint": str(Path(checkpoint).resolve()), "epoch": ckpt.get("epoch"),
-        "opset": opset, "torch": torch.__version__, "example_input": list(shape),
-        "parity": [{**asdict(p), "ok": p.ok, "rtol": RTOL, "atol": ATOL, "min_agreement": AGREEMENT} for p in parity],
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "epoch": ckpt.get("epoch"),
+        "opset": opset,
+        "torch": torch.__version__,
+        "example_input": list(shape),
+        "parity": [
+            {**asdict(p), "ok": p.ok, "rtol": RTOL, "atol": ATOL, "min_agreement": AGREEMENT}
+            for p in parity
+        ],
         "speed_images_per_second": {k: round(v, 3) for k, v in speeds.items()},
     }
 
@@ -359,7 +448,9 @@ def load_bundle(path: Path) -> tuple[dict, Path]:
         bundle = json.loads(meta.read_text())
         assert bundle["format"] == BUNDLE_FORMAT
     except (ValueError, KeyError, AssertionError):
-        raise SegcliError(f"{meta}: not a segcli bundle description (format {BUNDLE_FORMAT})") from None
+        raise SegcliError(
+            f"{meta}: not a segcli bundle description (format {BUNDLE_FORMAT})"
+        ) from None
     return bundle, model
 
 
@@ -379,9 +470,21 @@ def predictor_from_bundle(path: Path, settings=None):
     spec = bundle["input"]
     norm = spec["normalization"]
     size = tuple(spec["fixed_size"]) if spec.get("fixed_size") else None
-    transform = build_transforms(bundle.get("eval_augmentation"), bundle["ignore_index"],
-                                 mean=norm["mean"], std=norm["std"])
-    ctx = StepContext(torch.device("cpu"), None, False, float(spec.get("scale", 1.0)),
-                      Precision(None, "false", "onnxruntime float32"))
-    return Predictor(OnnxModel(model_file, size), transform, bundle["colors"], bundle["class_names"], ctx,
-                     Inference(settings or InferenceSettings(), norm["mean"], norm["std"]))
+    transform = build_transforms(
+        bundle.get("eval_augmentation"), bundle["ignore_index"], mean=norm["mean"], std=norm["std"]
+    )
+    ctx = StepContext(
+        torch.device("cpu"),
+        None,
+        False,
+        float(spec.get("scale", 1.0)),
+        Precision(None, "false", "onnxruntime float32"),
+    )
+    return Predictor(
+        OnnxModel(model_file, size),
+        transform,
+        bundle["colors"],
+        bundle["class_names"],
+        ctx,
+        Inference(settings or InferenceSettings(), norm["mean"], norm["std"]),
+    )

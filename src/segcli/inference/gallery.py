@@ -24,8 +24,9 @@ def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: in
 
 
 @torch.inference_mode()
-def predict_sample(model: torch.nn.Module, sample: dict, ctx, mean: Sequence[float],
-                   std: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict_sample(
+    model: torch.nn.Module, sample: dict, ctx, mean: Sequence[float], std: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One eval-transformed sample (``image (3, H, W) float32`` normalised, ``mask (H, W) int64``)
     through ``model`` as validation runs it: ``(image (H, W, 3) uint8 RGB, truth (H, W) int64,
     prediction (H, W) int64)``."""
@@ -41,7 +42,9 @@ def predict_sample(model: torch.nn.Module, sample: dict, ctx, mean: Sequence[flo
     return image, sample["mask"].cpu().numpy(), pred
 
 
-def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, colors, ignore_index: int) -> np.ndarray:
+def error_map(
+    image: np.ndarray, truth: np.ndarray, pred: np.ndarray, colors, ignore_index: int
+) -> np.ndarray:
     """``(H, W, 3) uint8``: wrong pixels in the colour of their true class, right ones as the image
     in dim gray, ignore_index pixels black."""
     gray = (image.mean(2, keepdims=True) * 0.35).astype(np.uint8).repeat(3, 2)
@@ -53,7 +56,9 @@ def error_map(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, colors, ig
 def _write_png(rows: list[np.ndarray], path: Path) -> None:
     """Stack RGB rows (padded to one width, 4 black pixels between) into one PNG, atomically."""
     width = max(r.shape[1] for r in rows)
-    grid = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+    grid = np.concatenate(
+        [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
@@ -68,8 +73,17 @@ def _caption(text: str, width: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def save_samples(model: torch.nn.Module, dataset, count: int, ctx, colors, ignore_index: int,
-                 mean: Sequence[float], std: Sequence[float], path: Path) -> None:
+def save_samples(
+    model: torch.nn.Module,
+    dataset,
+    count: int,
+    ctx,
+    colors,
+    ignore_index: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    path: Path,
+) -> None:
     """One PNG of ``count`` rows (image | truth | prediction) for images spread evenly over
     ``dataset`` (its eval transform: whole images, normalised, padded), predicted by ``model`` in eval
     mode. The prediction is drawn where the truth is labelled (black on ignore_index and padding, as
@@ -78,20 +92,41 @@ def save_samples(model: torch.nn.Module, dataset, count: int, ctx, colors, ignor
     was_training = model.training
     model.eval()
     rows = []
-    picks = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))}) if len(dataset) else []
+    picks = (
+        sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))})
+        if len(dataset)
+        else []
+    )
     for index in picks:
         image, truth, pred = predict_sample(model, dataset[index], ctx, mean, std)
         pred = np.where(truth == ignore_index, ignore_index, pred)
-        rows.append(np.concatenate([image, colorize(truth, colors, ignore_index),
-                                    colorize(pred, colors, ignore_index)], axis=1))
+        rows.append(
+            np.concatenate(
+                [
+                    image,
+                    colorize(truth, colors, ignore_index),
+                    colorize(pred, colors, ignore_index),
+                ],
+                axis=1,
+            )
+        )
     model.train(was_training)
     if rows:
         _write_png(rows, path)
 
 
 @torch.inference_mode()
-def save_gallery(model: torch.nn.Module, dataset, picks: Sequence[tuple[int, str]], ctx, colors, ignore_index: int,
-                 mean: Sequence[float], std: Sequence[float], path: Path) -> None:
+def save_gallery(
+    model: torch.nn.Module,
+    dataset,
+    picks: Sequence[tuple[int, str]],
+    ctx,
+    colors,
+    ignore_index: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    path: Path,
+) -> None:
     """One PNG with a captioned row per ``(dataset index, caption)``: image | truth | prediction |
     error map (``error_map``), as ``save_samples`` predicts them (``segcli eval --worst K``)."""
     model.eval()
@@ -99,8 +134,15 @@ def save_gallery(model: torch.nn.Module, dataset, picks: Sequence[tuple[int, str
     for index, caption in picks:
         image, truth, pred = predict_sample(model, dataset[index], ctx, mean, std)
         pred = np.where(truth == ignore_index, ignore_index, pred)
-        row = np.concatenate([image, colorize(truth, colors, ignore_index), colorize(pred, colors, ignore_index),
-                              error_map(image, truth, pred, colors, ignore_index)], axis=1)
+        row = np.concatenate(
+            [
+                image,
+                colorize(truth, colors, ignore_index),
+                colorize(pred, colors, ignore_index),
+                error_map(image, truth, pred, colors, ignore_index),
+            ],
+            axis=1,
+        )
         rows.append(np.concatenate([_caption(caption, row.shape[1]), row], axis=0))
     if rows:
         _write_png(rows, path)

@@ -17,7 +17,9 @@ from segcli.metrics.confusion import ConfusionMatrix, SegmentationScores
 from segcli.runtime import StepContext
 
 
-def forward_at_scale(model: nn.Module, x: torch.Tensor, scale: float = 1.0, divisor: int = 32) -> torch.Tensor:
+def forward_at_scale(
+    model: nn.Module, x: torch.Tensor, scale: float = 1.0, divisor: int = 32
+) -> torch.Tensor:
     """Logits at the input's resolution from a model that runs at ``scale`` times it.
 
     ``x: (N, 3, H, W) float`` is resized (bilinear, antialiased) to ``round(scale*H) x
@@ -30,7 +32,9 @@ def forward_at_scale(model: nn.Module, x: torch.Tensor, scale: float = 1.0, divi
         return model(x)
     h, w = x.shape[-2:]
     sh, sw = max(round(h * scale), 1), max(round(w * scale), 1)
-    small = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=scale < 1)
+    small = F.interpolate(
+        x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=scale < 1
+    )
     small = F.pad(small, (0, -sw % divisor, 0, -sh % divisor))
     if x.is_contiguous(memory_format=torch.channels_last):
         small = small.contiguous(memory_format=torch.channels_last)
@@ -52,12 +56,20 @@ class EvalResult:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx: StepContext,
-             loss_fn: nn.Module | None = None, on_batch: Callable[[int], None] | None = None,
-             stop_requested: Callable[[], bool] | None = None, per_image: bool = False,
-             on_predictions: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-             infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-             on_scores: Callable[[torch.Tensor, dict], None] | None = None) -> EvalResult | None:
+def evaluate(
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    ignore_index: int,
+    ctx: StepContext,
+    loss_fn: nn.Module | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+    per_image: bool = False,
+    on_predictions: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    infer: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    on_scores: Callable[[torch.Tensor, dict], None] | None = None,
+) -> EvalResult | None:
     """Predict every batch (argmax over classes) and accumulate one confusion matrix on the device.
 
     Used both for validation during training and by ``segcli eval``, so both give the same numbers.
@@ -77,7 +89,9 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
         x = ctx.images(batch)
         y = batch["mask"].to(ctx.device, non_blocking=True)
         with ctx.autocast():
-            logits = infer(model, x) if infer is not None else forward_at_scale(model, x, ctx.eval_scale)
+            logits = (
+                infer(model, x) if infer is not None else forward_at_scale(model, x, ctx.eval_scale)
+            )
         if loss_fn is not None:
             total += loss_fn(logits.float(), y).item() * x.shape[0]
         if on_scores is not None:
@@ -88,10 +102,18 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, ctx:
             on_predictions(pred, y)
         images += x.shape[0]
         if per_image:
-            names += list(batch.get("name") or [f"#{images - x.shape[0] + i}" for i in range(x.shape[0])])
+            names += list(
+                batch.get("name") or [f"#{images - x.shape[0] + i}" for i in range(x.shape[0])]
+            )
         if on_batch:
             on_batch(x.shape[0])
         if stop_requested is not None and stop_requested():
             return None
-    return EvalResult(matrix.compute(), total / images if loss_fn is not None and images else None,
-                      images, time.perf_counter() - start, matrix, names)
+    return EvalResult(
+        matrix.compute(),
+        total / images if loss_fn is not None and images else None,
+        images,
+        time.perf_counter() - start,
+        matrix,
+        names,
+    )

@@ -98,8 +98,13 @@ class InferenceSettings:
     @property
     def plain(self) -> bool:
         """One forward pass of the whole image and nothing else (scores are the logits)."""
-        return (self.mode == "whole" and not self.flip and self.scales == (1.0,) and self.crf is None
-                and self.superpixels is None)
+        return (
+            self.mode == "whole"
+            and not self.flip
+            and self.scales == (1.0,)
+            and self.crf is None
+            and self.superpixels is None
+        )
 
     @property
     def tag(self) -> str:
@@ -136,7 +141,9 @@ class InferenceSettings:
         known = {f for f in cls.__dataclass_fields__ if f != "overrides"}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise SegcliError(f"inference.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}")
+            raise SegcliError(
+                f"inference.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}"
+            )
         mode = str(cfg.get("mode", "whole"))
         if mode not in MODES:
             raise SegcliError(f"inference.mode={mode}: expected one of {', '.join(MODES)}")
@@ -145,37 +152,63 @@ class InferenceSettings:
             raise SegcliError(f"inference.merge={merge}: expected one of {', '.join(MERGES)}")
         crop = _pair(cfg.get("crop", (512, 512)), "inference.crop")
         if any(c % 32 for c in crop):
-            raise SegcliError(f"inference.crop={list(crop)}: expected multiples of 32 (the models' stride)")
+            raise SegcliError(
+                f"inference.crop={list(crop)}: expected multiples of 32 (the models' stride)"
+            )
         stride = cfg.get("stride")
         if stride is not None:
             stride = _pair(stride, "inference.stride")
             if any(s > c for s, c in zip(stride, crop, strict=True)):
-                raise SegcliError(f"inference.stride={list(stride)}: expected at most the crop {list(crop)} "
-                                  "(a larger stride leaves pixels without a tile)")
+                raise SegcliError(
+                    f"inference.stride={list(stride)}: expected at most the crop {list(crop)} "
+                    "(a larger stride leaves pixels without a tile)"
+                )
         overlap = cfg.get("overlap")
         if overlap is not None:
             overlap = float(overlap)
             if not 0 <= overlap < 1:
-                raise SegcliError(f"inference.overlap={overlap}: expected a fraction of the tile in [0, 1)")
+                raise SegcliError(
+                    f"inference.overlap={overlap}: expected a fraction of the tile in [0, 1)"
+                )
             if stride is not None:
-                raise SegcliError("inference.overlap and inference.stride are both set: expected one of them")
+                raise SegcliError(
+                    "inference.overlap and inference.stride are both set: expected one of them"
+                )
         scales = cfg.get("scales", (1.0,))
         scales = tuple(float(s) for s in ([scales] if isinstance(scales, (int, float)) else scales))
         if not scales or any(s <= 0 for s in scales):
-            raise SegcliError(f"inference.scales={list(scales)}: expected positive resolution factors")
+            raise SegcliError(
+                f"inference.scales={list(scales)}: expected positive resolution factors"
+            )
         sigma = float(cfg.get("sigma", 0.125))
         tile_batch = int(cfg.get("tile_batch", 4))
         if sigma <= 0 or tile_batch < 1:
-            raise SegcliError(f"inference.sigma={sigma}, tile_batch={tile_batch}: expected sigma > 0, tile_batch >= 1")
-        return cls(str(cfg.get("name", "whole")), mode, crop, stride, overlap, merge, sigma, tile_batch,
-                   bool(cfg.get("flip", False)), scales, _crf_settings(cfg.get("crf")),
-                   _superpixel_settings(cfg.get("superpixels")), tuple(overrides))
+            raise SegcliError(
+                f"inference.sigma={sigma}, tile_batch={tile_batch}: expected sigma > 0, tile_batch >= 1"
+            )
+        return cls(
+            str(cfg.get("name", "whole")),
+            mode,
+            crop,
+            stride,
+            overlap,
+            merge,
+            sigma,
+            tile_batch,
+            bool(cfg.get("flip", False)),
+            scales,
+            _crf_settings(cfg.get("crf")),
+            _superpixel_settings(cfg.get("superpixels")),
+            tuple(overrides),
+        )
 
 
 def _pair(value, key: str) -> tuple[int, int]:
     values = [value, value] if isinstance(value, (int, float)) else list(value)
     if len(values) != 2 or any(not float(v).is_integer() or v < 1 for v in values):
-        raise SegcliError(f"{key}={value}: expected a positive integer or [height, width] in pixels")
+        raise SegcliError(
+            f"{key}={value}: expected a positive integer or [height, width] in pixels"
+        )
     return int(values[0]), int(values[1])
 
 
@@ -188,10 +221,19 @@ def _crf_settings(cfg) -> CrfSettings | None:
     known = set(CrfSettings.__dataclass_fields__)
     unknown = sorted(set(cfg) - known)
     if unknown:
-        raise SegcliError(f"inference.crf.{unknown[0]}: unknown key; expected enabled or one of {', '.join(sorted(known))}")
-    settings = CrfSettings(**{k: (int(v) if k == "iterations" else float(v)) for k, v in cfg.items()})
-    if settings.iterations < 1 or min(settings.bi_xy_std, settings.bi_rgb_std, settings.pos_xy_std) <= 0:
-        raise SegcliError(f"inference.crf: expected iterations >= 1 and positive sigmas, got {asdict(settings)}")
+        raise SegcliError(
+            f"inference.crf.{unknown[0]}: unknown key; expected enabled or one of {', '.join(sorted(known))}"
+        )
+    settings = CrfSettings(
+        **{k: (int(v) if k == "iterations" else float(v)) for k, v in cfg.items()}
+    )
+    if (
+        settings.iterations < 1
+        or min(settings.bi_xy_std, settings.bi_rgb_std, settings.pos_xy_std) <= 0
+    ):
+        raise SegcliError(
+            f"inference.crf: expected iterations >= 1 and positive sigmas, got {asdict(settings)}"
+        )
     return settings
 
 
@@ -202,18 +244,31 @@ def _superpixel_settings(cfg) -> SuperpixelSettings | None:
     known = set(SuperpixelSettings.__dataclass_fields__)
     unknown = sorted(set(cfg) - known)
     if unknown:
-        raise SegcliError(f"inference.superpixels.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}")
+        raise SegcliError(
+            f"inference.superpixels.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}"
+        )
     defaults = SuperpixelSettings()
     settings = SuperpixelSettings(**{k: type(getattr(defaults, k))(v) for k, v in cfg.items()})
     if settings.method not in ("slic", "felzenszwalb"):
-        raise SegcliError(f"inference.superpixels.method={settings.method}: expected slic or felzenszwalb")
-    if settings.n_segments < 1 or settings.scale <= 0 or settings.min_size < 1 or settings.sigma < 0:
-        raise SegcliError(f"inference.superpixels: expected n_segments >= 1, scale > 0, min_size >= 1, sigma >= 0, "
-                          f"got {asdict(settings)}")
+        raise SegcliError(
+            f"inference.superpixels.method={settings.method}: expected slic or felzenszwalb"
+        )
+    if (
+        settings.n_segments < 1
+        or settings.scale <= 0
+        or settings.min_size < 1
+        or settings.sigma < 0
+    ):
+        raise SegcliError(
+            f"inference.superpixels: expected n_segments >= 1, scale > 0, min_size >= 1, sigma >= 0, "
+            f"got {asdict(settings)}"
+        )
     return settings
 
 
-def load_settings(name: str = "whole", overrides: Sequence[str] = (), user_config_dir: str | None = None) -> InferenceSettings:
+def load_settings(
+    name: str = "whole", overrides: Sequence[str] = (), user_config_dir: str | None = None
+) -> InferenceSettings:
     """The preset ``conf/inference/NAME.yaml`` with Hydra-style ``overrides``
     (``inference.stride=[256,256]``, ``inference.crf.iterations=5``).
 
@@ -243,8 +298,12 @@ class Inference:
         SegcliError: a CRF is asked for and pydensecrf2 is not installed (names the extra).
     """
 
-    def __init__(self, settings: InferenceSettings, mean: Sequence[float] = (0.0, 0.0, 0.0),
-                 std: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
+    ) -> None:
         self.settings = settings
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if settings.crf is not None:
@@ -254,8 +313,9 @@ class Inference:
         if settings.mode == "slide":
             _monai_sliding_window()  # import now (seconds), not inside the first timed batch
 
-    def __call__(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                 scale: float = 1.0) -> torch.Tensor:
+    def __call__(
+        self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: float = 1.0
+    ) -> torch.Tensor:
         s = self.settings
         if s.plain:
             return forward_at_scale(model, x, scale).float()
@@ -282,7 +342,9 @@ class Inference:
         return denormalize(x, self.mean, self.std)
 
 
-def slide(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, s: InferenceSettings) -> torch.Tensor:
+def slide(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, s: InferenceSettings
+) -> torch.Tensor:
     """Sliding-window logits ``(N, C, H, W)`` of ``x: (N, 3, H, W)`` (H, W multiples of 32) with
     MONAI's ``sliding_window_inference``: tiles of ``s.crop`` clamped to the image, ``s.stride``
     apart (the last tile of a row or column ends at the image's edge), merged by ``s.merge``. A
@@ -295,11 +357,21 @@ def slide(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, s: Inf
     stride = s.stride_or_default()
     # MONAI takes an overlap fraction and steps int(roi * (1 - overlap)) pixels; the half pixel keeps
     # float rounding from turning a stride of 341 into 340.
-    overlap = [0.0 if r == size else max(0.0, 1 - (min(st, r) + 0.5) / r)
-               for r, st, size in zip(roi, stride, (h, w), strict=True)]
-    out = sliding_window_inference(x, roi, s.tile_batch, lambda t: model(t).float(), overlap=overlap,
-                                   mode="constant" if s.merge == "mean" else "gaussian", sigma_scale=s.sigma,
-                                   padding_mode="constant", cval=0.0)
+    overlap = [
+        0.0 if r == size else max(0.0, 1 - (min(st, r) + 0.5) / r)
+        for r, st, size in zip(roi, stride, (h, w), strict=True)
+    ]
+    out = sliding_window_inference(
+        x,
+        roi,
+        s.tile_batch,
+        lambda t: model(t).float(),
+        overlap=overlap,
+        mode="constant" if s.merge == "mean" else "gaussian",
+        sigma_scale=s.sigma,
+        padding_mode="constant",
+        cval=0.0,
+    )
     return out.as_tensor() if hasattr(out, "as_tensor") else out
 
 
@@ -313,7 +385,9 @@ def _monai_sliding_window():
     if "monai.inferers" not in sys.modules:
         import threading
 
-        thread = threading.Thread(target=importlib.import_module, args=("monai.inferers",), daemon=True)
+        thread = threading.Thread(
+            target=importlib.import_module, args=("monai.inferers",), daemon=True
+        )
         thread.start()
         thread.join()
     from monai.inferers import sliding_window_inference
@@ -329,8 +403,10 @@ def require_crf():
     try:
         import pydensecrf.densecrf as dcrf
     except ImportError:
-        raise SegcliError("inference.crf needs pydensecrf2: pip install 'segcli[crf]' "
-                          "(builds from source; needs a C++ compiler)") from None
+        raise SegcliError(
+            "inference.crf needs pydensecrf2: pip install 'segcli[crf]' "
+            "(builds from source; needs a C++ compiler)"
+        ) from None
     return dcrf
 
 
@@ -350,8 +426,12 @@ def dense_crf(probs: torch.Tensor, images: np.ndarray, settings: CrfSettings) ->
         unary = -np.log(np.clip(p[i], 1e-8, 1.0)).reshape(c, -1)
         crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
         crf.addPairwiseGaussian(sxy=settings.pos_xy_std, compat=settings.pos_w)
-        crf.addPairwiseBilateral(sxy=settings.bi_xy_std, srgb=settings.bi_rgb_std,
-                                 rgbim=np.ascontiguousarray(images[i]), compat=settings.bi_w)
+        crf.addPairwiseBilateral(
+            sxy=settings.bi_xy_std,
+            srgb=settings.bi_rgb_std,
+            rgbim=np.ascontiguousarray(images[i]),
+            compat=settings.bi_w,
+        )
         out[i] = np.asarray(crf.inference(settings.iterations), dtype=np.float32).reshape(c, h, w)
     return torch.from_numpy(out).to(probs.device)
 
@@ -364,11 +444,15 @@ def require_skimage():
     try:
         from skimage import segmentation
     except ImportError:
-        raise SegcliError("inference.superpixels needs scikit-image: pip install 'segcli[classical]'") from None
+        raise SegcliError(
+            "inference.superpixels needs scikit-image: pip install 'segcli[classical]'"
+        ) from None
     return segmentation
 
 
-def superpixel_vote(probs: torch.Tensor, images: np.ndarray, settings: SuperpixelSettings) -> torch.Tensor:
+def superpixel_vote(
+    probs: torch.Tensor, images: np.ndarray, settings: SuperpixelSettings
+) -> torch.Tensor:
     """Majority vote of the labels ``probs.argmax(1)`` inside each superpixel of each image.
 
     ``probs: (N, C, H, W) float`` class scores, ``images: (N, H, W, 3) uint8`` RGB. Returns ``(N, C, H,
@@ -382,13 +466,26 @@ def superpixel_vote(probs: torch.Tensor, images: np.ndarray, settings: Superpixe
     out = np.empty((n, h, w, c), dtype=np.float32)
     for i in range(n):
         if settings.method == "slic":
-            seg = segmentation.slic(images[i], n_segments=settings.n_segments, compactness=settings.compactness,
-                                    sigma=settings.sigma, start_label=0, channel_axis=-1)
+            seg = segmentation.slic(
+                images[i],
+                n_segments=settings.n_segments,
+                compactness=settings.compactness,
+                sigma=settings.sigma,
+                start_label=0,
+                channel_axis=-1,
+            )
         else:
-            seg = segmentation.felzenszwalb(images[i], scale=settings.scale, sigma=settings.sigma,
-                                            min_size=settings.min_size, channel_axis=-1)
+            seg = segmentation.felzenszwalb(
+                images[i],
+                scale=settings.scale,
+                sigma=settings.sigma,
+                min_size=settings.min_size,
+                channel_axis=-1,
+            )
         segments = int(seg.max()) + 1
-        votes = np.bincount((seg * c + labels[i]).reshape(-1), minlength=segments * c).reshape(segments, c)
+        votes = np.bincount((seg * c + labels[i]).reshape(-1), minlength=segments * c).reshape(
+            segments, c
+        )
         out[i] = (votes / np.maximum(votes.sum(1, keepdims=True), 1)).astype(np.float32)[seg]
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(probs.device)
 
@@ -396,8 +493,11 @@ def superpixel_vote(probs: torch.Tensor, images: np.ndarray, settings: Superpixe
 def describe(settings: InferenceSettings) -> str:
     """One line for the console: the preset and what it does."""
     s = settings
-    parts = [s.mode if s.mode == "whole" else
-             f"slide {s.crop[0]}x{s.crop[1]} stride {'x'.join(map(str, s.stride_or_default()))} {s.merge}"]
+    parts = [
+        s.mode
+        if s.mode == "whole"
+        else f"slide {s.crop[0]}x{s.crop[1]} stride {'x'.join(map(str, s.stride_or_default()))} {s.merge}"
+    ]
     if s.flip:
         parts.append("flip")
     if s.scales != (1.0,):
@@ -406,8 +506,9 @@ def describe(settings: InferenceSettings) -> str:
         parts.append(f"dense CRF {s.crf.iterations} it.")
     if s.superpixels is not None:
         sp = s.superpixels
-        parts.append(f"superpixel vote ({sp.method}"
-                     + (f", {sp.n_segments} segments)" if sp.method == "slic" else f", scale {sp.scale:g})"))
+        parts.append(
+            f"superpixel vote ({sp.method}"
+            + (f", {sp.n_segments} segments)" if sp.method == "slic" else f", scale {sp.scale:g})")
+        )
     extra = f" ({' '.join(s.overrides)})" if s.overrides else ""
     return f"inference {s.name}: {' + '.join(parts)}{extra}"
-

@@ -39,12 +39,16 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
         if path.is_dir():
             images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not images:
-                raise SegcliError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                raise SegcliError(
+                    f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
             found += images
         elif path.is_file():
             found.append(path)
         else:
-            matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            matches = sorted(
+                Path(p) for p in glob.glob(str(path)) if Path(p).suffix.lower() in IMAGE_EXTENSIONS
+            )
             if not matches:
                 raise SegcliError(f"{item}: no such image file, folder or matching glob")
             found += matches
@@ -61,16 +65,28 @@ class Predictor:
     mask. ``model``: a torch module or any callable ``(N, 3, H, W) float32 -> (N, C, H, W)`` logits.
     """
 
-    def __init__(self, model, transform, colors: list[list[int]], class_names: list[str],
-                 ctx: StepContext, inference: Inference | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        transform,
+        colors: list[list[int]],
+        class_names: list[str],
+        ctx: StepContext,
+        inference: Inference | None = None,
+    ) -> None:
         self.model, self.transform, self.ctx = model, transform, ctx
         self.colors = np.array(colors, dtype=np.uint8)
         self.class_names = class_names
         self.inference = inference or Inference(InferenceSettings())
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "auto", amp: str | None = None,
-                        inference: InferenceSettings | None = None) -> Predictor:
+    def from_checkpoint(
+        cls,
+        path: Path,
+        device: str = "auto",
+        amp: str | None = None,
+        inference: InferenceSettings | None = None,
+    ) -> Predictor:
         """Load a checkpoint written by `segcli train` (needs nothing else from the run). ``amp``:
         autocast setting (see ``runtime.resolve_amp``), default the run's ``trainer.amp``; the
         run's ``channels_last`` applies too.
@@ -83,13 +99,23 @@ class Predictor:
         classes, norm, cfg = ckpt["classes"], ckpt["normalization"], ckpt["config"]
         trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
         ctx = step_context(trainer, float(cfg["dataset"].get("scale", 1.0)))
-        transform = build_transforms(ckpt["config"]["augmentation"].get("eval"), int(classes["ignore_index"]),
-                                     mean=norm["mean"], std=norm["std"])
+        transform = build_transforms(
+            ckpt["config"]["augmentation"].get("eval"),
+            int(classes["ignore_index"]),
+            mean=norm["mean"],
+            std=norm["std"],
+        )
         model = model_from_checkpoint(ckpt, ctx.device)
         if ctx.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return cls(model, transform, classes["colors"], classes["class_names"], ctx,
-                   Inference(inference or InferenceSettings(), norm["mean"], norm["std"]))
+        return cls(
+            model,
+            transform,
+            classes["colors"],
+            classes["class_names"],
+            ctx,
+            Inference(inference or InferenceSettings(), norm["mean"], norm["std"]),
+        )
 
     @torch.inference_mode()
     def scores(self, image: np.ndarray) -> torch.Tensor:
@@ -120,8 +146,9 @@ class Predictor:
         return cv2.addWeighted(image, 1 - alpha, colored, alpha, 0.0)
 
 
-def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_image=None,
-                  save_probs: bool = False) -> list[Path]:
+def predict_files(
+    predictor: Predictor, files: list[Path], out_dir: Path, on_image=None, save_probs: bool = False
+) -> list[Path]:
     """Write ``out_dir/NAME.png`` (uint8 class indices, the input's size) and ``NAME_overlay.jpg``
     for each file; with ``save_probs`` also ``NAME_probs.npz`` (key ``probs``: ``(C, H, W)``
     float16 probabilities, compressed; key ``class_names``), for fusing models later. Returns the
@@ -140,14 +167,19 @@ def predict_files(predictor: Predictor, files: list[Path], out_dir: Path, on_ima
         image = read_image(path)
         if save_probs:
             mask, probs = predictor.predict_with_probabilities(image)
-            np.savez_compressed(out_dir / f"{path.stem}_probs.npz", probs=probs.astype(np.float16),
-                                class_names=np.array(predictor.class_names, dtype=str))
+            np.savez_compressed(
+                out_dir / f"{path.stem}_probs.npz",
+                probs=probs.astype(np.float16),
+                class_names=np.array(predictor.class_names, dtype=str),
+            )
         else:
             mask = predictor.predict(image)
         mask_path = out_dir / f"{path.stem}.png"
         cv2.imwrite(str(mask_path), mask)
-        cv2.imwrite(str(out_dir / f"{path.stem}_overlay.jpg"),
-                    cv2.cvtColor(predictor.overlay(image, mask), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(out_dir / f"{path.stem}_overlay.jpg"),
+            cv2.cvtColor(predictor.overlay(image, mask), cv2.COLOR_RGB2BGR),
+        )
         written.append(mask_path)
         if on_image:
             on_image(path, mask_path)

@@ -61,11 +61,15 @@ def class_weights(spec, num_classes: int, stats: ClassPixels | None) -> list[flo
         return None
     if isinstance(spec, str):
         if spec not in ("median_frequency", "inverse_frequency"):
-            raise SegcliError(f"loss.class_weights={spec}: expected null, a list of {num_classes} numbers, "
-                              "median_frequency or inverse_frequency")
+            raise SegcliError(
+                f"loss.class_weights={spec}: expected null, a list of {num_classes} numbers, "
+                "median_frequency or inverse_frequency"
+            )
         if stats is None:
-            raise SegcliError(f"loss.class_weights={spec} needs the class pixel counts of a folder dataset's "
-                              "training split; give a list of weights instead")
+            raise SegcliError(
+                f"loss.class_weights={spec} needs the class pixel counts of a folder dataset's "
+                "training split; give a list of weights instead"
+            )
         pixels = np.asarray(stats.pixels, dtype=np.float64)
         seen = pixels > 0
         weights = np.zeros(num_classes)
@@ -101,8 +105,9 @@ class WeightedSum(nn.Module):
 MODES = ("multiclass", "multilabel")
 
 
-def loss_mode(cfg: Mapping, num_classes: int, multiclass_classes: bool = True,
-              multilabel: bool = True) -> tuple[str, list[int] | None]:
+def loss_mode(
+    cfg: Mapping, num_classes: int, multiclass_classes: bool = True, multilabel: bool = True
+) -> tuple[str, list[int] | None]:
     """``(mode, classes)`` of a loss config, checked.
 
     Args:
@@ -116,15 +121,24 @@ def loss_mode(cfg: Mapping, num_classes: int, multiclass_classes: bool = True,
     if mode not in MODES:
         raise SegcliError(f"loss.mode={mode}: expected multiclass or multilabel")
     if mode == "multilabel" and not multilabel:
-        raise SegcliError(f"loss {name} has no multilabel form (for sigmoid cross-entropy use loss=bce)")
+        raise SegcliError(
+            f"loss {name} has no multilabel form (for sigmoid cross-entropy use loss=bce)"
+        )
     if classes is None:
         return mode, None
-    if isinstance(classes, (int, str)) or not all(isinstance(c, int) and 0 <= c < num_classes for c in classes) \
-            or not classes:
-        raise SegcliError(f"loss.classes={classes}: expected a list of class indices in 0..{num_classes - 1}")
+    if (
+        isinstance(classes, (int, str))
+        or not all(isinstance(c, int) and 0 <= c < num_classes for c in classes)
+        or not classes
+    ):
+        raise SegcliError(
+            f"loss.classes={classes}: expected a list of class indices in 0..{num_classes - 1}"
+        )
     if mode == "multiclass" and not multiclass_classes:
-        raise SegcliError(f"loss {name} in multiclass mode averages over all classes; loss.classes needs "
-                          "loss.mode=multilabel")
+        raise SegcliError(
+            f"loss {name} in multiclass mode averages over all classes; loss.classes needs "
+            "loss.mode=multilabel"
+        )
     return mode, [int(c) for c in classes]
 
 
@@ -138,7 +152,9 @@ class MultilabelTarget(nn.Module):
     ``forward(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar``.
     """
 
-    def __init__(self, loss: nn.Module, ignore_index: int, classes: list[int] | None = None) -> None:
+    def __init__(
+        self, loss: nn.Module, ignore_index: int, classes: list[int] | None = None
+    ) -> None:
         super().__init__()
         self.loss, self.ignore_index, self.classes = loss, int(ignore_index), classes
 
@@ -181,9 +197,15 @@ class BinaryCE(nn.Module):
             return F.binary_cross_entropy_with_logits(x, y)
         if self.kind == "weighted_bce":
             beta = 1.0 if self.beta is None else self.beta
-            return F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.tensor(beta, device=x.device))
+            return F.binary_cross_entropy_with_logits(
+                x, y, pos_weight=torch.tensor(beta, device=x.device)
+            )
         dims = [d for d in range(y.dim()) if d != 1]
-        beta = (1 - y.mean(dims, keepdim=True)) if self.beta is None else torch.tensor(self.beta, device=x.device)
+        beta = (
+            (1 - y.mean(dims, keepdim=True))
+            if self.beta is None
+            else torch.tensor(self.beta, device=x.device)
+        )
         return F.binary_cross_entropy_with_logits(x, y, weight=beta * y + (1 - beta) * (1 - y))
 
 
@@ -191,7 +213,9 @@ class BinaryCE(nn.Module):
 def _bce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     mode, classes = loss_mode(cfg, num_classes)
     if mode != "multilabel":
-        raise SegcliError(f"loss {cfg['name']} is a sigmoid loss: expected loss.mode=multilabel (for softmax use ce)")
+        raise SegcliError(
+            f"loss {cfg['name']} is a sigmoid loss: expected loss.mode=multilabel (for softmax use ce)"
+        )
     beta = cfg.get("beta")
     if beta == "auto":
         beta = None
@@ -202,9 +226,11 @@ def _bce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn
 def _ce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     loss_mode(cfg, num_classes, multiclass_classes=False, multilabel=False)
     weights = class_weights(cfg.get("class_weights"), num_classes, stats)
-    return nn.CrossEntropyLoss(weight=None if weights is None else torch.tensor(weights, dtype=torch.float32),
-                               ignore_index=int(cfg["ignore_index"]),
-                               label_smoothing=float(cfg.get("label_smoothing", 0.0)))
+    return nn.CrossEntropyLoss(
+        weight=None if weights is None else torch.tensor(weights, dtype=torch.float32),
+        ignore_index=int(cfg["ignore_index"]),
+        label_smoothing=float(cfg.get("label_smoothing", 0.0)),
+    )
 
 
 def _smp(make, cfg: Mapping, num_classes: int, multiclass_classes: bool) -> nn.Module:
@@ -214,47 +240,86 @@ def _smp(make, cfg: Mapping, num_classes: int, multiclass_classes: bool) -> nn.M
     ignore = int(cfg["ignore_index"])
     if mode == "multilabel":
         return MultilabelTarget(make(smp.losses.MULTILABEL_MODE, {}), ignore, classes)
-    return make(smp.losses.MULTICLASS_MODE, {"ignore_index": ignore, **({"classes": classes} if classes else {})})
+    return make(
+        smp.losses.MULTICLASS_MODE,
+        {"ignore_index": ignore, **({"classes": classes} if classes else {})},
+    )
 
 
 @LOSSES.register("dice")
 def _dice(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
-    return _smp(lambda mode, kw: smp.losses.DiceLoss(mode, smooth=float(cfg.get("smooth", 0.0)),
-                                                     log_loss=bool(cfg.get("log_loss", False)), **kw),
-                cfg, num_classes, True)
+    return _smp(
+        lambda mode, kw: smp.losses.DiceLoss(
+            mode,
+            smooth=float(cfg.get("smooth", 0.0)),
+            log_loss=bool(cfg.get("log_loss", False)),
+            **kw,
+        ),
+        cfg,
+        num_classes,
+        True,
+    )
 
 
 @LOSSES.register("focal")
 def _focal(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     alpha = cfg.get("alpha")
-    return _smp(lambda mode, kw: smp.losses.FocalLoss(mode, gamma=float(cfg.get("gamma", 2.0)),
-                                                      alpha=None if alpha is None else float(alpha), **kw),
-                cfg, num_classes, False)
+    return _smp(
+        lambda mode, kw: smp.losses.FocalLoss(
+            mode,
+            gamma=float(cfg.get("gamma", 2.0)),
+            alpha=None if alpha is None else float(alpha),
+            **kw,
+        ),
+        cfg,
+        num_classes,
+        False,
+    )
 
 
 @LOSSES.register("jaccard")
 def _jaccard(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
-    return _smp(lambda mode, kw: smp.losses.JaccardLoss(mode, smooth=float(cfg.get("smooth", 0.0)), **kw),
-                cfg, num_classes, True)
+    return _smp(
+        lambda mode, kw: smp.losses.JaccardLoss(mode, smooth=float(cfg.get("smooth", 0.0)), **kw),
+        cfg,
+        num_classes,
+        True,
+    )
 
 
 @LOSSES.register("lovasz")
 def _lovasz(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     if cfg.get("per_image") and cfg.get("mode") == "multilabel":
         raise SegcliError("loss.per_image=true needs loss.mode=multiclass for lovasz")
-    return _smp(lambda mode, kw: smp.losses.LovaszLoss(mode, per_image=bool(cfg.get("per_image", False)), **kw),
-                cfg, num_classes, False)
+    return _smp(
+        lambda mode, kw: smp.losses.LovaszLoss(
+            mode, per_image=bool(cfg.get("per_image", False)), **kw
+        ),
+        cfg,
+        num_classes,
+        False,
+    )
 
 
 @LOSSES.register("tversky")
 def _tversky(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
-    return _smp(lambda mode, kw: smp.losses.TverskyLoss(mode, smooth=float(cfg.get("smooth", 0.0)),
-                                                        alpha=float(cfg.get("alpha", 0.5)),
-                                                        beta=float(cfg.get("beta", 0.5)), **kw),
-                cfg, num_classes, True)
+    return _smp(
+        lambda mode, kw: smp.losses.TverskyLoss(
+            mode,
+            smooth=float(cfg.get("smooth", 0.0)),
+            alpha=float(cfg.get("alpha", 0.5)),
+            beta=float(cfg.get("beta", 0.5)),
+            **kw,
+        ),
+        cfg,
+        num_classes,
+        True,
+    )
 
 
-def soft_confusion(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, mode: str = "multiclass"):
+def soft_confusion(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, mode: str = "multiclass"
+):
     """Soft per-class statistics of a batch.
 
     Args:
@@ -267,7 +332,11 @@ def soft_confusion(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     """
     p = logits.float().softmax(1) if mode == "multiclass" else logits.float().sigmoid()
     valid = (target != ignore_index).unsqueeze(1).float()
-    y = F.one_hot(torch.where(target == ignore_index, 0, target), logits.shape[1]).permute(0, 3, 1, 2).float()
+    y = (
+        F.one_hot(torch.where(target == ignore_index, 0, target), logits.shape[1])
+        .permute(0, 3, 1, 2)
+        .float()
+    )
     return p * valid, y * valid, valid
 
 
@@ -297,19 +366,44 @@ class RegionLoss(nn.Module):
 
     NAMES = ("focal_tversky", "log_cosh_dice", "sensitivity_specificity", "combo", "exp_log")
 
-    def __init__(self, name: str, ignore_index: int, smooth: float = 1.0, alpha: float = 0.7, beta: float = 0.3,
-                 gamma: float = 4 / 3, w: float = 0.05, w_dice: float = 0.8, w_cross: float = 0.2,
-                 label_weights: list[float] | None = None, eps: float = 1e-6, mode: str = "multiclass",
-                 classes: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        ignore_index: int,
+        smooth: float = 1.0,
+        alpha: float = 0.7,
+        beta: float = 0.3,
+        gamma: float = 4 / 3,
+        w: float = 0.05,
+        w_dice: float = 0.8,
+        w_cross: float = 0.2,
+        label_weights: list[float] | None = None,
+        eps: float = 1e-6,
+        mode: str = "multiclass",
+        classes: list[int] | None = None,
+    ) -> None:
         super().__init__()
         if name not in self.NAMES:
             raise SegcliError(f"loss.name={name}: expected one of {', '.join(self.NAMES)}")
         self.mode, self.classes = mode, classes
-        self.name, self.ignore_index, self.smooth, self.eps = name, int(ignore_index), float(smooth), float(eps)
-        self.alpha, self.beta, self.gamma, self.w = float(alpha), float(beta), float(gamma), float(w)
+        self.name, self.ignore_index, self.smooth, self.eps = (
+            name,
+            int(ignore_index),
+            float(smooth),
+            float(eps),
+        )
+        self.alpha, self.beta, self.gamma, self.w = (
+            float(alpha),
+            float(beta),
+            float(gamma),
+            float(w),
+        )
         self.w_dice, self.w_cross = float(w_dice), float(w_cross)
-        self.register_buffer("label_weights", None if label_weights is None
-                             else torch.tensor(label_weights, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "label_weights",
+            None if label_weights is None else torch.tensor(label_weights, dtype=torch.float32),
+            persistent=False,
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p, y, valid = soft_confusion(logits, target, self.ignore_index, self.mode)
@@ -342,9 +436,15 @@ class RegionLoss(nn.Module):
         # exp_log
         dice_term = (-dice.clamp_min(eps).log()).clamp_min(eps) ** self.gamma
         true_p = (q * y).sum(1)  # probability of the true class, (N, H, W); 0 on ignored pixels
-        weights = self.label_weights if self.label_weights is not None else torch.ones(logits.shape[1], device=logits.device)
+        weights = (
+            self.label_weights
+            if self.label_weights is not None
+            else torch.ones(logits.shape[1], device=logits.device)
+        )
         w_l = (weights.to(logits.device)[:, None, None, None] * y.transpose(0, 1)).sum(0)
-        counted = (y * chosen[None, :, None, None]).sum(1) > 0  # valid pixels whose true class is in `classes`
+        counted = (y * chosen[None, :, None, None]).sum(
+            1
+        ) > 0  # valid pixels whose true class is in `classes`
         cross = (w_l * (-true_p.clamp_min(eps).log()).clamp_min(eps) ** self.gamma)[counted]
         return self.w_dice * dice_term[present].mean() + self.w_cross * cross.mean()
 
@@ -352,13 +452,26 @@ class RegionLoss(nn.Module):
 @LOSSES.register(*RegionLoss.NAMES)
 def _region(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     name = str(cfg["name"])
-    params = {k: float(cfg[k]) for k in ("smooth", "alpha", "beta", "gamma", "w", "w_dice", "w_cross") if cfg.get(k) is not None}
+    params = {
+        k: float(cfg[k])
+        for k in ("smooth", "alpha", "beta", "gamma", "w", "w_dice", "w_cross")
+        if cfg.get(k) is not None
+    }
     label_weights = None
     if name == "exp_log" and stats is not None:
         pixels = np.asarray(stats.pixels, dtype=np.float64)
-        label_weights = np.where(pixels > 0, (pixels.sum() / np.maximum(pixels, 1)) ** 0.5, 0.0).tolist()
+        label_weights = np.where(
+            pixels > 0, (pixels.sum() / np.maximum(pixels, 1)) ** 0.5, 0.0
+        ).tolist()
     mode, classes = loss_mode(cfg, num_classes)
-    return RegionLoss(name, int(cfg["ignore_index"]), label_weights=label_weights, mode=mode, classes=classes, **params)
+    return RegionLoss(
+        name,
+        int(cfg["ignore_index"]),
+        label_weights=label_weights,
+        mode=mode,
+        classes=classes,
+        **params,
+    )
 
 
 @LOSSES.register("boundary", "hausdorff", "shape_aware")
@@ -366,8 +479,9 @@ def _distance(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) 
     from segcli.losses.distance import build_distance_loss
 
     name = str(cfg["name"])
-    mode, classes = loss_mode(cfg, num_classes, multiclass_classes=name != "shape_aware",
-                              multilabel=name != "shape_aware")
+    mode, classes = loss_mode(
+        cfg, num_classes, multiclass_classes=name != "shape_aware", multilabel=name != "shape_aware"
+    )
     return build_distance_loss(cfg, mode, classes)
 
 
@@ -381,7 +495,9 @@ def _compound(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) 
         if term.get("name") == "compound":
             raise SegcliError(f"{where}=compound: a term cannot be compound itself")
         builder = LOSSES.get(str(term.get("name")), where)
-        terms.append((term["name"], float(term.get("weight", 1.0)), builder(term, num_classes, stats)))
+        terms.append(
+            (term["name"], float(term.get("weight", 1.0)), builder(term, num_classes, stats))
+        )
     if not terms:
         raise SegcliError("loss.terms is empty; expected at least one {name, weight} entry")
     return WeightedSum(terms)

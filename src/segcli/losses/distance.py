@@ -118,12 +118,24 @@ class DistanceLoss(nn.Module):
 
     NAMES = ("boundary", "hausdorff", "shape_aware")
 
-    def __init__(self, name: str, ignore_index: int, mode: str = "multiclass", classes: list[int] | None = None,
-                 alpha: float = 2.0, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        ignore_index: int,
+        mode: str = "multiclass",
+        classes: list[int] | None = None,
+        alpha: float = 2.0,
+        normalize: bool = True,
+    ) -> None:
         super().__init__()
         if name not in self.NAMES:
             raise SegcliError(f"loss.name={name}: expected one of {', '.join(self.NAMES)}")
-        self.name, self.ignore_index, self.mode, self.classes = name, int(ignore_index), mode, classes
+        self.name, self.ignore_index, self.mode, self.classes = (
+            name,
+            int(ignore_index),
+            mode,
+            classes,
+        )
         self.alpha, self.normalize = float(alpha), bool(normalize)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -135,7 +147,10 @@ class DistanceLoss(nn.Module):
         num_classes = logits.shape[1]
         x = logits.float()
         p = x.softmax(1) if self.mode == "multiclass" else x.sigmoid()
-        y = F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2).bool() & valid[:, None]
+        y = (
+            F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2).bool()
+            & valid[:, None]
+        )
         keep = list(range(num_classes)) if self.classes is None else self.classes
         p, y = p[:, keep], y[:, keep]
         v = valid[:, None].float()
@@ -149,12 +164,18 @@ class DistanceLoss(nn.Module):
             else:
                 pred = p > 0.5
             pred = (pred & valid[:, None]).cpu().numpy()
-        dist = (torch.from_numpy(_maps(truth, boundary_distance)) ** self.alpha
-                + torch.from_numpy(_maps(pred, boundary_distance)) ** self.alpha).to(p.device)
+        dist = (
+            torch.from_numpy(_maps(truth, boundary_distance)) ** self.alpha
+            + torch.from_numpy(_maps(pred, boundary_distance)) ** self.alpha
+        ).to(p.device)
         return ((p - y.float()) ** 2 * dist * v).sum() / (v.sum() * len(keep))
 
-    def _shape_aware(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none")  # (N, H, W)
+    def _shape_aware(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        ce = F.cross_entropy(
+            logits.float(), target, ignore_index=self.ignore_index, reduction="none"
+        )  # (N, H, W)
         labels, pred, ok = target.cpu().numpy(), logits.argmax(1).cpu().numpy(), valid.cpu().numpy()
         height, width = labels.shape[1:]
         diagonal = float(np.hypot(height, width))
@@ -176,5 +197,11 @@ class DistanceLoss(nn.Module):
 def build_distance_loss(cfg: Mapping, mode: str, classes: list[int] | None) -> DistanceLoss:
     """The ``boundary``, ``hausdorff`` or ``shape_aware`` loss of a ``loss`` config (mode and classes
     already checked by ``losses.build.loss_mode``)."""
-    return DistanceLoss(str(cfg["name"]), int(cfg["ignore_index"]), mode, classes,
-                        alpha=float(cfg.get("alpha", 2.0)), normalize=bool(cfg.get("normalize", True)))
+    return DistanceLoss(
+        str(cfg["name"]),
+        int(cfg["ignore_index"]),
+        mode,
+        classes,
+        alpha=float(cfg.get("alpha", 2.0)),
+        normalize=bool(cfg.get("normalize", True)),
+    )

@@ -43,7 +43,9 @@ def scores_of_matrices(matrices: np.ndarray) -> dict[str, np.ndarray]:
         ``metrics.confusion.class_scores`` (NaN for a class absent from truth and prediction, left out of the
         means; a resample without any class present has mean NaN).
     """
-    iou, dice = (x.numpy() for x in class_scores(torch.as_tensor(np.asarray(matrices), dtype=torch.float64)))
+    iou, dice = (
+        x.numpy() for x in class_scores(torch.as_tensor(np.asarray(matrices), dtype=torch.float64))
+    )
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: mean NaN
         return {"iou": iou, "dice": dice, "miou": np.nanmean(iou, 1), "mdice": np.nanmean(dice, 1)}
@@ -58,9 +60,13 @@ def resample_weights(images: int, resamples: int, seed: int) -> np.ndarray:
         SegcliError: no images, or fewer than one resample.
     """
     if images < 1 or resamples < 1:
-        raise SegcliError(f"bootstrap needs at least one image and one resample (got {images} images, "
-                          f"{resamples} resamples)")
-    return np.random.default_rng(seed).multinomial(images, np.full(images, 1 / images), size=resamples)
+        raise SegcliError(
+            f"bootstrap needs at least one image and one resample (got {images} images, "
+            f"{resamples} resamples)"
+        )
+    return np.random.default_rng(seed).multinomial(
+        images, np.full(images, 1 / images), size=resamples
+    )
 
 
 @dataclass
@@ -91,8 +97,14 @@ class Difference:
 
     def as_dict(self) -> dict:
         """JSON-ready fields (``ci95``: [low, high])."""
-        return {"a": self.a, "b": self.b, "difference": self.difference, "ci95": [self.low, self.high],
-                "b_better_share": self.b_better_share, "verdict": self.verdict}
+        return {
+            "a": self.a,
+            "b": self.b,
+            "difference": self.difference,
+            "ci95": [self.low, self.high],
+            "b_better_share": self.b_better_share,
+            "verdict": self.verdict,
+        }
 
 
 def _difference(a: np.ndarray, b: np.ndarray, observed_a: float, observed_b: float) -> Difference:
@@ -107,8 +119,14 @@ def _difference(a: np.ndarray, b: np.ndarray, observed_a: float, observed_b: flo
     return Difference(observed_a, observed_b, float(low), float(high), share)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10000, seed: int = 0,
-                     class_names: list[str] | None = None, chunk: int = 2000) -> dict:
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    resamples: int = 10000,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+    chunk: int = 2000,
+) -> dict:
     """Paired bootstrap of B - A over images.
 
     Args:
@@ -127,27 +145,42 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10000, seed:
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape != b.shape:
-        raise SegcliError(f"per-image matrices must both be (N, C, C) of one shape; got {a.shape} and {b.shape}")
+        raise SegcliError(
+            f"per-image matrices must both be (N, C, C) of one shape; got {a.shape} and {b.shape}"
+        )
     n, c, _ = a.shape
     names = class_names or [f"class{i}" for i in range(c)]
-    observed = {side: scores_of_matrices(x.sum(0, keepdims=True)) for side, x in (("a", a), ("b", b))}
+    observed = {
+        side: scores_of_matrices(x.sum(0, keepdims=True)) for side, x in (("a", a), ("b", b))
+    }
     weights = resample_weights(n, resamples, seed)
     flat_a, flat_b = a.reshape(n, c * c), b.reshape(n, c * c)
     boot = {"a": [], "b": []}
     for start in range(0, resamples, chunk):
-        w = weights[start:start + chunk].astype(np.float64)
+        w = weights[start : start + chunk].astype(np.float64)
         boot["a"].append(scores_of_matrices((w @ flat_a).reshape(-1, c, c)))
         boot["b"].append(scores_of_matrices((w @ flat_b).reshape(-1, c, c)))
-    joined = {side: {k: np.concatenate([s[k] for s in parts]) for k in ("iou", "miou", "mdice")}
-              for side, parts in boot.items()}
+    joined = {
+        side: {k: np.concatenate([s[k] for s in parts]) for k in ("iou", "miou", "mdice")}
+        for side, parts in boot.items()
+    }
     out: dict = {"images": n, "resamples": resamples, "seed": seed}
     for metric in METRICS:
-        out[metric] = _difference(joined["a"][metric], joined["b"][metric],
-                                  float(observed["a"][metric][0]), float(observed["b"][metric][0]))
+        out[metric] = _difference(
+            joined["a"][metric],
+            joined["b"][metric],
+            float(observed["a"][metric][0]),
+            float(observed["b"][metric][0]),
+        )
     out["per_class_iou"] = {
-        name: _difference(joined["a"]["iou"][:, k], joined["b"]["iou"][:, k],
-                          float(observed["a"]["iou"][0, k]), float(observed["b"]["iou"][0, k]))
-        for k, name in enumerate(names)}
+        name: _difference(
+            joined["a"]["iou"][:, k],
+            joined["b"]["iou"][:, k],
+            float(observed["a"]["iou"][0, k]),
+            float(observed["b"]["iou"][0, k]),
+        )
+        for k, name in enumerate(names)
+    }
     return out
 
 
@@ -159,19 +192,30 @@ def check_same_images(labels: list[str], names: list[list[str]], classes: list[l
     """
     for label, these, cls in zip(labels[1:], names[1:], classes[1:], strict=True):
         if cls != classes[0]:
-            raise SegcliError(f"{labels[0]} and {label} have different classes ({len(classes[0])}: "
-                              f"{', '.join(classes[0][:4])}... vs {len(cls)}: {', '.join(cls[:4])}...)")
+            raise SegcliError(
+                f"{labels[0]} and {label} have different classes ({len(classes[0])}: "
+                f"{', '.join(classes[0][:4])}... vs {len(cls)}: {', '.join(cls[:4])}...)"
+            )
         for i, (x, y) in enumerate(zip(names[0], these)):
             if x != y:
-                raise SegcliError(f"{labels[0]} and {label} were not scored on the same images: image {i + 1} "
-                                  f"is {x} in {labels[0]} and {y} in {label}")
+                raise SegcliError(
+                    f"{labels[0]} and {label} were not scored on the same images: image {i + 1} "
+                    f"is {x} in {labels[0]} and {y} in {label}"
+                )
         if len(these) != len(names[0]):
-            raise SegcliError(f"{labels[0]} and {label} were not scored on the same images: {len(names[0])} "
-                              f"vs {len(these)} images")
+            raise SegcliError(
+                f"{labels[0]} and {label} were not scored on the same images: {len(names[0])} "
+                f"vs {len(these)} images"
+            )
 
 
-def rank_against_best(labels: list[str], stacks: list[np.ndarray], resamples: int = 10000, seed: int = 0,
-                      class_names: list[str] | None = None) -> dict:
+def rank_against_best(
+    labels: list[str],
+    stacks: list[np.ndarray],
+    resamples: int = 10000,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+) -> dict:
     """Several runs on the same images: the best by observed mIoU, and each other run's paired
     bootstrap against it (``paired_bootstrap`` with A = the best, B = the run).
 
@@ -183,14 +227,21 @@ def rank_against_best(labels: list[str], stacks: list[np.ndarray], resamples: in
         ``{"best": label, "ranking": [{"run": label, "miou", "mdice", "vs_best": paired_bootstrap's
         dict or None for the best}, ...]}``, best observed mIoU first.
     """
-    observed = [float(scores_of_matrices(np.asarray(x).sum(0, keepdims=True))["miou"][0]) for x in stacks]
+    observed = [
+        float(scores_of_matrices(np.asarray(x).sum(0, keepdims=True))["miou"][0]) for x in stacks
+    ]
     order = sorted(range(len(stacks)), key=lambda i: -np.nan_to_num(observed[i], nan=-1.0))
     best = order[0]
     ranking = []
     for i in order:
-        row = {"run": labels[i], "miou": observed[i],
-               "mdice": float(scores_of_matrices(np.asarray(stacks[i]).sum(0, keepdims=True))["mdice"][0]),
-               "vs_best": None}
+        row = {
+            "run": labels[i],
+            "miou": observed[i],
+            "mdice": float(
+                scores_of_matrices(np.asarray(stacks[i]).sum(0, keepdims=True))["mdice"][0]
+            ),
+            "vs_best": None,
+        }
         if i != best:
             row["vs_best"] = paired_bootstrap(stacks[best], stacks[i], resamples, seed, class_names)
         ranking.append(row)
@@ -208,8 +259,13 @@ def as_json(result: dict) -> dict:
     return result
 
 
-def compare_runs(labels: list[str], stacks: list[np.ndarray], resamples: int = 10000, seed: int = 0,
-                 class_names: list[str] | None = None) -> dict:
+def compare_runs(
+    labels: list[str],
+    stacks: list[np.ndarray],
+    resamples: int = 10000,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+) -> dict:
     """``segcli compare``'s choice: two runs -> ``paired_bootstrap`` (B = the second against A);
     three or more -> ``rank_against_best``. ``stacks``: each run's ``(images, C, C)`` int64 per-image
     confusion matrices, in ``labels``' order.

@@ -73,7 +73,9 @@ class SegmentationScores:
             "fwiou": clean(self.fwiou),
             "per_class_iou": {n: clean(v) for n, v in zip(class_names, self.per_class_iou)},
             "per_class_dice": {n: clean(v) for n, v in zip(class_names, self.per_class_dice)},
-            "per_class_accuracy": {n: clean(v) for n, v in zip(class_names, self.per_class_accuracy)},
+            "per_class_accuracy": {
+                n: clean(v) for n, v in zip(class_names, self.per_class_accuracy)
+            },
         }
         if self.per_image_miou is not None:
             out["per_image_miou"] = clean(self.per_image_miou)
@@ -91,8 +93,13 @@ class ConfusionMatrix:
         device: where the matrix lives; put it where the predictions are.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = None,
-                 device: torch.device | str = "cpu", per_image: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = None,
+        device: torch.device | str = "cpu",
+        per_image: bool = False,
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
@@ -117,11 +124,15 @@ class ConfusionMatrix:
             ValueError: the shapes differ, or a non-ignored target is outside 0..C-1.
         """
         if pred.shape != target.shape:
-            raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+            raise ValueError(
+                f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}"
+            )
         c, n = self.num_classes, pred.shape[0] if pred.dim() == 3 else 1
         image = None
         if self.per_image:  # the image index of every pixel, (N*H*W,)
-            image = torch.arange(n, device=self.matrix.device).repeat_interleave(pred.numel() // max(n, 1))
+            image = torch.arange(n, device=self.matrix.device).repeat_interleave(
+                pred.numel() // max(n, 1)
+            )
         pred = pred.reshape(-1).to(self.matrix.device, torch.int64)
         target = target.reshape(-1).to(self.matrix.device, torch.int64)
         if self.ignore_index is not None:
@@ -129,9 +140,13 @@ class ConfusionMatrix:
             pred, target = pred[keep], target[keep]
             image = image[keep] if image is not None else None
         if target.numel() and (int(target.min()) < 0 or int(target.max()) >= c):
-            raise ValueError(f"target holds values outside 0..{c - 1} (ignore_index={self.ignore_index})")
+            raise ValueError(
+                f"target holds values outside 0..{c - 1} (ignore_index={self.ignore_index})"
+            )
         if self.per_image:
-            per_image = torch.bincount(image * c * c + target * c + pred, minlength=n * c * c).reshape(n, c, c)
+            per_image = torch.bincount(
+                image * c * c + target * c + pred, minlength=n * c * c
+            ).reshape(n, c, c)
             self.image_matrices.append(per_image)
             self.matrix += per_image.sum(0)
         else:
@@ -152,8 +167,10 @@ class ConfusionMatrix:
         per_image = {}
         if self.per_image:
             images = [class_scores(x) for x in self.image_matrices_cpu()]
-            per_image = {"per_image_miou": nanmean([nanmean(i.tolist()) for i, _ in images]),
-                         "per_image_mdice": nanmean([nanmean(d.tolist()) for _, d in images])}
+            per_image = {
+                "per_image_miou": nanmean([nanmean(i.tolist()) for i, _ in images]),
+                "per_image_mdice": nanmean([nanmean(d.tolist()) for _, d in images]),
+            }
         return SegmentationScores(
             miou=nanmean(iou.tolist()),
             mdice=nanmean(dice.tolist()),
@@ -193,18 +210,20 @@ def class_scores(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 PROTOCOLS = {
     "dataset": "dataset-level confusion matrix, per-class mean, ignore_index excluded, classes absent "
-               "from truth and prediction excluded (PASCAL VOC, Cityscapes; segcli's default)",
+    "from truth and prediction excluded (PASCAL VOC, Cityscapes; segcli's default)",
     "dataset_absent_as_1": "as dataset, but a class absent from truth and prediction scores 1 "
-                           "(SMP's metrics with zero_division=1)",
+    "(SMP's metrics with zero_division=1)",
     "dataset_no_background": "as dataset, class 0 left out of the mean (common in medical imaging)",
     "per_image": "mean over images of each image's per-class mean; classes absent from an image "
-                 "excluded (nnU-Net, medical Dice tables)",
+    "excluded (nnU-Net, medical Dice tables)",
     "micro": "all pixels pooled over classes: sum TP / sum (TP + FP + FN) (SMP's 'micro' reduction)",
     "frequency_weighted": "IoU weighted by each class's share of the true pixels (FCN's fwIoU)",
 }
 
 
-def protocols(matrix: ConfusionMatrix, scores: SegmentationScores | None = None) -> dict[str, dict[str, float]]:
+def protocols(
+    matrix: ConfusionMatrix, scores: SegmentationScores | None = None
+) -> dict[str, dict[str, float]]:
     """The headline mIoU and mDice under each protocol of ``PROTOCOLS`` (``per_image`` only when
     the matrix kept images). ``scores``: ``matrix.compute()`` when the caller has it already.
     Returns ``{protocol: {"miou": float, "mdice": float}}`` (NaN: undefined)."""
@@ -215,15 +234,26 @@ def protocols(matrix: ConfusionMatrix, scores: SegmentationScores | None = None)
     scores = scores or matrix.compute()
     out = {
         "dataset": {"miou": scores.miou, "mdice": scores.mdice},
-        "dataset_absent_as_1": {"miou": float(iou.nan_to_num(1.0).mean()), "mdice": float(dice.nan_to_num(1.0).mean())},
-        "dataset_no_background": {"miou": nanmean(iou[1:].tolist()), "mdice": nanmean(dice[1:].tolist())},
+        "dataset_absent_as_1": {
+            "miou": float(iou.nan_to_num(1.0).mean()),
+            "mdice": float(dice.nan_to_num(1.0).mean()),
+        },
+        "dataset_no_background": {
+            "miou": nanmean(iou[1:].tolist()),
+            "mdice": nanmean(dice[1:].tolist()),
+        },
     }
     if matrix.per_image:
         out["per_image"] = {"miou": scores.per_image_miou, "mdice": scores.per_image_mdice}
     pooled = float((tp + fp + fn).sum())
-    out["micro"] = {"miou": float(tp.sum()) / pooled if pooled else float("nan"),
-                    "mdice": 2 * float(tp.sum()) / (pooled + float(tp.sum())) if pooled else float("nan")}
+    out["micro"] = {
+        "miou": float(tp.sum()) / pooled if pooled else float("nan"),
+        "mdice": 2 * float(tp.sum()) / (pooled + float(tp.sum())) if pooled else float("nan"),
+    }
     truth = m.sum(1)
     share = truth / truth.sum() if truth.sum() > 0 else truth
-    out["frequency_weighted"] = {"miou": scores.fwiou, "mdice": float((share * dice.nan_to_num(0.0)).sum())}
+    out["frequency_weighted"] = {
+        "miou": scores.fwiou,
+        "mdice": float((share * dice.nan_to_num(0.0)).sum()),
+    }
     return out

@@ -24,7 +24,9 @@ from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binar
 
 def surface(mask: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool -> ``(H, W)`` bool: mask pixels with a 4-neighbour outside the mask or the image."""
-    return mask & ~binary_erosion(mask, structure=generate_binary_structure(mask.ndim, 1), border_value=0)
+    return mask & ~binary_erosion(
+        mask, structure=generate_binary_structure(mask.ndim, 1), border_value=0
+    )
 
 
 def hd95(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -47,9 +49,15 @@ class HausdorffAccumulator:
         ignore_index: target value of pixels left out (predictions there are dropped too).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int, classes: list[int] | None = None) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int, classes: list[int] | None = None
+    ) -> None:
         self.ignore_index = int(ignore_index)
-        self.classes = classes if classes is not None else ([1] if num_classes == 2 else list(range(num_classes)))
+        self.classes = (
+            classes
+            if classes is not None
+            else ([1] if num_classes == 2 else list(range(num_classes)))
+        )
         self.values: dict[int, list[float]] = {c: [] for c in self.classes}
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -70,5 +78,8 @@ class HausdorffAccumulator:
             per_class[name] = float(np.mean(finite)) if finite else math.nan
             counts[name] = len(finite)
         means = [v for v in per_class.values() if not math.isnan(v)]
-        return {"hd95": float(np.mean(means)) if means else math.nan, "per_class_hd95": per_class,
-                "hd95_images": counts}
+        return {
+            "hd95": float(np.mean(means)) if means else math.nan,
+            "per_class_hd95": per_class,
+            "hd95_images": counts,
+        }

@@ -43,8 +43,12 @@ GUARD_SETTINGS = ("auto", "on", "off")
 def in_crash_region(conv: nn.Module) -> bool:
     """Whether ``conv`` is an ``nn.Conv2d`` whose bf16 weight gradient the guard keeps in float32:
     ungrouped, ``in_channels >= 4096`` and ``out_channels < 16``."""
-    return (isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.in_channels >= MIN_IN_CHANNELS
-            and conv.out_channels < MAX_OUT_CHANNELS)
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.groups == 1
+        and conv.in_channels >= MIN_IN_CHANNELS
+        and conv.out_channels < MAX_OUT_CHANNELS
+    )
 
 
 def cpu_has_amx() -> bool:
@@ -64,13 +68,18 @@ def guard_wanted() -> bool:
     """
     setting = os.environ.get("SEGCLI_AMX_GUARD", "auto").strip().lower() or "auto"
     if setting not in GUARD_SETTINGS:
-        raise SegcliError(f"SEGCLI_AMX_GUARD={setting}: expected one of {', '.join(GUARD_SETTINGS)}")
+        raise SegcliError(
+            f"SEGCLI_AMX_GUARD={setting}: expected one of {', '.join(GUARD_SETTINGS)}"
+        )
     return cpu_has_amx() if setting == "auto" else setting == "on"
 
 
 def _cpu_bf16_autocast(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and \
-        torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
 
 
 class Float32UnderCpuBf16Conv2d(nn.Conv2d):

@@ -47,12 +47,16 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise SegcliError(f"{path}: cannot read as a torch state dict ({type(exc).__name__})") from None
+            raise SegcliError(
+                f"{path}: cannot read as a torch state dict ({type(exc).__name__})"
+            ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if isinstance(state, dict) and "format" in state and isinstance(state.get("model"), dict):
         # a segcli checkpoint: its encoder's weights (fine-tuning from an earlier run)
-        state = {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
+        state = {
+            k[len("encoder.") :]: v for k, v in state["model"].items() if k.startswith("encoder.")
+        }
     if not isinstance(state, dict):
         raise SegcliError(f"{path}: expected a state dict (name -> tensor)")
     return state
@@ -62,8 +66,10 @@ def load_error_detail(exc: RuntimeError) -> str:
     """The informative line of torch's multi-line ``load_state_dict`` error (the first size
     mismatch, missing or unexpected key), shortened."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = next((x for x in lines if x.startswith(("size mismatch", "Missing key", "Unexpected key"))),
-                  lines[-1] if lines else type(exc).__name__)
+    detail = next(
+        (x for x in lines if x.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+        lines[-1] if lines else type(exc).__name__,
+    )
     return detail if len(detail) <= 240 else detail[:237] + "..."
 
 
@@ -76,21 +82,30 @@ def load_encoder_file(encoder: nn.Module, path: Path, name: str, strip: str = ""
     Raises:
         SegcliError: the file is unreadable, its shapes do not fit, or no tensor name matches.
     """
-    state = {k[len(strip):] if strip and k.startswith(strip) else k: v for k, v in load_weights_file(path).items()
-             if not k.startswith(("fc.", "classifier."))}
+    state = {
+        k[len(strip) :] if strip and k.startswith(strip) else k: v
+        for k, v in load_weights_file(path).items()
+        if not k.startswith(("fc.", "classifier."))
+    }
     # nn.Module's own method: SMP encoders override load_state_dict and return nothing
     try:
         missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
     except RuntimeError as exc:  # same names, other shapes: another depth or width of encoder
-        raise SegcliError(f"{path}: weights do not fit encoder {name}: {load_error_detail(exc)}") from None
+        raise SegcliError(
+            f"{path}: weights do not fit encoder {name}: {load_error_detail(exc)}"
+        ) from None
     if len(unexpected) == len(state):
-        raise SegcliError(f"{path}: no tensor matches encoder {name} (first key {next(iter(state), None)!r})")
+        raise SegcliError(
+            f"{path}: no tensor matches encoder {name} (first key {next(iter(state), None)!r})"
+        )
     if missing:
         from segcli import console
 
-        console.warning(f"{path}: {len(missing)} of the {len(missing) + len(state) - len(unexpected)} tensors "
-                       f"of encoder {name} are not in the file and stay random "
-                       f"(first: {missing[0]}); is it another encoder?")
+        console.warning(
+            f"{path}: {len(missing)} of the {len(missing) + len(state) - len(unexpected)} tensors "
+            f"of encoder {name} are not in the file and stay random "
+            f"(first: {missing[0]}); is it another encoder?"
+        )
 
 
 def local_weights(cfg: Mapping) -> Path | None:
@@ -120,7 +135,9 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
     """
     arch = str(cfg["arch"])
     if arch not in MODELS:
-        raise SegcliError(f"model.arch={arch}: unknown architecture; expected one of {', '.join(MODELS.names())}")
+        raise SegcliError(
+            f"model.arch={arch}: unknown architecture; expected one of {', '.join(MODELS.names())}"
+        )
     model = MODELS.build(cfg, num_classes, in_channels)
     guard_amx_bf16_convs(model)
     return model
@@ -139,9 +156,14 @@ def smp_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module
     local = local_weights(cfg) is not None
     params = model_params(cfg)
     with smp_errors(cfg, arch):
-        model = smp.create_model(arch, encoder_name=str(cfg["encoder_name"]),
-                                 encoder_weights=None if local else weights,
-                                 in_channels=in_channels, classes=num_classes, **params)
+        model = smp.create_model(
+            arch,
+            encoder_name=str(cfg["encoder_name"]),
+            encoder_weights=None if local else weights,
+            in_channels=in_channels,
+            classes=num_classes,
+            **params,
+        )
     if local:
         load_encoder_file(model.encoder, Path(str(weights)), str(cfg["encoder_name"]))
     return model
@@ -163,15 +185,22 @@ def smp_errors(cfg: Mapping, arch: str):
         raise SegcliError(f"model.encoder_name={cfg['encoder_name']}: {message[:300]}") from None
     except TypeError as exc:
         raise SegcliError(f"model.params for {arch}: {exc}") from None
-    except (OSError, RuntimeError, ValueError) as exc:  # a download that failed (offline) or bad weights
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+    ) as exc:  # a download that failed (offline) or bad weights
         if weights is None or local_weights(cfg) is not None:
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise SegcliError(f"model.encoder_weights={weights}: cannot load pretrained weights for "
-                          f"{cfg['encoder_name']} (downloading needs internet; use null or a local file): {first}") from None
+        raise SegcliError(
+            f"model.encoder_weights={weights}: cannot load pretrained weights for "
+            f"{cfg['encoder_name']} (downloading needs internet; use null or a local file): {first}"
+        ) from None
 
 
 MODELS.add(smp_model, ARCHITECTURES.values())
+
 
 class MainOutput(nn.Module):
     """A torchvision segmentation model with its ``{"out": logits}`` dict unwrapped:
@@ -202,20 +231,37 @@ def torchvision_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> n
     arch = str(cfg["arch"]).lower()
     weights = cfg.get("encoder_weights")
     if in_channels != 3:
-        raise SegcliError(f"model.arch={arch}: torchvision's model takes 3-channel images, not {in_channels}")
+        raise SegcliError(
+            f"model.arch={arch}: torchvision's model takes 3-channel images, not {in_channels}"
+        )
     if weights is not None and local_weights(cfg) is None:
-        raise SegcliError(f"model.encoder_weights={weights}: {arch} takes null or the path of a local torchvision "
-                          "backbone weights file (e.g. resnet50-0676ba61.pth)")
-    build = {"fcn_resnet50": segmentation.fcn_resnet50, "fcn_resnet101": segmentation.fcn_resnet101,
-             "lraspp_mobilenet_v3": segmentation.lraspp_mobilenet_v3_large}[arch]
+        raise SegcliError(
+            f"model.encoder_weights={weights}: {arch} takes null or the path of a local torchvision "
+            "backbone weights file (e.g. resnet50-0676ba61.pth)"
+        )
+    build = {
+        "fcn_resnet50": segmentation.fcn_resnet50,
+        "fcn_resnet101": segmentation.fcn_resnet101,
+        "lraspp_mobilenet_v3": segmentation.lraspp_mobilenet_v3_large,
+    }[arch]
     extra = {} if arch.startswith("lraspp") else {"aux_loss": False}
     try:
-        model = build(weights=None, weights_backbone=None, num_classes=num_classes, **extra, **model_params(cfg))
+        model = build(
+            weights=None,
+            weights_backbone=None,
+            num_classes=num_classes,
+            **extra,
+            **model_params(cfg),
+        )
     except TypeError as exc:
         raise SegcliError(f"model.params for {arch}: {exc}") from None
     if weights is not None:
-        load_encoder_file(model.backbone, Path(str(weights)), arch,
-                          strip="features." if arch.startswith("lraspp") else "")
+        load_encoder_file(
+            model.backbone,
+            Path(str(weights)),
+            arch,
+            strip="features." if arch.startswith("lraspp") else "",
+        )
     return MainOutput(model)
 
 
@@ -232,8 +278,10 @@ def fcn_vgg16(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module
 
     params, weights = model_params(cfg), cfg.get("encoder_weights")
     if weights is not None and local_weights(cfg) is None:
-        raise SegcliError(f"model.encoder_weights={weights}: fcn8s takes null or the path of a local torchvision "
-                          "VGG16 weights file (vgg16-397923af.pth)")
+        raise SegcliError(
+            f"model.encoder_weights={weights}: fcn8s takes null or the path of a local torchvision "
+            "VGG16 weights file (vgg16-397923af.pth)"
+        )
     try:
         model = FCN(num_classes, in_channels, **params)
     except (TypeError, ValueError) as exc:
@@ -241,7 +289,9 @@ def fcn_vgg16(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module
     if weights is not None:
         used, _ = model.load_vgg16(load_weights_file(Path(str(weights))))
         if used == 0:
-            raise SegcliError(f"{weights}: no tensor fits VGG16{'_bn' if params.get('batch_norm') else ''}")
+            raise SegcliError(
+                f"{weights}: no tensor fits VGG16{'_bn' if params.get('batch_norm') else ''}"
+            )
     return model
 
 
@@ -259,8 +309,12 @@ def fastfcn(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:
 
     local = local_weights(cfg)
     with smp_errors(cfg, "fastfcn"):
-        encoder = get_encoder(str(cfg["encoder_name"]), in_channels=in_channels, depth=5,
-                              weights=None if local else cfg.get("encoder_weights"))
+        encoder = get_encoder(
+            str(cfg["encoder_name"]),
+            in_channels=in_channels,
+            depth=5,
+            weights=None if local else cfg.get("encoder_weights"),
+        )
         model = FastFCN(encoder, num_classes, **model_params(cfg))
     if local is not None:
         load_encoder_file(model.encoder, local, str(cfg["encoder_name"]))
@@ -278,8 +332,10 @@ def fcdensenet(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modul
     from segcli.models.architectures.fcdensenet import fcdensenet as build
 
     if cfg.get("encoder_weights") is not None:
-        raise SegcliError(f"model.encoder_weights={cfg['encoder_weights']}: FC-DenseNet has no separate encoder; "
-                          "expected null (fine-tune from a run with trainer.init_from=RUN/checkpoints/best.pt)")
+        raise SegcliError(
+            f"model.encoder_weights={cfg['encoder_weights']}: FC-DenseNet has no separate encoder; "
+            "expected null (fine-tune from a run with trainer.init_from=RUN/checkpoints/best.pt)"
+        )
     try:
         return build(str(cfg["arch"]).lower(), num_classes, in_channels, **model_params(cfg))
     except TypeError as exc:
@@ -300,7 +356,11 @@ def classical_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.
     if in_channels != 3:
         raise SegcliError(f"model.arch={arch}: expects 3-channel images, not {in_channels}")
     try:
-        return PixelForest(num_classes, **model_params(cfg)) if arch == "pixel_forest" else OtsuThreshold(num_classes)
+        return (
+            PixelForest(num_classes, **model_params(cfg))
+            if arch == "pixel_forest"
+            else OtsuThreshold(num_classes)
+        )
     except TypeError as exc:
         raise SegcliError(f"model.params for {arch}: {exc}") from None
 
@@ -324,7 +384,10 @@ def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (51
     try:
         with torch.device("meta"):
             model = build_model(cfg, num_classes).eval()
-    except (RuntimeError, NotImplementedError):  # a constructor that reads tensor values (SegFormer's)
+    except (
+        RuntimeError,
+        NotImplementedError,
+    ):  # a constructor that reads tensor values (SegFormer's)
         model = build_model(cfg, num_classes).to("meta").eval()
     out["params_m"] = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -340,8 +403,11 @@ def model_source(arch: str) -> str:
     Raises:
         SegcliError: ``arch`` is not registered."""
     builder = MODELS.get(arch, "model.arch")
-    return {smp_model: "segmentation-models-pytorch", torchvision_model: "torchvision",
-            classical_model: "segcli (classical)"}.get(builder, "segcli")
+    return {
+        smp_model: "segmentation-models-pytorch",
+        torchvision_model: "torchvision",
+        classical_model: "segcli (classical)",
+    }.get(builder, "segcli")
 
 
 def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> torch.nn.Module:
@@ -356,6 +422,8 @@ def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> torch.nn.Modul
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise SegcliError(f"checkpoint weights do not fit {model_label(model_cfg)} with "
-                          f"{ckpt['classes']['num_classes']} classes: {load_error_detail(exc)}") from None
+        raise SegcliError(
+            f"checkpoint weights do not fit {model_label(model_cfg)} with "
+            f"{ckpt['classes']['num_classes']} classes: {load_error_detail(exc)}"
+        ) from None
     return model.to(device).eval()

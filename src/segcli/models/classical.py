@@ -49,8 +49,10 @@ def require_classical():
         import sklearn.ensemble  # noqa: F401
         import skops.io  # noqa: F401
     except ImportError as exc:
-        raise SegcliError(f"model=pixel_forest / otsu need scikit-image, scikit-learn and skops "
-                          f"({exc.name} is missing): pip install 'segcli[classical]'") from None
+        raise SegcliError(
+            f"model=pixel_forest / otsu need scikit-image, scikit-learn and skops "
+            f"({exc.name} is missing): pip install 'segcli[classical]'"
+        ) from None
 
 
 def to_rgb(x: torch.Tensor) -> np.ndarray:
@@ -64,7 +66,9 @@ def gray_levels(x: torch.Tensor) -> np.ndarray:
     return np.round(luma).clip(0, 255).astype(np.uint8)
 
 
-def sample_pixels(mask: np.ndarray, per_class: int, ignore_index: int, rng: np.random.Generator) -> np.ndarray:
+def sample_pixels(
+    mask: np.ndarray, per_class: int, ignore_index: int, rng: np.random.Generator
+) -> np.ndarray:
     """Flat indices of at most ``per_class`` random pixels of each class in ``mask: (H, W) int``
     (``ignore_index`` left out), sorted."""
     flat = mask.reshape(-1)
@@ -73,7 +77,9 @@ def sample_pixels(mask: np.ndarray, per_class: int, ignore_index: int, rng: np.r
         if c == ignore_index:
             continue
         where = np.flatnonzero(flat == c)
-        picked.append(where if len(where) <= per_class else rng.choice(where, per_class, replace=False))
+        picked.append(
+            where if len(where) <= per_class else rng.choice(where, per_class, replace=False)
+        )
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
@@ -118,15 +124,36 @@ class PixelForest(_Fitted):
         pixels_per_class: cap on the drawn pixels per class over the whole split.
     """
 
-    def __init__(self, num_classes: int, sigma_min: float = 1.0, sigma_max: float = 16.0,
-                 num_sigma: int | None = None, intensity: bool = True, edges: bool = True, texture: bool = True,
-                 n_estimators: int = 100, max_depth: int | None = 20, min_samples_leaf: int = 1,
-                 pixels_per_image: int = 200, pixels_per_class: int = 20000) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        sigma_min: float = 1.0,
+        sigma_max: float = 16.0,
+        num_sigma: int | None = None,
+        intensity: bool = True,
+        edges: bool = True,
+        texture: bool = True,
+        n_estimators: int = 100,
+        max_depth: int | None = 20,
+        min_samples_leaf: int = 1,
+        pixels_per_image: int = 200,
+        pixels_per_class: int = 20000,
+    ) -> None:
         super().__init__(num_classes)
         require_classical()
-        self.features_kw = {"sigma_min": sigma_min, "sigma_max": sigma_max, "num_sigma": num_sigma,
-                            "intensity": intensity, "edges": edges, "texture": texture}
-        self.forest_kw = {"n_estimators": n_estimators, "max_depth": max_depth, "min_samples_leaf": min_samples_leaf}
+        self.features_kw = {
+            "sigma_min": sigma_min,
+            "sigma_max": sigma_max,
+            "num_sigma": num_sigma,
+            "intensity": intensity,
+            "edges": edges,
+            "texture": texture,
+        }
+        self.forest_kw = {
+            "n_estimators": n_estimators,
+            "max_depth": max_depth,
+            "min_samples_leaf": min_samples_leaf,
+        }
         self.pixels_per_image, self.pixels_per_class = pixels_per_image, pixels_per_class
         self.register_buffer("forest_bytes", torch.zeros(0, dtype=torch.uint8))
         self._forest = None
@@ -135,10 +162,19 @@ class PixelForest(_Fitted):
         """``(H, W, F) float32`` features of one ``(H, W, 3)`` [0, 1] image."""
         from skimage.feature import multiscale_basic_features
 
-        return multiscale_basic_features(rgb, channel_axis=-1, **self.features_kw).astype(np.float32)
+        return multiscale_basic_features(rgb, channel_axis=-1, **self.features_kw).astype(
+            np.float32
+        )
 
-    def fit(self, loader, seed: int, ignore_index: int, budget=None, on_image: Callable[[], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> int:
+    def fit(
+        self,
+        loader,
+        seed: int,
+        ignore_index: int,
+        budget=None,
+        on_image: Callable[[], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> int:
         """Fit the forest on pixels drawn from ``loader``'s batches (image (N, 3, H, W) float,
         mask (N, H, W) int64; ``ignore_index`` not labelled) until ``budget.spent()``; returns the
         images used. Seeded by ``seed``. ``on_image()`` after each image's features.
@@ -164,12 +200,20 @@ class PixelForest(_Fitted):
         if not xs or sum(len(y) for y in ys) == 0:
             raise SegcliError("model=pixel_forest: no labelled pixel in the training split")
         x_all, y_all = np.concatenate(xs), np.concatenate(ys)
-        keep = np.concatenate([c if len(c) <= self.pixels_per_class else rng.choice(c, self.pixels_per_class, replace=False)
-                               for c in (np.flatnonzero(y_all == k) for k in np.unique(y_all))])
+        keep = np.concatenate(
+            [
+                c
+                if len(c) <= self.pixels_per_class
+                else rng.choice(c, self.pixels_per_class, replace=False)
+                for c in (np.flatnonzero(y_all == k) for k in np.unique(y_all))
+            ]
+        )
         forest = RandomForestClassifier(**self.forest_kw, n_jobs=-1, random_state=seed)
         forest.fit(x_all[keep], y_all[keep])
         forest.n_jobs = 1  # prediction: one process per image is what eval's loader gives
-        self.forest_bytes = torch.frombuffer(bytearray(sio.dumps(forest)), dtype=torch.uint8).clone()
+        self.forest_bytes = torch.frombuffer(
+            bytearray(sio.dumps(forest)), dtype=torch.uint8
+        ).clone()
         self._forest = forest
         return images
 
@@ -181,7 +225,9 @@ class PixelForest(_Fitted):
             SegcliError: not fitted, or the bytes hold types other than a forest's."""
         if self._forest is None:
             if self.forest_bytes.numel() == 0:
-                raise SegcliError("model=pixel_forest: the forest is not fitted (train the run first)")
+                raise SegcliError(
+                    "model=pixel_forest: the forest is not fitted (train the run first)"
+                )
             self._forest = load_forest(bytes(self.forest_bytes.cpu().numpy().tobytes()))
         return self._forest
 
@@ -194,7 +240,10 @@ class PixelForest(_Fitted):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        forest, out = self.forest, np.full((n, self.num_classes, h * w), np.log(1e-6), dtype=np.float32)
+        forest, out = (
+            self.forest,
+            np.full((n, self.num_classes, h * w), np.log(1e-6), dtype=np.float32),
+        )
         for i, rgb in enumerate(to_rgb(x)):
             feats = self.features(rgb).reshape(h * w, -1)
             proba = forest.predict_proba(feats).T.astype(np.float32)
@@ -213,13 +262,17 @@ def load_forest(data: bytes):
 
     untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in FOREST_TYPES]
     if untrusted:
-        raise SegcliError(f"model=pixel_forest: the checkpoint's forest holds types segcli does not load: "
-                          f"{', '.join(untrusted[:3])}")
+        raise SegcliError(
+            f"model=pixel_forest: the checkpoint's forest holds types segcli does not load: "
+            f"{', '.join(untrusted[:3])}"
+        )
     from sklearn.ensemble import RandomForestClassifier
 
     forest = sio.loads(data, trusted=FOREST_TYPES)
     if not isinstance(forest, RandomForestClassifier):
-        raise SegcliError(f"model=pixel_forest: the checkpoint holds a {type(forest).__name__}, not a random forest")
+        raise SegcliError(
+            f"model=pixel_forest: the checkpoint holds a {type(forest).__name__}, not a random forest"
+        )
     return forest
 
 
@@ -237,13 +290,22 @@ class OtsuThreshold(_Fitted):
     def __init__(self, num_classes: int) -> None:
         super().__init__(num_classes)
         if num_classes != 2:
-            raise SegcliError(f"model=otsu: a threshold separates 2 classes; this dataset has {num_classes}")
+            raise SegcliError(
+                f"model=otsu: a threshold separates 2 classes; this dataset has {num_classes}"
+            )
         require_classical()
         self.register_buffer("threshold", torch.tensor(127.0))
         self.register_buffer("bright_is_foreground", torch.tensor(1.0))
 
-    def fit(self, loader, seed: int, ignore_index: int, budget=None, on_image: Callable[[], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> int:
+    def fit(
+        self,
+        loader,
+        seed: int,
+        ignore_index: int,
+        budget=None,
+        on_image: Callable[[], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> int:
         """Otsu's threshold of the pooled 256-bin gray histogram of the training images, then the
         side of it that agrees with more labelled pixels is class 1; returns the images used.
 
@@ -259,7 +321,9 @@ class OtsuThreshold(_Fitted):
             g = gray_levels(x)
             hist += np.bincount(g.reshape(-1), minlength=256)
             keep = masks != ignore_index
-            labelled += np.bincount(g[keep].astype(np.int64) * 2 + masks[keep], minlength=512).reshape(256, 2)
+            labelled += np.bincount(
+                g[keep].astype(np.int64) * 2 + masks[keep], minlength=512
+            ).reshape(256, 2)
             images += len(g)
             if on_image:
                 for _ in range(len(g)):
@@ -270,7 +334,9 @@ class OtsuThreshold(_Fitted):
         above = np.arange(256) > t
         agree_bright = labelled[above, 1].sum() + labelled[~above, 0].sum()  # bright = class 1
         self.threshold.fill_(t)
-        self.bright_is_foreground.fill_(1.0 if agree_bright >= labelled.sum() - agree_bright else 0.0)
+        self.bright_is_foreground.fill_(
+            1.0 if agree_bright >= labelled.sum() - agree_bright else 0.0
+        )
         return images
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

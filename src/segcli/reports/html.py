@@ -56,9 +56,15 @@ def _png(path: Path, alt: str) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence], left: int = 1) -> str:
     """An HTML table; the first ``left`` columns left-aligned."""
-    head = "".join(f'<th class="{"l" if i < left else ""}">{_esc(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r))
-                   + "</tr>" for r in rows)
+    head = "".join(
+        f'<th class="{"l" if i < left else ""}">{_esc(h)}</th>' for i, h in enumerate(header)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -69,46 +75,88 @@ def _differing_config(records: list[dict]) -> str:
         rows = [[_esc(k), _esc(records[0]["params"].get(k))] for k in given]
         return _table(["key", "value"], rows or [["(no overrides)", ""]], left=2)
     keys = sorted({k for r in records for k in r["params"]})
-    differ = [k for k in keys if len({str(r["params"].get(k)) for r in records}) > 1 and not k.startswith("hydra")]
+    differ = [
+        k
+        for k in keys
+        if len({str(r["params"].get(k)) for r in records}) > 1 and not k.startswith("hydra")
+    ]
     rows = [[_esc(k), *(_esc(r["params"].get(k, "-")) for r in records)] for k in differ]
-    return _table(["key", *(r["label"] for r in records)], rows or [["(identical configs)"] + [""] * len(records)],
-                  left=len(records) + 1)
+    return _table(
+        ["key", *(r["label"] for r in records)],
+        rows or [["(identical configs)"] + [""] * len(records)],
+        left=len(records) + 1,
+    )
 
 
-def _comparison(runs: Sequence[Path], labels: list[str], split: str, resamples: int, seed: int) -> str:
+def _comparison(
+    runs: Sequence[Path], labels: list[str], split: str, resamples: int, seed: int
+) -> str:
     """The paired bootstrap of ``segcli compare`` as HTML, or a note on which evals are missing."""
     from segcli.inference.evaluation import load_evidence
     from segcli.metrics import bootstrap
 
     try:
         evidence = [load_evidence(r, split)[1] for r in runs]
-        bootstrap.check_same_images(labels, [e.names for e in evidence], [e.class_names for e in evidence])
+        bootstrap.check_same_images(
+            labels, [e.names for e in evidence], [e.class_names for e in evidence]
+        )
     except SegcliError as exc:
         return f'<p class="note">No comparison: {_esc(exc)}</p>'
-    result = bootstrap.compare_runs(labels, [e.matrices for e in evidence], resamples, seed, evidence[0].class_names)
+    result = bootstrap.compare_runs(
+        labels, [e.matrices for e in evidence], resamples, seed, evidence[0].class_names
+    )
     if len(runs) == 2:
         rows = []
-        for label, d in [("mIoU", result["miou"]), ("mDice", result["mdice"]),
-                         *((f"IoU {c}", d) for c, d in result["per_class_iou"].items())]:
-            css = "better" if d.verdict == "B better" else "worse" if d.verdict == "A better" else ""
-            rows.append([_esc(label), _num(d.a), _num(d.b), f"{d.difference:+.4f}",
-                         f"[{d.low:+.4f}, {d.high:+.4f}]" if not math.isnan(d.low) else "-",
-                         f"{100 * d.b_better_share:.1f}%" if not math.isnan(d.b_better_share) else "-",
-                         f'<span class="{css}">{_esc(d.verdict)}</span>'])
-        head = (f"<p>A = <b>{_esc(labels[0])}</b>, B = <b>{_esc(labels[1])}</b>: {result['images']} {split} images, "
-                f"{resamples} paired resamples (seed {seed}). <b>mIoU: {_esc(result['miou'].verdict)}</b>.</p>")
-        return head + _table(["score", "A", "B", "B - A", "95% interval", "B higher in", "verdict"], rows)
+        for label, d in [
+            ("mIoU", result["miou"]),
+            ("mDice", result["mdice"]),
+            *((f"IoU {c}", d) for c, d in result["per_class_iou"].items()),
+        ]:
+            css = (
+                "better" if d.verdict == "B better" else "worse" if d.verdict == "A better" else ""
+            )
+            rows.append(
+                [
+                    _esc(label),
+                    _num(d.a),
+                    _num(d.b),
+                    f"{d.difference:+.4f}",
+                    f"[{d.low:+.4f}, {d.high:+.4f}]" if not math.isnan(d.low) else "-",
+                    f"{100 * d.b_better_share:.1f}%" if not math.isnan(d.b_better_share) else "-",
+                    f'<span class="{css}">{_esc(d.verdict)}</span>',
+                ]
+            )
+        head = (
+            f"<p>A = <b>{_esc(labels[0])}</b>, B = <b>{_esc(labels[1])}</b>: {result['images']} {split} images, "
+            f"{resamples} paired resamples (seed {seed}). <b>mIoU: {_esc(result['miou'].verdict)}</b>.</p>"
+        )
+        return head + _table(
+            ["score", "A", "B", "B - A", "95% interval", "B higher in", "verdict"], rows
+        )
     rows = []
     for r in result["ranking"]:
         d = r["vs_best"]["miou"] if r["vs_best"] else None
-        rows.append([_esc(r["run"]), _num(r["miou"]), _num(r["mdice"]),
-                     "" if d is None else f"{d.difference:+.4f}",
-                     "" if d is None else f"[{d.low:+.4f}, {d.high:+.4f}]",
-                     "best" if d is None else ('<span class="worse">worse than the best</span>' if d.high < 0
-                                               else "no difference from the best detected at 95%")])
-    return (f"<p>{len(runs)} runs on {evidence[0].matrices.shape[0]} {split} images, each against the best by a "
-            f"paired bootstrap ({resamples} resamples).</p>"
-            + _table(["run", "mIoU", "mDice", "mIoU - best", "95% interval", "verdict"], rows))
+        rows.append(
+            [
+                _esc(r["run"]),
+                _num(r["miou"]),
+                _num(r["mdice"]),
+                "" if d is None else f"{d.difference:+.4f}",
+                "" if d is None else f"[{d.low:+.4f}, {d.high:+.4f}]",
+                "best"
+                if d is None
+                else (
+                    '<span class="worse">worse than the best</span>'
+                    if d.high < 0
+                    else "no difference from the best detected at 95%"
+                ),
+            ]
+        )
+    return (
+        f"<p>{len(runs)} runs on {evidence[0].matrices.shape[0]} {split} images, each against the best by a "
+        f"paired bootstrap ({resamples} resamples).</p>"
+        + _table(["run", "mIoU", "mDice", "mIoU - best", "95% interval", "verdict"], rows)
+    )
 
 
 def _pictures(run_dirs: Sequence[Path], records: list[dict]) -> list[str]:
@@ -121,15 +169,24 @@ def _pictures(run_dirs: Sequence[Path], records: list[dict]) -> list[str]:
         by_name = {p.name: p for p in pictures}
         parts += ["<h2>Curves</h2>", _png(by_name["curves.png"], "loss and val mIoU per epoch")]
         if "per_class_iou.png" in by_name:
-            parts += ["<h2>Per-class IoU (best epoch, val)</h2>", _png(by_name["per_class_iou.png"], "per-class IoU")]
+            parts += [
+                "<h2>Per-class IoU (best epoch, val)</h2>",
+                _png(by_name["per_class_iou.png"], "per-class IoU"),
+            ]
         per_class = [(run_val(r) or {}).get("per_class_iou") or {} for r in records]
         classes = list(dict.fromkeys(c for values in per_class for c in values))
         if classes:
-            parts.append(_table(["class", *(r["label"] for r in records)],
-                                [[_esc(c), *(_num(values.get(c)) for values in per_class)] for c in classes]))
+            parts.append(
+                _table(
+                    ["class", *(r["label"] for r in records)],
+                    [[_esc(c), *(_num(values.get(c)) for values in per_class)] for c in classes],
+                )
+            )
         confusions = [p for p in pictures if p.name.startswith("confusion_")]
         if confusions:
-            parts.append("<h2>Confusion matrices (best epoch, val; rows: true class, normalised)</h2>")
+            parts.append(
+                "<h2>Confusion matrices (best epoch, val; rows: true class, normalised)</h2>"
+            )
             parts += [_png(p, p.stem) for p in confusions]
     return parts
 
@@ -138,18 +195,27 @@ def _run_section(label: str, run: RunDir, split: str) -> list[str]:
     """One run's pictures: its samples at the best epoch and its worst-image gallery of ``split``."""
     parts = [f"<h2>{_esc(label)}</h2>"]
     if run.samples.is_file():
-        parts += ["<h3>Samples at the best epoch: image | truth | prediction</h3>", _png(run.samples, "samples")]
+        parts += [
+            "<h3>Samples at the best epoch: image | truth | prediction</h3>",
+            _png(run.samples, "samples"),
+        ]
     worst = run.worst_gallery("best", split)
     if worst.is_file():
-        parts += [f"<h3>Worst {split} images: image | truth | prediction | errors (coloured by the true class)</h3>",
-                  _png(worst, "worst images")]
+        parts += [
+            f"<h3>Worst {split} images: image | truth | prediction | errors (coloured by the true class)</h3>",
+            _png(worst, "worst images"),
+        ]
     else:
-        parts.append(f'<p class="note">No worst-image gallery: <code>segcli eval {_esc(run.best)} --split '
-                     f'{_esc(split)} --worst 8</code> draws one.</p>')
+        parts.append(
+            f'<p class="note">No worst-image gallery: <code>segcli eval {_esc(run.best)} --split '
+            f"{_esc(split)} --worst 8</code> draws one.</p>"
+        )
     return parts
 
 
-def build_report(run_dirs: Sequence[Path], split: str = "test", resamples: int = 2000, seed: int = 0) -> str:
+def build_report(
+    run_dirs: Sequence[Path], split: str = "test", resamples: int = 2000, seed: int = 0
+) -> str:
     """The report's HTML text (see the module docstring).
 
     Raises:
@@ -160,33 +226,66 @@ def build_report(run_dirs: Sequence[Path], split: str = "test", resamples: int =
 
     for path in run_dirs:
         if not RunDir.read(Path(path)).is_run():
-            raise SegcliError(f"{path}: not a run folder (expected .hydra/config.yaml and checkpoints/)")
+            raise SegcliError(
+                f"{path}: not a run folder (expected .hydra/config.yaml and checkpoints/)"
+            )
     labels = run_labels(run_dirs)
     records = [{**run_record(Path(p)), "label": label} for p, label in zip(run_dirs, labels)]
     runs = [RunDir.read(Path(p)) for p in run_dirs]
-    parts = [f"<h1>segcli report: {len(runs)} run(s)</h1>",
-             f'<p class="note">generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from '
-             + ", ".join(f"<code>{_esc(Path(p).resolve())}</code>" for p in run_dirs) + "</p>"]
+    parts = [
+        f"<h1>segcli report: {len(runs)} run(s)</h1>",
+        f'<p class="note">generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from '
+        + ", ".join(f"<code>{_esc(Path(p).resolve())}</code>" for p in run_dirs)
+        + "</p>",
+    ]
     rows = []
     for record, run in zip(records, runs):
         precision = (run.summary().get("precision") or {}).get("amp", "-")
-        rows.append([_esc(record["label"]), _esc(record["status"]), _num(record["miou"]), _num(record["mdice"]),
-                     _esc(record["best_epoch"] or "-"), _esc(record["epochs"]), f"{record['minutes']:.1f}",
-                     _esc(precision)])
-    parts += ["<h2>Runs</h2>", _table(["run", "status", "best val mIoU", "best val mDice", "best epoch", "epochs",
-                                       "minutes", "precision"], rows),
-              "<h2>Config</h2>", "<p class=\"note\">Only the keys whose values differ between the runs.</p>",
-              _differing_config(records)]
+        rows.append(
+            [
+                _esc(record["label"]),
+                _esc(record["status"]),
+                _num(record["miou"]),
+                _num(record["mdice"]),
+                _esc(record["best_epoch"] or "-"),
+                _esc(record["epochs"]),
+                f"{record['minutes']:.1f}",
+                _esc(precision),
+            ]
+        )
+    parts += [
+        "<h2>Runs</h2>",
+        _table(
+            [
+                "run",
+                "status",
+                "best val mIoU",
+                "best val mDice",
+                "best epoch",
+                "epochs",
+                "minutes",
+                "precision",
+            ],
+            rows,
+        ),
+        "<h2>Config</h2>",
+        '<p class="note">Only the keys whose values differ between the runs.</p>',
+        _differing_config(records),
+    ]
     if len(runs) >= 2:
-        parts += [f"<h2>Comparison on the {_esc(split)} split</h2>",
-                  _comparison(run_dirs, [r["label"] for r in records], split, resamples, seed)]
+        parts += [
+            f"<h2>Comparison on the {_esc(split)} split</h2>",
+            _comparison(run_dirs, [r["label"] for r in records], split, resamples, seed),
+        ]
     parts += _pictures(run_dirs, records)
     for record, run in zip(records, runs):
         parts += _run_section(record["label"], run, split)
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>segcli report</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>segcli report</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def run_val(record: dict) -> dict | None:
@@ -194,8 +293,9 @@ def run_val(record: dict) -> dict | None:
     return RunDir.read(Path(record["path"])).summary().get("val")
 
 
-def write_report(run_dirs: Sequence[Path], out: Path, split: str = "test", resamples: int = 2000,
-                 seed: int = 0) -> Path:
+def write_report(
+    run_dirs: Sequence[Path], out: Path, split: str = "test", resamples: int = 2000, seed: int = 0
+) -> Path:
     """Write ``build_report``'s page to ``out`` atomically; returns ``out``.
 
     Raises:

@@ -54,7 +54,9 @@ def plot_runs(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
         written.append(_per_class_bars(plt, with_classes, out_dir / "per_class_iou.png"))
     for run, name in zip(runs, names):
         if run["val"].get("confusion_matrix"):
-            written.append(_confusion(plt, run["val"], name, out_dir / f"confusion_{_slug(name)}.png"))
+            written.append(
+                _confusion(plt, run["val"], name, out_dir / f"confusion_{_slug(name)}.png")
+            )
     return written
 
 
@@ -64,13 +66,19 @@ def _curves(plt, runs: Sequence[dict], names: Sequence[str], path: Path) -> Path
 
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run, name in zip(runs, names):
-        train = [(h["epoch"], h["train_loss"]) for h in run["history"] if h.get("train_loss") is not None]
+        train = [
+            (h["epoch"], h["train_loss"]) for h in run["history"] if h.get("train_loss") is not None
+        ]
         # a classical baseline has no loss: an empty line still gives the run its colour
-        line, = ax_loss.plot(*(zip(*train) if train else ([], [])), label=f"{name} train" if train else None)
+        (line,) = ax_loss.plot(
+            *(zip(*train) if train else ([], [])), label=f"{name} train" if train else None
+        )
         val = [(h["epoch"], h["val_loss"]) for h in run["history"] if h.get("val_loss") is not None]
         if val:
             ax_loss.plot(*zip(*val), linestyle="--", color=line.get_color(), label=f"{name} val")
-        miou = [(h["epoch"], h["val_miou"]) for h in run["history"] if h.get("val_miou") is not None]
+        miou = [
+            (h["epoch"], h["val_miou"]) for h in run["history"] if h.get("val_miou") is not None
+        ]
         if miou:
             ax_miou.plot(*zip(*miou), marker="o", color=line.get_color(), label=name)
     ax_loss.set(title="loss (solid: train, dashed: val)", xlabel="epoch", ylabel="loss")
@@ -85,12 +93,18 @@ def _curves(plt, runs: Sequence[dict], names: Sequence[str], path: Path) -> Path
 def _per_class_bars(plt, with_classes: Sequence[tuple[dict, str]], path: Path) -> Path:
     """Per-class val IoU of each run's best epoch, bars side by side (at most 16 inches wide)."""
     classes = list(with_classes[0][0]["val"]["per_class_iou"])
-    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(classes) * len(with_classes) + 2)), 4.5))
+    fig, ax = plt.subplots(
+        figsize=(min(16.0, max(6.0, 0.3 * len(classes) * len(with_classes) + 2)), 4.5)
+    )
     width = 0.8 / len(with_classes)
     for i, (run, name) in enumerate(with_classes):
         values = [run["val"]["per_class_iou"].get(c) for c in classes]
-        ax.bar(np.arange(len(classes)) + i * width - 0.4 + width / 2,
-               [0 if v is None else v for v in values], width, label=f"{name} (mIoU {run['val']['miou']:.3f})")
+        ax.bar(
+            np.arange(len(classes)) + i * width - 0.4 + width / 2,
+            [0 if v is None else v for v in values],
+            width,
+            label=f"{name} (mIoU {run['val']['miou']:.3f})",
+        )
     ax.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
     ax.set(title="per-class val IoU at the best epoch", ylabel="IoU", ylim=(0, 1))
     ax.grid(axis="y", alpha=0.3)
@@ -107,12 +121,21 @@ def _confusion(plt, val: dict, name: str, path: Path) -> Path:
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(m)):
         for j in range(len(m)):
-            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if normalised[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{normalised[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if normalised[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(m)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(m)), classes)
     ax.set(xlabel="predicted", ylabel="true")
-    ax.set_title(f"{name}\nconfusion matrix at the best epoch, rows normalised (recall)", fontsize=9)
+    ax.set_title(
+        f"{name}\nconfusion matrix at the best epoch, rows normalised (recall)", fontsize=9
+    )
     fig.colorbar(image, ax=ax, fraction=0.046)
     return _save(fig, path)
 

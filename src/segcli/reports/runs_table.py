@@ -38,7 +38,9 @@ def find_runs(dirs: Sequence[Path]) -> list[Path]:
     for root in dirs:
         root = Path(root)
         if not root.is_dir():
-            raise SegcliError(f"{root}: no such folder (expected a folder of runs, e.g. outputs/ or multirun/)")
+            raise SegcliError(
+                f"{root}: no such folder (expected a folder of runs, e.g. outputs/ or multirun/)"
+            )
         for config in root.rglob(".hydra/config.yaml"):
             if RunDir.read(config.parent.parent).is_run():
                 found.add(config.parent.parent)
@@ -64,16 +66,33 @@ def run_record(path: Path) -> dict:
     validated = [h for h in history if h.get("val_miou") is not None]
     best = max(validated, key=lambda h: h["val_miou"], default=None)
     if summary.get("val"):
-        miou, mdice, best_epoch = summary["val"].get("miou"), summary["val"].get("mdice"), summary.get("best_epoch")
+        miou, mdice, best_epoch = (
+            summary["val"].get("miou"),
+            summary["val"].get("mdice"),
+            summary.get("best_epoch"),
+        )
     elif best is not None:
         miou, mdice, best_epoch = best["val_miou"], best.get("val_mdice"), best.get("epoch")
     else:
         miou = mdice = best_epoch = None
     seconds = summary.get("train_seconds", sum(h.get("epoch_seconds", 0) for h in history))
-    params = {**{k: str(v) for k, v in settings.items()}, **params}  # given overrides win over the saved values
-    return {"name": str(path), "path": str(Path(path).resolve()), "params": params,
-            "given": sorted(params_given(overrides)), "miou": miou, "mdice": mdice, "best_epoch": best_epoch,
-            "epochs": len(history), "minutes": round(seconds / 60, 2), "status": run.status(), "history": history}
+    params = {
+        **{k: str(v) for k, v in settings.items()},
+        **params,
+    }  # given overrides win over the saved values
+    return {
+        "name": str(path),
+        "path": str(Path(path).resolve()),
+        "params": params,
+        "given": sorted(params_given(overrides)),
+        "miou": miou,
+        "mdice": mdice,
+        "best_epoch": best_epoch,
+        "epochs": len(history),
+        "minutes": round(seconds / 60, 2),
+        "status": run.status(),
+        "history": history,
+    }
 
 
 def params_given(overrides) -> list[str]:
@@ -101,7 +120,14 @@ def _compare(actual, op: str, wanted: str) -> bool:
         a, w = str(actual), wanted
         if op not in ("=", "!="):
             return False
-    ops = {"=": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt, ">=": operator.ge, "<=": operator.le}
+    ops = {
+        "=": operator.eq,
+        "!=": operator.ne,
+        ">": operator.gt,
+        "<": operator.lt,
+        ">=": operator.ge,
+        "<=": operator.le,
+    }
     return ops[op](a, w)
 
 
@@ -117,8 +143,10 @@ def select(records: list[dict], filters: Sequence[str] = (), sort: str = "miou")
     for text in filters:
         match = _FILTER.match(text)
         if not match:
-            raise SegcliError(f"--filter {text}: expected KEY=VALUE, KEY!=VALUE or KEY>VALUE (also <, >=, <=), "
-                              "KEY a column (miou, status, ...) or an override (model, loss, optimizer.lr, ...)")
+            raise SegcliError(
+                f"--filter {text}: expected KEY=VALUE, KEY!=VALUE or KEY>VALUE (also <, >=, <=), "
+                "KEY a column (miou, status, ...) or an override (model, loss, optimizer.lr, ...)"
+            )
         key, op, wanted = match.groups()
         kept = [r for r in kept if _compare(_value(r, key), op, wanted)]
 
@@ -153,8 +181,18 @@ def to_csv(table: Sequence[dict]) -> str:
 
 def to_json(records: Sequence[dict], keys: Sequence[str]) -> str:
     """JSON list: every column plus ``params`` (all overrides), ``differing`` keys and ``path``."""
-    return json.dumps([{**{c: r[c] for c in COLUMNS if c != "overrides"}, "path": r["path"], "params": r["params"],
-                        "overrides": {k: r["params"].get(k) for k in keys}} for r in records], indent=2)
+    return json.dumps(
+        [
+            {
+                **{c: r[c] for c in COLUMNS if c != "overrides"},
+                "path": r["path"],
+                "params": r["params"],
+                "overrides": {k: r["params"].get(k) for k in keys},
+            }
+            for r in records
+        ],
+        indent=2,
+    )
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -184,18 +222,36 @@ def group_seeds(records: Sequence[dict], keys: Sequence[str]) -> list[dict]:
         miou_mean, miou_std = _mean_std([m["miou"] for m in scored])
         mdice_mean, mdice_std = _mean_std([m["mdice"] for m in scored if m["mdice"] is not None])
         seeds = [m["params"].get("seed", m["params"].get("trainer.seed")) for m in members]
-        out.append({"overrides": " ".join(f"{k}={members[0]['params'].get(k, '-')}" for k in shown),
-                    "n": len(scored), "seeds": " ".join(str(x) for x in seeds), "miou_mean": miou_mean,
-                    "miou_std": miou_std, "mdice_mean": mdice_mean, "mdice_std": mdice_std,
-                    "runs": [{"name": m["name"], "seed": seed, "miou": m["miou"], "mdice": m["mdice"],
-                              "status": m["status"]} for m, seed in zip(members, seeds, strict=True)]})
+        out.append(
+            {
+                "overrides": " ".join(f"{k}={members[0]['params'].get(k, '-')}" for k in shown),
+                "n": len(scored),
+                "seeds": " ".join(str(x) for x in seeds),
+                "miou_mean": miou_mean,
+                "miou_std": miou_std,
+                "mdice_mean": mdice_mean,
+                "mdice_std": mdice_std,
+                "runs": [
+                    {
+                        "name": m["name"],
+                        "seed": seed,
+                        "miou": m["miou"],
+                        "mdice": m["mdice"],
+                        "status": m["status"],
+                    }
+                    for m, seed in zip(members, seeds, strict=True)
+                ],
+            }
+        )
     return sorted(out, key=lambda g: (g["miou_mean"] is None, -(g["miou_mean"] or 0.0)))
 
 
 def groups_to_csv(groups: Sequence[dict]) -> str:
     """``group_seeds`` as CSV with a header of ``GROUP_COLUMNS``."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=GROUP_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(
+        buffer, fieldnames=GROUP_COLUMNS, lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     writer.writerows(groups)
     return buffer.getvalue()

@@ -34,7 +34,9 @@ def load_checkpoint(path: Path) -> dict:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise SegcliError(f"{path}: cannot read as a checkpoint ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
-        raise SegcliError(f"{path}: not a segcli checkpoint (expected checkpoints/best.pt or last.pt of a run)")
+        raise SegcliError(
+            f"{path}: not a segcli checkpoint (expected checkpoints/best.pt or last.pt of a run)"
+        )
     return ckpt
 
 
@@ -46,5 +48,7 @@ def newest_checkpoint(root: Path) -> Path:
     """
     found = sorted(Path(root).glob("**/checkpoints/best.pt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise SegcliError(f"{root}: no run with checkpoints/best.pt found; train one or pass -c CHECKPOINT")
+        raise SegcliError(
+            f"{root}: no run with checkpoints/best.pt found; train one or pass -c CHECKPOINT"
+        )
     return found[-1]

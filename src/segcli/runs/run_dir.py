@@ -83,7 +83,9 @@ class RunDir:
         """``samples/best.png``: sample predictions at the best epoch."""
         return self.path / "samples" / "best.png"
 
-    def eval_files(self, checkpoint: str, split: str, inference: str = "whole") -> tuple[Path, Path]:
+    def eval_files(
+        self, checkpoint: str, split: str, inference: str = "whole"
+    ) -> tuple[Path, Path]:
         """``evals/CHECKPOINT-SPLIT.json`` and ``.npz``: ``segcli eval`` of ``checkpoints/CHECKPOINT.pt``
         on ``split`` (scores; per-image confusion matrices, see ``evaluation.PerImage``); with an
         ``inference`` other than ``whole`` (its ``InferenceSettings.tag``), ``CHECKPOINT-SPLIT-TAG``."""
@@ -103,7 +105,8 @@ class RunDir:
     def is_run(self) -> bool:
         """A segcli run folder: ``.hydra/config.yaml`` and a ``checkpoints/`` folder or metrics.jsonl."""
         return (self.path / ".hydra" / "config.yaml").is_file() and (
-            self.checkpoints.is_dir() or (self.path / METRICS).is_file())
+            self.checkpoints.is_dir() or (self.path / METRICS).is_file()
+        )
 
     def summary(self) -> dict:
         """summary.json's content, {} when there is none (a run that has not ended)."""
@@ -173,8 +176,10 @@ class RunDir:
             from omegaconf import OmegaConf
 
             return OmegaConf.to_container(OmegaConf.load(hydra_cfg), resolve=True)
-        raise SegcliError(f"{self.path}: not a segcli run directory (expected checkpoints/last.pt or "
-                          ".hydra/config.yaml)")
+        raise SegcliError(
+            f"{self.path}: not a segcli run directory (expected checkpoints/last.pt or "
+            ".hydra/config.yaml)"
+        )
 
     def class_pixels(self) -> dict | None:
         """class_pixels.json's content (``pixels``, ``present``, ``class_weights``), or None."""
@@ -263,11 +268,22 @@ class RunDir:
         path = self.path
         if any(path.glob("checkpoints/*.pt")):
             return
-        for name in (*(f".hydra/{n}" for n in HYDRA_FILES), SPLIT, CLASS_PIXELS, RUNNING,
-                     *(f".hydra/first/{n}" for n in HYDRA_FILES)):
+        for name in (
+            *(f".hydra/{n}" for n in HYDRA_FILES),
+            SPLIT,
+            CLASS_PIXELS,
+            RUNNING,
+            *(f".hydra/first/{n}" for n in HYDRA_FILES),
+        ):
             (path / name).unlink(missing_ok=True)
-        for folder in (path / ".hydra" / "first", path / ".hydra", path / "checkpoints", path, path.parent,
-                       path.parent.parent):
+        for folder in (
+            path / ".hydra" / "first",
+            path / ".hydra",
+            path / "checkpoints",
+            path,
+            path.parent,
+            path.parent.parent,
+        ):
             if folder.resolve() == Path.cwd().resolve():
                 break
             if folder.is_dir() and not any(folder.iterdir()):

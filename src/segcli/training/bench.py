@@ -79,13 +79,20 @@ class Parts:
     ignore_index: int
 
     def memory_format(self, channels_last: bool) -> None:
-        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self.model.to(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
 
     def engine_train(self, batches: Iterator[dict]) -> int:
         """images trained by ``engine.train_one_epoch`` after the warm-up batch."""
         self.memory_format(self.ctx.channels_last)
-        step = TrainStep(self.model, self.loss_fn, self.optimizer, LrSchedule("constant", 10**9), self.ctx)
-        return train_one_epoch(step, batches, Budget(None)).images - self.train_batches[0]["image"].shape[0]
+        step = TrainStep(
+            self.model, self.loss_fn, self.optimizer, LrSchedule("constant", 10**9), self.ctx
+        )
+        return (
+            train_one_epoch(step, batches, Budget(None)).images
+            - self.train_batches[0]["image"].shape[0]
+        )
 
     def engine_eval(self, batches: Iterator[dict]) -> int:
         """images scored by ``inference.loop.evaluate`` after the warm-up batch."""
@@ -93,10 +100,13 @@ class Parts:
         ev = evaluate(self.model, batches, self.num_classes, self.ignore_index, self.ctx)
         return ev.images - self.eval_batches[0]["image"].shape[0]
 
-    def hand_loop(self, train: bool, channels_last: bool, autocast: bool) -> Callable[[Iterator[dict]], int]:
+    def hand_loop(
+        self, train: bool, channels_last: bool, autocast: bool
+    ) -> Callable[[Iterator[dict]], int]:
         """The loop a user writes by hand: train (forward, loss, backward, step) or eval (no_grad,
         argmax, one bincount per batch), with or without channels_last and autocast; it returns
         the images after the warm-up batch."""
+
         def run(batches: Iterator[dict]) -> int:
             self.memory_format(channels_last)
             self.model.train(train)
@@ -107,8 +117,11 @@ class Parts:
                     x = batch["image"].to(self.ctx.device, non_blocking=True)
                     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
                     y = batch["mask"].to(self.ctx.device, non_blocking=True)
-                    with torch.autocast(self.ctx.device.type, dtype=self.ctx.amp_dtype,
-                                        enabled=autocast and self.ctx.amp_dtype is not None):
+                    with torch.autocast(
+                        self.ctx.device.type,
+                        dtype=self.ctx.amp_dtype,
+                        enabled=autocast and self.ctx.amp_dtype is not None,
+                    ):
                         logits = self.model(x)
                     loss = self.loss_fn(logits.float(), y) if train else None
                     if train:
@@ -117,9 +130,12 @@ class Parts:
                         self.optimizer.step()
                     else:
                         keep = y != self.ignore_index
-                        matrix += torch.bincount(y[keep] * n + logits.argmax(1)[keep], minlength=n * n)
+                        matrix += torch.bincount(
+                            y[keep] * n + logits.argmax(1)[keep], minlength=n * n
+                        )
                     images += x.shape[0] if i else 0
             return images
+
         return run
 
 
@@ -146,22 +162,43 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     info, data, counts = build_datasets(cfg, ("train", "val"), seed)
     ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
     batch_size, workers = int(trainer["batch_size"]), int(trainer["num_workers"])
-    loader = make_loader(data["train"], batch_size, True, workers, info.ignore_index, seed, ctx.device.type == "cuda")
-    eval_loader = make_loader(data["val"], int(trainer["eval_batch_size"]), False, 0, info.ignore_index, seed)
+    loader = make_loader(
+        data["train"], batch_size, True, workers, info.ignore_index, seed, ctx.device.type == "cuda"
+    )
+    eval_loader = make_loader(
+        data["val"], int(trainer["eval_batch_size"]), False, 0, info.ignore_index, seed
+    )
     loader_rate, train_batches = _loader_rate(loader, seconds)
     eval_batches = list(itertools.islice(iter(eval_loader), 2))
     model = build_model(cfg["model"], info.num_classes).to(ctx.device)
     if getattr(model, "fits_from_data", False):
-        raise SegcliError(f"model.arch={cfg['model']['arch']}: segcli bench times optimizer steps; this baseline "
-                          "has none (its train and eval images/s are in the run's metrics.jsonl)")
+        raise SegcliError(
+            f"model.arch={cfg['model']['arch']}: segcli bench times optimizer steps; this baseline "
+            "has none (its train and eval images/s are in the run's metrics.jsonl)"
+        )
     loss_fn = build_loss(cfg["loss"], info.num_classes, counts.get("train")).to(ctx.device)
-    parts = Parts(model, loss_fn, build_optimizer(cfg["optimizer"], model.parameters()), ctx, train_batches,
-                  eval_batches, info.num_classes, info.ignore_index)
-    settings = {"model": model_label(cfg["model"]), "device": str(ctx.device),
-                "amp": ctx.precision.name, "amp_reason": ctx.precision.reason,
-                "channels_last": ctx.channels_last, "batch_size": batch_size,
-                "eval_batch_size": int(trainer["eval_batch_size"]), "crop": list(train_batches[0]["image"].shape[-2:]),
-                "eval_size": list(eval_batches[0]["image"].shape[-2:]), "num_workers": workers}
+    parts = Parts(
+        model,
+        loss_fn,
+        build_optimizer(cfg["optimizer"], model.parameters()),
+        ctx,
+        train_batches,
+        eval_batches,
+        info.num_classes,
+        info.ignore_index,
+    )
+    settings = {
+        "model": model_label(cfg["model"]),
+        "device": str(ctx.device),
+        "amp": ctx.precision.name,
+        "amp_reason": ctx.precision.reason,
+        "channels_last": ctx.channels_last,
+        "batch_size": batch_size,
+        "eval_batch_size": int(trainer["eval_batch_size"]),
+        "crop": list(train_batches[0]["image"].shape[-2:]),
+        "eval_size": list(eval_batches[0]["image"].shape[-2:]),
+        "num_workers": workers,
+    }
     return parts, loader_rate, settings
 
 
@@ -179,33 +216,57 @@ def benchmark(cfg: Mapping, seconds: float = 20.0, repeats: int = 2, crop: int =
     parts, loader_rate, settings = _prepare(cfg, seconds)
     ctx = parts.ctx
     sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
-    loops = {"train": (parts.engine_train, parts.train_batches),
-             "reference_train": (parts.hand_loop(True, ctx.channels_last, True), parts.train_batches),
-             "naive_train": (parts.hand_loop(True, False, False), parts.train_batches),
-             "eval": (parts.engine_eval, parts.eval_batches),
-             "reference_eval": (parts.hand_loop(False, ctx.channels_last, True), parts.eval_batches),
-             "naive_eval": (parts.hand_loop(False, False, False), parts.eval_batches)}
+    loops = {
+        "train": (parts.engine_train, parts.train_batches),
+        "reference_train": (parts.hand_loop(True, ctx.channels_last, True), parts.train_batches),
+        "naive_train": (parts.hand_loop(True, False, False), parts.train_batches),
+        "eval": (parts.engine_eval, parts.eval_batches),
+        "reference_eval": (parts.hand_loop(False, ctx.channels_last, True), parts.eval_batches),
+        "naive_eval": (parts.hand_loop(False, False, False), parts.eval_batches),
+    }
     measured: dict[str, list[float]] = {k: [] for k in loops}
     for _ in range(repeats):  # alternate, so a slow minute of the machine hits all of them
         for name, (run, batches) in loops.items():
             measured[name].append(_rate(run, batches, seconds, sync))
-    metric_rate, torchmetrics_rate = _metric_rates(parts.num_classes, parts.ignore_index, parts.eval_batches,
-                                                   ctx.device, min(seconds, 5.0), ConfusionMatrix, sync)
+    metric_rate, torchmetrics_rate = _metric_rates(
+        parts.num_classes,
+        parts.ignore_index,
+        parts.eval_batches,
+        ctx.device,
+        min(seconds, 5.0),
+        ConfusionMatrix,
+        sync,
+    )
     med = {k: statistics.median(v) for k, v in measured.items()}
     return {
         **{f"{k}_images_per_s": v for k, v in med.items()},
-        "loader_images_per_s": loader_rate, "metric_updates_per_s": metric_rate,
+        "loader_images_per_s": loader_rate,
+        "metric_updates_per_s": metric_rate,
         "torchmetrics_updates_per_s": torchmetrics_rate,
-        "train_vs_reference": med["train"] / med["reference_train"], "eval_vs_reference": med["eval"] / med["reference_eval"],
-        "train_vs_naive": med["train"] / med["naive_train"], "eval_vs_naive": med["eval"] / med["naive_eval"],
+        "train_vs_reference": med["train"] / med["reference_train"],
+        "eval_vs_reference": med["eval"] / med["reference_eval"],
+        "train_vs_naive": med["train"] / med["naive_train"],
+        "eval_vs_naive": med["eval"] / med["naive_eval"],
         "loader_vs_train": loader_rate / med["train"],
         "spread": {k: [min(v), max(v)] for k, v in measured.items()},
-        "settings": {**settings, "seconds": seconds, "repeats": repeats, "threads": torch.get_num_threads()},
+        "settings": {
+            **settings,
+            "seconds": seconds,
+            "repeats": repeats,
+            "threads": torch.get_num_threads(),
+        },
     }
 
 
-def _metric_rates(num_classes: int, ignore_index: int, batches: list[dict], device, seconds: float,
-                  matrix_cls, sync) -> tuple[float, float | None]:
+def _metric_rates(
+    num_classes: int,
+    ignore_index: int,
+    batches: list[dict],
+    device,
+    seconds: float,
+    matrix_cls,
+    sync,
+) -> tuple[float, float | None]:
     """Updates/s of segcli's confusion matrix and of torchmetrics' multiclass Jaccard index on the
     eval batches' masks and random predictions (same tensors for both)."""
     target = batches[0]["mask"].to(device)

@@ -87,7 +87,9 @@ def init_from_env() -> Distributed:
     if not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Distributed(
+        dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    )
 
 
 def shutdown() -> None:
@@ -105,11 +107,18 @@ def reduce_eval(ev, d: Distributed):
 
     d.all_sum(ev.matrix.matrix)
     loss_sum = (ev.loss or 0.0) * ev.images
-    totals = d.all_sum(torch.tensor([loss_sum, float(ev.images)], dtype=torch.float64,
-                                    device=ev.matrix.matrix.device))
+    totals = d.all_sum(
+        torch.tensor(
+            [loss_sum, float(ev.images)], dtype=torch.float64, device=ev.matrix.matrix.device
+        )
+    )
     images = int(totals[1].item())
-    return replace(ev, scores=ev.matrix.compute(), images=images,
-                   loss=None if ev.loss is None else float(totals[0].item()) / max(images, 1))
+    return replace(
+        ev,
+        scores=ev.matrix.compute(),
+        images=images,
+        loss=None if ev.loss is None else float(totals[0].item()) / max(images, 1),
+    )
 
 
 def shared_run_dir(ddp: Distributed, own: Path) -> Path:

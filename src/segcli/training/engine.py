@@ -93,7 +93,9 @@ class TrainStep:
         y = batch["mask"].to(self.ctx.device, non_blocking=True)
         with self.ctx.autocast():
             logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)  # float32 loss: autocast covers the forward pass only
+        loss = self.loss_fn(
+            logits.float(), y
+        )  # float32 loss: autocast covers the forward pass only
         value = loss.item()  # the step's one host-device sync, shared by the check and the logs
         if not math.isfinite(value):
             raise FloatingPointError(f"loss is {value} at step {step + 1}")
@@ -113,10 +115,15 @@ class TrainStep:
         return x.shape[0], value
 
 
-def train_one_epoch(step: TrainStep, loader, budget: Budget, first_step: int = 0,
-                    totals: EpochResult | None = None,
-                    on_step: Callable[[EpochResult, float], None] | None = None,
-                    should_stop: Callable[[], str | None] | None = None) -> EpochResult:
+def train_one_epoch(
+    step: TrainStep,
+    loader,
+    budget: Budget,
+    first_step: int = 0,
+    totals: EpochResult | None = None,
+    on_step: Callable[[EpochResult, float], None] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
+) -> EpochResult:
     """One pass over ``loader`` (batches of image (N, 3, H, W) float32, mask (N, H, W) int64).
 
     Args:

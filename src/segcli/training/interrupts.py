@@ -43,8 +43,11 @@ class StopSignals:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
         self.signum = signum
-        console.out.print(f"\nsegcli: {signal.Signals(signum).name} received; stopping after the current "
-                             "step and saving checkpoints/last.pt (Ctrl-C again to stop at once)", highlight=False)
+        console.out.print(
+            f"\nsegcli: {signal.Signals(signum).name} received; stopping after the current "
+            "step and saving checkpoints/last.pt (Ctrl-C again to stop at once)",
+            highlight=False,
+        )
 
     def __enter__(self) -> StopSignals:  # noqa: PYI034 - Self needs Python 3.11
         if threading.current_thread() is threading.main_thread():

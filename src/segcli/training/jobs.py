@@ -24,8 +24,14 @@ from segcli.training.distributed import Distributed
 from segcli.training.resume import absolute_root, config_changes, format_value, resume_config
 
 # Keys that may differ between a run and a re-run of the same job (machine settings, names).
-RERUN_IGNORES = ("trainer.skip_if_done", "trainer.num_workers", "trainer.eval_batch_size", "trainer.device",
-                 "trainer.checkpoint_minutes", "run.name")
+RERUN_IGNORES = (
+    "trainer.skip_if_done",
+    "trainer.num_workers",
+    "trainer.eval_batch_size",
+    "trainer.device",
+    "trainer.checkpoint_minutes",
+    "run.name",
+)
 
 
 def existing_run(run_dir: Path, cfg: Mapping) -> str:
@@ -40,13 +46,20 @@ def existing_run(run_dir: Path, cfg: Mapping) -> str:
         return "new"
     old = absolute_root(run.saved_config())
     known = flatten(old)  # keys a newer segcli added are not differences of the run's own config
-    changes = {k: v for k, v in config_changes(old, absolute_root(json.loads(json.dumps(cfg)))).items()
-               if k not in RERUN_IGNORES and k in known}
+    changes = {
+        k: v
+        for k, v in config_changes(old, absolute_root(json.loads(json.dumps(cfg)))).items()
+        if k not in RERUN_IGNORES and k in known
+    }
     if changes:
-        listed = "; ".join(f"{k}: {format_value(a)} -> {format_value(b)}" for k, (a, b) in changes.items())
-        raise SegcliError(f"{run_dir} holds a run of another config ({listed}); choose another run.name, "
-                          f"hydra.run.dir or hydra.sweep.dir, or continue it with segcli train --resume {run_dir} "
-                          "--allow-changes")
+        listed = "; ".join(
+            f"{k}: {format_value(a)} -> {format_value(b)}" for k, (a, b) in changes.items()
+        )
+        raise SegcliError(
+            f"{run_dir} holds a run of another config ({listed}); choose another run.name, "
+            f"hydra.run.dir or hydra.sweep.dir, or continue it with segcli train --resume {run_dir} "
+            "--allow-changes"
+        )
     return "done" if run.done() else "resume"
 
 
@@ -67,8 +80,10 @@ def _decide(run: RunDir, cfg: dict, ddp: Distributed) -> str:
     if error:
         raise SegcliError(error)
     if state == "done" and not cfg["trainer"].get("skip_if_done", True):
-        raise SegcliError(f"{run.path} holds a finished run of this config; set trainer.skip_if_done=true to "
-                          "skip it, or choose another run.name or hydra.run.dir")
+        raise SegcliError(
+            f"{run.path} holds a finished run of this config; set trainer.skip_if_done=true to "
+            "skip it, or choose another run.name or hydra.run.dir"
+        )
     return state
 
 
@@ -87,7 +102,9 @@ def run_job(cfg: dict, run_dir: Path, ddp: Distributed | None = None) -> dict:
         console.out.print(f"segcli: {run_dir}: already done; skipped", highlight=False)
         return run.summary()
     if state == "resume":
-        console.out.print(f"segcli: {run_dir}: unfinished run of this config; resuming it", highlight=False)
+        console.out.print(
+            f"segcli: {run_dir}: unfinished run of this config; resuming it", highlight=False
+        )
         return resume(run_dir, ddp=ddp)
     try:
         return Trainer(cfg, run_dir, ddp).fit()
@@ -97,8 +114,12 @@ def run_job(cfg: dict, run_dir: Path, ddp: Distributed | None = None) -> dict:
         raise
 
 
-def resume(run_dir: Path, overrides: Sequence[str] = (), allow_changes: bool = False,
-           ddp: Distributed | None = None) -> dict:
+def resume(
+    run_dir: Path,
+    overrides: Sequence[str] = (),
+    allow_changes: bool = False,
+    ddp: Distributed | None = None,
+) -> dict:
     """Continue the run in ``run_dir`` (``segcli train --resume``); see ``trainer.Trainer`` and training/resume.py.
 
     A finished run (summary.json status "done") is left alone unless the overrides change it

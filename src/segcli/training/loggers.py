@@ -78,7 +78,9 @@ class TensorBoardLogger(Logger):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise SegcliError("logger=tensorboard needs the tensorboard package: pip install tensorboard") from None
+            raise SegcliError(
+                "logger=tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from None
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def start(self, cfg: Mapping) -> None:
@@ -87,8 +89,11 @@ class TensorBoardLogger(Logger):
     def log(self, record: Mapping) -> None:
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)):
-                self.writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key,
-                                       value, record["epoch"])
+                self.writer.add_scalar(
+                    key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key,
+                    value,
+                    record["epoch"],
+                )
         self.writer.flush()
 
     def finish(self, summary: Mapping | None) -> None:
@@ -107,8 +112,11 @@ class MlflowLogger(Logger):
         except ImportError:
             raise SegcliError("logger=mlflow needs MLflow: pip install mlflow-skinny") from None
         self.mlflow, self.run_dir = mlflow, Path(run_dir)
-        uri = tracking_uri if "://" in tracking_uri or tracking_uri.startswith("file:") else \
-            Path(tracking_uri).expanduser().resolve().as_uri()
+        uri = (
+            tracking_uri
+            if "://" in tracking_uri or tracking_uri.startswith("file:")
+            else Path(tracking_uri).expanduser().resolve().as_uri()
+        )
         if uri.startswith("file:"):
             # MLflow 3 keeps its file store only on request; a folder of files is what we promise here
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -121,8 +129,14 @@ class MlflowLogger(Logger):
         self.mlflow.log_params(params)
 
     def log(self, record: Mapping) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch" and isinstance(v, (int, float))},
-                                step=int(record["epoch"]))
+        self.mlflow.log_metrics(
+            {
+                k: float(v)
+                for k, v in record.items()
+                if k != "epoch" and isinstance(v, (int, float))
+            },
+            step=int(record["epoch"]),
+        )
 
     def finish(self, summary: Mapping | None) -> None:
         summary_file = self.run_dir / SUMMARY

@@ -29,31 +29,49 @@ SCHEDULES = Registry("scheduler")
 @OPTIMIZERS.register("adamw")
 def adamw(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
     """torch.optim.AdamW (Loshchilov and Hutter 2019): ``lr``, ``weight_decay``, ``betas``."""
-    return torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
-                             betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    return torch.optim.AdamW(
+        params,
+        lr=float(cfg["lr"]),
+        weight_decay=float(cfg.get("weight_decay", 0.0)),
+        betas=tuple(cfg.get("betas", (0.9, 0.999))),
+    )
 
 
 @OPTIMIZERS.register("adam")
 def adam(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
     """torch.optim.Adam (Kingma and Ba 2015): ``lr``, ``weight_decay`` (L2), ``betas``."""
-    return torch.optim.Adam(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
-                            betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    return torch.optim.Adam(
+        params,
+        lr=float(cfg["lr"]),
+        weight_decay=float(cfg.get("weight_decay", 0.0)),
+        betas=tuple(cfg.get("betas", (0.9, 0.999))),
+    )
 
 
 @OPTIMIZERS.register("sgd")
 def sgd(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
     """torch.optim.SGD: ``lr``, ``weight_decay``, ``momentum``, ``nesterov``."""
-    return torch.optim.SGD(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
-                           momentum=float(cfg.get("momentum", 0.9)), nesterov=bool(cfg.get("nesterov", False)))
+    return torch.optim.SGD(
+        params,
+        lr=float(cfg["lr"]),
+        weight_decay=float(cfg.get("weight_decay", 0.0)),
+        momentum=float(cfg.get("momentum", 0.9)),
+        nesterov=bool(cfg.get("nesterov", False)),
+    )
 
 
 @OPTIMIZERS.register("rmsprop")
 def rmsprop(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
     """torch.optim.RMSprop (Tieleman and Hinton 2012): ``lr``, ``weight_decay``, ``alpha`` (the
     squared-gradient average's decay; Lasagne's ``rho``), ``eps``, ``momentum``."""
-    return torch.optim.RMSprop(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
-                               alpha=float(cfg.get("alpha", 0.99)), eps=float(cfg.get("eps", 1e-8)),
-                               momentum=float(cfg.get("momentum", 0.0)))
+    return torch.optim.RMSprop(
+        params,
+        lr=float(cfg["lr"]),
+        weight_decay=float(cfg.get("weight_decay", 0.0)),
+        alpha=float(cfg.get("alpha", 0.99)),
+        eps=float(cfg.get("eps", 1e-8)),
+        momentum=float(cfg.get("momentum", 0.0)),
+    )
 
 
 def build_optimizer(cfg: Mapping, params: Iterable) -> torch.optim.Optimizer:
@@ -87,7 +105,7 @@ def constant(q: float, s: LrSchedule, epochs: float) -> float:
 def exponential(q: float, s: LrSchedule, epochs: float) -> float:
     """gamma^epochs (fractional within an epoch; torch's ExponentialLR stepped per epoch gives
     gamma^floor(epochs)); FC-DenseNet's 0.995 per epoch (Jégou et al. 2017)."""
-    return s.gamma ** epochs
+    return s.gamma**epochs
 
 
 @dataclass
@@ -134,10 +152,17 @@ class LrSchedule:
         q = (p - self.warmup_fraction) / max(1 - self.warmup_fraction, 1e-8)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * self.shape(q, self, epochs)
 
-    def apply(self, optimizer: torch.optim.Optimizer, step: int, elapsed: float,
-              max_seconds: float | None = None) -> float:
+    def apply(
+        self,
+        optimizer: torch.optim.Optimizer,
+        step: int,
+        elapsed: float,
+        max_seconds: float | None = None,
+    ) -> float:
         """Set every param group's lr to ``initial_lr * factor``; returns the first group's lr."""
-        f = self.factor(self.progress(step, elapsed, max_seconds), step / max(self.steps_per_epoch, 1))
+        f = self.factor(
+            self.progress(step, elapsed, max_seconds), step / max(self.steps_per_epoch, 1)
+        )
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * f
@@ -150,6 +175,12 @@ def build_schedule(cfg: Mapping, total_steps: int, steps_per_epoch: int = 1) -> 
     Raises:
         SegcliError: ``scheduler.name`` is not registered.
     """
-    return LrSchedule(str(cfg["name"]), total_steps, float(cfg.get("warmup_fraction", 0)),
-                      float(cfg.get("power", 0.9)), float(cfg.get("min_lr_ratio", 0.0)),
-                      float(cfg.get("gamma", 1.0)), steps_per_epoch)
+    return LrSchedule(
+        str(cfg["name"]),
+        total_steps,
+        float(cfg.get("warmup_fraction", 0)),
+        float(cfg.get("power", 0.9)),
+        float(cfg.get("min_lr_ratio", 0.0)),
+        float(cfg.get("gamma", 1.0)),
+        steps_per_epoch,
+    )

@@ -29,9 +29,18 @@ from segcli.runs.run_dir import RunDir
 # trained or what the remaining steps compute (beyond their number, where data is read, and the
 # rounding of the forward pass: device, compile and autocast; weights and optimizer state are
 # float32 in every case, so a run started on one machine can be resumed on another).
-SAFE_ON_RESUME = ("trainer.epochs", "trainer.max_minutes", "trainer.num_workers", "trainer.eval_batch_size",
-                  "trainer.val_every", "trainer.checkpoint_minutes", "trainer.device", "trainer.compile",
-                  "trainer.amp", "dataset.root")
+SAFE_ON_RESUME = (
+    "trainer.epochs",
+    "trainer.max_minutes",
+    "trainer.num_workers",
+    "trainer.eval_batch_size",
+    "trainer.val_every",
+    "trainer.checkpoint_minutes",
+    "trainer.device",
+    "trainer.compile",
+    "trainer.amp",
+    "dataset.root",
+)
 
 
 @dataclass
@@ -69,9 +78,17 @@ def capture_rng() -> dict:
     plain data so that ``torch.load(weights_only=True)`` reads it back."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(internal), gauss],
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -84,7 +101,11 @@ def restore_rng(state: Mapping) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    if (
+        "cuda" in state
+        and torch.cuda.is_available()
+        and len(state["cuda"]) == torch.cuda.device_count()
+    ):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -105,12 +126,16 @@ def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or key.startswith(("+", "~")) or not key:
-            raise SegcliError(f"{item}: expected key=value when resuming (adding or deleting keys is not possible)")
+            raise SegcliError(
+                f"{item}: expected key=value when resuming (adding or deleting keys is not possible)"
+            )
         current = OmegaConf.select(conf, key, default=KeyError)
         if current is KeyError:
             raise SegcliError(f"{key}: no such key in the run's config")
         if OmegaConf.is_dict(current):
-            raise SegcliError(f"{item}: the config group '{key}' cannot change in a resumed run; start a new run")
+            raise SegcliError(
+                f"{item}: the config group '{key}' cannot change in a resumed run; start a new run"
+            )
         conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([item]))
     return OmegaConf.to_container(conf, resolve=True)
 
@@ -128,7 +153,9 @@ def format_value(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def resume_config(run_dir: Path, overrides: Sequence[str], allow_changes: bool) -> tuple[dict, dict]:
+def resume_config(
+    run_dir: Path, overrides: Sequence[str], allow_changes: bool
+) -> tuple[dict, dict]:
     """The config a resumed run continues with, and the changes applied to its own.
 
     Returns:
@@ -146,10 +173,14 @@ def resume_config(run_dir: Path, overrides: Sequence[str], allow_changes: bool) 
     changes = config_changes(old, new)
     unsafe = [k for k in changes if k not in SAFE_ON_RESUME]
     if unsafe or (changes and not allow_changes):
-        listed = "; ".join(f"{k}: {format_value(a)} -> {format_value(b)}" for k, (a, b) in changes.items())
+        listed = "; ".join(
+            f"{k}: {format_value(a)} -> {format_value(b)}" for k, (a, b) in changes.items()
+        )
         if unsafe:
-            hint = (f"{', '.join(unsafe)} cannot change in a resumed run (start a new run); "
-                    f"only {', '.join(SAFE_ON_RESUME)} can, with --allow-changes")
+            hint = (
+                f"{', '.join(unsafe)} cannot change in a resumed run (start a new run); "
+                f"only {', '.join(SAFE_ON_RESUME)} can, with --allow-changes"
+            )
         else:
             hint = "add --allow-changes to apply these"
         raise SegcliError(f"{run_dir}: the config differs from the run's own: {listed}. {hint}")

@@ -67,20 +67,35 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         failures = read_failures(sweep_dir)
         numbers = {p.parent.parent.name for p in sweep_dir.glob("*/.hydra/overrides.yaml")}
-        jobs = len(numbers | {str(j["job"]) for j in failures})  # a job that failed before its first checkpoint left no folder
+        jobs = len(
+            numbers | {str(j["job"]) for j in failures}
+        )  # a job that failed before its first checkpoint left no folder
         if not failures:
             console.out.print(f"segcli: sweep done: {jobs} job(s) in {sweep_dir}", highlight=False)
             return
-        console.error(f"{len(failures)} of {jobs} job(s) failed in {sweep_dir} "
-                     "(run the same command again to retry them):")
+        console.error(
+            f"{len(failures)} of {jobs} job(s) failed in {sweep_dir} "
+            "(run the same command again to retry them):"
+        )
         for job in failures:
-            console.err.print(f"  job {job['job']} ({' '.join(job['overrides'])}): {job['error']}",
-                                     highlight=False, markup=False, soft_wrap=True)
+            console.err.print(
+                f"  job {job['job']} ({' '.join(job['overrides'])}): {job['error']}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         raise SystemExit(1)
 
 
 def record_job_failure(hydra_cfg, run_dir: Path, error: str) -> None:
     """``record_failure`` for the current job of a Hydra multirun (``hydra_cfg``: HydraConfig.get()):
     its number, run folder, overrides and the one-line ``error``."""
-    record_failure(Path(hydra_cfg.sweep.dir), {"job": hydra_cfg.job.num, "dir": str(run_dir),
-                                               "overrides": list(hydra_cfg.overrides.task), "error": error})
+    record_failure(
+        Path(hydra_cfg.sweep.dir),
+        {
+            "job": hydra_cfg.job.num,
+            "dir": str(run_dir),
+            "overrides": list(hydra_cfg.overrides.task),
+            "error": error,
+        },
+    )

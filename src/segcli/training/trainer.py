@@ -48,8 +48,9 @@ from segcli.training.optim import build_optimizer, build_schedule
 from segcli.training.resume import Progress, absolute_root, capture_rng, restore_rng
 
 
-def cached_class_pixels(run: RunDir, found: ClassPixels | None, num_classes: int,
-                        resume: bool = False) -> ClassPixels | None:
+def cached_class_pixels(
+    run: RunDir, found: ClassPixels | None, num_classes: int, resume: bool = False
+) -> ClassPixels | None:
     """The training split's class statistics of a run, computed once: ``class_pixels.json`` in the run
     dir keeps the pixel counts (and the class weights both balancing schemes give) the run started
     with, so a resumed run weights its loss the same even if the data changed. ``found``: this
@@ -57,17 +58,30 @@ def cached_class_pixels(run: RunDir, found: ClassPixels | None, num_classes: int
     """
     saved = run.class_pixels() if resume else None
     if saved:
-        return ClassPixels(np.asarray(saved["pixels"], dtype=np.int64), np.asarray(saved["present"], dtype=np.int64))
+        return ClassPixels(
+            np.asarray(saved["pixels"], dtype=np.int64),
+            np.asarray(saved["present"], dtype=np.int64),
+        )
     if found is not None:
-        run.write_class_pixels({"pixels": np.asarray(found.pixels).tolist(),
-                                "present": np.asarray(found.present).tolist(),
-                                "class_weights": {s: class_weights(s, num_classes, found)
-                                                  for s in ("median_frequency", "inverse_frequency")}})
+        run.write_class_pixels(
+            {
+                "pixels": np.asarray(found.pixels).tolist(),
+                "present": np.asarray(found.present).tolist(),
+                "class_weights": {
+                    s: class_weights(s, num_classes, found)
+                    for s in ("median_frequency", "inverse_frequency")
+                },
+            }
+        )
     return found
 
 
-def restore_training(path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler | None) -> Progress:
+def restore_training(
+    path: Path,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+) -> Progress:
     """Load ``last.pt`` into the model, optimizer and scaler, restore the random state, and
     return the saved ``Progress``.
 
@@ -81,7 +95,9 @@ def restore_training(path: Path, net: torch.nn.Module, optimizer: torch.optim.Op
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise SegcliError(f"{path}: does not fit the configured model/optimizer: {load_error_detail(exc)}") from None
+        raise SegcliError(
+            f"{path}: does not fit the configured model/optimizer: {load_error_detail(exc)}"
+        ) from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
@@ -99,8 +115,10 @@ def init_weights(net: torch.nn.Module, path: Path) -> None:
     try:
         net.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise SegcliError(f"trainer.init_from={path}: its weights do not fit the configured model: "
-                          f"{load_error_detail(exc)}") from None
+        raise SegcliError(
+            f"trainer.init_from={path}: its weights do not fit the configured model: "
+            f"{load_error_detail(exc)}"
+        ) from None
 
 
 @contextmanager
@@ -130,11 +148,21 @@ class Trainer:
         RunInterrupted: SIGINT/SIGTERM arrived; last.pt and summary.json ("interrupted") are saved.
     """
 
-    def __init__(self, cfg: dict, run_path: Path, ddp: distributed.Distributed | None = None,
-                 resume: bool = False, changes: dict | None = None) -> None:
+    def __init__(
+        self,
+        cfg: dict,
+        run_path: Path,
+        ddp: distributed.Distributed | None = None,
+        resume: bool = False,
+        changes: dict | None = None,
+    ) -> None:
         check_config(cfg)
         self.cfg, self.trainer_cfg, self.seed = cfg, cfg["trainer"], run_seed(cfg)
-        self.ddp, self.resuming, self.changes = ddp or distributed.Distributed(), resume, changes or {}
+        self.ddp, self.resuming, self.changes = (
+            ddp or distributed.Distributed(),
+            resume,
+            changes or {},
+        )
         absolute_root(cfg)  # eval and predict may run from another folder
         if self.trainer_cfg.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -148,23 +176,42 @@ class Trainer:
     def _build_data(self) -> None:
         """Datasets, device context and loaders (in this order: the seeds' draws stay the same)."""
         trainer, ddp = self.trainer_cfg, self.ddp
-        self.info, self.data, self.counts = build_datasets(self.cfg, ("train", "val"), self.seed,
-                                                           self.run.write_split if self.run.writer else None)
-        self.ctx = step_context(trainer, self.cfg["dataset"].get("scale", 1.0), ddp.local_rank if ddp.enabled else None)
-        self.loaders = {s: make_loader(d, int(trainer["batch_size" if s == "train" else "eval_batch_size"]),
-                                       s == "train", int(trainer["num_workers"]), self.info.ignore_index, self.seed,
-                                       self.ctx.device.type == "cuda", ddp.rank, ddp.world)
-                        for s, d in self.data.items()}
+        self.info, self.data, self.counts = build_datasets(
+            self.cfg, ("train", "val"), self.seed, self.run.write_split if self.run.writer else None
+        )
+        self.ctx = step_context(
+            trainer, self.cfg["dataset"].get("scale", 1.0), ddp.local_rank if ddp.enabled else None
+        )
+        self.loaders = {
+            s: make_loader(
+                d,
+                int(trainer["batch_size" if s == "train" else "eval_batch_size"]),
+                s == "train",
+                int(trainer["num_workers"]),
+                self.info.ignore_index,
+                self.seed,
+                self.ctx.device.type == "cuda",
+                ddp.rank,
+                ddp.world,
+            )
+            for s, d in self.data.items()
+        }
         if len(self.data["train"]) == 0 or len(self.data["val"]) == 0:
-            raise SegcliError(f"the dataset has {len(self.data['train'])} training and {len(self.data['val'])} "
-                              "validation images; expected at least one of each")
+            raise SegcliError(
+                f"the dataset has {len(self.data['train'])} training and {len(self.data['val'])} "
+                "validation images; expected at least one of each"
+            )
 
     def _build_model(self) -> None:
         """Model (DDP- and compile-wrapped as configured), loss, optimizer, scaler and schedule."""
         cfg, ctx, ddp = self.cfg, self.ctx, self.ddp
         self.net = build_model(cfg["model"], self.info.num_classes).to(ctx.device)
-        self.base = {"format": CHECKPOINT_FORMAT, "config": cfg, "classes": asdict(self.info),
-                     "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
+        self.base = {
+            "format": CHECKPOINT_FORMAT,
+            "config": cfg,
+            "classes": asdict(self.info),
+            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        }
         self.fitted = bool(getattr(self.net, "fits_from_data", False))
         if self.fitted:
             return self._build_fitted()
@@ -175,23 +222,37 @@ class Trainer:
         model = self.net
         if ddp.enabled:
             model = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+                self.net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+            )
         model = torch.compile(model) if self.trainer_cfg.get("compile") else model
-        stats = cached_class_pixels(self.run, self.counts.get("train"), self.info.num_classes, self.resuming)
+        stats = cached_class_pixels(
+            self.run, self.counts.get("train"), self.info.num_classes, self.resuming
+        )
         loss_fn = build_loss(cfg["loss"], self.info.num_classes, stats).to(ctx.device)
         optimizer = build_optimizer(cfg["optimizer"], self.net.parameters())
         scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
         self.epochs, self.batches = int(self.trainer_cfg["epochs"]), len(self.loaders["train"])
-        self.step = TrainStep(model, loss_fn, optimizer, build_schedule(cfg["scheduler"], self.epochs * self.batches, self.batches),
-                              ctx, scaler, self.trainer_cfg.get("grad_clip"))
+        self.step = TrainStep(
+            model,
+            loss_fn,
+            optimizer,
+            build_schedule(cfg["scheduler"], self.epochs * self.batches, self.batches),
+            ctx,
+            scaler,
+            self.trainer_cfg.get("grad_clip"),
+        )
 
     def _build_fitted(self) -> None:
         """A classical baseline (models/classical.py): fitted once on the training split, as the run's one
         "epoch"; no loss, optimizer or schedule (their config groups are not used)."""
         if self.ddp.enabled:
-            raise SegcliError(f"model.arch={self.cfg['model']['arch']}: a classical baseline fits in one process; "
-                              "run it without torchrun")
-        cached_class_pixels(self.run, self.counts.get("train"), self.info.num_classes, self.resuming)
+            raise SegcliError(
+                f"model.arch={self.cfg['model']['arch']}: a classical baseline fits in one process; "
+                "run it without torchrun"
+            )
+        cached_class_pixels(
+            self.run, self.counts.get("train"), self.info.num_classes, self.resuming
+        )
         self.epochs, self.batches = 1, len(self.loaders["train"])
         self.step = TrainStep(self.net, None, None, None, self.ctx)
 
@@ -212,10 +273,15 @@ class Trainer:
                     raise self.interrupt()
                 out_of_time = totals.stopped == "max_minutes" or self.budget.spent()
                 if self.ddp.enabled:
-                    (out_of_time,) = self.ddp.any(out_of_time)  # every rank validates (or not) alike
+                    (out_of_time,) = self.ddp.any(
+                        out_of_time
+                    )  # every rank validates (or not) alike
                 ev = None
-                if self.progress.epoch % int(self.trainer_cfg.get("val_every", 1)) == 0 \
-                        or self.progress.epoch == self.epochs or out_of_time:
+                if (
+                    self.progress.epoch % int(self.trainer_cfg.get("val_every", 1)) == 0
+                    or self.progress.epoch == self.epochs
+                    or out_of_time
+                ):
                     ev = self.validate()
                 self.end_epoch(totals, ev, out_of_time, logger)
                 if self.ddp.any(self.signals.requested())[0]:
@@ -227,13 +293,22 @@ class Trainer:
         budget's clock started."""
         run, self.progress = self.run, Progress()
         if self.resuming and run.last.is_file() and not self.fitted:  # a baseline's fit starts over
-            self.progress = restore_training(run.last, self.net, self.step.optimizer, self.step.scaler)
-            self.progress.resumes.append({"epoch": self.progress.epoch, "step": self.progress.step,
-                                          "changes": {k: list(v) for k, v in self.changes.items()},
-                                          "amp": self.ctx.precision.name})
+            self.progress = restore_training(
+                run.last, self.net, self.step.optimizer, self.step.scaler
+            )
+            self.progress.resumes.append(
+                {
+                    "epoch": self.progress.epoch,
+                    "step": self.progress.step,
+                    "changes": {k: list(v) for k, v in self.changes.items()},
+                    "amp": self.ctx.precision.name,
+                }
+            )
             run.rewrite_metrics(self.progress.history)
         elif self.resuming:
-            run.rewrite_metrics([])  # stopped before its first checkpoint: start over in the same folder
+            run.rewrite_metrics(
+                []
+            )  # stopped before its first checkpoint: start over in the same folder
         if self.resuming:
             run.clear_summary()
             self._repair_best()
@@ -254,23 +329,37 @@ class Trainer:
         budget stopped trains on when resumed with a larger (or no) budget."""
         minutes = self.trainer_cfg.get("max_minutes")
         started, before = time.perf_counter(), self.progress.elapsed
-        self.budget = Budget(float(minutes) * 60 if minutes else None,
-                             lambda: before + time.perf_counter() - started, self.progress.val_reserve)
+        self.budget = Budget(
+            float(minutes) * 60 if minutes else None,
+            lambda: before + time.perf_counter() - started,
+            self.progress.val_reserve,
+        )
         deadline = self.budget.deadline
-        if self.progress.stopped_by == "max_minutes" and (deadline is None or deadline > self.progress.elapsed):
+        if self.progress.stopped_by == "max_minutes" and (
+            deadline is None or deadline > self.progress.elapsed
+        ):
             self.progress.stopped_by = None
         self.every = float(self.trainer_cfg.get("checkpoint_minutes") or 0) * 60
         self.saved_at = time.perf_counter()
 
     def _announce(self) -> None:
         p, cfg = self.progress, self.cfg
-        action = f"resuming at epoch {p.epoch}, step {p.step}:" if p.step else "fitting" if self.fitted else "training"
+        action = (
+            f"resuming at epoch {p.epoch}, step {p.step}:"
+            if p.step
+            else "fitting"
+            if self.fitted
+            else "training"
+        )
         minutes = self.trainer_cfg.get("max_minutes")
-        console.out.print(f"segcli: {action} {model_label(cfg['model'])} on "
-                             f"{len(self.data['train'])} train / {len(self.data['val'])} val images, device "
-                             f"{self.ctx.device}" + ("" if self.fitted else f", {self.epochs} epochs")
-                             + (f" or {minutes} min" if minutes else ""),
-                             highlight=False)
+        console.out.print(
+            f"segcli: {action} {model_label(cfg['model'])} on "
+            f"{len(self.data['train'])} train / {len(self.data['val'])} val images, device "
+            f"{self.ctx.device}"
+            + ("" if self.fitted else f", {self.epochs} epochs")
+            + (f" or {minutes} min" if minutes else ""),
+            highlight=False,
+        )
         console.out.print(f"segcli: {self.ctx.precision.describe()}", highlight=False)
 
     def train_epoch(self) -> EpochResult:
@@ -288,18 +377,30 @@ class Trainer:
         loader.sampler.set_epoch(epoch, skip=totals.steps * loader.batch_size)
         if self.fitted:
             return self.fit_baseline(totals)
-        with console.EpochProgress(f"epoch {epoch}/{self.epochs}", self.batches, done=totals.steps) as bar:
+        with console.EpochProgress(
+            f"epoch {epoch}/{self.epochs}", self.batches, done=totals.steps
+        ) as bar:
+
             def on_step(res: EpochResult, loss: float) -> None:
                 p.step += 1
                 bar.advance(1, f"loss {loss:.4f}")
                 if self.every and time.perf_counter() - self.saved_at >= self.every:
                     self.save_last()
+
             try:
-                return train_one_epoch(self.step, loader, self.budget, p.step, totals, on_step, self.stop_reason)
+                return train_one_epoch(
+                    self.step, loader, self.budget, p.step, totals, on_step, self.stop_reason
+                )
             except FloatingPointError as exc:
-                last = f"; the last good checkpoint is {self.run.last}" if self.run.last.exists() else ""
-                raise SegcliError(f"training diverged in epoch {epoch}: {exc} (try a lower optimizer.lr "
-                                  f"or trainer.grad_clip=1.0){last}") from None
+                last = (
+                    f"; the last good checkpoint is {self.run.last}"
+                    if self.run.last.exists()
+                    else ""
+                )
+                raise SegcliError(
+                    f"training diverged in epoch {epoch}: {exc} (try a lower optimizer.lr "
+                    f"or trainer.grad_clip=1.0){last}"
+                ) from None
             except RuntimeError as exc:
                 raise out_of_memory_error(exc, self.cfg, f"training epoch {epoch}") or exc from None
 
@@ -310,9 +411,17 @@ class Trainer:
         start = time.perf_counter()
         try:
             with console.EpochProgress("fitting", len(self.data["train"])) as bar:
-                totals.images = self.net.fit(self.loaders["train"], self.seed, self.info.ignore_index, self.budget,
-                                             on_image=lambda: bar.advance(1), should_stop=self.signals.requested)
-        except FitStopped:  # nothing fitted: interrupt() saves the unfitted model; a resume fits anew
+                totals.images = self.net.fit(
+                    self.loaders["train"],
+                    self.seed,
+                    self.info.ignore_index,
+                    self.budget,
+                    on_image=lambda: bar.advance(1),
+                    should_stop=self.signals.requested,
+                )
+        except (
+            FitStopped
+        ):  # nothing fitted: interrupt() saves the unfitted model; a resume fits anew
             totals.stopped = "signal"
             return totals
         totals.steps, totals.seconds = self.batches, time.perf_counter() - start
@@ -340,12 +449,20 @@ class Trainer:
             # under torchrun the unwrapped model: DDP's forward would broadcast buffers, a
             # collective that hangs when the ranks' shards have different batch counts
             ddp.sync_buffers(self.net)
-            ev = evaluate(self.net if ddp.enabled else self.step.model, self.loaders["val"], self.info.num_classes,
-                          self.info.ignore_index, self.ctx, self.step.loss_fn,
-                          stop_requested=None if ddp.enabled else self.signals.requested)
+            ev = evaluate(
+                self.net if ddp.enabled else self.step.model,
+                self.loaders["val"],
+                self.info.num_classes,
+                self.info.ignore_index,
+                self.ctx,
+                self.step.loss_fn,
+                stop_requested=None if ddp.enabled else self.signals.requested,
+            )
             ev = distributed.reduce_eval(ev, ddp)  # the whole split's scores on every rank
         except RuntimeError as exc:
-            raise out_of_memory_error(exc, self.cfg, f"validation after epoch {epoch}") or exc from None
+            raise (
+                out_of_memory_error(exc, self.cfg, f"validation after epoch {epoch}") or exc
+            ) from None
         if ev is None:
             raise self.interrupt()
         self.progress.val_reserve = self.budget.reserve = ev.seconds
@@ -356,24 +473,36 @@ class Trainer:
         images/s of all ranks together)."""
         train_loss, train_rate = totals.loss, totals.images_per_second
         if self.ddp.enabled:
-            summed = self.ddp.all_sum(torch.tensor([totals.loss_sum, float(totals.images)], dtype=torch.float64))
+            summed = self.ddp.all_sum(
+                torch.tensor([totals.loss_sum, float(totals.images)], dtype=torch.float64)
+            )
             train_loss = float(summed[0]) / max(float(summed[1]), 1.0)
             train_rate = float(summed[1]) / max(totals.seconds, 1e-9)
         optimizer = self.step.optimizer
-        return {"epoch": self.progress.epoch, "train_loss": None if self.fitted else train_loss,
-                "val_loss": ev.loss if ev else None,
-                "val_miou": val["miou"] if val else None, "val_mdice": val["mdice"] if val else None,
-                "lr": optimizer.param_groups[0]["lr"] if optimizer else None, "epoch_seconds": round(totals.seconds, 3),
-                "train_images_per_second": round(train_rate, 3), "val_seconds": round(ev.seconds, 3) if ev else None}
+        return {
+            "epoch": self.progress.epoch,
+            "train_loss": None if self.fitted else train_loss,
+            "val_loss": ev.loss if ev else None,
+            "val_miou": val["miou"] if val else None,
+            "val_mdice": val["mdice"] if val else None,
+            "lr": optimizer.param_groups[0]["lr"] if optimizer else None,
+            "epoch_seconds": round(totals.seconds, 3),
+            "train_images_per_second": round(train_rate, 3),
+            "val_seconds": round(ev.seconds, 3) if ev else None,
+        }
 
-    def end_epoch(self, totals: EpochResult, ev: EvalResult | None, out_of_time: bool, logger) -> None:
+    def end_epoch(
+        self, totals: EpochResult, ev: EvalResult | None, out_of_time: bool, logger
+    ) -> None:
         """Record the epoch, track the best, then write in the kill-safe order: last.pt first (a
         resume re-creates a missing best.pt from it: ``_repair_best``), then best.pt, then the
         metrics line (rewritten on resume), then the loggers and the console."""
         p = self.progress
         val = ev.scores.as_dict(self.info.class_names) if ev else None
         record = self.epoch_record(totals, ev, val)
-        improved = val and val["miou"] is not None and (p.best is None or val["miou"] > p.best["miou"])
+        improved = (
+            val and val["miou"] is not None and (p.best is None or val["miou"] > p.best["miou"])
+        )
         if improved:
             p.best = {**val, "confusion_matrix": ev.matrix.matrix.cpu().tolist()}  # rows: truth
             p.best_epoch = p.epoch
@@ -386,8 +515,17 @@ class Trainer:
         if improved:
             self.save_best()
             if int(self.trainer_cfg.get("samples") or 0) > 0 and self.ddp.main:
-                save_samples(self.net, self.data["val"], int(self.trainer_cfg["samples"]), self.ctx, self.info.colors,
-                             self.info.ignore_index, IMAGENET_MEAN, IMAGENET_STD, self.run.samples)
+                save_samples(
+                    self.net,
+                    self.data["val"],
+                    int(self.trainer_cfg["samples"]),
+                    self.ctx,
+                    self.info.colors,
+                    self.info.ignore_index,
+                    IMAGENET_MEAN,
+                    IMAGENET_STD,
+                    self.run.samples,
+                )
         self.run.log_epoch(record)
         logger.log(record)
         console.out.print(console.epoch_line(record), highlight=False)
@@ -396,29 +534,51 @@ class Trainer:
         """Save last.pt and summary.json ("interrupted"); the error for the CLI to exit 130/143 with."""
         self.save_last()
         p, run = self.progress, self.run
-        run.write_summary({"status": "interrupted", "epoch": p.epoch, "step": p.step,
-                           "precision": self.ctx.precision.as_dict(),
-                           "resume": f"segcli train --resume {run.path}"})
-        return RunInterrupted(self.signals.exit_code, f"stopped in epoch {p.epoch} after step {p.step}; "
-                                                      f"checkpoints/last.pt saved. Resume with: segcli train --resume "
-                                                      f"{run.path}")
+        run.write_summary(
+            {
+                "status": "interrupted",
+                "epoch": p.epoch,
+                "step": p.step,
+                "precision": self.ctx.precision.as_dict(),
+                "resume": f"segcli train --resume {run.path}",
+            }
+        )
+        return RunInterrupted(
+            self.signals.exit_code,
+            f"stopped in epoch {p.epoch} after step {p.step}; "
+            f"checkpoints/last.pt saved. Resume with: segcli train --resume "
+            f"{run.path}",
+        )
 
     def finish(self, logger) -> dict:
         """summary.json ("done"), the loggers' end and the best epoch's table; returns the summary."""
         p, run = self.progress, self.run
-        if p.best is None and not run.best.exists():  # no class was ever present: keep the last weights
+        if (
+            p.best is None and not run.best.exists()
+        ):  # no class was ever present: keep the last weights
             p.best_epoch = p.epoch - 1
             self.save_best()
-        summary = {"status": "done", "best_epoch": p.best_epoch, "epochs": p.epoch - 1,
-                   "stopped_by": p.stopped_by or "epochs", "train_seconds": round(self.budget.clock(), 3),
-                   "checkpoint": str(run.best.resolve()), "val": p.best, "precision": self.ctx.precision.as_dict(),
-                   "class_pixel_counts": {s: c.pixels.tolist() for s, c in self.counts.items()}}
+        summary = {
+            "status": "done",
+            "best_epoch": p.best_epoch,
+            "epochs": p.epoch - 1,
+            "stopped_by": p.stopped_by or "epochs",
+            "train_seconds": round(self.budget.clock(), 3),
+            "checkpoint": str(run.best.resolve()),
+            "val": p.best,
+            "precision": self.ctx.precision.as_dict(),
+            "class_pixel_counts": {s: c.pixels.tolist() for s, c in self.counts.items()},
+        }
         if p.resumes:
             summary["resumes"] = p.resumes
         run.write_summary(summary)
         logger.finish(summary)
         if p.best:
-            console.out.print(console.scores_table(f"best epoch {p.best_epoch}: val", self.info.class_names, p.best))
+            console.out.print(
+                console.scores_table(
+                    f"best epoch {p.best_epoch}: val", self.info.class_names, p.best
+                )
+            )
         return summary
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -429,15 +589,32 @@ class Trainer:
         p = self.progress
         p.elapsed = self.budget.clock()
         p.epoch_totals = asdict(self.totals) if self.totals is not None else {}
-        self.run.save_checkpoint(self.run.last, {
-            **self.base, "epoch": p.epoch - 1, "step": p.step, "model": self.net.state_dict(), "val": p.last_val,
-            "optimizer": self.step.optimizer.state_dict() if self.step.optimizer else None,
-            "scaler": self.step.scaler.state_dict() if self.step.scaler else None,
-            "progress": asdict(p), "rng": capture_rng()})
+        self.run.save_checkpoint(
+            self.run.last,
+            {
+                **self.base,
+                "epoch": p.epoch - 1,
+                "step": p.step,
+                "model": self.net.state_dict(),
+                "val": p.last_val,
+                "optimizer": self.step.optimizer.state_dict() if self.step.optimizer else None,
+                "scaler": self.step.scaler.state_dict() if self.step.scaler else None,
+                "progress": asdict(p),
+                "rng": capture_rng(),
+            },
+        )
         self.saved_at = time.perf_counter()
 
     def save_best(self) -> None:
         """``best.pt``: the current weights as those of ``progress.best_epoch``."""
         p = self.progress
-        self.run.save_checkpoint(self.run.best, {**self.base, "epoch": p.best_epoch, "step": p.step,
-                                                 "model": self.net.state_dict(), "val": p.best})
+        self.run.save_checkpoint(
+            self.run.best,
+            {
+                **self.base,
+                "epoch": p.best_epoch,
+                "step": p.step,
+                "model": self.net.state_dict(),
+                "val": p.best,
+            },
+        )

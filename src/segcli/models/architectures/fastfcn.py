@@ -25,7 +25,9 @@ from torch import nn
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class SeparableConv2d(nn.Sequential):
@@ -33,8 +35,11 @@ class SeparableConv2d(nn.Sequential):
     ``(N, cin, H, W) -> (N, cout, H, W)``."""
 
     def __init__(self, cin: int, cout: int, dilation: int) -> None:
-        super().__init__(nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
-                         nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 1, bias=False))
+        super().__init__(
+            nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.Conv2d(cin, cout, 1, bias=False),
+        )
 
 
 class JPU(nn.Module):
@@ -44,17 +49,26 @@ class JPU(nn.Module):
     c5: (N, in_channels[2], H/32, W/32)) -> (N, 4 * width, H/8, W/8)``.
     """
 
-    def __init__(self, in_channels: Sequence[int], width: int = 512, dilations: Sequence[int] = (1, 2, 4, 8)) -> None:
+    def __init__(
+        self, in_channels: Sequence[int], width: int = 512, dilations: Sequence[int] = (1, 2, 4, 8)
+    ) -> None:
         super().__init__()
         self.convs = nn.ModuleList(_conv_bn_relu(c, width) for c in in_channels)
         self.dilated = nn.ModuleList(
-            nn.Sequential(SeparableConv2d(len(in_channels) * width, width, d), nn.BatchNorm2d(width),
-                          nn.ReLU(inplace=True)) for d in dilations)
+            nn.Sequential(
+                SeparableConv2d(len(in_channels) * width, width, d),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            )
+            for d in dilations
+        )
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         maps = [conv(f) for conv, f in zip(self.convs, features, strict=True)]
         size = maps[0].shape[-2:]
-        maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=True) for m in maps[1:]]
+        maps = [maps[0]] + [
+            F.interpolate(m, size=size, mode="bilinear", align_corners=True) for m in maps[1:]
+        ]
         joint = torch.cat(maps, 1)
         return torch.cat([branch(joint) for branch in self.dilated], 1)
 
@@ -73,14 +87,24 @@ class FastFCN(nn.Module):
     ``forward(x: (N, in_channels, H, W) float) -> (N, C, H, W) float`` logits, any H and W >= 32.
     """
 
-    def __init__(self, encoder: nn.Module, num_classes: int, width: int = 512, aspp_channels: int = 256,
-                 atrous_rates: Sequence[int] = (12, 24, 36), dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_classes: int,
+        width: int = 512,
+        aspp_channels: int = 256,
+        atrous_rates: Sequence[int] = (12, 24, 36),
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.jpu = JPU(list(encoder.out_channels)[-3:], width)
-        self.head = nn.Sequential(ASPP(4 * width, aspp_channels, tuple(atrous_rates), separable=False, dropout=0.5),
-                                  _conv_bn_relu(aspp_channels, aspp_channels), nn.Dropout2d(dropout),
-                                  nn.Conv2d(aspp_channels, num_classes, 1))
+        self.head = nn.Sequential(
+            ASPP(4 * width, aspp_channels, tuple(atrous_rates), separable=False, dropout=0.5),
+            _conv_bn_relu(aspp_channels, aspp_channels),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(aspp_channels, num_classes, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)

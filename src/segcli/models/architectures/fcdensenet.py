@@ -34,8 +34,12 @@ class DenseLayer(nn.Sequential):
     """BN - ReLU - 3x3 conv (``growth`` maps) - dropout: ``(N, C, H, W) -> (N, growth, H, W)``."""
 
     def __init__(self, channels: int, growth: int, dropout: float) -> None:
-        super().__init__(nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
-                         nn.Conv2d(channels, growth, 3, padding=1, bias=True), nn.Dropout2d(dropout))
+        super().__init__(
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, growth, 3, padding=1, bias=True),
+            nn.Dropout2d(dropout),
+        )
 
 
 class DenseBlock(nn.Module):
@@ -43,10 +47,14 @@ class DenseBlock(nn.Module):
     layers' outputs. ``forward(x: (N, C, H, W)) -> (N, C + layers*growth, H, W)`` when
     ``keep_input`` (down path), else ``(N, layers*growth, H, W)`` (up path)."""
 
-    def __init__(self, channels: int, layers: int, growth: int, dropout: float, keep_input: bool) -> None:
+    def __init__(
+        self, channels: int, layers: int, growth: int, dropout: float, keep_input: bool
+    ) -> None:
         super().__init__()
         self.keep_input = keep_input
-        self.layers = nn.ModuleList(DenseLayer(channels + i * growth, growth, dropout) for i in range(layers))
+        self.layers = nn.ModuleList(
+            DenseLayer(channels + i * growth, growth, dropout) for i in range(layers)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         new = []
@@ -61,8 +69,13 @@ class TransitionDown(nn.Sequential):
     """BN - ReLU - 1x1 conv - dropout - 2x2 max pool: ``(N, C, H, W) -> (N, C, H//2, W//2)``."""
 
     def __init__(self, channels: int, dropout: float) -> None:
-        super().__init__(nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1),
-                         nn.Dropout2d(dropout), nn.MaxPool2d(2))
+        super().__init__(
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 1),
+            nn.Dropout2d(dropout),
+            nn.MaxPool2d(2),
+        )
 
 
 class TransitionUp(nn.Module):
@@ -77,7 +90,7 @@ class TransitionUp(nn.Module):
         out = self.up(x)
         h, w = skip.shape[-2:]
         top, left = (out.shape[-2] - h) // 2, (out.shape[-1] - w) // 2
-        return torch.cat([out[..., top:top + h, left:left + w], skip], 1)
+        return torch.cat([out[..., top : top + h, left : left + w], skip], 1)
 
 
 class FCDenseNet(nn.Module):
@@ -94,9 +107,16 @@ class FCDenseNet(nn.Module):
     ``forward(x: (N, in_channels, H, W) float) -> (N, C, H, W) float`` logits, any H and W >= 32.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, down_layers: Sequence[int] = (4, 5, 7, 10, 12),
-                 bottleneck_layers: int = 15, growth: int = 16, first_channels: int = 48,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        down_layers: Sequence[int] = (4, 5, 7, 10, 12),
+        bottleneck_layers: int = 15,
+        growth: int = 16,
+        first_channels: int = 48,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.first = nn.Conv2d(in_channels, first_channels, 3, padding=1, bias=True)
         channels, skips = first_channels, []
@@ -118,7 +138,9 @@ class FCDenseNet(nn.Module):
         self.head = nn.Conv2d(channels + n * growth, num_classes, 1)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")  # HeUniform, as the authors' code
+                nn.init.kaiming_uniform_(
+                    m.weight, nonlinearity="relu"
+                )  # HeUniform, as the authors' code
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -74,12 +74,16 @@ class FCN(nn.Module):
         ValueError: ``stride`` is not 8, 16 or 32.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, stride: int = 8, batch_norm: bool = False) -> None:
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, stride: int = 8, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         if stride not in FINAL:
             raise ValueError(f"stride={stride}: expected 8, 16 or 32")
         self.stride = stride
-        vgg = (torchvision.models.vgg16_bn if batch_norm else torchvision.models.vgg16)(weights=None)
+        vgg = (torchvision.models.vgg16_bn if batch_norm else torchvision.models.vgg16)(
+            weights=None
+        )
         self.features = vgg.features
         first = self.features[0]
         self.features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=100)
@@ -87,8 +91,14 @@ class FCN(nn.Module):
         for i in pools:
             self.features[i] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
         self.pool3, self.pool4 = pools[2], pools[3]
-        self.fc = nn.Sequential(nn.Conv2d(512, 4096, 7), nn.ReLU(inplace=True), nn.Dropout2d(0.5),
-                                nn.Conv2d(4096, 4096, 1), nn.ReLU(inplace=True), nn.Dropout2d(0.5))
+        self.fc = nn.Sequential(
+            nn.Conv2d(512, 4096, 7),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.5),
+            nn.Conv2d(4096, 4096, 1),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.5),
+        )
         for conv in (self.fc[0], self.fc[3]):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(conv.bias)
@@ -96,7 +106,10 @@ class FCN(nn.Module):
         if stride <= 16:
             self.score_pool4, self.upscore2 = _score(512, num_classes), _upsample(num_classes, 4, 2)
         if stride == 8:
-            self.score_pool3, self.upscore_pool4 = _score(256, num_classes), _upsample(num_classes, 4, 2)
+            self.score_pool3, self.upscore_pool4 = (
+                _score(256, num_classes),
+                _upsample(num_classes, 4, 2),
+            )
         size, step, self.offset = FINAL[stride]
         self.upscore = _upsample(num_classes, size, step)
 
@@ -114,15 +127,21 @@ class FCN(nn.Module):
             h = self.upscore_pool4(h)
             h = h + _crop(self.score_pool3(taps[self.pool3]), 9, h)
         h = self.upscore(h)
-        return h[..., self.offset:self.offset + x.shape[-2], self.offset:self.offset + x.shape[-1]]
+        return h[
+            ..., self.offset : self.offset + x.shape[-2], self.offset : self.offset + x.shape[-1]
+        ]
 
     def load_vgg16(self, state: dict[str, torch.Tensor]) -> tuple[int, int]:
         """Copy a torchvision VGG16 state dict (``features.*``, ``classifier.0/3.*``) into the
         network, fc6/fc7 reshaped to 7x7 and 1x1 convolutions; the first convolution keeps its
         shape (in_channels 3). Returns (tensors copied, tensors of the file not used)."""
         own, used = self.state_dict(), 0
-        renamed = {"classifier.0.weight": ("fc.0.weight", (4096, 512, 7, 7)), "classifier.0.bias": ("fc.0.bias", None),
-                   "classifier.3.weight": ("fc.3.weight", (4096, 4096, 1, 1)), "classifier.3.bias": ("fc.3.bias", None)}
+        renamed = {
+            "classifier.0.weight": ("fc.0.weight", (4096, 512, 7, 7)),
+            "classifier.0.bias": ("fc.0.bias", None),
+            "classifier.3.weight": ("fc.3.weight", (4096, 4096, 1, 1)),
+            "classifier.3.bias": ("fc.3.bias", None),
+        }
         for key, value in state.items():
             name, shape = renamed.get(key, (key, None))
             value = value.reshape(shape) if shape else value
@@ -134,4 +153,4 @@ class FCN(nn.Module):
 
 
 def _crop(score: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
-    return score[..., offset:offset + like.shape[-2], offset:offset + like.shape[-1]]
+    return score[..., offset : offset + like.shape[-2], offset : offset + like.shape[-1]]
