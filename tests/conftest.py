@@ -11,6 +11,10 @@ import pytest
 from helpers import FAST, segcli, segnet_overrides, write_pair
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Under pytest-xdist (pyproject's addopts: two workers on CI's two cores) each worker and the segcli
+# processes it starts compute on one thread: two workers of two threads each oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # pair-check caches (data/pair_cache.py) of the tests' throw-away trees: not in the user's ~/.cache
 os.environ.setdefault("SEGCLI_CACHE_DIR", tempfile.mkdtemp(prefix="segcli-test-cache-"))
 

@@ -15,19 +15,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The suite's one tiny, fast run. TINY_RUN: resnet18, small batches, no loader workers (any dataset).
-# TINY: that for one epoch on the synthetic dataset (the default), 8 training and 4 validation images
-# of 64x64. Tests add what they need after it (Hydra takes the last value of a key):
-# [*TINY, "trainer.epochs=3"].
-TINY_RUN = [
-    "model.encoder_name=resnet18",
-    "trainer.batch_size=4",
-    "trainer.eval_batch_size=2",
-    "trainer.num_workers=0",
-]
+# The suite's one tiny, fast run. TINY_RUN: conf/trainer/debug.yaml (one epoch, batches of 4 and 2,
+# no loader workers) and resnet18, on any dataset. TINY: that on the synthetic dataset (the default),
+# 8 training and 4 validation images of 64x64. Tests add what they need after it (Hydra takes the
+# last value of a key): [*TINY, "trainer.epochs=3"].
+TINY_RUN = ["trainer=debug", "model.encoder_name=resnet18"]
 TINY = [
     *TINY_RUN,
-    "trainer.epochs=1",
     "dataset.num_train=8",
     "dataset.num_val=4",
     "dataset.image_size=[64,64]",
