@@ -143,7 +143,8 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path: Path):
     assert (
         r.returncode == 1
         and "Traceback" in r.stderr
-        and 'raise SegcliError(f"{key}={value}' in r.stderr
+        and "segcli/config.py" in r.stderr
+        and "raise SegcliError(" in r.stderr
     )
     assert "1 of 2 job(s) failed" in r.stderr
 
