@@ -9,10 +9,14 @@ is reported as one line with exit code 2 instead of Hydra's multi-line report.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
+import io
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,20 +97,43 @@ def compose_config(
     return cfg
 
 
+# Hydra's flags that only choose or print the composed config: the ones a command that composes
+# the training config without running it (segcli data check, segcli bench) takes as train does.
+COMPOSE_FLAGS = "--config-dir/-cd, --config-name/-cn, --cfg job, --resolve, --package/-p"
+
+
+def parse_hydra_args(args: Sequence[str], command: str) -> argparse.Namespace:
+    """``args`` parsed by Hydra's own argument parser (the flags exactly as ``hydra.main`` reads
+    them; ``overrides`` holds the rest).
+
+    Raises:
+        SegcliError: an option Hydra does not know (named), or a flag without its value.
+    """
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            parsed, unknown = get_args_parser().parse_known_args(list(args))
+    except SystemExit:  # argparse's usage and error lines: e.g. a flag without its value
+        reason = usage.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]
+        raise SegcliError(f"{command}: {reason}; see {command} --help") from None
+    if unknown:
+        flags = ("-m/--multirun, " if command == "segcli train" else "") + COMPOSE_FLAGS
+        raise SegcliError(
+            f"{command}: unknown option {unknown[0]}; it takes OVERRIDES (key=value, group=option) "
+            f"and Hydra's flags ({flags}); see {command} --help"
+        )
+    return parsed
+
+
 def check_train_args(args: Sequence[str]) -> None:
     """Compose a single run's overrides once to report mistakes early (see module docstring).
 
     Multirun sweeps (``-m``) and Hydra's informational flags are left to Hydra.
 
     Raises:
-        SegcliError: as ``compose_config``.
+        SegcliError: an unknown option (``parse_hydra_args``), or as ``compose_config``.
     """
-    try:
-        parsed = get_args_parser().parse_args(list(args))
-    except SystemExit:
-        raise SegcliError(
-            f"cannot parse arguments {' '.join(args)!r}; see segcli train --help"
-        ) from None
+    parsed = parse_hydra_args(args, "segcli train")
     if (
         parsed.multirun
         or parsed.info
@@ -116,6 +143,60 @@ def check_train_args(args: Sequence[str]) -> None:
     ):
         return
     compose_config(parsed.overrides, parsed.config_name or "train", parsed.config_dir)
+
+
+@dataclass(frozen=True)
+class ComposedCommand:
+    """The training config as a command other than train composes it from its trailing arguments.
+
+    ``cfg``: the composed, resolvable config (no ``hydra`` node); ``show``: with ``--cfg job``, the
+    YAML to print instead of running the command (resolved with ``--resolve``; the ``--package``
+    node only with ``-p``), else None.
+    """
+
+    cfg: DictConfig
+    show: str | None
+
+
+def compose_command(
+    args: Sequence[str], command: str, extra: Sequence[str] = ()
+) -> ComposedCommand:
+    """Compose the training config from a command's trailing ``args`` as ``segcli train ARGS``
+    would: overrides plus Hydra's ``--config-dir``/``-cd``, ``--config-name``/``-cn``, ``--cfg``,
+    ``--resolve`` and ``--package``. ``extra`` overrides go after the user's (the command's own
+    options, e.g. bench's ``--crop``).
+
+    Raises:
+        SegcliError: an unknown option, a flag that runs jobs (``-m``, ``--info``, ...) or
+            ``--cfg hydra`` (segcli train's alone), or as ``compose_config``.
+    """
+    parsed = parse_hydra_args(args, command)
+    train_only = {
+        "-m/--multirun": parsed.multirun,
+        "--info": parsed.info,
+        "--hydra-help": parsed.hydra_help,
+        "--shell-completion": parsed.shell_completion,
+        "--run": parsed.run,
+        "--experimental-rerun": parsed.experimental_rerun,
+        "--config-path/-cp": parsed.config_path,
+        "--cfg hydra": parsed.cfg == "hydra",
+    }
+    for flag, given in train_only.items():
+        if given:
+            raise SegcliError(
+                f"{command}: {flag} is segcli train's; {command} composes one config "
+                f"(it takes {COMPOSE_FLAGS})"
+            )
+    cfg = compose_config(
+        [*parsed.overrides, *extra], parsed.config_name or "train", parsed.config_dir
+    )
+    show = None
+    if parsed.cfg:
+        node = OmegaConf.select(cfg, parsed.package) if parsed.package else cfg
+        if node is None:
+            raise SegcliError(f"{command}: --package {parsed.package}: no such node in the config")
+        show = OmegaConf.to_yaml(node, resolve=parsed.resolve)
+    return ComposedCommand(cfg, show)
 
 
 def sweep_args(args: Sequence[str]) -> list[str]:

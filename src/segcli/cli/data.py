@@ -17,17 +17,22 @@ def data_check(
     json_path: JsonOption = None,
 ) -> None:
     """Run every dataset check on every split (pairing, decoding, sizes, mask values) and print
-    images per split, image sizes, class pixel frequencies and all problems found. OVERRIDES as
-    for `segcli train` (e.g. dataset=camvid dataset.root=PATH). Exit code 1 when problems are found.
+    images per split, image sizes, class pixel frequencies and all problems found. OVERRIDES and
+    Hydra's --config-dir/-cd, --config-name, --cfg job as for `segcli train` (e.g. dataset=camvid
+    dataset.root=PATH). Exit code 1 when problems are found.
 
     Example: segcli data check dataset=folder dataset.root=data/mine dataset.num_classes=3
     """
-    from segcli.config import compose_config
+    from segcli.config import compose_command
     from segcli.data.datasets import check_dataset
     from segcli.files import write_json
 
     with user_errors():
-        result = check_dataset(to_plain(compose_config(ctx.args)))
+        composed = compose_command(ctx.args, "segcli data check")
+        if composed.show is not None:
+            console.out.print(composed.show, end="", highlight=False, markup=False)
+            return
+        result = check_dataset(to_plain(composed.cfg))
         for table in console.data_tables(result):
             console.out.print(table)
         for note in result["notes"]:

@@ -190,16 +190,21 @@ def bench(
 ) -> None:
     """Images/s of segcli's train and eval loops against a hand-written PyTorch loop with the same
     settings and a plain eager float32 one, the data loader alone, and metric updates/s against
-    torchmetrics, for the config composed from OVERRIDES (as segcli train)."""
-    from segcli.config import compose_config
+    torchmetrics, for the config composed from OVERRIDES and Hydra's --config-dir/-cd,
+    --config-name, --cfg job (as segcli train)."""
+    from segcli.config import compose_command
     from segcli.files import write_json
     from segcli.training.bench import benchmark
 
     with user_errors():
         amp_override = [f"trainer.amp={amp}"] if amp is not None else []
-        cfg = to_plain(
-            compose_config([*ctx.args, f"dataset.crop_size=[{crop},{crop}]", *amp_override])
+        composed = compose_command(
+            ctx.args, "segcli bench", [f"dataset.crop_size=[{crop},{crop}]", *amp_override]
         )
+        if composed.show is not None:
+            console.out.print(composed.show, end="", highlight=False, markup=False)
+            return
+        cfg = to_plain(composed.cfg)
         result = benchmark(cfg, seconds, repeats, crop)
         console.print_wide(console.bench_table(result))
         if json_path:
