@@ -126,7 +126,7 @@ def test_weighted_ce_in_dice_ce_uses_the_training_statistics(batch):
     )
 
 
-# --- the region losses written in losses/build.py, against their formulas in float64 numpy ---------
+# --- the region losses written in losses/region.py, against their formulas in float64 numpy -------
 
 
 def _reference_stats(logits, target, ignore=IGNORE):

@@ -1,31 +1,35 @@
-"""build_loss: the ``loss`` config group. Every loss maps
-``(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float`` and skips
-``ignore_index`` pixels.
+"""build_loss: the ``loss`` config group. ``LOSSES`` maps every ``conf/loss/*.yaml`` ``name:`` to
+a builder that reads that loss's own keys and returns one module
+``(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float`` that skips
+``ignore_index`` pixels. Also here: ``class_weights``, ``loss_mode`` (``loss.mode`` and
+``loss.classes``, checked) and ``WeightedSum`` (``compound``).
 
 - ``ce``: ``torch.nn.CrossEntropyLoss`` (class weights, label smoothing).
-- ``dice``: ``segmentation_models_pytorch.losses.DiceLoss`` in multiclass mode (Milletari et al. 2016).
-- ``focal``: ``segmentation_models_pytorch.losses.FocalLoss`` in multiclass mode (Lin et al. 2017).
+- ``dice``: ``segmentation_models_pytorch.losses.DiceLoss`` (Milletari et al. 2016).
+- ``focal``: ``segmentation_models_pytorch.losses.FocalLoss`` (Lin et al. 2017).
 - ``jaccard``, ``lovasz``, ``tversky``: SMP's JaccardLoss (soft IoU), LovaszLoss (Lovasz-softmax,
-  Berman et al. 2018) and TverskyLoss (Salehi et al. 2017), multiclass.
+  Berman et al. 2018) and TverskyLoss (Salehi et al. 2017).
 - ``focal_tversky``, ``log_cosh_dice``, ``sensitivity_specificity``, ``combo``, ``exp_log``:
-  written here (``RegionLoss`` below) because no maintained library has them in a form that
-  honours ignore_index; SMP's TverskyLoss applies its gamma to the class *mean* ``(mean(1 -
-  TI))**gamma``, not per class as Abraham and Khan's focal Tversky loss does. Each cites its paper.
-- ``bce``, ``weighted_bce``, ``balanced_ce``: sigmoid (binary) cross-entropy per class channel against
-  the one-hot target (``torch.nn.functional.binary_cross_entropy_with_logits``): plain, with a fixed
-  weight on positives, or with HED's class-balancing beta (Xie and Tu 2015).
-- ``boundary``, ``hausdorff``, ``shape_aware``: distance-map losses, in ``segcli.losses.distance``.
+  written here, one class each in ``segcli.losses.region`` (``FocalTversky``, ``LogCoshDice``,
+  ``SensitivitySpecificity``, ``Combo``, ``ExpLog``), with their papers.
+- ``bce``, ``weighted_bce``, ``balanced_ce``: sigmoid (binary) cross-entropy per class channel
+  against the one-hot target, in ``segcli.losses.binary`` (``BCE``, ``WeightedBCE``,
+  ``BalancedCE``): plain, with a fixed weight on positives, or with HED's class-balancing beta
+  (Xie and Tu 2015).
+- ``boundary``, ``hausdorff``, ``shape_aware``: distance-map losses in ``segcli.losses.distance``
+  (``Boundary``, ``Hausdorff``, ``ShapeAware``; imported when one is built).
 - ``compound``: ``WeightedSum`` of any of the above, each with its own parameters.
 
 Modes (``loss.mode``): ``multiclass`` (softmax over classes, the default) or ``multilabel``
 (an independent sigmoid per class channel, one-vs-rest against the one-hot target; the binary form
 for a two-class task is ``loss.classes=[1]``, the foreground channel). ``loss.classes`` restricts
-the class mean to a subset where the formula has one (all but ce, weighted_ce, focal and lovasz in
-multiclass mode). ``MultilabelTarget`` below gives every SMP loss the same ignore_index handling in
-multilabel mode (SMP's FocalLoss cannot index a multilabel target with ignore_index).
+the class mean to a subset where the formula has one (all but ce, weighted_ce, focal, lovasz and
+shape_aware in multiclass mode). ``binary.MultilabelTarget`` gives every SMP loss the same
+ignore_index handling in multilabel mode (SMP's FocalLoss cannot index a multilabel target with
+ignore_index).
 
 Region statistics (soft TP/FP/FN per class) are summed over the whole batch (the "batch Dice" of
-nnU-Net and SMP's default), on softmax probabilities, over pixels whose target is not ignore_index.
+nnU-Net and SMP's default), on the probabilities, over pixels whose target is not ignore_index.
 """
 
 from __future__ import annotations
@@ -35,11 +39,20 @@ from collections.abc import Mapping
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segcli.data.readers import ClassPixels
 from segcli.errors import SegcliError
+from segcli.losses.binary import BCE, BalancedCE, MultilabelTarget, WeightedBCE
+from segcli.losses.region import (
+    Combo,
+    ExpLog,
+    FocalTversky,
+    LogCoshDice,
+    RegionLoss,
+    SensitivitySpecificity,
+    wong_label_weights,
+)
 from segcli.registry import Registry
 
 # name (conf/loss/NAME.yaml's ``name:``) -> builder(cfg, num_classes, stats) -> nn.Module
@@ -142,84 +155,44 @@ def loss_mode(
     return mode, [int(c) for c in classes]
 
 
-class MultilabelTarget(nn.Module):
-    """Run a sigmoid (multilabel) loss on index targets: keeps the pixels whose target is not
-    ``ignore_index``, one-hot encodes them and keeps the ``classes`` channels, then calls
-    ``loss(logits: (1, K, P, 1) float, target: (1, K, P, 1) float)`` with P valid pixels and K classes.
-    Losses that sum over the batch and pixels (Dice, BCE, focal, Lovasz hinge) give the same value as
-    on the unflattened batch; without a valid pixel the result is 0 with a zero gradient.
+def _sigmoid_classes(cfg: Mapping, num_classes: int) -> list[int] | None:
+    """``loss.classes`` of a sigmoid-only loss (the bce family).
 
-    ``forward(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar``.
+    Raises:
+        SegcliError: ``loss.mode`` is not multilabel, or bad classes.
     """
-
-    def __init__(
-        self, loss: nn.Module, ignore_index: int, classes: list[int] | None = None
-    ) -> None:
-        super().__init__()
-        self.loss, self.ignore_index, self.classes = loss, int(ignore_index), classes
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        valid = target != self.ignore_index
-        if not valid.any():
-            return logits.sum() * 0.0
-        x = logits.float().permute(1, 0, 2, 3)[:, valid]  # (C, P)
-        y = F.one_hot(target[valid], logits.shape[1]).T.float()
-        if self.classes is not None:
-            x, y = x[self.classes], y[self.classes]
-        return self.loss(x[None, ..., None], y[None, ..., None])
-
-
-class BinaryCE(nn.Module):
-    """Sigmoid cross-entropy of every element, averaged (``torch.nn.functional.binary_cross_entropy_with_logits``).
-
-    - ``bce``: ``-mean(y ln p + (1-y) ln(1-p))``.
-    - ``weighted_bce`` (Pihur et al. 2007, as in Jadon's survey 2020): ``-mean(beta y ln p + (1-y) ln(1-p))``;
-      beta > 1 counts false negatives more.
-    - ``balanced_ce`` (Xie and Tu, HED, ICCV 2015): ``-mean(beta y ln p + (1-beta)(1-y) ln(1-p))``
-      with ``beta = |Y-| / |Y|`` per class channel (the share of negative pixels, so the rare positives
-      weigh more) when ``beta`` is None, or the given number.
-
-    ``forward(logits: (N, K, ...) float, target: (N, K, ...) float in {0, 1}) -> scalar float32``.
-    Meant to be wrapped in ``MultilabelTarget`` (which removes ignored pixels).
-    """
-
-    KINDS = ("bce", "weighted_bce", "balanced_ce")
-
-    def __init__(self, kind: str, beta: float | None = None) -> None:
-        super().__init__()
-        if kind not in self.KINDS:
-            raise SegcliError(f"loss.name={kind}: expected one of {', '.join(self.KINDS)}")
-        self.kind, self.beta = kind, None if beta is None else float(beta)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        x, y = logits.float(), target.float()
-        if self.kind == "bce":
-            return F.binary_cross_entropy_with_logits(x, y)
-        if self.kind == "weighted_bce":
-            beta = 1.0 if self.beta is None else self.beta
-            return F.binary_cross_entropy_with_logits(
-                x, y, pos_weight=torch.tensor(beta, device=x.device)
-            )
-        dims = [d for d in range(y.dim()) if d != 1]
-        beta = (
-            (1 - y.mean(dims, keepdim=True))
-            if self.beta is None
-            else torch.tensor(self.beta, device=x.device)
-        )
-        return F.binary_cross_entropy_with_logits(x, y, weight=beta * y + (1 - beta) * (1 - y))
-
-
-@LOSSES.register(*BinaryCE.KINDS)
-def _bce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     mode, classes = loss_mode(cfg, num_classes)
     if mode != "multilabel":
         raise SegcliError(
-            f"loss {cfg['name']} is a sigmoid loss: expected loss.mode=multilabel (for softmax use ce)"
+            f"loss {cfg['name']} is a sigmoid loss: expected loss.mode=multilabel "
+            "(for softmax use ce)"
         )
+    return classes
+
+
+def _beta(cfg: Mapping) -> float | None:
+    """``loss.beta`` of the bce family: None for ``auto`` or null."""
     beta = cfg.get("beta")
-    if beta == "auto":
-        beta = None
-    return MultilabelTarget(BinaryCE(str(cfg["name"]), beta), int(cfg["ignore_index"]), classes)
+    return None if beta is None or beta == "auto" else float(beta)
+
+
+@LOSSES.register("bce")
+def _bce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    classes = _sigmoid_classes(cfg, num_classes)
+    return MultilabelTarget(BCE(), int(cfg["ignore_index"]), classes)
+
+
+@LOSSES.register("weighted_bce")
+def _weighted_bce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    classes, beta = _sigmoid_classes(cfg, num_classes), _beta(cfg)
+    loss = WeightedBCE(1.0 if beta is None else beta)
+    return MultilabelTarget(loss, int(cfg["ignore_index"]), classes)
+
+
+@LOSSES.register("balanced_ce")
+def _balanced_ce(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    classes = _sigmoid_classes(cfg, num_classes)
+    return MultilabelTarget(BalancedCE(_beta(cfg)), int(cfg["ignore_index"]), classes)
 
 
 @LOSSES.register("ce")
@@ -317,172 +290,68 @@ def _tversky(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -
     )
 
 
-def soft_confusion(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, mode: str = "multiclass"
-):
-    """Soft per-class statistics of a batch.
-
-    Args:
-        logits: ``(N, C, H, W)`` float; target: ``(N, H, W)`` int64 (values 0..C-1 or ignore_index).
-        mode: ``multiclass`` (softmax over C) or ``multilabel`` (sigmoid per channel).
-
-    Returns:
-        ``(p, y, valid)``: probabilities ``(N, C, H, W)`` float32 (0 on ignored pixels), one-hot target of
-        the same shape (0 on ignored pixels) and the valid-pixel mask ``(N, 1, H, W)`` float32.
-    """
-    p = logits.float().softmax(1) if mode == "multiclass" else logits.float().sigmoid()
-    valid = (target != ignore_index).unsqueeze(1).float()
-    y = (
-        F.one_hot(torch.where(target == ignore_index, 0, target), logits.shape[1])
-        .permute(0, 3, 1, 2)
-        .float()
-    )
-    return p * valid, y * valid, valid
-
-
-class RegionLoss(nn.Module):
-    """The region losses written here. Per class c, over the batch:
-    ``tp = sum p*y``, ``fp = sum p*(1-y)``, ``fn = sum (1-p)*y`` on valid pixels (soft counts), with
-    ``p`` the softmax (``mode="multiclass"``) or sigmoid (``"multilabel"``) probabilities.
-    Class means are taken over the classes present in the batch's target and in ``classes`` (all
-    when None).
-
-    - ``focal_tversky`` (Abraham and Khan, ISBI 2019): ``mean_c (1 - TI_c)^(1/gamma)`` with
-      ``TI_c = (tp + s) / (tp + alpha*fn + beta*fp + s)`` (alpha weighs false negatives, as in the paper).
-    - ``log_cosh_dice`` (Jadon, CIBCB 2020): ``log(cosh(1 - mean_c Dice_c))``, ``Dice_c = (2tp + s) / (2tp + fp + fn + s)``.
-    - ``sensitivity_specificity`` (Brosch et al., MICCAI 2015): per class
-      ``w * sum((y-p)^2 y) / (sum y + s) + (1-w) * sum((y-p)^2 (1-y)) / (sum (1-y) + s)``, class mean.
-    - ``combo`` (Taghanaki et al., CMIG 2019): ``alpha * L_mbce - (1-alpha) * mean_c Dice_c`` with
-      ``L_mbce = -mean(beta * y ln p + (1-beta)(1-y) ln(1-p))`` over valid pixels and classes
-      (beta > 0.5 penalises false negatives more). It is negative by construction.
-    - ``exp_log`` (Wong et al., MICCAI 2018): ``w_dice * mean_c (-ln Dice_c)^gamma +
-      w_cross * mean_pixels w_l (-ln p_l)^gamma``, ``w_l = ((sum_k f_k) / f_l)^0.5`` from the class
-      pixel counts of the training split (1 without them), l the pixel's true class.
-
-    ``forward(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float32``.
-    Probabilities are clamped to [eps, 1-eps] inside logarithms, and ``1 - TI`` to eps before a
-    fractional power, so gradients stay finite at perfect and at totally wrong predictions.
-    """
-
-    NAMES = ("focal_tversky", "log_cosh_dice", "sensitivity_specificity", "combo", "exp_log")
-
-    def __init__(
-        self,
-        name: str,
-        ignore_index: int,
-        smooth: float = 1.0,
-        alpha: float = 0.7,
-        beta: float = 0.3,
-        gamma: float = 4 / 3,
-        w: float = 0.05,
-        w_dice: float = 0.8,
-        w_cross: float = 0.2,
-        label_weights: list[float] | None = None,
-        eps: float = 1e-6,
-        mode: str = "multiclass",
-        classes: list[int] | None = None,
-    ) -> None:
-        super().__init__()
-        if name not in self.NAMES:
-            raise SegcliError(f"loss.name={name}: expected one of {', '.join(self.NAMES)}")
-        self.mode, self.classes = mode, classes
-        self.name, self.ignore_index, self.smooth, self.eps = (
-            name,
-            int(ignore_index),
-            float(smooth),
-            float(eps),
-        )
-        self.alpha, self.beta, self.gamma, self.w = (
-            float(alpha),
-            float(beta),
-            float(gamma),
-            float(w),
-        )
-        self.w_dice, self.w_cross = float(w_dice), float(w_cross)
-        self.register_buffer(
-            "label_weights",
-            None if label_weights is None else torch.tensor(label_weights, dtype=torch.float32),
-            persistent=False,
-        )
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p, y, valid = soft_confusion(logits, target, self.ignore_index, self.mode)
-        dims, s, eps = (0, 2, 3), self.smooth, self.eps
-        tp, fp, fn = (p * y).sum(dims), (p * (1 - y) * valid).sum(dims), ((1 - p) * y).sum(dims)
-        present = y.sum(dims) > 0
-        chosen = torch.ones_like(present)
-        if self.classes is not None:
-            chosen = torch.zeros_like(present)
-            chosen[self.classes] = True
-            present = present & chosen
-        if not present.any():
-            return logits.sum() * 0.0  # nothing labelled in the batch: no signal, zero gradient
-        dice = (2 * tp + s) / (2 * tp + fp + fn + s)
-        if self.name == "focal_tversky":
-            ti = (tp + s) / (tp + self.alpha * fn + self.beta * fp + s)
-            return ((1 - ti).clamp_min(eps) ** (1 / self.gamma))[present].mean()
-        if self.name == "log_cosh_dice":
-            return torch.log(torch.cosh(1 - dice[present].mean()))
-        if self.name == "sensitivity_specificity":
-            err = (y - p) ** 2 * valid
-            sens = (err * y).sum(dims) / (y.sum(dims) + s)
-            spec = (err * (1 - y) * valid).sum(dims) / (((1 - y) * valid).sum(dims) + s)
-            return (self.w * sens + (1 - self.w) * spec)[present].mean()
-        q = p.clamp(eps, 1 - eps)
-        if self.name == "combo":
-            bce = -(self.beta * y * q.log() + (1 - self.beta) * (1 - y) * valid * (1 - q).log())
-            mbce = bce.sum(dims)[chosen].sum() / (valid.sum() * chosen.sum()).clamp_min(1)
-            return self.alpha * mbce - (1 - self.alpha) * dice[present].mean()
-        # exp_log
-        dice_term = (-dice.clamp_min(eps).log()).clamp_min(eps) ** self.gamma
-        true_p = (q * y).sum(1)  # probability of the true class, (N, H, W); 0 on ignored pixels
-        weights = (
-            self.label_weights
-            if self.label_weights is not None
-            else torch.ones(logits.shape[1], device=logits.device)
-        )
-        w_l = (weights.to(logits.device)[:, None, None, None] * y.transpose(0, 1)).sum(0)
-        counted = (y * chosen[None, :, None, None]).sum(
-            1
-        ) > 0  # valid pixels whose true class is in `classes`
-        cross = (w_l * (-true_p.clamp_min(eps).log()).clamp_min(eps) ** self.gamma)[counted]
-        return self.w_dice * dice_term[present].mean() + self.w_cross * cross.mean()
-
-
-@LOSSES.register(*RegionLoss.NAMES)
-def _region(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
-    name = str(cfg["name"])
-    params = {
-        k: float(cfg[k])
-        for k in ("smooth", "alpha", "beta", "gamma", "w", "w_dice", "w_cross")
-        if cfg.get(k) is not None
-    }
-    label_weights = None
-    if name == "exp_log" and stats is not None:
-        pixels = np.asarray(stats.pixels, dtype=np.float64)
-        label_weights = np.where(
-            pixels > 0, (pixels.sum() / np.maximum(pixels, 1)) ** 0.5, 0.0
-        ).tolist()
+def _region(
+    cls: type[RegionLoss], cfg: Mapping, num_classes: int, keys: tuple[str, ...], **extra
+) -> RegionLoss:
+    """A region loss of ``segcli.losses.region`` with the config's mode and classes and the float
+    parameters ``keys`` that the config sets (the class defaults for the others)."""
     mode, classes = loss_mode(cfg, num_classes)
-    return RegionLoss(
-        name,
-        int(cfg["ignore_index"]),
-        label_weights=label_weights,
-        mode=mode,
-        classes=classes,
-        **params,
-    )
+    params = {k: float(cfg[k]) for k in keys if cfg.get(k) is not None}
+    return cls(int(cfg["ignore_index"]), mode=mode, classes=classes, **params, **extra)
 
 
-@LOSSES.register("boundary", "hausdorff", "shape_aware")
-def _distance(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
-    from segcli.losses.distance import build_distance_loss
+@LOSSES.register("focal_tversky")
+def _focal_tversky(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    return _region(FocalTversky, cfg, num_classes, ("alpha", "beta", "gamma", "smooth"))
 
-    name = str(cfg["name"])
-    mode, classes = loss_mode(
-        cfg, num_classes, multiclass_classes=name != "shape_aware", multilabel=name != "shape_aware"
-    )
-    return build_distance_loss(cfg, mode, classes)
+
+@LOSSES.register("log_cosh_dice")
+def _log_cosh_dice(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    return _region(LogCoshDice, cfg, num_classes, ("smooth",))
+
+
+@LOSSES.register("sensitivity_specificity")
+def _sensitivity_specificity(
+    cfg: Mapping, num_classes: int, stats: ClassPixels | None = None
+) -> nn.Module:
+    return _region(SensitivitySpecificity, cfg, num_classes, ("w", "smooth"))
+
+
+@LOSSES.register("combo")
+def _combo(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    return _region(Combo, cfg, num_classes, ("alpha", "beta", "smooth"))
+
+
+@LOSSES.register("exp_log")
+def _exp_log(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    label_weights = None if stats is None else wong_label_weights(stats.pixels)
+    keys = ("gamma", "w_dice", "w_cross", "smooth")
+    return _region(ExpLog, cfg, num_classes, keys, label_weights=label_weights)
+
+
+@LOSSES.register("boundary")
+def _boundary(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    from segcli.losses.distance import Boundary
+
+    mode, classes = loss_mode(cfg, num_classes)
+    return Boundary(int(cfg["ignore_index"]), mode=mode, classes=classes)
+
+
+@LOSSES.register("hausdorff")
+def _hausdorff(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    from segcli.losses.distance import Hausdorff
+
+    mode, classes = loss_mode(cfg, num_classes)
+    alpha = float(cfg.get("alpha", 2.0))
+    return Hausdorff(int(cfg["ignore_index"]), alpha, mode=mode, classes=classes)
+
+
+@LOSSES.register("shape_aware")
+def _shape_aware(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
+    from segcli.losses.distance import ShapeAware
+
+    loss_mode(cfg, num_classes, multiclass_classes=False, multilabel=False)
+    return ShapeAware(int(cfg["ignore_index"]), normalize=bool(cfg.get("normalize", True)))
 
 
 @LOSSES.register("compound")
@@ -506,10 +375,14 @@ def _compound(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) 
 def build_loss(cfg: Mapping, num_classes: int, stats: ClassPixels | None = None) -> nn.Module:
     """The loss named by ``cfg["name"]`` (a name of ``LOSSES``), in ``cfg["mode"]`` (multiclass, the
     default, or multilabel) over ``cfg["classes"]`` (all when null). ``stats`` (the training split's
-    class pixels) serve ``class_weights: median_frequency``.
+    class pixels) serve ``class_weights: median_frequency`` / ``inverse_frequency`` and
+    ``exp_log``'s label weights.
 
     For ``compound``, ``cfg["terms"]`` lists ``{name, weight, ...parameters}``; each term
     inherits ``ignore_index`` from the group.
+
+    Returns:
+        A module ``(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float``.
 
     Raises:
         SegcliError: unknown loss or term name, or bad parameters.

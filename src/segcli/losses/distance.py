@@ -1,5 +1,9 @@
-"""Distance-map losses: ``boundary`` (Kervadec et al.), ``hausdorff`` (Karimi and Salcudean) and
-``shape_aware`` (Hayder et al., in the form of Jadon's survey).
+"""Distance-map losses, one class each on the base ``DistanceLoss``: ``Boundary`` (``boundary``,
+Kervadec et al.), ``Hausdorff`` (``hausdorff``, Karimi and Salcudean) and ``ShapeAware``
+(``shape_aware``, Hayder et al., in the form of Jadon's survey); the distance maps they use
+(``signed_distance``, ``boundary_distance``, ``label_boundary``, ``boundary_gap``) and the shared
+per-class inputs of the first two (``class_masks``). The builders that read ``conf/loss/*.yaml``
+are in ``segcli.losses.build``.
 
 Written here because no maintained library we can depend on has them with ignore_index: SMP has
 none; MONAI has a HausdorffDTLoss but no boundary or shape-aware loss and no ignore_index, and would
@@ -10,25 +14,25 @@ backward pass, so gradients flow through the probabilities only. Distances are i
 model's input. Ignored pixels (target == ignore_index) count as "not this class" for the distance
 maps and are left out of every sum.
 
-All three map ``(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float32``.
-Probabilities are the softmax over classes (``mode="multiclass"``; predicted masks: argmax) or a
-sigmoid per class channel (``"multilabel"``; predicted masks: p > 0.5). ``classes`` picks the
-channels that enter the class mean (all when None); Kervadec et al. leave the background out.
+All three map ``(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float32``, 0 with
+a zero gradient when no pixel is valid. For Boundary and Hausdorff, probabilities are the softmax
+over classes (``mode="multiclass"``; predicted masks: argmax) or a sigmoid per class channel
+(``"multilabel"``; predicted masks: p > 0.5), and ``classes`` picks the channels that enter the
+class mean (all when None); Kervadec et al. leave the background out. ShapeAware is softmax
+cross-entropy over all classes.
 Distance-map losses alone can be unstable early in training; the papers add them to a region loss
 (e.g. ``loss=compound loss.terms=[{name: dice, weight: 1}, {name: boundary, weight: 0.01}]``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 from torch import nn
-
-from segcli.errors import SegcliError
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -38,9 +42,9 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
         mask: ``(H, W)`` bool.
 
     Returns:
-        ``(H, W)`` float64 pixels: outside the mask, the distance to the nearest mask pixel; inside,
-        ``-(distance to the nearest outside pixel - 1)`` (0 on the mask's own border). All zeros when
-        the mask is empty or full (no boundary).
+        ``(H, W)`` float64 pixels: outside the mask, the distance to the nearest mask pixel;
+        inside, ``-(distance to the nearest outside pixel - 1)`` (0 on the mask's own border). All
+        zeros when the mask is empty or full (no boundary).
     """
     if not mask.any() or mask.all():
         return np.zeros(mask.shape)
@@ -91,117 +95,199 @@ def _maps(masks: np.ndarray, fn) -> np.ndarray:
     return out
 
 
-class DistanceLoss(nn.Module):
-    """One of the three distance-map losses. With ``p`` the probabilities, ``y`` the one-hot target,
-    ``V`` the valid pixels and ``K`` the chosen classes:
+class ClassMasks(NamedTuple):
+    """The per-class inputs of ``Boundary`` and ``Hausdorff`` (``class_masks``).
 
-    - ``boundary`` (Kervadec et al., "Boundary loss for highly unbalanced segmentation", MIDL 2019):
-      ``sum_{V,K} p_k * phi_k / (|V| |K|)``, ``phi_k`` the signed distance map of class k's true mask
-      (negative inside). It falls as probability mass moves inside the true regions.
-    - ``hausdorff`` (Karimi and Salcudean, "Reducing the Hausdorff distance in medical image
-      segmentation with convolutional neural networks", IEEE TMI 2020, the distance-transform form):
-      ``sum_{V,K} (p_k - y_k)^2 (dG_k^alpha + dS_k^alpha) / (|V| |K|)``, dG and dS the distances to the
-      boundary of the true and of the predicted mask of class k.
-    - ``shape_aware`` (Hayder et al., "Boundary-aware instance segmentation", CVPR 2017; the form of
-      Jadon, "A survey of loss functions for semantic segmentation", CIBCB 2020):
-      ``sum_n (1 + E_n) * CE_n / |V|``, CE_n the summed pixel-wise softmax cross-entropy of image n and
-      E_n the mean distance from the predicted label boundary to the true one in image n (divided by
-      the image diagonal when ``normalize``; 0 without a predicted boundary; the diagonal when only the
-      prediction has one).
-
-    ``forward(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float32``; 0 with a zero
-    gradient when no pixel is valid.
-
-    Raises:
-        SegcliError: unknown name (at construction).
+    Attributes:
+        logits: ``(N, C, H, W)`` float32.
+        p: ``(N, K, H, W)`` float32 probabilities of the K chosen classes.
+        y: ``(N, K, H, W)`` bool true masks of the chosen classes (False on ignored pixels).
+        v: ``(N, 1, H, W)`` float32, 1 on valid pixels.
+        keep: the K chosen class indices.
     """
 
-    NAMES = ("boundary", "hausdorff", "shape_aware")
+    logits: torch.Tensor
+    p: torch.Tensor
+    y: torch.Tensor
+    v: torch.Tensor
+    keep: list[int]
 
-    def __init__(
-        self,
-        name: str,
-        ignore_index: int,
-        mode: str = "multiclass",
-        classes: list[int] | None = None,
-        alpha: float = 2.0,
-        normalize: bool = True,
-    ) -> None:
+
+def class_masks(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    mode: str = "multiclass",
+    classes: list[int] | None = None,
+) -> ClassMasks:
+    """Probabilities and true masks of the chosen classes.
+
+    Args:
+        logits: ``(N, C, H, W)`` float; target: ``(N, H, W)`` int64; valid: ``(N, H, W)`` bool,
+            pixels whose target is not ignore_index.
+        mode: ``multiclass`` (softmax) or ``multilabel`` (sigmoid per channel).
+        classes: class indices kept (all when None).
+    """
+    num_classes = logits.shape[1]
+    x = logits.float()
+    p = x.softmax(1) if mode == "multiclass" else x.sigmoid()
+    y = (
+        F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2).bool()
+        & valid[:, None]
+    )
+    keep = list(range(num_classes)) if classes is None else classes
+    return ClassMasks(x, p[:, keep], y[:, keep], valid[:, None].float(), keep)
+
+
+class DistanceLoss(nn.Module):
+    """Base of the distance-map losses: 0 with a zero gradient when no pixel is valid, otherwise
+    ``reduce`` of the loss.
+
+    Args:
+        ignore_index: target value of pixels left out of every sum.
+
+    ``forward(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float32``.
+    """
+
+    def __init__(self, ignore_index: int) -> None:
         super().__init__()
-        if name not in self.NAMES:
-            raise SegcliError(f"loss.name={name}: expected one of {', '.join(self.NAMES)}")
-        self.name, self.ignore_index, self.mode, self.classes = (
-            name,
-            int(ignore_index),
-            mode,
-            classes,
-        )
-        self.alpha, self.normalize = float(alpha), bool(normalize)
+        self.ignore_index = int(ignore_index)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = target != self.ignore_index
         if not valid.any():
             return logits.sum() * 0.0
-        if self.name == "shape_aware":
-            return self._shape_aware(logits, target, valid)
-        num_classes = logits.shape[1]
-        x = logits.float()
-        p = x.softmax(1) if self.mode == "multiclass" else x.sigmoid()
-        y = (
-            F.one_hot(torch.where(valid, target, 0), num_classes).permute(0, 3, 1, 2).bool()
-            & valid[:, None]
-        )
-        keep = list(range(num_classes)) if self.classes is None else self.classes
-        p, y = p[:, keep], y[:, keep]
-        v = valid[:, None].float()
-        truth = y.cpu().numpy()
-        if self.name == "boundary":
-            phi = torch.from_numpy(_maps(truth, signed_distance)).to(p.device)
-            return (p * phi * v).sum() / (v.sum() * len(keep))
+        return self.reduce(logits, target, valid)
+
+    def reduce(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss (a float32 scalar); ``valid``: ``(N, H, W)`` bool, with at least one True."""
+        raise NotImplementedError
+
+
+class Boundary(DistanceLoss):
+    """Boundary loss (Kervadec et al., "Boundary loss for highly unbalanced segmentation", MIDL
+    2019): ``sum_{V,K} p_k * phi_k / (|V| |K|)``, with ``p`` the probabilities, ``V`` the valid
+    pixels, ``K`` the chosen classes and ``phi_k`` the signed distance map of class k's true mask
+    (negative inside). It falls as probability mass moves inside the true regions.
+
+    Args:
+        ignore_index: target value of pixels left out.
+        mode: ``multiclass`` (softmax) or ``multilabel`` (sigmoid per class).
+        classes: classes in the mean (all when None; the paper leaves the background out).
+
+    ``forward(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float32``.
+    """
+
+    def __init__(
+        self, ignore_index: int, *, mode: str = "multiclass", classes: list[int] | None = None
+    ) -> None:
+        super().__init__(ignore_index)
+        self.mode, self.classes = mode, classes
+
+    def reduce(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        m = class_masks(logits, target, valid, self.mode, self.classes)
+        phi = torch.from_numpy(_maps(m.y.cpu().numpy(), signed_distance)).to(m.p.device)
+        return (m.p * phi * m.v).sum() / (m.v.sum() * len(m.keep))
+
+
+class Hausdorff(DistanceLoss):
+    """Hausdorff distance-transform loss (Karimi and Salcudean, "Reducing the Hausdorff distance
+    in medical image segmentation with convolutional neural networks", IEEE TMI 2020):
+    ``sum_{V,K} (p_k - y_k)^2 (dG_k^alpha + dS_k^alpha) / (|V| |K|)``, dG and dS the distances to
+    the boundary of the true and of the predicted mask of class k (predicted masks: argmax in
+    multiclass mode, p > 0.5 in multilabel mode).
+
+    Args:
+        ignore_index: target value of pixels left out.
+        alpha: exponent of the distances.
+        mode: ``multiclass`` (softmax) or ``multilabel`` (sigmoid per class).
+        classes: classes in the mean (all when None).
+
+    ``forward(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float32``.
+    """
+
+    def __init__(
+        self,
+        ignore_index: int,
+        alpha: float = 2.0,
+        *,
+        mode: str = "multiclass",
+        classes: list[int] | None = None,
+    ) -> None:
+        super().__init__(ignore_index)
+        self.alpha, self.mode, self.classes = float(alpha), mode, classes
+
+    def reduce(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        m = class_masks(logits, target, valid, self.mode, self.classes)
         with torch.no_grad():
             if self.mode == "multiclass":
-                pred = F.one_hot(x.argmax(1), num_classes).permute(0, 3, 1, 2)[:, keep].bool()
+                num_classes = logits.shape[1]
+                pred = F.one_hot(m.logits.argmax(1), num_classes).permute(0, 3, 1, 2)
+                pred = pred[:, m.keep].bool()
             else:
-                pred = p > 0.5
+                pred = m.p > 0.5
             pred = (pred & valid[:, None]).cpu().numpy()
         dist = (
-            torch.from_numpy(_maps(truth, boundary_distance)) ** self.alpha
+            torch.from_numpy(_maps(m.y.cpu().numpy(), boundary_distance)) ** self.alpha
             + torch.from_numpy(_maps(pred, boundary_distance)) ** self.alpha
-        ).to(p.device)
-        return ((p - y.float()) ** 2 * dist * v).sum() / (v.sum() * len(keep))
+        ).to(m.p.device)
+        return ((m.p - m.y.float()) ** 2 * dist * m.v).sum() / (m.v.sum() * len(m.keep))
 
-    def _shape_aware(
+
+class ShapeAware(DistanceLoss):
+    """Shape-aware loss (Hayder et al., "Boundary-aware instance segmentation", CVPR 2017; the
+    form of Jadon, "A survey of loss functions for semantic segmentation", CIBCB 2020):
+    ``sum_n (1 + E_n) * CE_n / |V|``, CE_n the summed pixel-wise softmax cross-entropy of image n
+    and E_n the mean distance from the predicted (argmax) label boundary to the true one in image
+    n (divided by the image diagonal when ``normalize``; 0 without a predicted boundary; the
+    diagonal when only the prediction has one). Softmax only, over all classes.
+
+    Args:
+        ignore_index: target value of pixels left out.
+        normalize: E in units of the image diagonal (False: pixels).
+
+    ``forward(logits: (N, C, H, W) float, target: (N, H, W) int64) -> scalar float32``.
+    """
+
+    def __init__(self, ignore_index: int, normalize: bool = True) -> None:
+        super().__init__(ignore_index)
+        self.normalize = bool(normalize)
+
+    def reduce(
         self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
         ce = F.cross_entropy(
             logits.float(), target, ignore_index=self.ignore_index, reduction="none"
         )  # (N, H, W)
         labels, pred, ok = target.cpu().numpy(), logits.argmax(1).cpu().numpy(), valid.cpu().numpy()
-        height, width = labels.shape[1:]
-        diagonal = float(np.hypot(height, width))
+        diagonal = float(np.hypot(*labels.shape[1:]))
         coefficients = []
         for n in range(labels.shape[0]):
-            predicted = label_boundary(pred[n], ok[n])
-            true = label_boundary(labels[n], ok[n])
-            if not predicted.any():
-                e = 0.0
-            elif not true.any():
-                e = diagonal
-            else:
-                e = float(distance_transform_edt(~true)[predicted].mean())
+            e = boundary_gap(label_boundary(pred[n], ok[n]), label_boundary(labels[n], ok[n]))
+            e = diagonal if e is None else e
             coefficients.append(1.0 + (e / diagonal if self.normalize else e))
         weights = torch.tensor(coefficients, dtype=ce.dtype, device=ce.device)
         return (ce.sum((1, 2)) * weights).sum() / valid.sum()
 
 
-def build_distance_loss(cfg: Mapping, mode: str, classes: list[int] | None) -> DistanceLoss:
-    """The ``boundary``, ``hausdorff`` or ``shape_aware`` loss of a ``loss`` config (mode and classes
-    already checked by ``losses.build.loss_mode``)."""
-    return DistanceLoss(
-        str(cfg["name"]),
-        int(cfg["ignore_index"]),
-        mode,
-        classes,
-        alpha=float(cfg.get("alpha", 2.0)),
-        normalize=bool(cfg.get("normalize", True)),
-    )
+def boundary_gap(predicted: np.ndarray, true: np.ndarray) -> float | None:
+    """Mean distance (pixels) from the predicted boundary pixels to the nearest true one.
+
+    Args:
+        predicted, true: ``(H, W)`` bool boundary masks (``label_boundary``).
+
+    Returns:
+        0.0 without a predicted boundary; None when only the prediction has one (no distance is
+        defined; ``ShapeAware`` counts it as the image diagonal).
+    """
+    if not predicted.any():
+        return 0.0
+    if not true.any():
+        return None
+    return float(distance_transform_edt(~true)[predicted].mean())
