@@ -13,6 +13,7 @@ Options that several commands share are declared once in ``cli/common.py``.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Annotated
 
@@ -42,29 +43,39 @@ def _root(
     set_debug(debug)
 
 
+def short_help(fn) -> str:
+    """The first paragraph of ``fn``'s docstring as one line: the row of ``segcli --help``'s command
+    list (Typer prints a short help's line breaks as they are; the full ``--help`` reflows them)."""
+    first = inspect.getdoc(fn).split("\n\n", 1)[0]
+    return " ".join(first.split())
+
+
+def command(group: typer.Typer, fn, name: str | None = None, **settings) -> None:
+    """Register ``fn`` as a command of ``group`` with its one-line ``short_help``."""
+    group.command(name, short_help=short_help(fn), **settings)(fn)
+
+
+OVERRIDES = {"options_metavar": "[OPTIONS] [OVERRIDES]...", "context_settings": train.HYDRA_ARGS}
 app.command(
     help=train.train_help(),
+    short_help=train.SUMMARY,
     options_metavar="[HYDRA FLAGS] [OVERRIDES]...",
     context_settings=train.HYDRA_ARGS,
 )(train.train)
-app.command("eval")(inference.evaluate)
-app.command()(reports.compare)
-app.command()(inference.predict)
-app.command("export")(inference.export_command)
-app.command("runs")(reports.list_runs)
-app.command("models")(models.list_models)
-app.command()(reports.plot)
-app.command(options_metavar="[OPTIONS] [OVERRIDES]...", context_settings=train.HYDRA_ARGS)(
-    train.bench
-)
-app.command("report")(reports.html_report)
+command(app, inference.evaluate, "eval")
+command(app, reports.compare)
+command(app, inference.predict)
+command(app, inference.export_command, "export")
+command(app, reports.list_runs, "runs")
+command(app, models.list_models, "models")
+command(app, reports.plot)
+command(app, train.bench, **OVERRIDES)
+command(app, reports.html_report, "report")
 
 data_app = typer.Typer(help="Inspect a dataset without training.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-data_app.command(
-    "check", options_metavar="[OPTIONS] [OVERRIDES]...", context_settings=train.HYDRA_ARGS
-)(data.data_check)
-data_app.command("doctor")(data.data_doctor)
+command(data_app, data.data_check, "check", **OVERRIDES)
+command(data_app, data.data_doctor, "doctor")
 
 
 def main() -> None:

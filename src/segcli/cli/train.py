@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import textwrap
 import traceback
 from pathlib import Path
 from typing import Annotated
@@ -27,15 +29,22 @@ from segcli.errors import RunInterrupted, SegcliError
 HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+SUMMARY = "Train a model. OVERRIDES use Hydra's syntax: group=option, key=value, +new_key=value."
+
+
 def train_help() -> str:
     lines = [
-        "Train a model. OVERRIDES use Hydra's syntax: group=option, key=value, +new_key=value.",
+        SUMMARY,
         "",
         "Config groups (files of conf/; add your own with --config-dir DIR):",
         "",
     ]
+    # the terminal's width (COLUMNS too), less Typer's margin: each group's options wrap under it
+    width = max(60, shutil.get_terminal_size().columns - 2)
     for group, options in group_options().items():
-        lines.append(f"  {group:<13} {', '.join(options)}")
+        lines += textwrap.wrap(
+            ", ".join(options), width, initial_indent=f"  {group:<13} ", subsequent_indent=" " * 16
+        )
     lines += [
         "",
         "Examples:",
