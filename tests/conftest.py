@@ -77,3 +77,46 @@ def flat_binary_root(tmp_path: Path) -> Path:
             root / "images", root / "masks", f"img{i:02d}", 40, 56, 2, seed=i, values=[0, 255]
         )
     return root
+
+
+def _process_runners(module) -> set[str]:
+    """Names of the module's functions (fixtures included) that start a process: call
+    ``helpers.segcli`` or ``subprocess``, directly or through another such function of the module."""
+    found, code = {"segcli", "subprocess"}, {}
+    for name, obj in vars(module).items():
+        fn = getattr(obj, "__wrapped__", obj)  # a fixture's own function
+        if callable(fn) and getattr(fn, "__module__", None) == module.__name__:
+            code[name] = getattr(fn, "__code__", None)
+    grew = True
+    while grew:
+        grew = False
+        for name, c in code.items():
+            if name not in found and c is not None and found & set(_names(c)):
+                found.add(name)
+                grew = True
+    return found
+
+
+def _names(code) -> set[str]:
+    """Global names a code object and its nested functions use."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names(const)
+    return names
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``e2e`` each test that runs segcli (or another program) as a process: its function,
+    a function or fixture of its module it calls or uses, or the shared ``evaluated_runs``
+    fixture does. ``pytest -m 'not e2e'`` is the quick loop; CI runs everything."""
+    runners: dict = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        if module not in runners:
+            runners[module] = _process_runners(module)
+        uses = _names(item.function.__code__) | set(item.fixturenames)
+        if uses & (runners[module] | {"evaluated_runs"}):
+            item.add_marker(pytest.mark.e2e)

@@ -11,8 +11,6 @@ import pytest
 import yaml
 from helpers import segcli, write_pair
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def doctored(tmp_path_factory) -> Path:
