@@ -157,9 +157,12 @@ def test_predict_masks_give_the_matrices_eval_gives_under_the_same_inference(
         ), name
 
 
-def _recording_logits_dtype(monkeypatch, module) -> list[torch.dtype]:
-    """Patch ``module.model_from_checkpoint`` so that every model it builds records the dtype of
-    its output (the logits) at each forward pass; returns the list it records into."""
+def _recording_logits_dtype(monkeypatch) -> list[torch.dtype]:
+    """Patch the model building of ``inference.loaded.LoadedModel`` (eval's and predict's one
+    path) so that every model it builds records the dtype of its output (the logits) at each
+    forward pass; returns the list it records into."""
+    from segcli.inference import loaded as module
+
     seen: list[torch.dtype] = []
     build = module.model_from_checkpoint
 
@@ -179,17 +182,35 @@ def _recording_logits_dtype(monkeypatch, module) -> list[torch.dtype]:
 def test_eval_and_predict_compute_in_the_precision_asked_for(
     amp, dtype, name, checkpoint, evaluated_runs, monkeypatch
 ):
-    from segcli.inference import evaluation, predict
+    from segcli.inference import predict
 
-    seen = _recording_logits_dtype(monkeypatch, evaluation)
+    seen = _recording_logits_dtype(monkeypatch)
     result, _ = evaluate_checkpoint(checkpoint, "test", device="cpu", amp=amp)
     assert result["precision"]["amp"] == name and result["precision"]["setting"] == amp
     assert seen and set(seen) == {dtype}, seen  # every forward pass of the eval
 
-    seen = _recording_logits_dtype(monkeypatch, predict)
+    seen.clear()
     predictor = predict.Predictor.from_checkpoint(checkpoint, "cpu", amp)
     image = cv2.cvtColor(
         cv2.imread(str(evaluated_runs["root"] / "test" / "test0.jpg")), cv2.COLOR_BGR2RGB
     )
     assert predictor.predict(image).shape == (48, 80)
     assert seen == [dtype] and predictor.ctx.precision.name == name
+
+
+def test_eval_normalises_with_the_checkpoints_statistics(checkpoint, evaluated_runs, tmp_path):
+    """A checkpoint whose stored mean/std are not ImageNet's: eval's matrices are the model run by
+    hand with those statistics (as predict normalises), not with ImageNet's."""
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["normalization"] = {"mean": [0.7, 0.2, 0.6], "std": [0.1, 0.5, 0.15]}
+    other = tmp_path / "other-stats.pt"
+    torch.save(ckpt, other)
+    result, evidence = evaluate_checkpoint(other, "test", device="cpu", amp="false")
+    root = evaluated_runs["root"]
+    by_hand = _by_hand(other, root, evidence.names, InferenceSettings())
+    imagenet = _by_hand(checkpoint, root, evidence.names, InferenceSettings())
+    assert not np.array_equal(by_hand, imagenet)  # the statistics change the predictions
+    assert np.array_equal(evidence.matrices, by_hand)
+    tp, total = np.diagonal(by_hand.sum(0)), by_hand.sum(0)
+    iou = tp / (total.sum(0) + total.sum(1) - tp)
+    assert result["miou"] == pytest.approx(float(np.nanmean(iou)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,9 @@ from segcli.cli.common import (
 )
 from segcli.errors import SegcliError
 
+if TYPE_CHECKING:  # the command modules stay light: no torch before a command runs
+    from segcli.inference.modes import InferenceSettings
+
 EVAL_METRICS = (
     "miou",
     "mdice",
@@ -33,103 +36,153 @@ EVAL_METRICS = (
 )
 
 
+EvalOverrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="inference.KEY=VALUE changes to the --inference preset, "
+        "e.g. inference.stride=[256,256].",
+        show_default=False,
+    ),
+]
+BatchSizeOption = Annotated[int | None, typer.Option(help="Images per batch (default: the run's).")]
+MetricsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Also print these, comma-separated: "
+        + ", ".join(EVAL_METRICS)
+        + " (hd95: pixels, per class; slower)."
+    ),
+]
+ProtocolsOption = Annotated[
+    bool,
+    typer.Option(
+        "--protocols",
+        help="Print mIoU and mDice under each named protocol, to match a paper's table.",
+    ),
+]
+WorstOption = Annotated[
+    int,
+    typer.Option(
+        help="Draw the K images of lowest per-image mIoU: "
+        "image | truth | prediction | errors (by true class).",
+        metavar="K",
+    ),
+]
+EvalProbsOption = Annotated[
+    bool,
+    typer.Option(
+        "--save-probs",
+        help="Also write every image's (C, H, W) float16 class probabilities, compressed, to "
+        "RUN/evals/CHECKPOINT-SPLIT-probs/NAME.npz (NAME-probs/ beside --json).",
+    ),
+]
+
+
 def evaluate(
     checkpoint: CheckpointArgument,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="inference.KEY=VALUE changes to the --inference preset, e.g. inference.stride=[256,256].",
-            show_default=False,
-        ),
-    ] = None,
+    overrides: EvalOverrides = None,
     split: SplitOption = "val",
     json_path: JsonOption = None,
     data_root: DataRootOption = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Images per batch (default: the run's).")
-    ] = None,
+    batch_size: BatchSizeOption = None,
     device: DeviceOption = "auto",
-    metrics: Annotated[
-        str | None,
-        typer.Option(
-            help="Also print these, comma-separated: "
-            + ", ".join(EVAL_METRICS)
-            + " (hd95: pixels, per class; slower)."
-        ),
-    ] = None,
-    show_protocols: Annotated[
-        bool,
-        typer.Option(
-            "--protocols",
-            help="Print mIoU and mDice under each named protocol, to match a paper's table.",
-        ),
-    ] = False,
-    worst: Annotated[
-        int,
-        typer.Option(
-            help="Draw the K images of lowest per-image mIoU: image | truth | prediction | errors (by true class).",
-            metavar="K",
-        ),
-    ] = 0,
+    metrics: MetricsOption = None,
+    show_protocols: ProtocolsOption = False,
+    worst: WorstOption = 0,
     amp: AmpOption = None,
     inference: InferenceOption = "whole",
-    save_probs: Annotated[
-        bool,
-        typer.Option(
-            "--save-probs",
-            help="Also write every image's (C, H, W) float16 class probabilities, compressed, to "
-            "RUN/evals/CHECKPOINT-SPLIT-probs/NAME.npz (NAME-probs/ beside --json).",
-        ),
-    ] = False,
+    save_probs: EvalProbsOption = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, Dice and accuracy, their means and pixel accuracy."""
-    from segcli.inference.evaluation import beside_eval, evaluate_checkpoint, save_eval
-    from segcli.inference.modes import describe, load_settings
+    from segcli.inference.modes import load_settings
 
     with user_errors():
-        if split not in ("train", "val", "test"):
-            raise SegcliError(f"--split {split}: expected train, val or test")
-        wanted = [m.strip() for m in (metrics or "").split(",") if m.strip()]
-        unknown = [m for m in wanted if m not in EVAL_METRICS]
-        if unknown:
-            raise SegcliError(
-                f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}"
-            )
-        if worst < 0:
-            raise SegcliError(f"--worst {worst}: expected a number of images >= 0")
-        settings = load_settings(inference, overrides or ())
-        console.out.print(describe(settings), highlight=False)
-        worst_png = beside_eval(checkpoint, split, json_path, settings.tag, "-worst.png")
-        probs_dir = (
-            beside_eval(checkpoint, split, json_path, settings.tag, "-probs")
-            if save_probs
-            else None
-        )
-        result, evidence = evaluate_checkpoint(
+        wanted = _eval_metrics(split, metrics, worst)
+        _run_eval(
             checkpoint,
+            load_settings(inference, overrides or ()),
             split,
-            data_root,
-            batch_size,
-            device,
-            hd95="hd95" in wanted,
-            amp=amp,
-            worst=worst,
-            worst_png=worst_png,
-            inference=settings,
-            probs_dir=probs_dir,
-        )
-        _print_eval(
-            result,
-            f"{split}: {result['images']} images, {checkpoint}",
+            json_path,
             wanted,
             show_protocols,
-            worst_png,
+            worst,
+            save_probs,
+            data_root=data_root,
+            batch_size=batch_size,
+            device=device,
+            amp=amp,
         )
-        saved = save_eval(checkpoint, split, result, evidence, settings.tag, json_path)
-        if saved:
-            console.out.print(
-                f"wrote {saved[0]} and {saved[1]} (per-image confusion matrices)", highlight=False
-            )
+
+
+def _eval_metrics(split: str, metrics: str | None, worst: int) -> list[str]:
+    """The ``--metrics`` asked for, after checking them, ``--split`` and ``--worst``.
+
+    Raises:
+        SegcliError: an unknown split or metric; a negative ``--worst``.
+    """
+    if split not in ("train", "val", "test"):
+        raise SegcliError(f"--split {split}: expected train, val or test")
+    wanted = [m.strip() for m in (metrics or "").split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in EVAL_METRICS]
+    if unknown:
+        raise SegcliError(
+            f"--metrics {','.join(unknown)}: expected some of {', '.join(EVAL_METRICS)}"
+        )
+    if worst < 0:
+        raise SegcliError(f"--worst {worst}: expected a number of images >= 0")
+    return wanted
+
+
+def _run_eval(
+    checkpoint: Path,
+    settings: InferenceSettings,
+    split: str,
+    json_path: Path | None,
+    wanted: list[str],
+    show_protocols: bool,
+    worst: int,
+    save_probs: bool,
+    *,
+    data_root: str | None,
+    batch_size: int | None,
+    device: str,
+    amp: str | None,
+) -> None:
+    """``segcli eval`` once its options are checked: the eval (``evaluate_checkpoint``), its table
+    (``_print_eval``) and its files kept (``save_eval``), each path printed.
+
+    Raises:
+        SegcliError: see ``evaluate_checkpoint``.
+    """
+    from segcli.inference.eval_files import beside_eval, save_eval
+    from segcli.inference.evaluation import evaluate_checkpoint
+    from segcli.inference.modes import describe
+
+    console.out.print(describe(settings), highlight=False)
+    worst_png = beside_eval(checkpoint, split, json_path, settings.tag, "-worst.png")
+    probs_dir = (
+        beside_eval(checkpoint, split, json_path, settings.tag, "-probs") if save_probs else None
+    )
+    result, evidence = evaluate_checkpoint(
+        checkpoint,
+        split,
+        hd95="hd95" in wanted,
+        worst=worst,
+        worst_png=worst_png,
+        inference=settings,
+        probs_dir=probs_dir,
+        data_root=data_root,
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+    )
+    title = f"{split}: {result['images']} images, {checkpoint}"
+    _print_eval(result, title, wanted, show_protocols, worst_png)
+    saved = save_eval(checkpoint, split, result, evidence, settings.tag, json_path)
+    if saved:
+        console.out.print(
+            f"wrote {saved[0]} and {saved[1]} (per-image confusion matrices)", highlight=False
+        )
 
 
 def _print_eval(
@@ -217,7 +270,7 @@ def predict(
     ] = False,
 ) -> None:
     """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg."""
-    from segcli.inference.export import is_bundle, predictor_from_bundle
+    from segcli.inference.bundle import is_bundle, predictor_from_bundle
     from segcli.inference.modes import describe, load_settings
     from segcli.inference.predict import Predictor, expand_inputs, predict_files
     from segcli.runs.checkpoints import newest_checkpoint

@@ -17,6 +17,7 @@ from segcli.data.masks import keep_points, mask_table
 from segcli.data.readers import SPLITS, DatasetInfo, PairedFolderDataset, SplitCheck, check_pairs
 from segcli.data.synthetic import SyntheticDataset
 from segcli.errors import SegcliError
+from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 def build_datasets(
@@ -25,10 +26,13 @@ def build_datasets(
     seed: int,
     save_split: Callable[[dict], None] | None = None,
     augmented: Sequence[str] = ("train",),
+    normalization: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[DatasetInfo, dict, dict]:
     """Datasets of the given splits; those in ``augmented`` get the ``train`` pipeline, the
     others the ``eval`` one. ``save_split(split)`` receives a random train/val split of flat
     folders (``{split: [image stems]}``, to keep it with the run) when segcli made one.
+    ``normalization``: ``{"mean", "std"}`` (per channel, 0..1 units) of every pipeline's
+    normalising step, a checkpoint's for eval; None: ImageNet's (``preprocessing``).
 
     Returns:
         (class info, {split: Dataset}, {split: data.readers.SplitCheck} for folder data).
@@ -38,11 +42,14 @@ def build_datasets(
     """
     dcfg, aug = cfg["dataset"], cfg["augmentation"]
     info = DatasetInfo.from_config(dcfg)
+    norm = normalization or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
     transforms = {
         s: build_transforms(
             aug.get("train" if s in augmented else "eval"),
             info.ignore_index,
             scale=float(dcfg.get("scale", 1.0)) if s in augmented else 1.0,
+            mean=norm["mean"],
+            std=norm["std"],
         )
         for s in splits
     }

@@ -1,6 +1,7 @@
-"""``segcli eval``: a checkpoint scored on a split of the data it was trained on, with the run's own
-preprocessing and ``inference.loop.evaluate``, the code path of validation during training, so the
-numbers match. Needs the checkpoint alone (runs/checkpoints.py), not the trainer.
+"""``segcli eval``: a checkpoint scored on a split of the data it was trained on, with the
+checkpoint's own preprocessing and ``inference.loop.evaluate``, the code path of validation during
+training, so the numbers match. Needs the checkpoint alone (``inference.loaded.LoadedModel``), not
+the trainer; where the results are kept is eval_files.py's.
 
 Every eval also keeps its evidence, one confusion matrix per image (``PerImage``), so that any
 protocol or bootstrap resample (``segcli compare``, metrics/bootstrap.py) is recomputed without running
@@ -19,18 +20,15 @@ import torch
 
 from segcli import console
 from segcli.config import run_seed
-from segcli.data.datasets import build_datasets
-from segcli.data.readers import DatasetInfo, make_loader
+from segcli.data.readers import make_loader
 from segcli.errors import SegcliError
-from segcli.files import atomic_write, write_json
-from segcli.inference.loop import evaluate
-from segcli.inference.modes import Inference, InferenceSettings
+from segcli.files import atomic_write
+from segcli.inference.loaded import LoadedModel
+from segcli.inference.loop import EvalResult, evaluate
+from segcli.inference.modes import InferenceSettings
 from segcli.metrics.confusion import PROTOCOLS, protocols
 from segcli.metrics.surface import HausdorffAccumulator
-from segcli.models.build import model_from_checkpoint
-from segcli.runs.checkpoints import load_checkpoint
 from segcli.runs.run_dir import RunDir
-from segcli.runtime import step_context
 
 
 @dataclass
@@ -133,87 +131,43 @@ def evaluate_checkpoint(
     inference: InferenceSettings | None = None,
     probs_dir: Path | None = None,
 ) -> tuple[dict, PerImage]:
-    """Evaluate a checkpoint on a split of the data it was trained on, with the run's own
-    preprocessing and ``inference.loop.evaluate`` (the code path of validation during training).
-    ``amp``: autocast setting (``auto``, ``bf16``, ``fp16``, ``false``; see ``runtime.resolve_amp``),
-    default the run's ``trainer.amp``, so ``auto`` follows the machine that evaluates. ``worst``:
-    also draw the ``worst`` images of lowest per-image mIoU into ``worst_png`` (``worst_images``).
-    ``inference``: how images become scores (inference/modes.py; default ``whole``, validation's pass).
-    ``probs_dir``: also write every image's class probabilities there (``ProbabilityWriter``).
+    """Evaluate a checkpoint on a split of the data it was trained on, with the checkpoint's own
+    preprocessing (``inference.loaded.LoadedModel``) and ``inference.loop.evaluate`` (the code path
+    of validation during training). ``amp``: autocast setting (``auto``, ``bf16``, ``fp16``,
+    ``false``; see ``runtime.resolve_amp``), default the run's ``trainer.amp``, so ``auto``
+    follows the machine that evaluates. ``worst``: also draw the ``worst`` images of lowest
+    per-image mIoU into ``worst_png`` (``worst_images``). ``inference``: how images become scores
+    (inference/modes.py; default ``whole``, validation's pass). ``probs_dir``: also write every
+    image's class probabilities there (``ProbabilityWriter``).
 
     Returns:
-        (scores, per-image matrices). Scores: summary.json's ``val`` keys (plus ``per_image_miou``, ``per_image_mdice``) and ``split``,
-        ``images``, ``seconds``, ``images_per_second``, ``checkpoint``, ``epoch``, ``precision``
-        (``runtime.Precision.as_dict``), ``inference`` (``InferenceSettings.as_dict``), ``protocol`` (the
-        default's description) and ``protocols`` (``{name: {miou, mdice}}``, see metrics.confusion.PROTOCOLS);
-        with ``hd95`` also ``hd95``, ``per_class_hd95`` (pixels) and ``hd95_images`` (see surface_metrics);
-        with ``worst`` also ``worst_images``: ``[{name, miou, worst_classes: {class: IoU}}]``, lowest first;
-        with ``probs_dir`` also ``probabilities``: ``{folder, images}``.
+        (scores, per-image matrices); the scores are ``_EvalJob.record``'s.
 
     Raises:
-        SegcliError: the checkpoint is missing or not segcli's, its data cannot be read, the split is
-            missing, or ``amp`` is not a known setting; a CRF without pydensecrf2.
+        SegcliError: the checkpoint is missing or not segcli's, or does not fit its architecture;
+            its data cannot be read, the split is missing, or ``amp`` is not a known setting; a
+            CRF without pydensecrf2.
     """
-    inference = inference or InferenceSettings()
+    settings = inference or InferenceSettings()
     job = _EvalJob.load(path, split, data_root, batch_size, device, amp)
-    info, ctx, norm = job.info, job.ctx, job.ckpt["normalization"]
-    distances = HausdorffAccumulator(info.num_classes, info.ignore_index) if hd95 else None
-    infer = Inference(inference, norm["mean"], norm["std"])
-    writer = ProbabilityWriter(probs_dir, info.class_names, inference.plain) if probs_dir else None
-    with console.EpochProgress(f"eval {split}", len(job.dataset)) as bar:
-        ev = evaluate(
-            job.model,
-            job.loader,
-            info.num_classes,
-            info.ignore_index,
-            ctx,
-            on_batch=bar.advance,
-            per_image=True,
-            on_predictions=distances.update if distances else None,
-            infer=lambda net, x: infer(net, x, ctx.eval_scale),
-            on_scores=writer,
-        )
-    extra = distances.compute(info.class_names) if distances else {}
-    if writer is not None:
-        extra["probabilities"] = {"folder": str(writer.finish().resolve()), "images": writer.count}
-    evidence = PerImage(
-        ev.names,
-        ev.matrix.image_matrices_cpu().numpy().astype(np.int64),
-        info.class_names,
-        split,
-        str(Path(path).resolve()),
-        job.ckpt.get("epoch"),
-    )
+    ev, extra = job.run(settings, hd95, probs_dir)
+    evidence = job.evidence(ev)
     if worst > 0:
         extra["worst_images"] = worst_images(evidence, worst)
         job.draw_worst(extra["worst_images"], ev.names, worst_png or Path(f"{split}-worst.png"))
-    return {
-        **ev.scores.as_dict(info.class_names),
-        **extra,
-        "split": split,
-        "images": ev.images,
-        "seconds": round(ev.seconds, 3),
-        "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
-        "checkpoint": str(Path(path).resolve()),
-        "epoch": job.ckpt.get("epoch"),
-        "precision": ctx.precision.as_dict(),
-        "inference": inference.as_dict(),
-        "protocol": "dataset: " + PROTOCOLS["dataset"],
-        "protocols": protocols(ev.matrix, ev.scores),
-    }, evidence
+    return job.record(ev, extra, settings), evidence
 
 
 @dataclass
 class _EvalJob:
-    """What an eval of a checkpoint works on: the checkpoint, its classes, the split's dataset and
-    loader (the run's eval preprocessing), the step context and the model on its device."""
+    """What an eval of a checkpoint works on: the loaded checkpoint (model on its device, its
+    preprocessing and classes), the split's name, dataset and loader (the run's eval pipeline with
+    the checkpoint's statistics)."""
 
-    ckpt: dict
-    info: DatasetInfo
+    loaded: LoadedModel
+    split: str
     dataset: object
     loader: object
-    ctx: object
-    model: torch.nn.Module
 
     @classmethod
     def load(
@@ -225,30 +179,92 @@ class _EvalJob:
         device: str,
         amp: str | None,
     ) -> _EvalJob:
-        """Load the checkpoint and build the rest from its config (see ``evaluate_checkpoint``).
+        """Load the checkpoint and build the split's loader from its config (see
+        ``evaluate_checkpoint``).
 
         Raises:
             SegcliError: as ``evaluate_checkpoint``.
         """
-        ckpt = load_checkpoint(path)
-        cfg = ckpt["config"]
-        if data_root is not None:
-            cfg["dataset"]["root"] = data_root
-        info, data, _ = build_datasets(cfg, (split,), run_seed(cfg), augmented=())
-        trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
-        ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
-        model = model_from_checkpoint(ckpt, ctx.device)
-        if ctx.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        loaded = LoadedModel.load(path, device, amp)
+        dataset = loaded.datasets((split,), data_root)[split]
+        cfg = loaded.config
         loader = make_loader(
-            data[split],
+            dataset,
             batch_size or int(cfg["trainer"]["eval_batch_size"]),
             False,
             int(cfg["trainer"]["num_workers"]),
-            info.ignore_index,
+            loaded.classes.ignore_index,
             run_seed(cfg),
         )
-        return cls(ckpt, info, data[split], loader, ctx, model)
+        return cls(loaded, split, dataset, loader)
+
+    def run(
+        self, settings: InferenceSettings, hd95: bool, probs_dir: Path | None
+    ) -> tuple[EvalResult, dict]:
+        """The evaluation loop over the split (per-image matrices kept), with a progress bar;
+        returns its result and the extra scores: HD95 (``hd95``; see ``metrics.surface``) and,
+        with ``probs_dir``, ``probabilities``: ``{folder, images}`` (``ProbabilityWriter``)."""
+        info, ctx = self.loaded.classes, self.loaded.ctx
+        distances = HausdorffAccumulator(info.num_classes, info.ignore_index) if hd95 else None
+        infer = self.loaded.inference(settings)
+        writer = (
+            ProbabilityWriter(probs_dir, info.class_names, settings.plain) if probs_dir else None
+        )
+        with console.EpochProgress(f"eval {self.split}", len(self.dataset)) as bar:
+            ev = evaluate(
+                self.loaded.model,
+                self.loader,
+                info.num_classes,
+                info.ignore_index,
+                ctx,
+                on_batch=bar.advance,
+                per_image=True,
+                on_predictions=distances.update if distances else None,
+                infer=lambda net, x: infer(net, x, ctx.eval_scale),
+                on_scores=writer,
+            )
+        extra = distances.compute(info.class_names) if distances else {}
+        if writer is not None:
+            extra["probabilities"] = {
+                "folder": str(writer.finish().resolve()),
+                "images": writer.count,
+            }
+        return ev, extra
+
+    def evidence(self, ev: EvalResult) -> PerImage:
+        """The per-image matrices of ``ev`` (see ``PerImage``)."""
+        return PerImage(
+            ev.names,
+            ev.matrix.image_matrices_cpu().numpy().astype(np.int64),
+            self.loaded.classes.class_names,
+            self.split,
+            str(self.loaded.path.resolve()),
+            self.loaded.epoch,
+        )
+
+    def record(self, ev: EvalResult, extra: dict, settings: InferenceSettings) -> dict:
+        """An eval's scores: summary.json's ``val`` keys (plus ``per_image_miou``,
+        ``per_image_mdice``), ``extra`` (``hd95``, ``per_class_hd95`` (pixels) and ``hd95_images``,
+        see surface_metrics; ``probabilities``: ``{folder, images}``; ``worst_images``: ``[{name,
+        miou, worst_classes: {class: IoU}}]``, lowest first, when there), then ``split``,
+        ``images``, ``seconds``, ``images_per_second``, ``checkpoint``, ``epoch``, ``precision``
+        (``runtime.Precision.as_dict``), ``inference`` (``InferenceSettings.as_dict``),
+        ``protocol`` (the default's description) and ``protocols`` (``{name: {miou, mdice}}``, see
+        metrics.confusion.PROTOCOLS)."""
+        return {
+            **ev.scores.as_dict(self.loaded.classes.class_names),
+            **extra,
+            "split": self.split,
+            "images": ev.images,
+            "seconds": round(ev.seconds, 3),
+            "images_per_second": round(ev.images / max(ev.seconds, 1e-9), 3),
+            "checkpoint": str(self.loaded.path.resolve()),
+            "epoch": self.loaded.epoch,
+            "precision": self.loaded.ctx.precision.as_dict(),
+            "inference": settings.as_dict(),
+            "protocol": "dataset: " + PROTOCOLS["dataset"],
+            "protocols": protocols(ev.matrix, ev.scores),
+        }
 
     def draw_worst(self, worst: list[dict], names: list[str], png: Path) -> None:
         """``worst_images``' pictures: image | truth | prediction | errors, captioned, into ``png``."""
@@ -256,17 +272,17 @@ class _EvalJob:
             save_gallery,  # only here: eval stays light (tests/test_imports.py)
         )
 
-        norm = self.ckpt["normalization"]
+        loaded, pre = self.loaded, self.loaded.preprocessing
         picks = [(names.index(w["name"]), _worst_caption(w)) for w in worst]
         save_gallery(
-            self.model,
+            loaded.model,
             self.dataset,
             picks,
-            self.ctx,
-            self.info.colors,
-            self.info.ignore_index,
-            norm["mean"],
-            norm["std"],
+            loaded.ctx,
+            loaded.classes.colors,
+            loaded.classes.ignore_index,
+            pre.mean,
+            pre.std,
             png,
         )
 
@@ -349,59 +365,3 @@ def load_evidence(item: Path, split: str = "test") -> tuple[str, PerImage]:
             f"{npz}: an eval of the {evidence.split} split, not {split} (--split {evidence.split}?)"
         )
     return item.stem, evidence
-
-
-def run_of_checkpoint(checkpoint: Path) -> RunDir | None:
-    """The run folder holding ``RUN/checkpoints/NAME.pt`` (a ``RunDir`` reader), or None."""
-    checkpoint = Path(checkpoint).resolve()
-    run = RunDir.read(checkpoint.parent.parent)
-    return run if checkpoint.parent.name == "checkpoints" and run.is_run() else None
-
-
-def beside_eval(
-    checkpoint: Path, split: str, json_path: Path | None, inference: str, suffix: str
-) -> Path:
-    """Where an eval's extra output goes (``suffix``: ``-worst.png`` for ``--worst``, ``-probs`` for
-    ``--save-probs``): beside ``--json`` (NAME-worst.png), else in the run folder
-    (RUN/evals/CHECKPOINT-SPLIT[-INFERENCE]-worst.png), else ./SPLIT-worst.png."""
-    if json_path is not None:
-        return json_path.with_name(f"{json_path.stem}{suffix}")
-    run, stem = run_of_checkpoint(checkpoint), Path(checkpoint).stem
-    if run is not None:
-        return (run.worst_gallery if suffix == "-worst.png" else run.eval_probabilities)(
-            stem, split, inference
-        )
-    return Path(f"{split}{suffix}")
-
-
-def save_eval(
-    checkpoint: Path,
-    split: str,
-    result: dict,
-    evidence: PerImage,
-    inference: str = "whole",
-    json_path: Path | None = None,
-) -> list[Path]:
-    """Keep an eval: with ``json_path`` the scores there and the per-image matrices beside it (.npz);
-    for a checkpoint inside a run folder (RUN/checkpoints/NAME.pt) also RUN/evals/NAME-SPLIT.json and
-    .npz (NAME-SPLIT-INFERENCE.* for other inference modes than whole), where ``segcli compare RUN...``
-    finds them. Returns the (json, npz) pair last written ([] when none: a checkpoint elsewhere
-    without ``json_path``, or a run folder that cannot be written, which prints a note)."""
-    saved = []
-    run = run_of_checkpoint(checkpoint)
-    if run is not None:
-        json_file, npz = run.eval_files(Path(checkpoint).stem, split, inference)
-        try:
-            evidence.save(npz)
-            write_json(json_file, result)
-            saved = [json_file, npz]
-        except OSError as exc:
-            console.out.print(
-                f"note: not saved in the run folder ({exc.strerror}: {exc.filename})",
-                highlight=False,
-            )
-    if json_path:
-        write_json(json_path, result)
-        evidence.save(json_path.with_suffix(".npz"))
-        saved = [json_path, json_path.with_suffix(".npz")]
-    return saved

@@ -6,10 +6,9 @@ A bundle is a folder: ``model.onnx`` (input ``image``: ``(N, 3, H, W) float32``,
 words and numbers, the input size rule, the parity figures) and, with ``--quantize``,
 ``model.int8.onnx``. The export is torch's own (``torch.onnx.export``, the dynamo exporter with
 onnxscript), the runtime onnxruntime, the int8 model onnxruntime's ``quantize_dynamic``; what
-is written here is the bundle's description, the parity check (SMP's export notebook uses
-``rtol=1e-3, atol=1e-5``; we also require argmax agreement >= 99.9%) and a Predictor over
-onnxruntime, so that ``segcli predict -c BUNDLE`` shares every inference mode that makes sense
-there (whole, slide, flip, multi-scale; dense CRF too) with the checkpoint path.
+is written here is the bundle's description and the parity check (SMP's export notebook uses
+``rtol=1e-3, atol=1e-5``; we also require argmax agreement >= 99.9%); reading a bundle back
+(``segcli predict -c BUNDLE``) is bundle.py's.
 """
 
 from __future__ import annotations
@@ -25,32 +24,20 @@ import numpy as np
 import torch
 
 from segcli.errors import SegcliError
+from segcli.inference.bundle import (
+    BUNDLE_FILE,
+    BUNDLE_FORMAT,
+    MODEL_FILE,
+    OnnxModel,
+    require_export,
+)
 
-MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-BUNDLE_FILE = "bundle.json"
-BUNDLE_FORMAT = 1
 SIZE_DIVISOR = 32
 # SMP's export notebook checks rtol 1e-3 / atol 1e-5; we keep its rtol, allow 1e-4 absolute (float32
 # logits near 0 of ViT encoders differ by up to ~8e-5 between torch and onnxruntime: DPT measured) and
 # ask that at least 99.9% of the pixels keep their argmax.
 RTOL, ATOL, AGREEMENT = 1e-3, 1e-4, 0.999
-
-
-def require_export():
-    """``(onnx, onnxruntime)``.
-
-    Raises:
-        SegcliError: one of onnx, onnxruntime, onnxscript is missing (names the extra)."""
-    try:
-        import onnx
-        import onnxruntime
-        import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
-    except ImportError as exc:
-        raise SegcliError(
-            f"ONNX export and bundles need {exc.name}: pip install 'segcli[export]'"
-        ) from None
-    return onnx, onnxruntime
 
 
 @dataclass
@@ -74,12 +61,6 @@ class Parity:
         return self.allclose and self.agreement >= AGREEMENT
 
 
-def is_bundle(path: Path) -> bool:
-    """A bundle folder (with ``bundle.json``) or an ``.onnx`` file (with ``bundle.json`` beside it)."""
-    path = Path(path)
-    return (path.is_dir() and (path / BUNDLE_FILE).is_file()) or path.suffix.lower() == ".onnx"
-
-
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """``"HxW"`` -> (H, W) in pixels, multiples of 32.
 
@@ -96,38 +77,6 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
             f"--size {text}: expected positive multiples of {SIZE_DIVISOR} (the models' stride)"
         )
     return h, w
-
-
-class OnnxModel:
-    """An onnxruntime session as a model: ``(N, 3, H, W) float32`` tensor -> ``(N, C, H, W) float32``
-    logits tensor on the CPU. A fixed-size model gets inputs smaller than its size padded
-    bottom/right (the output cropped back).
-
-    Raises:
-        SegcliError: an input larger than a fixed-size model's input (use slide inference)."""
-
-    def __init__(
-        self, path: Path, size: tuple[int, int] | None, threads: int | None = None
-    ) -> None:
-        _, ort = require_export()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.path, self.size = Path(path), size
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if self.size is not None:
-            if h > self.size[0] or w > self.size[1]:
-                raise SegcliError(
-                    f"{self.path}: input {h}x{w} is larger than the model's fixed {self.size[0]}x"
-                    f"{self.size[1]}; use --inference slide inference.crop=[{self.size[0]},{self.size[1]}]"
-                )
-            x = torch.nn.functional.pad(x, (0, self.size[1] - w, 0, self.size[0] - h))
-        out = self.session.run(None, {self.input: x.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out)[..., :h, :w]
 
 
 def export_onnx(
@@ -226,33 +175,27 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _parity_inputs(
-    ckpt: dict, data_root: str | None, size: tuple[int, int] | None, count: int, seed: int = 0
+    loaded, data_root: str | None, size: tuple[int, int] | None, count: int, seed: int = 0
 ) -> tuple[list[torch.Tensor], str]:
     """Up to ``count`` preprocessed ``(1, 3, H, W)`` inputs from the run's val split (else test,
-    train), each cut/padded to ``size`` when fixed; generated images when the data is not reachable."""
-    from segcli.config import run_seed
-    from segcli.data.datasets import build_datasets
-
-    cfg = ckpt["config"]
-    if data_root is not None:
-        cfg["dataset"]["root"] = data_root
+    train) with the checkpoint's preprocessing (``loaded``: an ``inference.loaded.LoadedModel``),
+    each cut/padded to ``size`` when fixed; generated images when the data is not reachable."""
+    dcfg = loaded.config["dataset"]
     for split in ("val", "test", "train"):
         try:
-            _, data, _ = build_datasets(cfg, (split,), run_seed(cfg), augmented=())
-            dataset = data[split]
+            dataset = loaded.datasets((split,), data_root)[split]
             if len(dataset) == 0:
                 continue
         except SegcliError:  # data missing, moved or unreadable: fall back to generated images
             continue
         picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
         inputs = [dataset[int(i)]["image"].unsqueeze(0) for i in dict.fromkeys(picks)]
-        where = cfg["dataset"].get("root") or cfg["dataset"]["kind"]
+        where = (data_root if data_root is not None else dcfg.get("root")) or dcfg["kind"]
         return [_fit(x, size) for x in inputs], f"{split} split of {where}"
     rng = np.random.default_rng(seed)
     h, w = size or (256, 256)
-    norm = ckpt["normalization"]
-    mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(loaded.preprocessing.mean).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.preprocessing.std).view(1, 3, 1, 1)
     inputs = [
         (
             (torch.from_numpy(rng.integers(0, 256, (1, 3, h, w)).astype(np.float32)) / 255 - mean)
@@ -326,49 +269,22 @@ def export_bundle(
     """
     import shutil
 
-    from segcli.models.build import model_from_checkpoint
-    from segcli.runs.checkpoints import load_checkpoint
+    from segcli.inference.loaded import LoadedModel
 
     require_export()
-    ckpt = load_checkpoint(checkpoint)
-    cfg = ckpt["config"]
-    model = model_from_checkpoint(ckpt, torch.device("cpu"))
-    if getattr(model, "fits_from_data", False):
+    loaded = LoadedModel.load(checkpoint, "cpu", "false", channels_last=False)
+    if getattr(loaded.model, "fits_from_data", False):
+        arch = loaded.config["model"]["arch"]
         raise SegcliError(
-            f"{checkpoint}: model.arch={cfg['model']['arch']} is a scikit-learn/NumPy baseline; "
+            f"{checkpoint}: model.arch={arch} is a scikit-learn/NumPy baseline; "
             "it has no ONNX graph to export (eval and predict run it from the checkpoint)"
         )
-    inputs, source = _parity_inputs(ckpt, data_root, size, parity_images)
+    inputs, source = _parity_inputs(loaded, data_root, size, parity_images)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        exporter = export_onnx(
-            model, inputs[0], tmp / MODEL_FILE, opset, size is None, cfg["model"]["arch"]
-        )
-        fp32 = OnnxModel(tmp / MODEL_FILE, size)
-        parity = [check_parity(model, fp32, inputs, source)]
-        speeds = {}
-        if speed:
-            speeds = {
-                "torch float32 (eager)": images_per_second(model, inputs),
-                "onnxruntime float32": images_per_second(fp32, inputs),
-            }
-        if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(
-                str(tmp / MODEL_FILE), str(tmp / INT8_FILE), weight_type=QuantType.QInt8
-            )
-            int8 = OnnxModel(tmp / INT8_FILE, size)
-            parity.append(check_parity(model, int8, inputs, source))
-            if speed:
-                speeds["onnxruntime int8 (dynamic)"] = images_per_second(int8, inputs)
-        bundle = {
-            **_describe(ckpt, checkpoint, opset, size, parity, speeds, inputs[0].shape),
-            "exporter": exporter,
-        }
-        (tmp / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
+        bundle = _write_bundle(loaded, tmp, opset, size, quantize, inputs, source, speed)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -378,32 +294,67 @@ def export_bundle(
     return bundle
 
 
-def _describe(
-    ckpt: dict,
-    checkpoint: Path,
+def _write_bundle(
+    loaded,
+    folder: Path,
     opset: int,
-    size,
-    parity: list[Parity],
-    speeds: dict,
-    shape: Sequence[int],
+    size: tuple[int, int] | None,
+    quantize: bool,
+    inputs: list[torch.Tensor],
+    source: str,
+    speed: bool,
 ) -> dict:
+    """Export ``loaded.model`` (an ``inference.loaded.LoadedModel`` on the CPU, float32) into
+    ``folder`` (model.onnx, with ``quantize`` model.int8.onnx, bundle.json), check each graph on
+    ``inputs`` (from ``source``), time them when ``speed``; returns bundle.json's content."""
+    model, arch = loaded.model, loaded.config["model"]["arch"]
+    exporter = export_onnx(model, inputs[0], folder / MODEL_FILE, opset, size is None, arch)
+    fp32 = OnnxModel(folder / MODEL_FILE, size)
+    parity = [check_parity(model, fp32, inputs, source)]
+    speeds = {}
+    if speed:
+        speeds = {
+            "torch float32 (eager)": images_per_second(model, inputs),
+            "onnxruntime float32": images_per_second(fp32, inputs),
+        }
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(folder / MODEL_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8
+        )
+        int8 = OnnxModel(folder / INT8_FILE, size)
+        parity.append(check_parity(model, int8, inputs, source))
+        if speed:
+            speeds["onnxruntime int8 (dynamic)"] = images_per_second(int8, inputs)
+    bundle = {
+        **_describe(loaded, opset, size, parity, speeds, inputs[0].shape),
+        "exporter": exporter,
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
+    return bundle
+
+
+def _describe(
+    loaded, opset: int, size, parity: list[Parity], speeds: dict, shape: Sequence[int]
+) -> dict:
+    """bundle.json of ``loaded`` (an ``inference.loaded.LoadedModel``), less the exporter's name."""
     from segcli.models.build import model_label
 
-    cfg, classes, norm = ckpt["config"], ckpt["classes"], ckpt["normalization"]
+    classes, pre = loaded.classes, loaded.preprocessing
     return {
         "format": BUNDLE_FORMAT,
         "model": MODEL_FILE,
-        "architecture": model_label(cfg["model"]),
-        "class_names": classes["class_names"],
-        "colors": classes["colors"],
-        "num_classes": int(classes["num_classes"]),
-        "ignore_index": int(classes["ignore_index"]),
+        "architecture": model_label(loaded.config["model"]),
+        "class_names": classes.class_names,
+        "colors": classes.colors,
+        "num_classes": classes.num_classes,
+        "ignore_index": classes.ignore_index,
         "input": {
             "name": "image",
             "layout": "NCHW float32, RGB",
             "normalization": {
-                "mean": list(norm["mean"]),
-                "std": list(norm["std"]),
+                **pre.normalization,
                 "rule": "x = (pixel / 255 - mean) / std, per channel",
             },
             "size": (
@@ -415,12 +366,12 @@ def _describe(
             "padding": f"pad bottom/right with black pixels (0, before normalising) to a multiple of {SIZE_DIVISOR}"
             + (" / the fixed size" if size else "")
             + "; crop the output back",
-            "scale": float(cfg["dataset"].get("scale", 1.0)),
+            "scale": pre.scale,
         },
         "output": {"name": "logits", "layout": "NCHW float32", "prediction": "argmax over C"},
-        "eval_augmentation": cfg["augmentation"].get("eval"),
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "epoch": ckpt.get("epoch"),
+        "eval_augmentation": pre.eval_augmentation,
+        "checkpoint": str(loaded.path.resolve()),
+        "epoch": loaded.epoch,
         "opset": opset,
         "torch": torch.__version__,
         "example_input": list(shape),
@@ -430,61 +381,3 @@ def _describe(
         ],
         "speed_images_per_second": {k: round(v, 3) for k, v in speeds.items()},
     }
-
-
-def load_bundle(path: Path) -> tuple[dict, Path]:
-    """``(bundle.json, model file)`` of a bundle folder or an ``.onnx`` file inside one.
-
-    Raises:
-        SegcliError: no bundle.json, or one of another format."""
-    path = Path(path)
-    folder, model = (path, path / MODEL_FILE) if path.is_dir() else (path.parent, path)
-    meta = folder / BUNDLE_FILE
-    if not meta.is_file():
-        raise SegcliError(f"{meta}: missing; a segcli bundle is a folder written by segcli export")
-    if not model.is_file():
-        raise SegcliError(f"{model}: no such ONNX model file")
-    try:
-        bundle = json.loads(meta.read_text())
-        assert bundle["format"] == BUNDLE_FORMAT
-    except (ValueError, KeyError, AssertionError):
-        raise SegcliError(
-            f"{meta}: not a segcli bundle description (format {BUNDLE_FORMAT})"
-        ) from None
-    return bundle, model
-
-
-def predictor_from_bundle(path: Path, settings=None):
-    """A ``predict.Predictor`` running the bundle's ONNX model on onnxruntime (CPU, float32 or the
-    int8 file when named), with the bundle's preprocessing and ``settings`` (inference/modes.py).
-
-    Raises:
-        SegcliError: see ``load_bundle``, ``require_export``; a CRF without pydensecrf2.
-    """
-    from segcli.data.augment import build_transforms
-    from segcli.inference.modes import Inference, InferenceSettings
-    from segcli.inference.predict import Predictor
-    from segcli.runtime import Precision, StepContext
-
-    bundle, model_file = load_bundle(path)
-    spec = bundle["input"]
-    norm = spec["normalization"]
-    size = tuple(spec["fixed_size"]) if spec.get("fixed_size") else None
-    transform = build_transforms(
-        bundle.get("eval_augmentation"), bundle["ignore_index"], mean=norm["mean"], std=norm["std"]
-    )
-    ctx = StepContext(
-        torch.device("cpu"),
-        None,
-        False,
-        float(spec.get("scale", 1.0)),
-        Precision(None, "false", "onnxruntime float32"),
-    )
-    return Predictor(
-        OnnxModel(model_file, size),
-        transform,
-        bundle["colors"],
-        bundle["class_names"],
-        ctx,
-        Inference(settings or InferenceSettings(), norm["mean"], norm["std"]),
-    )

@@ -55,6 +55,33 @@ class EvalResult:
     names: list[str] = field(repr=False, default_factory=list)
 
 
+@dataclass
+class _Tally:
+    """What ``evaluate`` adds up batch by batch: the confusion matrix, the loss summed over images,
+    the image count and (per image) the sample names."""
+
+    matrix: ConfusionMatrix
+    per_image: bool
+    loss_total: float = 0.0
+    images: int = 0
+    names: list[str] = field(default_factory=list)
+
+    def add(self, pred: torch.Tensor, y: torch.Tensor, batch: dict) -> None:
+        """``pred``, ``y``: ``(N, H, W)`` int64 predictions and targets of ``batch``."""
+        self.matrix.update(pred, y)
+        n = pred.shape[0]
+        self.images += n
+        if self.per_image:
+            self.names += list(batch.get("name") or [f"#{self.images - n + i}" for i in range(n)])
+
+    def result(self, with_loss: bool, seconds: float) -> EvalResult:
+        """The ``EvalResult``: the mean loss when ``with_loss`` (over at least one image)."""
+        loss = self.loss_total / self.images if with_loss and self.images else None
+        return EvalResult(
+            self.matrix.compute(), loss, self.images, seconds, self.matrix, self.names
+        )
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
@@ -84,7 +111,7 @@ def evaluate(
     """
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device, per_image=per_image)
-    start, total, images, names = time.perf_counter(), 0.0, 0, []
+    tally, start = _Tally(matrix, per_image), time.perf_counter()
     for batch in loader:
         x = ctx.images(batch)
         y = batch["mask"].to(ctx.device, non_blocking=True)
@@ -93,27 +120,15 @@ def evaluate(
                 infer(model, x) if infer is not None else forward_at_scale(model, x, ctx.eval_scale)
             )
         if loss_fn is not None:
-            total += loss_fn(logits.float(), y).item() * x.shape[0]
+            tally.loss_total += loss_fn(logits.float(), y).item() * x.shape[0]
         if on_scores is not None:
             on_scores(logits, batch)
         pred = logits.argmax(1)
-        matrix.update(pred, y)
+        tally.add(pred, y, batch)
         if on_predictions is not None:
             on_predictions(pred, y)
-        images += x.shape[0]
-        if per_image:
-            names += list(
-                batch.get("name") or [f"#{images - x.shape[0] + i}" for i in range(x.shape[0])]
-            )
         if on_batch:
             on_batch(x.shape[0])
         if stop_requested is not None and stop_requested():
             return None
-    return EvalResult(
-        matrix.compute(),
-        total / images if loss_fn is not None and images else None,
-        images,
-        time.perf_counter() - start,
-        matrix,
-        names,
-    )
+    return tally.result(loss_fn is not None, time.perf_counter() - start)

@@ -5,7 +5,7 @@ by the same eval pipeline as validation, then the logits are cropped back to H x
 ``dataset.scale`` other than 1 the model runs on a resized copy and its logits are resized back
 (``inference.loop.forward_at_scale``), exactly as in validation. ``inference`` (inference/modes.py) chooses how:
 one pass (default), sliding windows, test-time augmentation, dense CRF. A Predictor runs a torch
-checkpoint or an ONNX bundle (inference/export.py) through the same code.
+checkpoint (inference/loaded.py) or an ONNX bundle (inference/bundle.py) through the same code.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ import cv2
 import numpy as np
 import torch
 
-from segcli.data.augment import build_transforms
 from segcli.data.readers import IMAGE_EXTENSIONS, read_image
 from segcli.errors import SegcliError
+from segcli.inference.loaded import LoadedModel
 from segcli.inference.modes import Inference, InferenceSettings
-from segcli.models.build import model_from_checkpoint
-from segcli.runs.checkpoints import load_checkpoint
-from segcli.runtime import StepContext, step_context
+from segcli.runtime import StepContext
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
@@ -60,7 +58,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
 class Predictor:
     """A trained model with its preprocessing, class names and colours.
 
-    Use ``Predictor.from_checkpoint(path)`` or ``export.predictor_from_bundle(dir)``;
+    Use ``Predictor.from_checkpoint(path)`` or ``bundle.predictor_from_bundle(dir)``;
     ``predict(image)`` maps an ``(H, W, 3) uint8`` RGB image to an ``(H, W) uint8`` class-index
     mask. ``model``: a torch module or any callable ``(N, 3, H, W) float32 -> (N, C, H, W)`` logits.
     """
@@ -87,34 +85,23 @@ class Predictor:
         amp: str | None = None,
         inference: InferenceSettings | None = None,
     ) -> Predictor:
-        """Load a checkpoint written by `segcli train` (needs nothing else from the run). ``amp``:
-        autocast setting (see ``runtime.resolve_amp``), default the run's ``trainer.amp``; the
-        run's ``channels_last`` applies too.
+        """Load a checkpoint written by `segcli train` (needs nothing else from the run) through
+        ``inference.loaded.LoadedModel``: its model, eval pipeline, statistics and classes.
+        ``amp``: autocast setting (see ``runtime.resolve_amp``), default the run's
+        ``trainer.amp``; the run's ``channels_last`` applies too.
 
         Raises:
-            SegcliError: see ``runs.checkpoints.load_checkpoint`` and ``models.build.model_from_checkpoint``;
-                an unknown ``amp``; a CRF without pydensecrf2.
+            SegcliError: see ``LoadedModel.load`` (a missing, unreadable or foreign file; weights
+                that do not fit); an unknown ``amp``; a CRF without pydensecrf2.
         """
-        ckpt = load_checkpoint(path)
-        classes, norm, cfg = ckpt["classes"], ckpt["normalization"], ckpt["config"]
-        trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
-        ctx = step_context(trainer, float(cfg["dataset"].get("scale", 1.0)))
-        transform = build_transforms(
-            ckpt["config"]["augmentation"].get("eval"),
-            int(classes["ignore_index"]),
-            mean=norm["mean"],
-            std=norm["std"],
-        )
-        model = model_from_checkpoint(ckpt, ctx.device)
-        if ctx.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        loaded = LoadedModel.load(path, device, amp)
         return cls(
-            model,
-            transform,
-            classes["colors"],
-            classes["class_names"],
-            ctx,
-            Inference(inference or InferenceSettings(), norm["mean"], norm["std"]),
+            loaded.model,
+            loaded.transform(),
+            loaded.classes.colors,
+            loaded.classes.class_names,
+            loaded.ctx,
+            loaded.inference(inference),
         )
 
     @torch.inference_mode()

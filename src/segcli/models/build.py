@@ -24,88 +24,16 @@ from torch import nn
 
 from segcli.errors import SegcliError
 from segcli.models.amx_guard import guard_amx_bf16_convs
+from segcli.models.weights import (  # load_error_detail: training/trainer.py imports it from here
+    load_encoder_file,
+    load_error_detail,  # noqa: F401
+    load_weights,
+    load_weights_file,
+)
 from segcli.registry import Registry
 
 MODELS = Registry("model", key="arch", fold_case=True)
 ARCHITECTURES = {a.__name__.lower(): a.__name__ for a in smp._MODEL_ARCHITECTURES}
-
-
-def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``: data, no code);
-    from a segcli checkpoint, the weights of its encoder.
-
-    Raises:
-        SegcliError: the file is missing or holds no state dict.
-    """
-    if not path.is_file():
-        raise SegcliError(f"{path}: model.encoder_weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise SegcliError(
-                f"{path}: cannot read as a torch state dict ({type(exc).__name__})"
-            ) from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if isinstance(state, dict) and "format" in state and isinstance(state.get("model"), dict):
-        # a segcli checkpoint: its encoder's weights (fine-tuning from an earlier run)
-        state = {
-            k[len("encoder.") :]: v for k, v in state["model"].items() if k.startswith("encoder.")
-        }
-    if not isinstance(state, dict):
-        raise SegcliError(f"{path}: expected a state dict (name -> tensor)")
-    return state
-
-
-def load_error_detail(exc: RuntimeError) -> str:
-    """The informative line of torch's multi-line ``load_state_dict`` error (the first size
-    mismatch, missing or unexpected key), shortened."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = next(
-        (x for x in lines if x.startswith(("size mismatch", "Missing key", "Unexpected key"))),
-        lines[-1] if lines else type(exc).__name__,
-    )
-    return detail if len(detail) <= 240 else detail[:237] + "..."
-
-
-def load_encoder_file(encoder: nn.Module, path: Path, name: str, strip: str = "") -> None:
-    """Load a local weights file (``load_weights_file``) into ``encoder`` by tensor name, leaving a
-    classifier head (``fc.*``, ``classifier.*``) out and removing the prefix ``strip`` from names
-    (``features.`` for torchvision's MobileNet files); ``name`` names the encoder in messages.
-    Tensors the file lacks stay random (a warning says how many).
-
-    Raises:
-        SegcliError: the file is unreadable, its shapes do not fit, or no tensor name matches.
-    """
-    state = {
-        k[len(strip) :] if strip and k.startswith(strip) else k: v
-        for k, v in load_weights_file(path).items()
-        if not k.startswith(("fc.", "classifier."))
-    }
-    # nn.Module's own method: SMP encoders override load_state_dict and return nothing
-    try:
-        missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
-    except RuntimeError as exc:  # same names, other shapes: another depth or width of encoder
-        raise SegcliError(
-            f"{path}: weights do not fit encoder {name}: {load_error_detail(exc)}"
-        ) from None
-    if len(unexpected) == len(state):
-        raise SegcliError(
-            f"{path}: no tensor matches encoder {name} (first key {next(iter(state), None)!r})"
-        )
-    if missing:
-        from segcli import console
-
-        console.warning(
-            f"{path}: {len(missing)} of the {len(missing) + len(state) - len(unexpected)} tensors "
-            f"of encoder {name} are not in the file and stay random "
-            f"(first: {missing[0]}); is it another encoder?"
-        )
 
 
 def local_weights(cfg: Mapping) -> Path | None:
@@ -410,20 +338,23 @@ def model_source(arch: str) -> str:
     }.get(builder, "segcli")
 
 
-def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> torch.nn.Module:
+def model_from_checkpoint(
+    ckpt: Mapping, device: torch.device, in_channels: int = 3
+) -> torch.nn.Module:
     """Rebuild the checkpoint's architecture (no download) and load its weights, in eval mode on
-    ``device``: ``forward(x: (N, 3, H, W) float32) -> (N, C, H, W)`` logits.
+    ``device``: ``forward(x: (N, in_channels, H, W) float32) -> (N, C, H, W)`` logits. Eval,
+    predict and export reach it through ``inference.loaded.LoadedModel``.
 
     Raises:
-        SegcliError: the weights do not fit the architecture named in the checkpoint.
+        SegcliError: the weights do not fit the architecture or class count named in the
+            checkpoint (one line, see ``load_weights``).
     """
     model_cfg = {**ckpt["config"]["model"], "encoder_weights": None}
-    model = build_model(model_cfg, int(ckpt["classes"]["num_classes"]))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise SegcliError(
-            f"checkpoint weights do not fit {model_label(model_cfg)} with "
-            f"{ckpt['classes']['num_classes']} classes: {load_error_detail(exc)}"
-        ) from None
+    num_classes = int(ckpt["classes"]["num_classes"])
+    model = build_model(model_cfg, num_classes, in_channels)
+    load_weights(
+        model,
+        ckpt["model"],
+        f"checkpoint weights do not fit {model_label(model_cfg)} with {num_classes} classes",
+    )
     return model.to(device).eval()

@@ -1,6 +1,7 @@
 """Checkpoints: the file format of ``checkpoints/best.pt`` and ``last.pt``, reading one back,
 and finding the newest. Eval and predict use this module without the trainer; the model a
-checkpoint holds is rebuilt by ``models.build.model_from_checkpoint``.
+checkpoint holds is rebuilt by ``models.build.model_from_checkpoint``, through
+``inference.loaded.LoadedModel`` (model, preprocessing, classes and config in one).
 
 A checkpoint is a dict of tensors and plain data (``torch.load(weights_only=True)`` reads it):
 ``format`` (``CHECKPOINT_FORMAT``), ``model`` (state dict), ``config`` (the run's resolved config

@@ -1,0 +1,169 @@
+"""Checkpoint -> runnable model with its preprocessing, once: ``LoadedModel.load(path)`` is how
+``segcli eval``, ``segcli predict`` and ``segcli export`` (and eval's worst-image gallery) get a
+checkpoint's model, on its device in eval mode, with the statistics it was trained with, its
+classes and its run's config. The file is read by ``runs.checkpoints.load_checkpoint`` and the
+weights loaded by ``models.build.model_from_checkpoint``; each refuses a bad file, another
+architecture or another class count with one line (a ``SegcliError``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from segcli.data.augment import build_transforms
+from segcli.data.readers import DatasetInfo
+from segcli.inference.modes import Inference, InferenceSettings
+from segcli.models.build import model_from_checkpoint
+from segcli.runs.checkpoints import load_checkpoint
+from segcli.runtime import StepContext, step_context
+
+if TYPE_CHECKING:
+    import albumentations as A
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model's input, as the run validated it.
+
+    Attributes:
+        mean, std: per channel, in 0..1 units: ``x = (pixel / 255 - mean) / std`` (the checkpoint's
+            ``normalization``).
+        scale: ``dataset.scale``: the model runs at ``scale`` times the image's resolution, scores
+            come back at the image's (``inference.loop.forward_at_scale``).
+        eval_augmentation: the run's ``augmentation.eval`` entries (before the fixed tail that
+            pads to a multiple of 32 and normalises), or None.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float
+    eval_augmentation: list | None
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the model: one per ``mean`` entry (3, RGB)."""
+        return len(self.mean)
+
+    @property
+    def normalization(self) -> dict[str, list[float]]:
+        """``{"mean": [...], "std": [...]}``, the checkpoint's format."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: dict) -> Preprocessing:
+        """From a checkpoint dict (see runs/checkpoints.py)."""
+        norm, cfg = ckpt["normalization"], ckpt["config"]
+        return cls(
+            tuple(float(v) for v in norm["mean"]),
+            tuple(float(v) for v in norm["std"]),
+            float(cfg["dataset"].get("scale", 1.0)),
+            cfg["augmentation"].get("eval"),
+        )
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint ready to run.
+
+    Attributes:
+        path: the checkpoint file.
+        model: ``forward(x: (N, in_channels, H, W) float32) -> (N, C, H, W)`` logits; eval mode,
+            on ``ctx.device``, channels_last when ``ctx.channels_last``.
+        ctx: device, autocast precision, memory format and eval scale (``runtime.StepContext``).
+        preprocessing: mean/std, input channels, scale, eval pipeline (``Preprocessing``).
+        classes: C, class names, colours, ignore_index (``data.readers.DatasetInfo``).
+        config: the run's resolved config (plain dicts; read it, change a copy).
+        epoch: the epoch the checkpoint was saved at (None when it does not say).
+    """
+
+    path: Path
+    model: torch.nn.Module
+    ctx: StepContext
+    preprocessing: Preprocessing
+    classes: DatasetInfo
+    config: dict
+    epoch: int | None
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        device: str = "auto",
+        amp: str | None = None,
+        channels_last: bool | None = None,
+    ) -> LoadedModel:
+        """Read a checkpoint written by ``segcli train`` (nothing else of the run is needed).
+
+        Args:
+            device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``... (``runtime.resolve_device``).
+            amp: autocast setting (``auto``, ``bf16``, ``fp16``, ``false``; see
+                ``runtime.resolve_amp``), default the run's ``trainer.amp``.
+            channels_last: memory format, default the run's ``trainer.channels_last``.
+
+        Raises:
+            SegcliError: the file is missing, unreadable or not a segcli checkpoint; its weights do
+                not fit the architecture or class count it names; an unknown ``amp``.
+        """
+        ckpt = load_checkpoint(path)
+        cfg = ckpt["config"]
+        pre = Preprocessing.of_checkpoint(ckpt)
+        trainer = {**cfg["trainer"], "device": device}
+        if amp is not None:
+            trainer["amp"] = amp
+        if channels_last is not None:
+            trainer["channels_last"] = channels_last
+        ctx = step_context(trainer, pre.scale)
+        model = model_from_checkpoint(ckpt, ctx.device, pre.in_channels)
+        if ctx.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        c = ckpt["classes"]
+        classes = DatasetInfo(
+            int(c["num_classes"]),
+            [str(n) for n in c["class_names"]],
+            [[int(v) for v in rgb] for rgb in c["colors"]],
+            int(c["ignore_index"]),
+        )
+        return cls(Path(path), model, ctx, pre, classes, cfg, ckpt.get("epoch"))
+
+    def transform(self) -> A.Compose:
+        """The run's eval pipeline with this checkpoint's statistics (``data.augment``): ``f(image=
+        (H, W, 3) uint8 RGB[, mask=(H, W) int64]) -> {"image": (3, H', W') float32, ...}``, padded
+        bottom/right to a multiple of 32 (masks with ignore_index)."""
+        pre = self.preprocessing
+        return build_transforms(
+            pre.eval_augmentation, self.classes.ignore_index, mean=pre.mean, std=pre.std
+        )
+
+    def inference(self, settings: InferenceSettings | None = None) -> Inference:
+        """``settings`` (default ``whole``) with this checkpoint's statistics (see modes.py)."""
+        pre = self.preprocessing
+        return Inference(settings or InferenceSettings(), pre.mean, pre.std)
+
+    def datasets(self, splits: Sequence[str], data_root: str | None = None) -> dict:
+        """``{split: Dataset}`` of the run's data (``data.datasets.build_datasets``), each with the
+        eval pipeline and this checkpoint's statistics; samples hold ``image (3, H, W) float32``,
+        ``mask (H, W) int64``, ``name`` and ``size``. ``data_root`` replaces ``dataset.root``.
+
+        Raises:
+            SegcliError: the data cannot be read, or a split is missing (see build_datasets).
+        """
+        from segcli.config import run_seed
+        from segcli.data.datasets import build_datasets  # here: predict never reads datasets
+
+        cfg = copy.deepcopy(self.config)
+        if data_root is not None:
+            cfg["dataset"]["root"] = data_root
+        _, data, _ = build_datasets(
+            cfg,
+            tuple(splits),
+            run_seed(cfg),
+            augmented=(),
+            normalization=self.preprocessing.normalization,
+        )
+        return data
