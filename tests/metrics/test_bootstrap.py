@@ -149,14 +149,37 @@ def test_runs_on_other_images_are_refused_naming_the_first_difference():
 def test_eval_keeps_per_image_matrices_and_compare_reads_them(evaluated_runs, tmp_path):
     runs = {name: evaluated_runs[name] for name in ("short", "longer")}
     segnet_root = evaluated_runs["root"]
-    # no eval yet (a copy without evals/): compare says which command makes one
+    # no eval yet (a copy without evals/): with --no-eval compare runs no model and says which
+    # command makes one
     bare = tmp_path / "bare"
     shutil.copytree(runs["short"], bare, ignore=shutil.ignore_patterns("evals"))
-    r = segcli("compare", str(bare), str(runs["longer"]), cwd=tmp_path)
+    r = segcli("compare", str(bare), str(runs["longer"]), "--no-eval", cwd=tmp_path)
     assert (
         r.returncode == 2
         and "no eval of checkpoints/best.pt on the test split yet; run: segcli eval " in r.stderr
     )
+    assert not (bare / "evals").exists()
+    # by default it evaluates the run itself (as segcli eval would), says so in one line and
+    # keeps the eval in RUN/evals/; the next compare reuses it; a stale one is evaluated again
+    best_epoch = json.loads((bare / "summary.json").read_text())["best_epoch"]
+    said = f"{bare}: evaluated checkpoints/best.pt (epoch {best_epoch}) on the test split, 2 images in "
+    compare_bare = ("compare", str(bare), str(runs["longer"]), "--resamples", "200")
+    r = segcli(*compare_bare, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert said in r.stdout and r.stdout.count("evaluated checkpoints/best.pt") == 1
+    kept = PerImage.load(bare / "evals" / "best-test.npz")
+    assert (bare / "evals" / "best-test.json").is_file() and kept.epoch == best_epoch
+    assert np.array_equal(
+        kept.matrices, PerImage.load(runs["short"] / "evals" / "best-test.npz").matrices
+    )  # what segcli eval of the same checkpoint kept
+    r = segcli(*compare_bare, cwd=tmp_path)
+    assert r.returncode == 0 and "evaluated" not in r.stdout
+    kept.epoch = best_epoch + 5  # an eval of another best epoch than best.pt's now
+    kept.save(bare / "evals" / "best-test.npz")
+    r = segcli(*compare_bare, cwd=tmp_path)
+    assert r.returncode == 0 and said in r.stdout
+    assert PerImage.load(bare / "evals" / "best-test.npz").epoch == best_epoch
+    shutil.rmtree(bare / "evals")
     r = segcli("eval", str(bare / "checkpoints" / "best.pt"), "--split", "test", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (
@@ -280,7 +303,9 @@ def test_eval_keeps_per_image_matrices_and_compare_reads_them(evaluated_runs, tm
     assert r.returncode == 0, r.stderr
     r = segcli("compare", "short.json", "val.json", cwd=tmp_path)
     assert r.returncode == 2 and "an eval of the val split, not test (--split val?)" in r.stderr
-    r = segcli("compare", str(runs["short"]), "val.json", "--split", "val", cwd=tmp_path)
+    r = segcli(
+        "compare", str(runs["short"]), "val.json", "--split", "val", "--no-eval", cwd=tmp_path
+    )  # --no-eval: the shared fixture's run stays as it is
     assert r.returncode == 2 and "no eval of checkpoints/best.pt on the val split yet" in r.stderr
 
 

@@ -78,6 +78,15 @@ SplitOption = Annotated[str, typer.Option(help="Split of the run's dataset: trai
 SeedOption = Annotated[
     int, typer.Option(help="Seed of the bootstrap resampling (same seed: same result).")
 ]
+NoEvalOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-eval",
+        help="Run no model: refuse a run without a current eval of best.pt on the split (by "
+        "default such a run is evaluated first, as segcli eval does, and the eval kept in "
+        "RUN/evals/).",
+    ),
+]
 CheckpointArgument = Annotated[
     Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")
 ]

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from segcli import console
-from segcli.cli.common import JsonOption, SeedOption, user_errors
+from segcli.cli.common import JsonOption, NoEvalOption, SeedOption, user_errors
 from segcli.errors import SegcliError
 
 ResamplesOption = Annotated[int, typer.Option(help="Bootstrap resamples of the images.")]
@@ -91,16 +91,17 @@ def compare(
     resamples: ResamplesOption = 10000,
     seed: SeedOption = 0,
     json_path: JsonOption = None,
+    no_eval: NoEvalOption = False,
 ) -> None:
     """Is B really better than A? A paired bootstrap over the test images of mIoU, mDice and
     per-class IoU: the difference, its 95% interval and a verdict. Three or more runs: each
-    against the best."""
+    against the best. A run without a current eval is evaluated first (kept in RUN/evals/)."""
     from segcli.files import write_json
-    from segcli.inference.evaluation import load_evidence
+    from segcli.inference.eval_files import ensure_eval, load_evidence
     from segcli.metrics import bootstrap
 
     with user_errors():
-        loaded = [load_evidence(r, split) for r in runs]
+        loaded = [(load_evidence if no_eval else ensure_eval)(r, split) for r in runs]
         labels = [label for label, _ in loaded]
         if len(set(labels)) < len(labels):
             labels = [str(r) for r in runs]
@@ -151,12 +152,19 @@ def html_report(
     ] = "test",
     resamples: ResamplesOption = 10000,
     seed: SeedOption = 0,
+    no_eval: NoEvalOption = False,
 ) -> None:
     """One self-contained HTML file (no script, no network): configs side by side (the keys that
     differ), curves, per-class IoU, confusion matrices, samples, worst images, and the paired
-    bootstrap comparison of the runs' evals (segcli eval RUN/checkpoints/best.pt --split test)."""
+    bootstrap comparison of the runs' evals of best.pt on --split (a run without a current one is
+    evaluated first and the eval kept in RUN/evals/, unless --no-eval)."""
     from segcli.reports.html import write_report
 
     with user_errors():
+        if not no_eval:
+            from segcli.inference.eval_files import ensure_eval
+
+            for run in runs:
+                ensure_eval(run, split)
         path = write_report(runs, out, split, resamples, seed)
         console.out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)

@@ -28,7 +28,6 @@ from segcli.inference.loop import EvalResult, evaluate
 from segcli.inference.modes import InferenceSettings
 from segcli.metrics.confusion import PROTOCOLS, protocols
 from segcli.metrics.surface import HausdorffAccumulator
-from segcli.runs.run_dir import RunDir
 
 
 @dataclass
@@ -322,46 +321,3 @@ def worst_images(evidence: PerImage, count: int, classes_shown: int = 3) -> list
 def _worst_caption(item: dict) -> str:
     classes = ", ".join(f"{c} {v:.2f}" for c, v in item["worst_classes"].items())
     return f"{item['name']}: mIoU {item['miou']:.3f}; worst classes: {classes}"
-
-
-def load_evidence(item: Path, split: str = "test") -> tuple[str, PerImage]:
-    """The per-image matrices ``segcli compare`` reads, and a label for them, from a run folder
-    (its ``evals/best-SPLIT.npz``, which ``segcli eval RUN/checkpoints/best.pt --split SPLIT``
-    writes), an eval's ``--json`` file (the ``.npz`` beside it) or the ``.npz`` itself.
-
-    Raises:
-        SegcliError: nothing there; the run has no eval of best.pt on ``split`` yet, or one of an
-            older best epoch (the message gives the eval command); a file of another split.
-    """
-    item = Path(item)
-    run = RunDir.read(item)
-    if item.is_dir():
-        if not run.is_run():
-            raise SegcliError(
-                f"{item}: not a run folder (expected .hydra/config.yaml and checkpoints/)"
-            )
-        npz = run.eval_files("best", split)[1]
-        command = f"segcli eval {run.best} --split {split}"
-        if not npz.is_file():
-            raise SegcliError(
-                f"{item}: no eval of checkpoints/best.pt on the {split} split yet; run: {command}"
-            )
-        evidence = PerImage.load(npz)
-        best_epoch = run.summary().get("best_epoch")
-        if best_epoch is not None and evidence.epoch is not None and evidence.epoch != best_epoch:
-            raise SegcliError(
-                f"{npz}: evaluates epoch {evidence.epoch}, but best.pt is now epoch {best_epoch}; "
-                f"run: {command}"
-            )
-        return item.name, evidence
-    npz = item.with_suffix(".npz")
-    if not npz.is_file():
-        raise SegcliError(
-            f"{item}: no such run folder or eval file (expected RUN_DIR, EVAL.json or EVAL.npz)"
-        )
-    evidence = PerImage.load(npz)
-    if evidence.split != split:
-        raise SegcliError(
-            f"{npz}: an eval of the {evidence.split} split, not {split} (--split {evidence.split}?)"
-        )
-    return item.stem, evidence

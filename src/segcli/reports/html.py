@@ -92,7 +92,7 @@ def _comparison(
     runs: Sequence[Path], labels: list[str], split: str, resamples: int, seed: int
 ) -> str:
     """The paired bootstrap of ``segcli compare`` as HTML, or a note on which evals are missing."""
-    from segcli.inference.evaluation import load_evidence
+    from segcli.inference.eval_files import load_evidence
     from segcli.metrics import bootstrap
 
     try:
