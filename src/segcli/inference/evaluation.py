@@ -20,7 +20,8 @@ import torch
 from segcli import console
 from segcli.config import run_seed
 from segcli.data.datasets import build_datasets
-from segcli.data.readers import DatasetInfo, make_loader
+from segcli.data.loaders import make_loader
+from segcli.data.settings import DatasetInfo, DatasetSettings
 from segcli.errors import SegcliError
 from segcli.files import atomic_write, write_json
 from segcli.inference.loop import evaluate
@@ -102,7 +103,7 @@ class ProbabilityWriter:
 
     def __call__(self, scores: torch.Tensor, batch: dict) -> None:
         """``scores: (N, C, H, W)`` logits (``logits``) or probabilities of a padded batch; ``batch``
-        with ``name`` and ``size`` (see ``data.readers.pad_collate``)."""
+        with ``name`` and ``size`` (see ``data.loaders.pad_collate``)."""
         probs = scores.float().softmax(1) if self.logits else scores.float()
         probs = probs.to(torch.float16).cpu().numpy()
         for i, (name, (h, w)) in enumerate(zip(batch["name"], batch["size"], strict=True)):
@@ -232,11 +233,12 @@ class _EvalJob:
         """
         ckpt = load_checkpoint(path)
         cfg = ckpt["config"]
+        dataset = DatasetSettings.from_config(cfg["dataset"])
         if data_root is not None:
-            cfg["dataset"]["root"] = data_root
-        info, data, _ = build_datasets(cfg, (split,), run_seed(cfg), augmented=())
+            dataset = dataset.with_root(data_root)
+        info, data, _ = build_datasets(cfg, (split,), run_seed(cfg), augmented=(), settings=dataset)
         trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
-        ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
+        ctx = step_context(trainer, dataset.scale)
         model = model_from_checkpoint(ckpt, ctx.device)
         if ctx.channels_last:
             model = model.to(memory_format=torch.channels_last)

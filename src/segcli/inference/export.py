@@ -232,13 +232,16 @@ def _parity_inputs(
     train), each cut/padded to ``size`` when fixed; generated images when the data is not reachable."""
     from segcli.config import run_seed
     from segcli.data.datasets import build_datasets
+    from segcli.data.settings import DatasetSettings
 
     cfg = ckpt["config"]
-    if data_root is not None:
-        cfg["dataset"]["root"] = data_root
     for split in ("val", "test", "train"):
         try:
-            _, data, _ = build_datasets(cfg, (split,), run_seed(cfg), augmented=())
+            settings = DatasetSettings.from_config(cfg["dataset"])
+            settings = settings if data_root is None else settings.with_root(data_root)
+            _, data, _ = build_datasets(
+                cfg, (split,), run_seed(cfg), augmented=(), settings=settings
+            )
             dataset = data[split]
             if len(dataset) == 0:
                 continue
@@ -246,7 +249,7 @@ def _parity_inputs(
             continue
         picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
         inputs = [dataset[int(i)]["image"].unsqueeze(0) for i in dict.fromkeys(picks)]
-        where = cfg["dataset"].get("root") or cfg["dataset"]["kind"]
+        where = settings.root or settings.kind
         return [_fit(x, size) for x in inputs], f"{split} split of {where}"
     rng = np.random.default_rng(seed)
     h, w = size or (256, 256)
@@ -387,6 +390,7 @@ def _describe(
     speeds: dict,
     shape: Sequence[int],
 ) -> dict:
+    from segcli.data.settings import DatasetSettings
     from segcli.models.build import model_label
 
     cfg, classes, norm = ckpt["config"], ckpt["classes"], ckpt["normalization"]
@@ -415,7 +419,7 @@ def _describe(
             "padding": f"pad bottom/right with black pixels (0, before normalising) to a multiple of {SIZE_DIVISOR}"
             + (" / the fixed size" if size else "")
             + "; crop the output back",
-            "scale": float(cfg["dataset"].get("scale", 1.0)),
+            "scale": DatasetSettings.from_config(cfg["dataset"]).scale,
         },
         "output": {"name": "logits", "layout": "NCHW float32", "prediction": "argmax over C"},
         "eval_augmentation": cfg["augmentation"].get("eval"),

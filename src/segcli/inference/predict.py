@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from segcli.data.augment import build_transforms
-from segcli.data.readers import IMAGE_EXTENSIONS, read_image
+from segcli.data.images import IMAGE_EXTENSIONS, read_image
+from segcli.data.settings import DatasetSettings
 from segcli.errors import SegcliError
 from segcli.inference.modes import Inference, InferenceSettings
 from segcli.models.build import model_from_checkpoint
@@ -98,7 +99,7 @@ class Predictor:
         ckpt = load_checkpoint(path)
         classes, norm, cfg = ckpt["classes"], ckpt["normalization"], ckpt["config"]
         trainer = {**cfg["trainer"], "device": device, **({"amp": amp} if amp is not None else {})}
-        ctx = step_context(trainer, float(cfg["dataset"].get("scale", 1.0)))
+        ctx = step_context(trainer, DatasetSettings.from_config(cfg["dataset"]).scale)
         transform = build_transforms(
             ckpt["config"]["augmentation"].get("eval"),
             int(classes["ignore_index"]),
