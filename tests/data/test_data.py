@@ -7,16 +7,13 @@ from helpers import camvid_or_skip, write_pair
 from PIL import Image
 
 from segcli.data.augment import build_transforms
-from segcli.data.layouts import find_split_files, pair_files
+from segcli.data.images import image_size, read_image
+from segcli.data.layouts import find_split_files
+from segcli.data.loaders import EpochSampler, pad_collate
 from segcli.data.masks import mask_lut, mask_table, read_mask
-from segcli.data.readers import (
-    EpochSampler,
-    PairedFolderDataset,
-    check_pairs,
-    image_size,
-    pad_collate,
-    read_image,
-)
+from segcli.data.pairing import pair_files
+from segcli.data.readers import PairedFolderDataset, check_pairs
+from segcli.data.settings import DatasetSettings
 from segcli.data.synthetic import SyntheticDataset
 from segcli.errors import SegcliError
 
@@ -95,7 +92,12 @@ def test_flat_folder_gets_a_seeded_random_split(flat_binary_root: Path):
         "mask_dir": "masks",
         "val_fraction": 0.3,
     }
-    a, b, c = find_split_files(cfg, 0), find_split_files(cfg, 0), find_split_files(cfg, 1)
+    settings = DatasetSettings.from_config(cfg)
+    a, b, c = (
+        find_split_files(settings, 0),
+        find_split_files(settings, 0),
+        find_split_files(settings, 1),
+    )
     assert a.random_split and set(a.pairs) == {"train", "val"}
     assert len(a.pairs["val"]) == 3 and len(a.pairs["train"]) == 7
     assert a.as_json() == b.as_json() and a.as_json() != c.as_json()
@@ -103,7 +105,9 @@ def test_flat_folder_gets_a_seeded_random_split(flat_binary_root: Path):
 
 
 def test_split_subfolders_and_segnet_layout(segnet_root: Path, tmp_path: Path):
-    files = find_split_files({"root": str(segnet_root), "layout": "segnet"}, 0)
+    files = find_split_files(
+        DatasetSettings.from_config({"root": str(segnet_root), "layout": "segnet"}), 0
+    )
     assert {s: len(p) for s, p in files.pairs.items()} == {"train": 8, "val": 3, "test": 2}
     root = tmp_path / "sub"
     for split in ("train", "val"):
@@ -114,10 +118,11 @@ def test_split_subfolders_and_segnet_layout(segnet_root: Path, tmp_path: Path):
         "image_dir": "imgs",
         "mask_dir": "labels",
     }
-    files = find_split_files(cfg, 0)
+    settings = DatasetSettings.from_config(cfg)
+    files = find_split_files(settings, 0)
     assert not files.random_split and set(files.pairs) == {"train", "val"}
     with pytest.raises(SegcliError, match="dataset.root not found"):
-        find_split_files({**cfg, "root": str(tmp_path / "missing")}, 0)
+        find_split_files(settings.with_root(tmp_path / "missing"), 0)
 
 
 def test_dataset_sample_shapes_and_padding_uses_ignore_index(segnet_root: Path):
@@ -153,7 +158,9 @@ def test_synthetic_dataset_is_deterministic_and_differs_between_splits():
 @pytest.mark.camvid
 def test_camvid_pairs_and_classes():
     root = camvid_or_skip()
-    files = find_split_files({"root": str(root), "layout": "segnet"}, 0)
+    files = find_split_files(
+        DatasetSettings.from_config({"root": str(root), "layout": "segnet"}), 0
+    )
     assert {s: len(p) for s, p in files.pairs.items()} == {"train": 367, "val": 101, "test": 233}
     stats = check_pairs(files.pairs["val"], mask_lut(11, 11), 11)
     assert (stats.pixels > 0).all() and (
@@ -199,20 +206,24 @@ def test_colour_masks_map_through_dataset_colors(tmp_path: Path):
     rgb[0] = [255, 0, 0]
     rgb[1, :2] = [0, 0, 255]  # rgb[1, 2] stays black: not a class colour
     Image.fromarray(rgb).save(tmp_path / "c.png")
-    table = mask_table({"mask_format": "rgb", "ignore_index": 9}, colors)
+    rgb_masks = DatasetSettings.from_config({"mask_format": "rgb", "ignore_index": 9})
+    table = mask_table(rgb_masks, colors)
     with pytest.raises(
         SegcliError, match=r"c.png: mask colours \[\[0, 0, 0\]\] are not in dataset.colors"
     ):
         read_mask(tmp_path / "c.png", table)
     table = mask_table(
-        {"mask_format": "rgb", "ignore_index": 9, "mask_values": {"0,0,0": 9}}, colors
+        DatasetSettings.from_config(
+            {"mask_format": "rgb", "ignore_index": 9, "mask_values": {"0,0,0": 9}}
+        ),
+        colors,
     )
     assert read_mask(tmp_path / "c.png", table).tolist() == [[1, 1, 1], [0, 0, 9]]
     Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "i.png")
     with pytest.raises(SegcliError, match="i.png: mask is 8-bit PNG, not an 8-bit colour image"):
         read_mask(tmp_path / "i.png", table)
-    with pytest.raises(SegcliError, match="dataset.mask_format=hsv"):
-        mask_table({"mask_format": "hsv"}, colors)
+    with pytest.raises(SegcliError, match="^dataset.mask_format=hsv: expected index or rgb$"):
+        DatasetSettings.from_config({"mask_format": "hsv"})
 
 
 def test_exif_orientation_is_ignored_so_images_stay_aligned_with_masks(tmp_path: Path):

@@ -16,6 +16,7 @@ from segcli.config import compose_config, to_plain
 from segcli.data.augment import build_transforms
 from segcli.data.masks import mask_table
 from segcli.data.readers import PairedFolderDataset, check_pairs
+from segcli.data.settings import DatasetSettings
 from segcli.errors import SegcliError
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -150,10 +151,8 @@ def test_any_files_give_a_sample_or_a_clean_error():
             image_path = write(Path(tmp) / "img", image, image_garbage)
             mask_path = write(Path(tmp) / "mask", mask, mask_garbage)
             try:
-                table = mask_table(
-                    {"mask_format": mask_format, "num_classes": CLASSES, "ignore_index": IGNORE},
-                    colors,
-                )
+                group = {"mask_format": mask_format, "num_classes": CLASSES, "ignore_index": IGNORE}
+                table = mask_table(DatasetSettings.from_config(group), colors)
                 found = check_pairs([(image_path, mask_path)], table, CLASSES)
                 plain = PairedFolderDataset(found.pairs, table, build_transforms(None, IGNORE))[0]
                 unaugmented_sample_is_the_files(plain, image, mask)

@@ -18,14 +18,30 @@ from PIL import Image
 from segcli.config import compose_config, to_plain
 from segcli.data.datasets import build_datasets
 from segcli.data.doctor import diagnose
-from segcli.data.layouts import find_split_files, read_list
-from segcli.data.masks import keep_points, mask_lut, mask_table, read_mask, read_raw_mask
-from segcli.data.readers import DatasetInfo, check_pairs, default_colors, read_image
+from segcli.data.images import read_image, read_raw_mask
+from segcli.data.layouts import find_split_files
+from segcli.data.masks import keep_points, mask_lut, mask_table, read_mask
+from segcli.data.pairing import read_list
+from segcli.data.readers import check_pairs
+from segcli.data.settings import DatasetInfo, DatasetSettings, default_colors
 from segcli.errors import SegcliError
 
 VOC_PALETTE = [0, 0, 0] + [
     v for rgb in default_colors(255) for v in rgb
 ]  # VOC's bit-interleaved colour map
+
+
+def settings(group: dict) -> DatasetSettings:
+    """A ``dataset`` group (a few keys or a whole composed one) as the builders read it."""
+    return DatasetSettings.from_config(group)
+
+
+def decoder(group: dict, colors=None, identity: bool = False):
+    """The mask decoder of a ``dataset`` group, with its classes' colours unless given."""
+    parsed = settings(group)
+    return mask_table(
+        parsed, colors if colors is not None else DatasetInfo.from_settings(parsed).colors, identity
+    )
 
 
 def bands(values: list[int], h: int = 64, w: int = 64, dtype=np.uint8) -> np.ndarray:
@@ -105,11 +121,11 @@ def test_voc_palette_masks_read_as_indices_with_the_border_ignored(tmp_path):
     cfg = to_plain(
         compose_config(["dataset=voc", f"dataset.root={tmp_path}"])
     )  # the VOCdevkit's parent
-    files = find_split_files(cfg["dataset"], 0)
+    files = find_split_files(settings(cfg["dataset"]), 0)
     assert {s: len(p) for s, p in files.pairs.items()} == {"train": 3, "val": 1}
     found = check_pairs(
         files.pairs["train"],
-        mask_table(cfg["dataset"], DatasetInfo.from_config(cfg["dataset"]).colors),
+        decoder(cfg["dataset"]),
         21,
     )
     band = 16 * 64
@@ -129,7 +145,7 @@ def test_voc_augmented_list_takes_pairs_and_leaves_val_out(tmp_path):
     (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(
         "/JPEGImages/2008_000001.jpg /SegmentationClassAug/2008_000001.png\n2007_000004\n"
     )
-    files = find_split_files({"root": str(root), "layout": "voc", "aug": True}, 0)
+    files = find_split_files(settings({"root": str(root), "layout": "voc", "aug": True}), 0)
     assert [p[0].name for p in files.pairs["train"]] == [
         "2008_000001.jpg"
     ]  # 2007_000004 is a val image
@@ -191,22 +207,22 @@ def city_tree(base: Path, train_ids: bool = False) -> Path:
 def test_cityscapes_label_ids_map_to_the_19_train_ids(tmp_path):
     root = city_tree(tmp_path)
     cfg = to_plain(compose_config(["dataset=cityscapes", f"dataset.root={root}"]))["dataset"]
-    files = find_split_files(cfg, 0)
+    files = find_split_files(settings(cfg), 0)
     assert {s: len(p) for s, p in files.pairs.items()} == {
         "train": 3,
         "val": 1,
     } and not files.identity
     assert all(m.name.endswith("_gtFine_labelIds.png") for _, m in files.pairs["train"])
-    mask = read_mask(files.pairs["val"][0][1], mask_table(cfg, DatasetInfo.from_config(cfg).colors))
+    mask = read_mask(files.pairs["val"][0][1], decoder(cfg))
     assert mask[::8, 0].tolist() == CITY_TRAIN_IDS
 
     # labelTrainIds present for every image: used as they are (the table is not applied twice)
     root = city_tree(tmp_path / "with_train_ids", train_ids=True)
-    files = find_split_files({**cfg, "root": str(root)}, 0)
+    files = find_split_files(settings(cfg).with_root(root), 0)
     assert files.identity == {"train", "val"}
     mask = read_mask(
         files.pairs["val"][0][1],
-        mask_table(cfg, DatasetInfo.from_config(cfg).colors, identity=True),
+        decoder(cfg, identity=True),
     )
     assert mask[::8, 0].tolist() == CITY_TRAIN_IDS
 
@@ -267,10 +283,10 @@ def ade_tree(base: Path) -> Path:
 def test_ade20k_ignores_zero_and_shifts_the_rest(tmp_path):
     root = ade_tree(tmp_path)
     cfg = to_plain(compose_config(["dataset=ade20k", f"dataset.root={tmp_path}"]))["dataset"]
-    files = find_split_files(cfg, 0)
+    files = find_split_files(settings(cfg), 0)
     assert {s: len(p) for s, p in files.pairs.items()} == {"train": 3, "val": 1}
     assert files.pairs["val"][0][0].parent == root / "images" / "validation"
-    mask = read_mask(files.pairs["val"][0][1], mask_table(cfg, DatasetInfo.from_config(cfg).colors))
+    mask = read_mask(files.pairs["val"][0][1], decoder(cfg))
     assert mask[::16, 0].tolist() == [255, 0, 149, 4]
     with pytest.raises(
         SegcliError, match="dataset.mask_values and dataset.reduce_zero_label are both set"
@@ -309,9 +325,9 @@ def test_different_names_pair_by_suffix_and_split_lists_pick_them(tmp_path):
         match=r"tile0_img.tif: image has no mask .*no name pairs at all; "
         r"masks named NAME_lbl\? set dataset.mask_suffix=_lbl",
     ):
-        find_split_files(cfg, 0)
+        find_split_files(settings(cfg), 0)
     cfg.update(image_suffix="_img", mask_suffix="_lbl")
-    files = find_split_files(cfg, 0)
+    files = find_split_files(settings(cfg), 0)
     assert sorted(p[0].name for p in files.pairs["train"] + files.pairs["val"]) == [
         f"tile{i}_img.tif" for i in range(4)
     ]
@@ -321,7 +337,7 @@ def test_different_names_pair_by_suffix_and_split_lists_pick_them(tmp_path):
     (root / "lists" / "train.txt").write_text("tile0\ntile2  # a comment\n\ntile3\n")
     (root / "lists" / "val.txt").write_text("images/tile1_img.tif labels/tile1_lbl.gif\n")
     files = find_split_files(
-        {**cfg, "split_lists": {"train": "lists/train.txt", "val": "lists/val.txt"}}, 0
+        settings({**cfg, "split_lists": {"train": "lists/train.txt", "val": "lists/val.txt"}}), 0
     )
     assert [p[0].name for p in files.pairs["train"]] == [
         "tile0_img.tif",
@@ -332,7 +348,8 @@ def test_different_names_pair_by_suffix_and_split_lists_pick_them(tmp_path):
     (root / "lists" / "val.txt").write_text("tile9\n")
     with pytest.raises(SegcliError, match=r"val.txt: tile9 has no image/mask pair"):
         find_split_files(
-            {**cfg, "split_lists": {"train": "lists/train.txt", "val": "lists/val.txt"}}, 0
+            settings({**cfg, "split_lists": {"train": "lists/train.txt", "val": "lists/val.txt"}}),
+            0,
         )
 
 
@@ -355,9 +372,9 @@ def test_gif_tiff_and_rgba_masks_and_16_bit_and_gif_images(tmp_path):
     rgba[..., 3] = 128
     rgba[0, :, 0] = 255
     Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
-    table = mask_table({"mask_format": "rgb", "ignore_index": 9}, [[0, 0, 0], [255, 0, 0]])
+    table = decoder({"mask_format": "rgb", "ignore_index": 9}, [[0, 0, 0], [255, 0, 0]])
     assert read_mask(tmp_path / "c.png", table).tolist() == [[1, 1], [0, 0]]
-    # 16-bit image: value / 256 (OpenCV's rule, stated in data/readers.py); GIF image through Pillow
+    # 16-bit image: value / 256 (OpenCV's rule, stated in data/images.py); GIF image through Pillow
     cv2.imwrite(str(tmp_path / "i16.png"), np.array([[0, 256, 65535, 1000]], np.uint16))
     assert read_image(tmp_path / "i16.png")[0, :, 0].tolist() == [0, 1, 255, 3]
     Image.fromarray(np.full((3, 5, 3), [10, 200, 30], np.uint8)).save(tmp_path / "i.gif")
@@ -380,14 +397,14 @@ def test_lossy_masks_are_refused_with_the_setting_that_accepts_them(tmp_path):
     ):
         read_mask(tmp_path / "m.jpg", mask_lut(2, 254, {0: 0, 255: 1}))
     decoded = read_mask(
-        tmp_path / "m.jpg", mask_table({"mask_threshold": 128, "ignore_index": 254}, [[0] * 3] * 2)
+        tmp_path / "m.jpg", decoder({"mask_threshold": 128, "ignore_index": 254}, [[0] * 3] * 2)
     )
     assert np.array_equal(decoded, (truth == 255).astype(np.int64))
     with pytest.raises(
         SegcliError,
         match="dataset.mask_threshold=128: binary masks only; expected dataset.num_classes=2",
     ):
-        mask_table({"mask_threshold": 128, "ignore_index": 254}, [[0] * 3] * 3)
+        decoder({"mask_threshold": 128, "ignore_index": 254}, [[0] * 3] * 3)
 
     colors = [[0, 0, 255], [255, 200, 0], [40, 160, 40]]
     index = bands([0, 1, 2, 1])
@@ -400,8 +417,8 @@ def test_lossy_masks_are_refused_with_the_setting_that_accepts_them(tmp_path):
     with pytest.raises(
         SegcliError, match=r"c.jpg: RGB JPEG mask colours .* set dataset.color_tolerance=N"
     ):
-        read_mask(tmp_path / "c.jpg", mask_table(cfg, colors))
-    snapped = read_mask(tmp_path / "c.jpg", mask_table({**cfg, "color_tolerance": 60}, colors))
+        read_mask(tmp_path / "c.jpg", decoder(cfg, colors))
+    snapped = read_mask(tmp_path / "c.jpg", decoder({**cfg, "color_tolerance": 60}, colors))
     border = snapped == 9  # JPEG's chroma blends at the band borders: ignored, not guessed
     assert np.array_equal(snapped[~border], index[~border]) and 0 < border.mean() <= 0.05
     assert not border[4:12].any() and not border[20:28].any()  # inside the bands every pixel snaps
@@ -409,7 +426,7 @@ def test_lossy_masks_are_refused_with_the_setting_that_accepts_them(tmp_path):
         SegcliError,
         match=r"within N levels per channel \(now 1: \d+\.\d% of the pixels are farther",
     ):
-        read_mask(tmp_path / "c.jpg", mask_table({**cfg, "color_tolerance": 1}, colors))
+        read_mask(tmp_path / "c.jpg", decoder({**cfg, "color_tolerance": 1}, colors))
 
 
 def binary_folder(root: Path, values=(0, 255)) -> Path:
@@ -427,7 +444,7 @@ def test_zero_255_masks_with_ignore_255_are_caught_and_num_classes_comes_from_th
     )
     assert (
         cfg["dataset"]["num_classes"] is None
-        and DatasetInfo.from_config(cfg["dataset"]).num_classes == 2
+        and DatasetInfo.from_settings(settings(cfg["dataset"])).num_classes == 2
     )
     with pytest.raises(
         SegcliError,
@@ -443,8 +460,10 @@ def test_zero_255_masks_with_ignore_255_are_caught_and_num_classes_comes_from_th
     with pytest.raises(
         SegcliError, match="dataset.num_classes: not set; set it, or dataset.class_names"
     ):
-        DatasetInfo.from_config(
-            {"num_classes": None, "class_names": None, "colors": None, "ignore_index": 255}
+        DatasetInfo.from_settings(
+            settings(
+                {"num_classes": None, "class_names": None, "colors": None, "ignore_index": 255}
+            )
         )
 
 

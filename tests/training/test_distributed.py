@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import TINY, segcli
 
-from segcli.data.readers import EpochSampler
+from segcli.data.loaders import EpochSampler
 
 
 @pytest.mark.parametrize("length,world", [(10, 2), (11, 2), (7, 3), (2, 3)])

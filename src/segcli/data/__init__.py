@@ -1,8 +1,13 @@
-"""data: files -> samples. Image reading and pair checks (``readers``), which files pair up
-(``layouts``: folders, CamVid, VOC, Cityscapes, ADE20K), mask decoding (``masks``), the synthetic
-dataset (``synthetic``), the per-file cache of the pair check (``pair_cache``), the augmentation
-pipelines (``augment``), the ``dataset`` group -> the splits' datasets (``datasets``) and
-``segcli data doctor`` (``doctor``).
+"""data: files -> samples. The ``dataset`` group parsed once (``settings``: ``DatasetSettings``,
+its defaults read from conf/dataset/*.yaml, and the classes, ``DatasetInfo``); image and mask files
+read as stored (``images``); which image goes with which mask by name and list files (``pairing``);
+the file layouts of folders and benchmarks, each described once (``layouts``: ``Layout`` in the
+``LAYOUTS`` registry: folders, CamVid, VOC, Cityscapes, ADE20K); mask values -> classes
+(``masks``); the datasets and the up-front pair check (``readers``), its per-file cache
+(``pair_cache``), the synthetic dataset (``synthetic``); sampler and loader (``loaders``); the
+augmentation pipelines (``augment``); the ``dataset`` group -> the splits' datasets (``datasets``:
+the ``KINDS`` registry) and ``segcli data doctor`` (``doctor``, its mask-encoding guess in
+``mask_guess``).
 
 May import: the top level (errors, config, registry, console, runtime, files, preprocessing).
 Never imports: models, losses, metrics, runs, training, inference, reports, cli (checked by the

@@ -1,6 +1,11 @@
 """Datasets from the ``dataset`` and ``augmentation`` config groups: the splits a job needs, each with
 its pipeline (the ``train`` one for augmented splits, the ``eval`` one otherwise), and every check
 of ``segcli data check``. The readers themselves are data/readers.py's and data/synthetic.py's.
+
+Each ``dataset.kind`` is a ``DatasetKind`` registered in ``KINDS``: how it builds the splits'
+datasets (``build``) and how ``segcli data check`` reports on them (``check``). A new kind of
+reader is one ``conf/dataset/<kind>.yaml`` (its defaults, see data/settings.py) and one
+``KINDS.add(DatasetKind(...), ["<kind>"])`` here.
 """
 
 from __future__ import annotations
@@ -8,16 +13,56 @@ from __future__ import annotations
 import functools
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from segcli import console
 from segcli.config import run_seed
 from segcli.data.augment import build_transforms
-from segcli.data.layouts import find_split_files
-from segcli.data.masks import keep_points, mask_table
-from segcli.data.readers import SPLITS, DatasetInfo, PairedFolderDataset, SplitCheck, check_pairs
+from segcli.data.layouts import SplitFiles, find_split_files
+from segcli.data.masks import MaskDecoder, keep_points, mask_table
+from segcli.data.readers import PairedFolderDataset, SplitCheck, check_pairs
+from segcli.data.settings import SPLITS, DatasetInfo, DatasetSettings
 from segcli.data.synthetic import SyntheticDataset
 from segcli.errors import SegcliError
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from segcli.registry import Registry
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What ``build_datasets`` asks of a kind: the parsed group and its classes, the splits, the
+    run seed, each split's transform, the augmented splits (seeded augmentation, ``point_labels``)
+    and where a random split goes (``save_split``, or None)."""
+
+    settings: DatasetSettings
+    info: DatasetInfo
+    splits: Sequence[str]
+    seed: int
+    transforms: Mapping[str, Callable]
+    augmented: Sequence[str]
+    save_split: Callable[[dict], None] | None
+
+    def augment_seed(self, split: str) -> int | None:
+        """The augmentation seed of ``split``: the run seed when augmented, else None."""
+        return self.seed if split in self.augmented else None
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """How one ``dataset.kind`` is read.
+
+    Attributes:
+        build: ``build(request: BuildRequest) -> ({split: Dataset}, {split: ClassPixels})``
+            (class statistics of the training split at least; ``SplitCheck``s for file data).
+        check: ``check(settings, info, seed, report) -> None``: fills ``check_dataset``'s report
+            (``report["splits"]``, ``["problems"]``, ``["notes"]``) for every split.
+    """
+
+    build: Callable[[BuildRequest], tuple[dict, dict]]
+    check: Callable[[DatasetSettings, DatasetInfo, int, dict], None]
+
+
+KINDS: Registry[DatasetKind] = Registry("dataset", key="kind")
 
 
 def build_datasets(
@@ -26,11 +71,14 @@ def build_datasets(
     seed: int,
     save_split: Callable[[dict], None] | None = None,
     augmented: Sequence[str] = ("train",),
+    settings: DatasetSettings | None = None,
     normalization: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[DatasetInfo, dict, dict]:
     """Datasets of the given splits; those in ``augmented`` get the ``train`` pipeline, the
     others the ``eval`` one. ``save_split(split)`` receives a random train/val split of flat
     folders (``{split: [image stems]}``, to keep it with the run) when segcli made one.
+    ``settings``: the parsed ``dataset`` group when the caller has it (e.g. ``with_root`` of
+    another data folder), else ``cfg["dataset"]`` is parsed.
     ``normalization``: ``{"mean", "std"}`` (per channel, 0..1 units) of every pipeline's
     normalising step, a checkpoint's for eval; None: ImageNet's (``preprocessing``).
 
@@ -38,106 +86,138 @@ def build_datasets(
         (class info, {split: Dataset}, {split: data.readers.SplitCheck} for folder data).
 
     Raises:
-        SegcliError: any data problem (see data/readers.py), or a split the dataset does not have.
+        SegcliError: any data problem (see data/readers.py), a bad ``dataset`` value (see
+            data/settings.py), or a split the dataset does not have.
     """
-    dcfg, aug = cfg["dataset"], cfg["augmentation"]
-    info = DatasetInfo.from_config(dcfg)
+    settings = settings or DatasetSettings.from_config(cfg["dataset"])
+    info = DatasetInfo.from_settings(settings)
+    aug = cfg["augmentation"]
     norm = normalization or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
     transforms = {
         s: build_transforms(
             aug.get("train" if s in augmented else "eval"),
             info.ignore_index,
-            scale=float(dcfg.get("scale", 1.0)) if s in augmented else 1.0,
+            scale=settings.scale if s in augmented else 1.0,
             mean=norm["mean"],
             std=norm["std"],
         )
         for s in splits
     }
-    seeds = {s: seed if s in augmented else None for s in splits}
-    if dcfg["kind"] == "synthetic":
-        datasets = {
-            s: SyntheticDataset(dcfg[f"num_{s}"], dcfg["image_size"], s, transforms[s], seeds[s])
-            for s in splits
-        }
-        return info, datasets, {s: d.class_pixels() for s, d in datasets.items() if s == "train"}
-    if dcfg["kind"] != "folder":
-        raise SegcliError(f"dataset.kind={dcfg['kind']}: expected folder or synthetic")
-    on_bad = str(dcfg.get("on_bad_file") or "error")
-    if on_bad not in ("error", "skip"):
-        raise SegcliError(f"dataset.on_bad_file={on_bad}: expected error or skip")
-    unpaired: list[str] | None = [] if on_bad == "skip" else None
-    points_per_class = dcfg.get("point_labels")
-    if points_per_class is not None and (
-        isinstance(points_per_class, bool)
-        or not isinstance(points_per_class, int)
-        or points_per_class < 1
-    ):
-        raise SegcliError(
-            f"dataset.point_labels={points_per_class}: expected a number of pixels per class >= 1, or null"
+    kind = KINDS.get(settings.kind, "dataset.kind")
+    request = BuildRequest(settings, info, splits, seed, transforms, augmented, save_split)
+    datasets, counts = kind.build(request)
+    return info, datasets, counts
+
+
+def _build_synthetic(request: BuildRequest) -> tuple[dict, dict]:
+    settings = request.settings
+    datasets = {
+        s: SyntheticDataset(
+            settings.images_in(s),
+            settings.image_size,
+            s,
+            request.transforms[s],
+            request.augment_seed(s),
         )
-    files = find_split_files(dcfg, seed, unpaired)
-    if save_split is not None and files.random_split:
-        save_split(files.as_json())
+        for s in request.splits
+    }
+    return datasets, {s: d.class_pixels() for s, d in datasets.items() if s == "train"}
+
+
+def _build_folder(request: BuildRequest) -> tuple[dict, dict]:
+    settings = request.settings
+    unpaired: list[str] | None = [] if settings.on_bad_file == "skip" else None
+    files = find_split_files(settings, request.seed, unpaired)
+    if request.save_split is not None and files.random_split:
+        request.save_split(files.as_json())
     datasets, counts = {}, {}
-    for s in splits:
+    for s in request.splits:
         if s not in files.pairs:
             raise SegcliError(
-                f"{dcfg['root']}: the dataset has no '{s}' split (found {', '.join(files.pairs)})"
+                f"{settings.root}: the dataset has no '{s}' split (found {', '.join(files.pairs)})"
             )
-        lut = mask_table(dcfg, info.colors, identity=s in files.identity)
-        points = points_per_class if s in augmented else None
-        cache = _pair_cache(dcfg, lut, info, points)
-        counts[s] = check_pairs(
-            files.pairs[s],
-            lut,
-            info.num_classes,
-            skip_bad=on_bad == "skip",
-            point_labels=points,
-            rois=files.rois,
-            cache=cache,
-        )
-        if cache is not None:
-            cache.save()
-        if (
-            s == "train"
-        ):  # val/test may hold one class (e.g. only negatives); training on one is the trap
-            one_class_trap(counts[s], info, s)
-        sparsify = (
-            None
-            if points is None
-            else functools.partial(
-                _points_of,
-                per_class=points,
-                seed=seed,
-                num_classes=info.num_classes,
-                ignore_index=info.ignore_index,
-            )
-        )
-        datasets[s] = PairedFolderDataset(
-            counts[s].pairs, lut, transforms[s], seeds[s], sparsify, files.rois
-        )
-        if counts[s].problems:
-            console.warning(
-                f"dataset.on_bad_file=skip: left out {len(counts[s].problems)} bad pair(s) of the "
-                f"{s} split; the first: {counts[s].problems[0]}"
-            )
+        datasets[s], counts[s] = _folder_split(request, files, s)
     if unpaired:
         console.warning(
             f"dataset.on_bad_file=skip: left out {len(unpaired)} file(s) without a partner; "
             f"the first: {unpaired[0]}"
         )
-    return info, datasets, counts
+    return datasets, counts
 
 
-def _pair_cache(dcfg: Mapping, decoder, info: DatasetInfo, points: int | None):
-    """The pair-check cache of this dataset root and mask decoding (data/pair_cache.py), or None when off."""
+def _folder_split(
+    request: BuildRequest, files: SplitFiles, split: str
+) -> tuple[PairedFolderDataset, SplitCheck]:
+    """One split of folder data: its pairs checked (cached), its dataset."""
+    settings, info, seed = request.settings, request.info, request.seed
+    lut = mask_table(settings, info.colors, identity=split in files.identity)
+    points = settings.point_labels if split in request.augmented else None
+    found = _checked(settings, files, split, lut, info, points, settings.on_bad_file == "skip")
+    if split == "train":  # val/test may hold one class (only negatives); training on one: the trap
+        one_class_trap(found, info, split)
+    sparsify = (
+        None
+        if points is None
+        else functools.partial(
+            _points_of,
+            per_class=points,
+            seed=seed,
+            num_classes=info.num_classes,
+            ignore_index=info.ignore_index,
+        )
+    )
+    dataset = PairedFolderDataset(
+        found.pairs,
+        lut,
+        request.transforms[split],
+        request.augment_seed(split),
+        sparsify,
+        files.rois,
+    )
+    if found.problems:
+        console.warning(
+            f"dataset.on_bad_file=skip: left out {len(found.problems)} bad pair(s) of the "
+            f"{split} split; the first: {found.problems[0]}"
+        )
+    return dataset, found
+
+
+def _checked(
+    settings: DatasetSettings,
+    files: SplitFiles,
+    split: str,
+    lut: MaskDecoder,
+    info: DatasetInfo,
+    points: int | None,
+    skip_bad: bool,
+) -> SplitCheck:
+    """``check_pairs`` of one split through the pair-check cache (saved after)."""
+    cache = _pair_cache(settings, lut, info, points)
+    found = check_pairs(
+        files.pairs[split],
+        lut,
+        info.num_classes,
+        skip_bad=skip_bad,
+        point_labels=points,
+        rois=files.rois,
+        cache=cache,
+    )
+    if cache is not None:
+        cache.save()
+    return found
+
+
+def _pair_cache(settings: DatasetSettings, decoder, info: DatasetInfo, points: int | None):
+    """The pair-check cache of this dataset root and mask decoding (data/pair_cache.py), or None
+    when off."""
     from segcli.data.pair_cache import PairCache
 
-    return PairCache.open(str(dcfg["root"]), f"{decoder.fingerprint()}|{info.num_classes}|{points}")
+    return PairCache.open(settings.root, f"{decoder.fingerprint()}|{info.num_classes}|{points}")
 
 
 def _points_of(mask, name: str, per_class: int, seed: int, num_classes: int, ignore_index: int):
-    """``masks.keep_points`` seeded by (run seed, the image's name): fixed per image across epochs and resumes."""
+    """``masks.keep_points`` seeded by (run seed, the image's name): fixed per image across epochs
+    and resumes."""
     return keep_points(
         mask, per_class, (seed, zlib.crc32(name.encode())), num_classes, ignore_index
     )
@@ -172,49 +252,53 @@ def check_dataset(cfg: Mapping) -> dict:
     Raises:
         SegcliError: problems that stop any check: a missing root or folder, bad class names.
     """
-    dcfg = cfg["dataset"]
-    info = DatasetInfo.from_config(dcfg)
+    settings = DatasetSettings.from_config(cfg["dataset"])
+    info = DatasetInfo.from_settings(settings)
     out: dict = {
-        "dataset": dcfg.get("root") or dcfg["kind"],
+        "dataset": settings.root or settings.kind,
         "class_names": info.class_names,
         "splits": {},
         "problems": [],
         "notes": [],
     }
-    if dcfg["kind"] == "synthetic":
-        for split in SPLITS:
-            ds = SyntheticDataset(dcfg[f"num_{split}"], dcfg["image_size"], split, None)
-            out["splits"][split] = {
-                "images": len(ds),
-                "bad": 0,
-                "sizes": {"x".join(map(str, ds.size)): len(ds)},
-                "class_pixels": ds.class_pixels().pixels.tolist(),
-            }
-    else:
-        files = find_split_files(dcfg, run_seed(cfg), out["problems"])
-        for split, pairs in files.pairs.items():
-            lut = mask_table(dcfg, info.colors, identity=split in files.identity)
-            cache = _pair_cache(dcfg, lut, info, None)
-            found = check_pairs(
-                pairs, lut, info.num_classes, skip_bad=True, rois=files.rois, cache=cache
-            )
-            if cache is not None:
-                cache.save()
-            out["problems"] += found.problems
-            out["splits"][split] = {
-                "images": len(found.pairs),
-                "bad": len(found.problems),
-                "sizes": {f"{h}x{w}": n for (h, w), n in sorted(found.sizes.items())},
-                "class_pixels": found.pixels.tolist(),
-            }
-        if files.random_split:
-            out["notes"].append(
-                f"no split folders: a seeded random split (dataset.val_fraction="
-                f"{dcfg.get('val_fraction')}) is made when training"
-            )
+    KINDS.get(settings.kind, "dataset.kind").check(settings, info, run_seed(cfg), out)
     train = out["splits"].get("train")
     if train:
         absent = [n for n, c in zip(info.class_names, train["class_pixels"]) if c == 0]
         if absent:
             out["notes"].append(f"classes with no pixels in the train split: {', '.join(absent)}")
     return out
+
+
+def _check_synthetic(settings: DatasetSettings, info: DatasetInfo, seed: int, out: dict) -> None:
+    for split in SPLITS:
+        ds = SyntheticDataset(settings.images_in(split), settings.image_size, split, None)
+        out["splits"][split] = {
+            "images": len(ds),
+            "bad": 0,
+            "sizes": {"x".join(map(str, ds.size)): len(ds)},
+            "class_pixels": ds.class_pixels().pixels.tolist(),
+        }
+
+
+def _check_folder(settings: DatasetSettings, info: DatasetInfo, seed: int, out: dict) -> None:
+    files = find_split_files(settings, seed, out["problems"])
+    for split in files.pairs:
+        lut = mask_table(settings, info.colors, identity=split in files.identity)
+        found = _checked(settings, files, split, lut, info, None, skip_bad=True)
+        out["problems"] += found.problems
+        out["splits"][split] = {
+            "images": len(found.pairs),
+            "bad": len(found.problems),
+            "sizes": {f"{h}x{w}": n for (h, w), n in sorted(found.sizes.items())},
+            "class_pixels": found.pixels.tolist(),
+        }
+    if files.random_split:
+        out["notes"].append(
+            f"no split folders: a seeded random split (dataset.val_fraction="
+            f"{settings.val_fraction}) is made when training"
+        )
+
+
+KINDS.add(DatasetKind(_build_folder, _check_folder), ["folder"])
+KINDS.add(DatasetKind(_build_synthetic, _check_synthetic), ["synthetic"])

@@ -1,10 +1,11 @@
 """``segcli data doctor ROOT``: look at a folder segcli has never seen and say how to train on it.
 
-It finds, in this order: a known benchmark layout (VOC, Cityscapes, ADE20K, CamVid/SegNet: then
-it names the built-in dataset); else the image and mask folders (by name, else by content), the
-pairing rule (identical names or suffixes on either side), the splits (folders, list files, or
-none), and the mask encoding from a sample of masks (data/masks.py's reader: palette indices, gray
-values, colours, 0/255, lossy JPEG), with each value's or colour's pixel share. From that it
+It finds, in this order: a known benchmark layout (CamVid/SegNet, VOC, Cityscapes, ADE20K, as
+data/layouts.py's ``LAYOUTS`` describe them: then it names the built-in dataset); else the image and
+mask folders (by name, else by content), the pairing rule (identical names or suffixes on either
+side), the splits (folders, list files, or none), and the mask encoding from a sample of masks
+(data/mask_guess.py: palette indices, gray values, colours, 0/255, lossy JPEG), with each value's or
+colour's pixel share. From that it
 proposes a ``dataset`` config (all keys of conf/dataset/folder.yaml), runs segcli's own checks on
 every file with it (``datasets.check_dataset``: pairing, decoding, sizes, values) and reports.
 
@@ -15,15 +16,14 @@ own (see layouts.py and data/masks.py), the guesses are stated in the report.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from segcli.data.layouts import list_images
-from segcli.data.masks import read_raw_mask
-from segcli.data.readers import IMAGE_EXTENSIONS, SPLITS, default_colors
+from segcli.data.images import IMAGE_EXTENSIONS, read_raw_mask
+from segcli.data.layouts import LAYOUTS
+from segcli.data.mask_guess import guess_encoding
+from segcli.data.pairing import list_images
+from segcli.data.settings import SPLITS, default_colors
 from segcli.errors import SegcliError
 
 MASK_WORDS = (
@@ -56,16 +56,6 @@ IMAGE_WORDS = (
     "x",
     "photos",
 )
-SAMPLE = 64  # masks read to find the encoding
-MAX_CLASSES = 256  # more distinct values or colours than this: not class labels (or lossy noise)
-MASK_DEFAULTS = {
-    "mask_values": None,
-    "reduce_zero_label": False,
-    "mask_threshold": None,
-    "color_tolerance": None,
-    "ignore_index": 255,
-}  # the mask keys a proposal sets, before what the sample says
-SNAP = 48  # lossy colour masks: colours within this many levels per channel are one class colour
 
 
 @dataclass
@@ -97,12 +87,7 @@ def diagnose(root: Path) -> Diagnosis:
     if not root.is_dir():
         raise SegcliError(f"{root}: not a folder")
     out = Diagnosis(root)
-    builtin = _known_layout(root)
-    if builtin:
-        out.builtin, note = builtin
-        out.findings.append(note)
-        out.command = f"segcli train dataset={out.builtin} dataset.root={root}"
-        _check(out, {"dataset": {**_builtin_config(out.builtin), "root": str(root)}})
+    if _known_layout(out):
         return out
     folders = _image_and_mask_folders(root)
     if folders is None:
@@ -112,6 +97,46 @@ def diagnose(root: Path) -> Diagnosis:
         )
         return out
     images, masks, split_dirs = folders
+    cfg = _folder_config(out, images, masks, split_dirs)
+    mask_files = sorted(
+        p
+        for d in ([masks / s for s in split_dirs] or [masks])
+        for p in d.iterdir()
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    encoding = guess_encoding(mask_files, out)
+    if encoding is None:
+        return out
+    cfg.update(encoding)
+    out.config = cfg
+    _check(out, {"dataset": _complete(cfg)})
+    return out
+
+
+def _known_layout(out: Diagnosis) -> bool:
+    """Whether a built-in dataset reads ``out.root`` as it is (a benchmark ``Layout`` of
+    data/layouts.py recognised by its folders); if so it is named, with a line saying why, and
+    checked."""
+    root = out.root
+    for name in LAYOUTS.names():
+        layout = LAYOUTS.get(name)
+        base = layout.base(root)
+        if base is None:
+            continue
+        out.builtin = layout.builtin
+        out.findings.append(
+            layout.summary.format(where=base.relative_to(root) if base != root else ".")
+        )
+        out.command = f"segcli train dataset={out.builtin} dataset.root={root}"
+        _check(out, {"dataset": {**_builtin_config(out.builtin), "root": str(root)}})
+        return True
+    return False
+
+
+def _folder_config(out: Diagnosis, images: Path, masks: Path, split_dirs: list[str]) -> dict:
+    """The folder keys of a proposed ``dataset`` group (folders, pairing rule, split lists), with
+    findings."""
+    root = out.root
     out.findings.append(
         f"images in {images.relative_to(root)}/, masks in {masks.relative_to(root)}/"
         + (f", split folders {', '.join(split_dirs)}" if split_dirs else "")
@@ -152,47 +177,7 @@ def diagnose(root: Path) -> Diagnosis:
             out.findings.append(
                 "splits: none; training makes a seeded random 80/20 train/val split (split.json)"
             )
-    mask_files = sorted(
-        p
-        for d in ([masks / s for s in split_dirs] or [masks])
-        for p in d.iterdir()
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    encoding = _encoding(mask_files, out)
-    if encoding is None:
-        return out
-    cfg.update(encoding)
-    out.config = cfg
-    _check(out, {"dataset": _complete(cfg)})
-    return out
-
-
-def _known_layout(root: Path) -> tuple[str, str] | None:
-    """A built-in dataset that reads ``root`` as it is, and a line saying why."""
-    for base in (root, root / "VOCdevkit" / "VOC2012", root / "VOC2012"):
-        if (base / "JPEGImages").is_dir() and (base / "SegmentationClass").is_dir():
-            where = base.relative_to(root) if base != root else "."
-            return (
-                "voc",
-                f"PASCAL VOC layout ({where}: JPEGImages/, SegmentationClass/ palette PNGs, ImageSets/)",
-            )
-    if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
-        return (
-            "cityscapes",
-            "Cityscapes layout (leftImg8bit/, gtFine/ with labelIds or labelTrainIds)",
-        )
-    for base in (root, root / "ADEChallengeData2016"):
-        if (base / "images" / "training").is_dir() and (base / "annotations" / "training").is_dir():
-            return (
-                "ade20k",
-                "ADE20K layout (images/training, annotations/training; 0 = other, ignored)",
-            )
-    if (root / "train").is_dir() and (root / "trainannot").is_dir():
-        return (
-            "camvid",
-            "CamVid's SegNet layout (train/ + trainannot/, val/ + valannot/, test/ + testannot/)",
-        )
-    return None
+    return cfg
 
 
 def _builtin_config(name: str) -> dict:
@@ -273,188 +258,6 @@ def _split_lists(root: Path) -> dict[str, str] | None:
         if "train" in found and "val" in found:
             return found
     return None
-
-
-def _encoding(files: list[Path], out: Diagnosis) -> dict | None:
-    """Mask settings from a sample of ``files`` (evenly spaced), with findings; None (and a
-    problem) when the masks cannot be class labels."""
-    if not files:
-        out.problems.append("no mask files found")
-        return None
-    picks = [files[i] for i in np.linspace(0, len(files) - 1, min(SAMPLE, len(files))).astype(int)]
-    values, colours, kinds, lossy = Counter(), Counter(), Counter(), False
-    for path in picks:
-        try:
-            raw = read_raw_mask(path)
-        except SegcliError as exc:
-            out.problems.append(str(exc))
-            continue
-        lossy |= raw.lossy
-        pixels = raw.pixels
-        if pixels.ndim == 3 and (pixels[..., :3] == pixels[..., :1]).all():
-            pixels = pixels[..., 0]
-        kinds[
-            raw.describe() if pixels.ndim == 2 else f"{raw.encoding} colour {raw.file_format}"
-        ] += 1
-        if pixels.ndim == 2:
-            v, n = np.unique(pixels, return_counts=True)
-            values.update(dict(zip(v.tolist(), n.tolist(), strict=True)))
-        else:
-            code = pixels[..., :3].reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1])
-            v, n = np.unique(code, return_counts=True)
-            colours.update(dict(zip(v.tolist(), n.tolist(), strict=True)))
-    out.findings.append(
-        f"masks: {', '.join(f'{k} ({n})' for k, n in kinds.most_common())}, "
-        f"{len(picks)} of {len(files)} read"
-    )
-    if colours and values:
-        out.problems.append("masks mix one-channel and colour files; convert them to one encoding")
-        return None
-    return _colour_settings(colours, lossy, out) if colours else _value_settings(values, lossy, out)
-
-
-def _shares(counter: Counter, name) -> str:
-    total = sum(counter.values())
-    return ", ".join(f"{name(k)} {n / total:.1%}" for k, n in counter.most_common(12)) + (
-        f", ... ({len(counter)} in all)" if len(counter) > 12 else ""
-    )
-
-
-def _value_settings(values: Counter, lossy: bool, out: Diagnosis) -> dict | None:
-    found = sorted(values)
-    out.findings.append(f"mask values (pixel share): {_shares(values, str)}")
-    base = {**MASK_DEFAULTS, "mask_format": "index"}
-    if lossy:  # even a clean sample: other JPEG masks of the set carry noise
-        near = sum(n for v, n in values.items() if v < 32 or v > 223) / sum(values.values())
-        if near > 0.95:
-            out.findings.append(
-                f"lossy (JPEG) masks of two levels: {near:.1%} of the pixels are within 32 of 0 or "
-                "255 -> binary, dataset.mask_threshold=128"
-            )
-            return {
-                **base,
-                "num_classes": 2,
-                "class_names": ["background", "foreground"],
-                "colors": None,
-                "mask_threshold": 128,
-                "ignore_index": 254,
-            }
-        out.problems.append(
-            f"lossy (JPEG) masks with {len(found)} values, not two levels near 0 and 255: class "
-            "labels cannot be recovered; store masks as PNG"
-        )
-        return None
-    if len(found) > MAX_CLASSES:
-        out.problems.append(
-            f"{len(found)} distinct mask values: not class labels (images in the mask folder?)"
-        )
-        return None
-    if set(found) <= {0, 255}:
-        out.findings.append(
-            "binary 0/255 masks -> dataset.mask_values={0: 0, 255: 1}, ignore_index 254"
-        )
-        return {
-            **base,
-            "num_classes": 2,
-            "class_names": ["background", "foreground"],
-            "colors": None,
-            "mask_values": {0: 0, 255: 1},
-            "ignore_index": 254,
-        }
-    ignore = 255 if 255 in found else None
-    classes = [v for v in found if v != ignore]
-    if classes == list(range(len(classes))):
-        note = f"class indices 0..{len(classes) - 1}" + (
-            ", 255 ignored" if ignore is not None else ""
-        )
-        out.findings.append(note)
-        return {**base, "num_classes": len(classes), "class_names": None, "colors": None}
-    mapping = {v: i for i, v in enumerate(classes)}
-    if ignore is not None:
-        mapping[255] = 255
-    out.findings.append(
-        f"values {classes[:8]}{'...' if len(classes) > 8 else ''} are not 0..K-1: mapped in order "
-        "by dataset.mask_values (rename the classes in class_names)"
-    )
-    return {
-        **base,
-        "num_classes": len(classes),
-        "class_names": None,
-        "colors": None,
-        "mask_values": mapping,
-    }
-
-
-def _colour_settings(colours: Counter, lossy: bool, out: Diagnosis) -> dict | None:
-    def rgb(code: int) -> list[int]:
-        return [(code >> 16) & 255, (code >> 8) & 255, code & 255]
-
-    total = sum(colours.values())
-    main = [c for c, n in colours.most_common() if n / total >= 0.001]
-    out.findings.append(
-        f"colour masks (pixel share): {_shares(colours, lambda c: str(tuple(rgb(c))))}"
-    )
-    base = {**MASK_DEFAULTS, "mask_format": "rgb"}
-    if lossy or len(colours) > MAX_CLASSES:
-        main = _colour_centres(colours, total)
-        if not main or len(main) > 64:
-            out.problems.append(
-                f"{len(colours)} distinct colours that do not gather around a few class colours "
-                f"(within {SNAP} levels): not a colour code segcli can recover"
-            )
-            return None
-        out.findings.append(
-            f"lossy colour masks: {len(colours)} colours gather around {len(main)} class colours; "
-            f"dataset.color_tolerance={SNAP} snaps the rest (blends at borders are ignored)"
-        )
-        base["color_tolerance"] = SNAP
-    else:
-        main = sorted(colours)
-    colors = [rgb(c) for c in main]
-    out.findings.append(
-        f"{len(colors)} colours -> classes in that order (rename them in class_names)"
-    )
-    return {**base, "num_classes": len(colors), "class_names": None, "colors": colors}
-
-
-def _colour_centres(colours: Counter, total: int) -> list[int]:
-    """Class colours of lossy colour masks: the most frequent colours, each more than ``SNAP`` levels
-    (largest channel difference) from every centre before it and not a blend of two of them (JPEG's
-    chroma subsampling mixes neighbouring classes' chroma at their borders: chroma on the segment
-    between theirs, luma within theirs, in JPEG's YCbCr), holding 0.5%
-    of the pixels with the colours that snap to it. Returns colour codes ``(r << 16) | (g << 8) | b``."""
-
-    def rgb(code: int) -> np.ndarray:
-        return np.array([(code >> 16) & 255, (code >> 8) & 255, code & 255], dtype=float)
-
-    def ycbcr(c: np.ndarray) -> np.ndarray:  # JPEG's colour space (ITU-R BT.601, full range)
-        return np.array(
-            [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
-        ) @ c + [0, 128, 128]
-
-    def between(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
-        """c's chroma on the chroma segment a-b and its luma within theirs: a JPEG blend of a and b."""
-        (yc, *cc), (ya, *ca), (yb, *cb) = ycbcr(c), ycbcr(a), ycbcr(b)
-        cc, ca, cb = np.array(cc), np.array(ca), np.array(cb)
-        t = np.clip(np.dot(cc - ca, cb - ca) / max(np.dot(cb - ca, cb - ca), 1e-9), 0, 1)
-        return bool(
-            np.abs(cc - (ca + t * (cb - ca))).max() <= 16
-            and min(ya, yb) - SNAP <= yc <= max(ya, yb) + SNAP
-        )
-
-    centres: dict[int, int] = {}
-    for code, n in colours.most_common():
-        if n / total < 0.0005 or len(centres) > 64:
-            break
-        c = rgb(code)
-        near = [k for k in centres if np.abs(c - rgb(k)).max() <= SNAP]
-        if near:
-            centres[near[0]] += n
-            continue
-        points = [rgb(k) for k in centres]
-        if not any(between(c, a, b) for i, a in enumerate(points) for b in points[i + 1 :]):
-            centres[code] = n
-    return [c for c, n in centres.items() if n / total >= 0.005]
 
 
 def _complete(cfg: dict) -> dict:

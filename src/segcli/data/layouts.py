@@ -1,4 +1,5 @@
-"""Where a dataset's image/mask pairs are: the ``layout`` of a ``kind: folder`` dataset config.
+"""Where a dataset's image/mask pairs are: the ``layout`` of a ``kind: folder`` dataset, each
+described once by a ``Layout`` registered in ``LAYOUTS`` (``dataset.layout`` -> ``Layout``).
 
 - ``image_mask_dirs`` (``dataset=folder``): ``root/<image_dir>[/<split>]`` + ``root/<mask_dir>[/<split>]``
   paired by name, where a file's name is its stem less ``image_suffix`` / ``mask_suffix``
@@ -17,6 +18,12 @@
   The public test split has no labels: predict on it, do not score it.
 - ``ade20k``: ``ADEChallengeData2016/images/{training,validation}`` + ``annotations/...`` as train and val.
 
+A ``Layout`` says what its folder tree looks like (the folders that mark it, the subfolders that
+may hold it when ``dataset.root`` is their parent, each split's image and mask folder), which
+built-in dataset of conf/dataset/ reads it, and how its pairs are found (``find``).
+``find_split_files`` reads it for training, ``segcli data doctor`` (data/doctor.py) to recognise a
+benchmark's tree.
+
 Written here: these are the benchmarks' own folder conventions (MMSegmentation's dataset classes
 encode the same rules, but importing them would bring its whole registry and mmcv).
 """
@@ -24,15 +31,23 @@ encode the same rules, but importing them would bring its whole registry and mmc
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segcli import console
-from segcli.data.readers import IMAGE_EXTENSIONS, SPLITS
+from segcli.data.pairing import list_images, pair_files, pairs_from_list, read_list
+from segcli.data.settings import SPLITS, DatasetSettings
 from segcli.errors import SegcliError
+from segcli.registry import Registry
 
-LAYOUTS = ("image_mask_dirs", "segnet", "voc", "cityscapes", "ade20k")
+VOC_IMAGES, VOC_MASKS, VOC_LISTS = "JPEGImages", "SegmentationClass", "ImageSets/Segmentation"
+VOC_AUG_MASKS = "SegmentationClassAug"
+CITY_IMAGES, CITY_LABEL_IDS, CITY_TRAIN_IDS = (
+    "_leftImg8bit",
+    "_gtFine_labelIds",
+    "_gtFine_labelTrainIds",
+)
 
 
 @dataclass
@@ -51,180 +66,143 @@ class SplitFiles:
         return {s: [img.stem for img, _ in p] for s, p in self.pairs.items()}
 
 
-def list_images(folder: Path, suffix: str = "", recursive: bool = False) -> dict[str, Path]:
-    """Image files in ``folder`` (and its subfolders with ``recursive``) by name, sorted: the
-    path relative to ``folder`` without extension and without ``suffix``; files whose stem does
-    not end with ``suffix`` are left out."""
-    files = folder.rglob("*") if recursive else folder.iterdir()
-    out = {}
-    for p in sorted(files):
-        if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.stem.endswith(suffix)):
-            continue
-        name = p.relative_to(folder).with_suffix("").as_posix()
-        out[name[: len(name) - len(suffix)] if suffix else name] = p
-    return out
+@dataclass(frozen=True)
+class Layout:
+    """One file layout of ``kind: folder`` datasets (see the module docstring).
+
+    Attributes:
+        name: the ``dataset.layout`` value.
+        find: ``find(layout, settings, base, seed, problems) -> SplitFiles``: the pairs of each
+            split under ``base`` (see ``base``); ``problems`` as for ``pairing.pair_files``.
+        builtin: the conf/dataset/ file that reads this layout (``camvid`` for ``segnet``).
+        markers: root-relative folders that all exist in this layout (how ``segcli data doctor``
+            recognises it); none for a layout of the user's own folder names.
+        nests: subfolders that hold the layout when ``dataset.root`` is their parent, tried after
+            root itself (VOC's ``VOCdevkit/VOC2012``).
+        required: folders checked before pairing; a missing one is an error saying ``expects``.
+        expects: what the layout expects under root, in words, for that error.
+        folders: ``{split: (image folder, mask folder)}`` relative to the base, for layouts of
+            fixed split folders (a ``test`` entry is used when its image folder exists).
+        summary: one line for the doctor's report; ``{where}`` is the base relative to root.
+    """
+
+    name: str
+    find: Callable[..., SplitFiles]
+    builtin: str | None = None
+    markers: tuple[str, ...] = ()
+    nests: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    expects: str = ""
+    folders: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    summary: str = ""
+
+    def base(self, root: Path) -> Path | None:
+        """``root``, or the first of its ``nests``, that holds every marker folder; None when
+        none does or the layout has no markers."""
+        if not self.markers:
+            return None
+        for base in (root, *(root / nest for nest in self.nests)):
+            if all((base / marker).is_dir() for marker in self.markers):
+                return base
+        return None
 
 
-def pair_files(
-    image_dir: Path,
-    mask_dir: Path,
-    problems: list[str] | None = None,
-    image_suffix: str = "",
-    mask_suffix: str = "",
-    recursive: bool = False,
-) -> list[tuple[Path, Path]]:
-    """Pair ``image_dir/NAME<image_suffix>.*`` with ``mask_dir/NAME<mask_suffix>.*``.
-
-    Args:
-        problems: when given, a file without a partner is described here and left out
-            instead of raising (``dataset.on_bad_file=skip``, ``segcli data check``).
+def find_split_files(
+    settings: DatasetSettings, seed: int, problems: list[str] | None = None
+) -> SplitFiles:
+    """Find the image/mask pairs of each split of a ``kind: folder`` dataset (see the module
+    docstring for the layouts). ``seed``: of the random split of flat folders. ``problems``: see
+    ``pairing.pair_files``.
 
     Raises:
-        SegcliError: a folder is missing or holds no images, or (without ``problems``) a file
-            has no partner.
+        SegcliError: no root, the root or a needed folder is missing, an unknown layout, or
+            pairing fails.
     """
-    for folder in (image_dir, mask_dir):
-        if not folder.is_dir():
-            raise SegcliError(f"{folder}: data folder not found")
-    images = list_images(image_dir, image_suffix, recursive)
-    masks = list_images(mask_dir, mask_suffix, recursive)
-    if not images:
-        what = f"names ending in {image_suffix!r}, " if image_suffix else ""
-        raise SegcliError(
-            f"{image_dir}: no image files ({what}{', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
-    unpaired = [
-        f"{images[n]}: image has no mask {mask_dir}/{n}{mask_suffix}.*"
-        for n in images
-        if n not in masks
-    ]
-    unpaired += [
-        f"{masks[n]}: mask has no image {image_dir}/{n}{image_suffix}.*"
-        for n in masks
-        if n not in images
-    ]
-    if unpaired and problems is None:
-        raise SegcliError(unpaired[0] + _suffix_hint(images, masks, image_suffix, mask_suffix))
-    if problems is not None:
-        problems.extend(unpaired)
-    return [(images[n], masks[n]) for n in images if n in masks]
-
-
-def _suffix_hint(images: dict, masks: dict, image_suffix: str, mask_suffix: str) -> str:
-    """When no name pairs at all, say which suffix setting would pair them."""
-    if set(images) & set(masks) or not masks:
-        return ""
-    ends = {n.rsplit("_", 1)[-1] for n in masks if "_" in n}
-    if len(ends) == 1 and not mask_suffix and all("_" in n for n in masks):
-        end = ends.pop()
-        return f" (no name pairs at all; masks named NAME_{end}? set dataset.mask_suffix=_{end})"
-    return " (no name pairs at all; see dataset.image_suffix and dataset.mask_suffix)"
-
-
-def read_list(path: Path, root: Path) -> list[tuple[str, ...]]:
-    """A split list: one ``NAME`` or ``IMAGE MASK`` (paths relative to ``root``; a leading ``/``
-    is relative to root too, as in SBD's ``train_aug.txt``) per line; blank lines and ``#``
-    comments skipped.
-
-    Raises:
-        SegcliError: the file is missing, or a line has more than two fields.
-    """
-    if not path.is_file():
-        raise SegcliError(f"{path}: split list not found")
-    out = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        fields = line.split("#", 1)[0].split()
-        if not fields:
-            continue
-        if len(fields) > 2:
-            raise SegcliError(
-                f"{path}:{number}: expected NAME or 'IMAGE MASK', got {len(fields)} fields"
-            )
-        out.append(tuple(f.lstrip("/") for f in fields))
-    return out
-
-
-def pairs_from_list(
-    entries: list[tuple[str, ...]],
-    by_name: dict[str, tuple[Path, Path]] | None,
-    root: Path,
-    source: Path,
-    problems: list[str] | None,
-) -> list[tuple[Path, Path]]:
-    """The pairs a split list names: a ``NAME`` looked up in ``by_name``, an ``IMAGE MASK`` line as paths.
-
-    Raises:
-        SegcliError: (without ``problems``) a name with no pair, or a listed file that does not exist.
-    """
-    out, missing = [], []
-    for entry in entries:
-        if len(entry) == 2:
-            image, mask = root / entry[0], root / entry[1]
-            bad = next((p for p in (image, mask) if not p.is_file()), None)
-            (
-                missing.append(f"{bad}: listed in {source} but not found")
-                if bad
-                else out.append((image, mask))
-            )
-        elif by_name is not None and entry[0] in by_name:
-            out.append(by_name[entry[0]])
-        else:
-            missing.append(f"{source}: {entry[0]} has no image/mask pair")
-    if missing and problems is None:
-        raise SegcliError(missing[0])
-    if problems is not None:
-        problems.extend(missing)
-    return out
-
-
-def find_split_files(cfg: Mapping, seed: int, problems: list[str] | None = None) -> SplitFiles:
-    """Find the image/mask pairs of each split of a ``kind: folder`` dataset config (see the
-    module docstring for the layouts). ``problems``: see ``pair_files``.
-
-    Raises:
-        SegcliError: the root or a needed folder is missing, an unknown layout, or pairing fails.
-    """
-    root = Path(str(cfg["root"])).expanduser()
+    if settings.root is None:
+        raise SegcliError("dataset.root: not set (set dataset.root=PATH)")
+    root = Path(settings.root).expanduser()
     if not root.is_dir():
         raise SegcliError(
             f"{root}: dataset.root not found (expected a folder; set dataset.root=PATH)"
         )
-    layout = str(cfg.get("layout") or "image_mask_dirs")
-    if layout not in LAYOUTS:
-        raise SegcliError(f"dataset.layout={layout}: expected one of {', '.join(LAYOUTS)}")
-    if layout == "segnet":
-        return SplitFiles(
-            {
-                split: pair_files(root / split, root / f"{split}annot", problems)
-                for split in SPLITS
-                if (root / split).is_dir() or split != "test"
-            }
-        )
-    if layout == "voc":
-        return _voc(cfg, root, problems)
-    if layout == "cityscapes":
-        return _cityscapes(root, problems)
-    if layout == "ade20k":
-        root = _inside(root, "ADEChallengeData2016", "images")
-        return SplitFiles(
-            {
-                split: pair_files(root / "images" / folder, root / "annotations" / folder, problems)
-                for split, folder in (("train", "training"), ("val", "validation"))
-            }
-        )
-    out = _image_mask_dirs(cfg, root, seed, problems)
-    if cfg.get("roi_dir"):
-        _attach_rois(cfg, root, out, problems)
+    layout = LAYOUTS.get(str(settings.layout), "dataset.layout")
+    base = layout.base(root) or root
+    for needed in layout.required:
+        if not (base / needed).is_dir():
+            raise SegcliError(
+                f"{base / needed}: not found; dataset={layout.builtin} expects {layout.expects}"
+            )
+    return layout.find(layout, settings, base, seed, problems)
+
+
+def _split_folders(
+    layout: Layout, settings: DatasetSettings, root: Path, seed: int, problems: list[str] | None
+) -> SplitFiles:
+    """The layout's fixed split folders (CamVid's SegNet layout, ADE20K)."""
+    return SplitFiles(
+        {
+            split: pair_files(root / images, root / masks, problems)
+            for split, (images, masks) in layout.folders.items()
+            if split != "test" or (root / images).is_dir()
+        }
+    )
+
+
+def _image_mask_dirs(
+    layout: Layout, settings: DatasetSettings, root: Path, seed: int, problems: list[str] | None
+) -> SplitFiles:
+    """``dataset=folder``: split folders, else split lists, else a seeded random split; then
+    the region-of-interest masks."""
+    images, masks = root / settings.image_dir, root / settings.mask_dir
+    rule = {
+        "image_suffix": settings.image_suffix,
+        "mask_suffix": settings.mask_suffix,
+        "recursive": settings.recursive,
+    }
+    out = SplitFiles()
+    if (images / "train").is_dir():
+        for split in SPLITS:
+            if (images / split).is_dir() or split != "test":
+                out.pairs[split] = pair_files(images / split, masks / split, problems, **rule)
+    elif settings.split_lists:
+        by_name = _by_name(images, masks, rule)
+        for split, path in settings.split_lists.items():
+            path = root / path
+            out.pairs[split] = pairs_from_list(read_list(path, root), by_name, root, path, problems)
+    else:
+        out = _random_split(images, pair_files(images, masks, problems, **rule), settings, seed)
+    if settings.roi_dir:
+        _attach_rois(settings, root, out, problems)
     return out
 
 
-def _attach_rois(cfg: Mapping, root: Path, out: SplitFiles, problems: list[str] | None) -> None:
+def _random_split(
+    images: Path, pairs: list[tuple[Path, Path]], settings: DatasetSettings, seed: int
+) -> SplitFiles:
+    """Flat folders: ``val_fraction`` of the pairs (at least one) for validation, seeded."""
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(pairs) * settings.val_fraction))
+    if n_val >= len(pairs):
+        raise SegcliError(
+            f"{images}: {len(pairs)} image(s) are too few to split off dataset.val_fraction "
+            "for validation"
+        )
+    out = SplitFiles(random_split=True)
+    out.pairs["val"] = [pairs[i] for i in sorted(order[:n_val])]
+    out.pairs["train"] = [pairs[i] for i in sorted(order[n_val:])]
+    return out
+
+
+def _attach_rois(
+    settings: DatasetSettings, root: Path, out: SplitFiles, problems: list[str] | None
+) -> None:
     """Find each image's region-of-interest mask: ``roi_dir[/split]/NAME<roi_suffix>.*``, NAME as
     for the masks. Pairs without one are a problem (raised, or left out with ``problems``)."""
-    folder = root / str(cfg["roi_dir"])
+    folder = root / settings.roi_dir
     if not folder.is_dir():
         raise SegcliError(f"{folder}: dataset.roi_dir not found")
-    suffix, image_suffix = str(cfg.get("roi_suffix") or ""), str(cfg.get("image_suffix") or "")
+    suffix, image_suffix = settings.roi_suffix, settings.image_suffix
     rois = list_images(folder, suffix, recursive=True)
     for split, pairs in out.pairs.items():
         kept = []
@@ -242,50 +220,6 @@ def _attach_rois(cfg: Mapping, root: Path, out: SplitFiles, problems: list[str] 
         out.pairs[split] = kept
 
 
-def _image_mask_dirs(cfg: Mapping, root: Path, seed: int, problems: list[str] | None) -> SplitFiles:
-    images, masks = (
-        root / str(cfg.get("image_dir", "images")),
-        root / str(cfg.get("mask_dir", "masks")),
-    )
-    rule = {
-        "image_suffix": str(cfg.get("image_suffix") or ""),
-        "mask_suffix": str(cfg.get("mask_suffix") or ""),
-        "recursive": bool(cfg.get("recursive", False)),
-    }
-    out = SplitFiles()
-    if (images / "train").is_dir():
-        for split in SPLITS:
-            if (images / split).is_dir() or split != "test":
-                out.pairs[split] = pair_files(images / split, masks / split, problems, **rule)
-        return out
-    lists = cfg.get("split_lists") or {}
-    unknown = sorted(set(lists) - set(SPLITS))
-    if unknown:
-        raise SegcliError(
-            f"dataset.split_lists.{unknown[0]}: expected splits among {', '.join(SPLITS)}"
-        )
-    if lists:
-        if "train" not in lists or "val" not in lists:
-            raise SegcliError("dataset.split_lists: expected at least train and val lists")
-        by_name = _by_name(images, masks, rule)
-        for split, path in lists.items():
-            path = root / str(path)
-            out.pairs[split] = pairs_from_list(read_list(path, root), by_name, root, path, problems)
-        return out
-    pairs = pair_files(images, masks, problems, **rule)
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(pairs) * float(cfg.get("val_fraction", 0.2))))
-    if n_val >= len(pairs):
-        raise SegcliError(
-            f"{images}: {len(pairs)} image(s) are too few to split off dataset.val_fraction for validation"
-        )
-    out.pairs["val"] = [pairs[i] for i in sorted(order[:n_val])]
-    out.pairs["train"] = [pairs[i] for i in sorted(order[n_val:])]
-    out.random_split = True
-    return out
-
-
 def _by_name(images: Path, masks: Path, rule: dict) -> dict[str, tuple[Path, Path]] | None:
     """Name -> pair of the image and mask folders when both exist (lists may give paths instead)."""
     if not (images.is_dir() and masks.is_dir()):
@@ -295,95 +229,120 @@ def _by_name(images: Path, masks: Path, rule: dict) -> dict[str, tuple[Path, Pat
     return {n: (found[n], labels[n]) for n in found if n in labels}
 
 
-def _inside(root: Path, name: str, marker: str) -> Path:
-    """``root`` itself, or its subfolder ``name`` when the user pointed at the parent."""
-    return root / name if not (root / marker).is_dir() and (root / name / marker).is_dir() else root
-
-
-def _voc(cfg: Mapping, root: Path, problems: list[str] | None) -> SplitFiles:
-    root = _inside(_inside(root, "VOCdevkit", "VOC2012"), "VOC2012", "JPEGImages")
-    lists = root / "ImageSets" / "Segmentation"
-    for needed in (root / "JPEGImages", root / "SegmentationClass", lists):
-        if not needed.is_dir():
-            raise SegcliError(
-                f"{needed}: not found; dataset=voc expects VOCdevkit/VOC2012 with JPEGImages/, "
-                "SegmentationClass/ and ImageSets/Segmentation/"
-            )
+def _voc(
+    layout: Layout, settings: DatasetSettings, root: Path, seed: int, problems: list[str] | None
+) -> SplitFiles:
+    """PASCAL VOC 2012: the ImageSets lists; with ``aug`` SBD's augmented training list."""
+    lists = root / VOC_LISTS
     out = SplitFiles()
     for split in ("train", "val"):
         names = [e[0] for e in read_list(lists / f"{split}.txt", root)]
         out.pairs[split] = _named_pairs(
-            names,
-            root / "JPEGImages",
-            ".jpg",
-            root / "SegmentationClass",
-            ".png",
-            lists / f"{split}.txt",
-            problems,
+            names, root / VOC_IMAGES, root / VOC_MASKS, lists / f"{split}.txt", problems
         )
-    if cfg.get("aug"):
-        source = root / str(cfg.get("aug_list") or "ImageSets/Segmentation/train_aug.txt")
-        entries = read_list(source, root)
-        val = {p[0].stem for p in out.pairs["val"]}
-        kept = [e for e in entries if Path(e[0]).stem not in val]
-        if len(kept) < len(entries):
-            console.warning(
-                f"{source}: left out {len(entries) - len(kept)} val image(s) from the augmented training list"
-            )
-        named = [e[0] for e in kept if len(e) == 1]
-        out.pairs["train"] = pairs_from_list(
-            [e for e in kept if len(e) == 2], None, root, source, problems
-        ) + _named_pairs(
-            named,
-            root / "JPEGImages",
-            ".jpg",
-            root / "SegmentationClassAug",
-            ".png",
-            source,
-            problems,
-        )
+    if settings.aug:
+        out.pairs["train"] = _voc_aug(settings, root, out.pairs["val"], problems)
     return out
 
 
-def _named_pairs(
-    names: list[str],
-    images: Path,
-    image_ext: str,
-    masks: Path,
-    mask_ext: str,
-    source: Path,
+def _voc_aug(
+    settings: DatasetSettings,
+    root: Path,
+    val: list[tuple[Path, Path]],
     problems: list[str] | None,
 ) -> list[tuple[Path, Path]]:
+    """The pairs of ``aug_list`` (names, or ``IMAGE MASK`` lines), less the val images."""
+    source = root / settings.aug_list
+    entries = read_list(source, root)
+    val_names = {p[0].stem for p in val}
+    kept = [e for e in entries if Path(e[0]).stem not in val_names]
+    if len(kept) < len(entries):
+        console.warning(
+            f"{source}: left out {len(entries) - len(kept)} val image(s) from the augmented "
+            "training list"
+        )
+    named = [e[0] for e in kept if len(e) == 1]
+    return pairs_from_list(
+        [e for e in kept if len(e) == 2], None, root, source, problems
+    ) + _named_pairs(named, root / VOC_IMAGES, root / VOC_AUG_MASKS, source, problems)
+
+
+def _named_pairs(
+    names: list[str], images: Path, masks: Path, source: Path, problems: list[str] | None
+) -> list[tuple[Path, Path]]:
+    """VOC's ``images/NAME.jpg`` + ``masks/NAME.png`` pairs of the names a list file gives."""
     entries = [
         (
-            str((images / f"{n}{image_ext}").relative_to(images.parent)),
-            str((masks / f"{n}{mask_ext}").relative_to(images.parent)),
+            str((images / f"{n}.jpg").relative_to(images.parent)),
+            str((masks / f"{n}.png").relative_to(images.parent)),
         )
         for n in names
     ]
     return pairs_from_list(entries, None, images.parent, source, problems)
 
 
-def _cityscapes(root: Path, problems: list[str] | None) -> SplitFiles:
-    for needed in (root / "leftImg8bit", root / "gtFine"):
-        if not needed.is_dir():
-            raise SegcliError(
-                f"{needed}: not found; dataset=cityscapes expects leftImg8bit/ and gtFine/ under root"
-            )
+def _cityscapes(
+    layout: Layout, settings: DatasetSettings, root: Path, seed: int, problems: list[str] | None
+) -> SplitFiles:
+    """Cityscapes: labelTrainIds masks when every image of the split has one, else labelIds."""
     out = SplitFiles()
-    for split in ("train", "val"):
-        images, masks = root / "leftImg8bit" / split, root / "gtFine" / split
-        train_ids = (
-            list_images(masks, "_gtFine_labelTrainIds", recursive=True) if masks.is_dir() else {}
-        )
-        image_names = list_images(images, "_leftImg8bit", recursive=True) if images.is_dir() else {}
-        if image_names and set(image_names) <= set(train_ids):
+    for split, (image_folder, mask_folder) in layout.folders.items():
+        images, masks = root / image_folder, root / mask_folder
+        train_ids = list_images(masks, CITY_TRAIN_IDS, recursive=True) if masks.is_dir() else {}
+        image_names = list_images(images, CITY_IMAGES, recursive=True) if images.is_dir() else {}
+        identity = bool(image_names) and set(image_names) <= set(train_ids)
+        if identity:
             out.identity.add(split)
-            out.pairs[split] = pair_files(
-                images, masks, problems, "_leftImg8bit", "_gtFine_labelTrainIds", True
-            )
-        else:
-            out.pairs[split] = pair_files(
-                images, masks, problems, "_leftImg8bit", "_gtFine_labelIds", True
-            )
+        mask_suffix = CITY_TRAIN_IDS if identity else CITY_LABEL_IDS
+        out.pairs[split] = pair_files(images, masks, problems, CITY_IMAGES, mask_suffix, True)
     return out
+
+
+LAYOUTS: Registry[Layout] = Registry("dataset", key="layout")
+for _layout in (
+    Layout("image_mask_dirs", _image_mask_dirs, builtin="folder"),
+    Layout(
+        "segnet",
+        _split_folders,
+        builtin="camvid",
+        markers=("train", "trainannot"),
+        folders={split: (split, f"{split}annot") for split in SPLITS},
+        summary="CamVid's SegNet layout (train/ + trainannot/, val/ + valannot/, "
+        "test/ + testannot/)",
+    ),
+    Layout(
+        "voc",
+        _voc,
+        builtin="voc",
+        markers=(VOC_IMAGES, VOC_MASKS),
+        nests=("VOCdevkit/VOC2012", "VOC2012"),
+        required=(VOC_IMAGES, VOC_MASKS, VOC_LISTS),
+        expects="VOCdevkit/VOC2012 with JPEGImages/, SegmentationClass/ and "
+        "ImageSets/Segmentation/",
+        summary="PASCAL VOC layout ({where}: JPEGImages/, SegmentationClass/ palette PNGs, "
+        "ImageSets/)",
+    ),
+    Layout(
+        "cityscapes",
+        _cityscapes,
+        builtin="cityscapes",
+        markers=("leftImg8bit", "gtFine"),
+        required=("leftImg8bit", "gtFine"),
+        expects="leftImg8bit/ and gtFine/ under root",
+        folders={split: (f"leftImg8bit/{split}", f"gtFine/{split}") for split in ("train", "val")},
+        summary="Cityscapes layout (leftImg8bit/, gtFine/ with labelIds or labelTrainIds)",
+    ),
+    Layout(
+        "ade20k",
+        _split_folders,
+        builtin="ade20k",
+        markers=("images/training", "annotations/training"),
+        nests=("ADEChallengeData2016",),
+        folders={
+            "train": ("images/training", "annotations/training"),
+            "val": ("images/validation", "annotations/validation"),
+        },
+        summary="ADE20K layout (images/training, annotations/training; 0 = other, ignored)",
+    ),
+):
+    LAYOUTS.add(_layout, [_layout.name])

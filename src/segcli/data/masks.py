@@ -1,10 +1,8 @@
-"""Mask files -> class indices: every encoding people store masks in, read as what it means.
+"""Mask files -> class indices: every encoding people store masks in, read as what it means
+(the file's stored pixels come from data/images.py's ``read_raw_mask``).
 
-- Palette ("P" mode) PNGs and GIFs (PASCAL VOC's ``SegmentationClass``): their *indices*, through
-  Pillow. OpenCV would expand them to their palette's colours, the most common way a VOC mask is
-  misread (MMSegmentation's tracker is full of it). A palette whose colours are all gray (what a
-  0/255 mask saved as GIF gets: indices 0/1, colours black/white) gives its gray levels instead,
-  so the mask reads as it looks.
+- Palette ("P" mode) PNGs and GIFs (PASCAL VOC's ``SegmentationClass``): their *indices* (a
+  palette of gray colours only: its gray levels), decoded like one-channel masks.
 - One-channel 8- and 16-bit PNG/TIFF and 1-bit images (read as 0/255): raw values through a
   look-up table (``mask_lut``): classes 0..C-1 as they are, ``dataset.mask_values`` to map raw
   values (``{0: 0, 255: 1}``; Cityscapes' labelId -> trainId table), or ``reduce_zero_label``
@@ -27,14 +25,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
-from PIL import Image
 
+from segcli.data.images import RawMask, read_raw_mask
+from segcli.data.settings import DatasetSettings
 from segcli.errors import SegcliError
 
-MASK_FORMATS = ("index", "rgb")
-LOSSY_FORMATS = {"JPEG", "MPO"}
 MAX_UNSNAPPED = (
     0.05  # colour masks with a tolerance: share of pixels that may stay unsnapped (ignored)
 )
@@ -144,76 +140,6 @@ class ColorTable:
                 if distance.min() <= self.tolerance:
                     classes[i] = self.codes[int(known[distance.argmin()])]
         return classes[inverse.reshape(code.shape)]
-
-
-@dataclass
-class RawMask:
-    """A mask file's pixels as stored.
-
-    Attributes:
-        pixels: ``(H, W)`` integer values (palette indices for palette images) or ``(H, W, 3|4)``
-            uint8 RGB(A), in RGB order.
-        encoding: words for messages: ``palette``, ``8-bit``, ``16-bit``, ``1-bit``, ``RGB``, ``RGBA``.
-        file_format: Pillow's format name (``PNG``, ``GIF``, ``JPEG``, ``TIFF``, ...).
-        palette: ``(K, 3) uint8`` the palette's colours for palette images, else None.
-    """
-
-    pixels: np.ndarray
-    encoding: str
-    file_format: str
-    palette: np.ndarray | None = None
-
-    @property
-    def lossy(self) -> bool:
-        """Stored with lossy compression (JPEG): values between the classes are noise."""
-        return self.file_format in LOSSY_FORMATS
-
-    def describe(self) -> str:
-        """E.g. ``palette PNG``, ``16-bit TIFF``, ``RGB JPEG``."""
-        return f"{self.encoding} {self.file_format}"
-
-
-def read_raw_mask(path) -> RawMask:
-    """Read a mask file's stored pixels (see ``RawMask``): palette and 1-bit images and GIFs through
-    Pillow (indices kept), everything else through OpenCV's unchanged read (8/16-bit, colour).
-
-    Raises:
-        SegcliError: the file cannot be read as an image.
-    """
-    try:
-        with Image.open(path) as im:
-            file_format, mode = im.format or "image", im.mode
-            if file_format == "GIF" and mode not in ("P", "PA", "L"):
-                return RawMask(np.array(im.convert("RGB")), "RGB", file_format)
-            if mode in ("P", "PA") or file_format == "GIF":
-                indices = np.array(im if im.mode != "PA" else im.getchannel(0))
-                palette = im.getpalette() if im.mode in ("P", "PA") else None
-                palette = (
-                    None if palette is None else np.array(palette, dtype=np.uint8).reshape(-1, 3)
-                )
-                if palette is None:
-                    return RawMask(indices, "8-bit", file_format)
-                if (
-                    palette == palette[:, :1]
-                ).all():  # a gray palette (0/255 GIFs): the gray levels, as it looks
-                    return RawMask(
-                        palette[np.minimum(indices, len(palette) - 1), 0],
-                        "gray palette",
-                        file_format,
-                    )
-                return RawMask(indices, "palette", file_format, palette)
-            if mode == "1":
-                return RawMask(np.array(im.convert("L")), "1-bit", file_format)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise SegcliError(f"{path}: cannot read as a mask image") from None
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise SegcliError(f"{path}: cannot read as a mask image")
-    if raw.ndim == 3 and raw.shape[2] in (3, 4):
-        raw = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB if raw.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
-        return RawMask(raw, "RGB" if raw.shape[2] == 3 else "RGBA", file_format)
-    bits = {1: "8-bit", 2: "16-bit"}.get(raw.dtype.itemsize, f"{raw.dtype}")
-    return RawMask(raw, bits if raw.ndim == 2 else f"{raw.shape[2]}-channel", file_format)
 
 
 @dataclass
@@ -334,36 +260,26 @@ class MaskDecoder:
 
 
 def mask_table(
-    cfg: Mapping, colors: Sequence[Sequence[int]], identity: bool = False
+    settings: DatasetSettings, colors: Sequence[Sequence[int]], identity: bool = False
 ) -> MaskDecoder:
-    """The mask decoder a ``dataset`` config asks for (``mask_format``, ``mask_values``,
-    ``reduce_zero_label``, ``mask_threshold``, ``color_tolerance``). ``identity``: the files
-    already hold class indices (Cityscapes' labelTrainIds): ``mask_values`` is not applied.
+    """The mask decoder a ``dataset`` group asks for (``mask_format``, ``mask_values``,
+    ``reduce_zero_label``, ``mask_threshold``, ``color_tolerance``; checked by
+    ``DatasetSettings``). ``colors``: the C class colours (``DatasetInfo.colors``).
+    ``identity``: the files already hold class indices (Cityscapes' labelTrainIds):
+    ``mask_values`` is not applied.
 
     Raises:
-        SegcliError: an unknown mask_format, a bad mask_values entry, a threshold without two
-            classes, a negative tolerance.
+        SegcliError: a bad mask_values entry, a threshold without two classes.
     """
-    fmt = str(cfg.get("mask_format") or "index")
-    if fmt not in MASK_FORMATS:
-        raise SegcliError(f"dataset.mask_format={fmt}: expected index or rgb")
-    num_classes, ignore_index = len(colors), int(cfg["ignore_index"])
-    if fmt == "rgb":
-        tolerance = cfg.get("color_tolerance")
-        if tolerance is not None and not 0 <= int(tolerance) <= 255:
-            raise SegcliError(
-                f"dataset.color_tolerance={tolerance}: expected 0..255 levels per channel"
-            )
+    num_classes, ignore_index = len(colors), int(settings.ignore_index)
+    if settings.mask_format == "rgb":
         return MaskDecoder(
             colors=ColorTable.from_config(
-                colors,
-                ignore_index,
-                cfg.get("mask_values"),
-                None if tolerance is None else int(tolerance),
+                colors, ignore_index, settings.mask_values, settings.color_tolerance
             ),
             ignore_index=ignore_index,
         )
-    threshold = cfg.get("mask_threshold")
+    threshold = settings.mask_threshold
     if threshold is not None and num_classes != 2:
         raise SegcliError(
             f"dataset.mask_threshold={threshold}: binary masks only; expected dataset.num_classes=2 "
@@ -372,12 +288,10 @@ def mask_table(
     lut = mask_lut(
         num_classes,
         ignore_index,
-        None if identity else cfg.get("mask_values"),
-        bool(cfg.get("reduce_zero_label")) and not identity,
+        None if identity else settings.mask_values,
+        bool(settings.reduce_zero_label) and not identity,
     )
-    return MaskDecoder(
-        lut=lut, threshold=None if threshold is None else int(threshold), ignore_index=ignore_index
-    )
+    return MaskDecoder(lut=lut, threshold=threshold, ignore_index=ignore_index)
 
 
 def keep_points(

@@ -1,29 +1,22 @@
-"""Datasets and loaders over image/mask pairs (which files pair up is layouts.py's job; how a mask
-file becomes class indices is data/masks.py's). The embedded synthetic dataset is in data/synthetic.py.
+"""Datasets over image/mask pairs and their up-front check (which files pair up is layouts.py's
+job; reading a file's pixels is data/images.py's, what mask values mean data/masks.py's; batching is
+data/loaders.py's). The embedded synthetic dataset is in data/synthetic.py.
 
 Every sample is a dict ``{"image": (3, H, W) float32, "mask": (H, W) int64, "name": str,
 "size": (h, w)}`` after the transform (see data/augment.py); ``size`` is the image's as read, in
-pixels (evaluation pipelines only pad, bottom/right, so ``[:h, :w]`` is the image). Masks hold class indices 0..C-1 or ``ignore_index``;
-raw mask values are decoded by data/masks.py.
-
-Images: 8-bit files as they are; 16-bit PNG/TIFF images are scaled to 8 bits by OpenCV's rule,
-value / 256 (the top 8 bits of the full 0..65535 range: 12-bit data stored in 16 bits comes out dark;
-rescale such files first); GIFs through Pillow (first frame).
+pixels (evaluation pipelines only pad, bottom/right, so ``[:h, :w]`` is the image). Masks hold
+class indices 0..C-1 or ``ignore_index``; raw mask values are decoded by data/masks.py.
 
 Problems with the files (a missing folder, an image without a mask, a mask of another size,
 an unreadable or truncated file, mask values outside the classes, a colour mask where indices
-were expected) are found up front by ``layouts.pair_files`` and ``check_pairs``, before any training
-step, and raised as one-line ``SegcliError``s naming the file; or, with
+were expected) are found up front by ``pairing.pair_files`` and ``check_pairs``, before any
+training step, and raised as one-line ``SegcliError``s naming the file; or, with
 ``dataset.on_bad_file=skip``, the bad pairs are left out with a warning and a count.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import random
-import signal
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,115 +25,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import cv2
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from segcli.data.augment import seed_transform
-from segcli.data.masks import ColorTable, MaskDecoder, apply_roi, as_decoder, read_raw_mask
+from segcli.data.images import image_size, read_image, read_raw_mask
+from segcli.data.masks import ColorTable, MaskDecoder, apply_roi, as_decoder
 from segcli.errors import SegcliError
-
-cv2.utils.logging.setLogLevel(
-    cv2.utils.logging.LOG_LEVEL_SILENT
-)  # bad files get segcli's one-line errors instead
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-SPLITS = ("train", "val", "test")
-
-
-def default_colors(n: int) -> list[list[int]]:
-    """``n`` distinct RGB colours for datasets that name none: PASCAL VOC's bit-interleaved
-    colour map from index 1 on (index 0 is black). Returns ``n`` lists of three ints 0..255."""
-    colors = []
-    for i in range(n):
-        r = g = b = 0
-        c = i + 1  # skip black, which reads as "nothing"
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colors.append([r, g, b])
-    return colors
-
-
-@dataclass
-class DatasetInfo:
-    """What eval and predict need to know about the classes, stored in every checkpoint.
-
-    Attributes:
-        num_classes: C.
-        class_names: C names.
-        colors: C RGB triples (0..255) for overlays.
-        ignore_index: mask value that losses and metrics skip.
-    """
-
-    num_classes: int
-    class_names: list[str]
-    colors: list[list[int]]
-    ignore_index: int
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> DatasetInfo:
-        """Build from a ``dataset`` config group; names and colours default when null, and
-        ``num_classes`` (when null) is the length of ``class_names`` or ``colors``.
-
-        Raises:
-            SegcliError: no num_classes and nothing to count; class_names or colors do not have
-                num_classes entries.
-        """
-        given = cfg.get("num_classes")
-        if given is None:
-            given = len(cfg.get("class_names") or cfg.get("colors") or [])
-            if not given:
-                raise SegcliError(
-                    "dataset.num_classes: not set; set it, or dataset.class_names or dataset.colors"
-                )
-        c = int(given)
-        names = list(cfg.get("class_names") or [f"class{i}" for i in range(c)])
-        colors = [list(map(int, x)) for x in (cfg.get("colors") or default_colors(c))]
-        for key, value in (("dataset.class_names", names), ("dataset.colors", colors)):
-            if len(value) != c:
-                raise SegcliError(
-                    f"{key} has {len(value)} entries; expected dataset.num_classes={c}"
-                )
-        return cls(c, names, colors, int(cfg["ignore_index"]))
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` RGB, in stored pixel order (EXIF orientation
-    is ignored, as it is for masks, so that image and mask pixels stay aligned).
-
-    Raises:
-        SegcliError: the file cannot be decoded as an image.
-    """
-    array = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if array is None and Path(path).suffix.lower() == ".gif":
-        try:
-            with Image.open(path) as im:
-                return np.array(im.convert("RGB"))
-        except (OSError, SyntaxError, ValueError):
-            pass
-    if array is None:
-        raise SegcliError(f"{path}: cannot read as an image (missing, truncated or not an image)")
-    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """Decode an image file in full (which finds truncated files) and return its (height, width).
-
-    Raises:
-        SegcliError: the file is missing, truncated or not an image.
-    """
-    try:
-        with Image.open(path) as im:
-            im.load()
-            width, height = im.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise SegcliError(
-            f"{path}: cannot read as an image ({str(exc)[:80] or type(exc).__name__})"
-        ) from None
-    return height, width
 
 
 @dataclass
@@ -343,144 +233,3 @@ class PairedFolderDataset(SegmentationSamples):
         if self.sparsify is not None:
             mask = self.sparsify(mask, image_path.stem)
         return image, mask, image_path.stem
-
-
-class EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` keys: a permutation that depends only on (seed, epoch) when
-    shuffling, else 0..n-1, after skipping the first ``skip`` keys (to resume inside an epoch).
-
-    With ``world > 1`` (torchrun) it yields rank ``rank``'s shard, as torch's DistributedSampler
-    does: the order padded by repeating its start to a multiple of ``world`` when ``pad`` (training:
-    every rank takes the same number of steps), then every ``world``-th key from ``rank``; without
-    ``pad`` (evaluation) nothing is repeated, so summed results count each sample once. Written here
-    rather than using DistributedSampler because segcli's keys carry the epoch (augmentation is a
-    function of (seed, epoch, index)); ``skip`` counts keys of this rank's shard.
-
-    Call ``set_epoch`` before iterating. Used with a DataLoader's ``batch_size``/``drop_last``.
-    """
-
-    def __init__(
-        self,
-        length: int,
-        seed: int,
-        shuffle: bool,
-        rank: int = 0,
-        world: int = 1,
-        pad: bool | None = None,
-    ) -> None:
-        self.length, self.seed, self.shuffle = int(length), int(seed), bool(shuffle)
-        self.rank, self.world = int(rank), int(world)
-        self.pad = self.shuffle if pad is None else bool(pad)
-        self.epoch, self.skip = 1, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Iterate epoch ``epoch`` (1-based) from its ``skip``-th sample on."""
-        self.epoch, self.skip = int(epoch), int(skip)
-
-    def order(self) -> list[int]:
-        """The epoch's sample indices, before skipping."""
-        if not self.shuffle:
-            return list(range(self.length))
-        g = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
-        )
-        return torch.randperm(self.length, generator=g).tolist()
-
-    def shard(self) -> list[int]:
-        """This rank's indices of the epoch, before skipping."""
-        order = self.order()
-        if self.world == 1:
-            return order
-        if self.pad and order:
-            total = -(-len(order) // self.world) * self.world
-            order = (order * (total // len(order) + 1))[:total]
-        return order[self.rank :: self.world]
-
-    def __iter__(self):
-        return iter([(self.epoch, i) for i in self.shard()[self.skip :]])
-
-    def __len__(self) -> int:
-        if self.world == 1:
-            size = self.length
-        elif self.pad:
-            size = -(-self.length // self.world)
-        else:
-            size = len(range(self.rank, self.length, self.world))
-        return max(size - self.skip, 0)
-
-
-def pad_collate(batch: list[dict], ignore_index: int) -> dict:
-    """Stack samples of different sizes, padding bottom/right: image with 0, mask with ignore_index.
-
-    Returns:
-        ``{"image": (N, 3, H, W) float32, "mask": (N, H, W) int64, "name": list[str],
-        "size": list[(h, w)]}``, with H, W the largest in the batch and ``size`` each sample's as
-        read (pixels, before the transform).
-    """
-    h = max(s["image"].shape[-2] for s in batch)
-    w = max(s["image"].shape[-1] for s in batch)
-    images = torch.zeros(
-        len(batch), batch[0]["image"].shape[0], h, w, dtype=batch[0]["image"].dtype
-    )
-    masks = torch.full((len(batch), h, w), ignore_index, dtype=torch.int64)
-    for i, s in enumerate(batch):
-        sh, sw = s["image"].shape[-2:]
-        images[i, :, :sh, :sw] = s["image"]
-        masks[i, :sh, :sw] = s["mask"]
-    return {
-        "image": images,
-        "mask": masks,
-        "name": [s["name"] for s in batch],
-        "size": [tuple(int(v) for v in s.get("size", s["image"].shape[-2:])) for s in batch],
-    }
-
-
-def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: no OpenCV threads (the cores belong to the model), and signals
-    left to the main process, which stops cleanly on Ctrl-C/SIGTERM (see training/interrupts.py); a
-    worker that died of Ctrl-C would break the batch the main process still needs."""
-    cv2.setNumThreads(0)
-    seed = torch.initial_seed() % 2**32  # torch gives each worker base_seed + worker_id
-    np.random.seed(seed)
-    random.seed(seed)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(
-        signal.SIGTERM, signal.SIG_IGN
-    )  # workers exit when the main process shuts them down
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    train: bool,
-    num_workers: int,
-    ignore_index: int,
-    seed: int,
-    pin_memory: bool = False,
-    rank: int = 0,
-    world: int = 1,
-) -> DataLoader:
-    """A DataLoader over ``EpochSampler`` keys: shuffled per (seed, epoch) and the last
-    incomplete batch dropped for training (BatchNorm needs > 1 sample); in order and complete for
-    evaluation. Workers persist across epochs. ``loader.sampler.set_epoch(e, skip)`` picks the epoch.
-    ``rank``/``world``: this process's shard under torchrun (see EpochSampler)."""
-    sampler = EpochSampler(len(dataset), seed, shuffle=train, rank=rank, world=world)
-    # Linux: fork, as torch does by default, named explicitly because a job that Hydra's joblib
-    # launcher runs in a loky process inherits loky's start method, whose Process cannot start
-    # DataLoader workers ("'Process' object has no attribute 'env'")
-    context = "fork" if num_workers > 0 and sys.platform.startswith("linux") else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=train and len(sampler) > batch_size,
-        num_workers=num_workers,
-        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
-        pin_memory=pin_memory,
-        worker_init_fn=worker_init,
-        persistent_workers=num_workers > 0,
-        multiprocessing_context=context,
-        generator=torch.Generator().manual_seed(
-            seed
-        ),  # workers' base seed: not drawn from the global RNG
-    )

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from segcli.data.readers import SPLITS, ClassPixels, SegmentationSamples
+from segcli.data.readers import ClassPixels, SegmentationSamples
+from segcli.data.settings import SPLITS
 
 
 class SyntheticDataset(SegmentationSamples):

@@ -20,7 +20,7 @@ import torch
 
 from segcli import console
 from segcli.config import run_seed
-from segcli.data.readers import make_loader
+from segcli.data.loaders import make_loader
 from segcli.errors import SegcliError
 from segcli.files import atomic_write
 from segcli.inference.loaded import LoadedModel
@@ -99,7 +99,7 @@ class ProbabilityWriter:
 
     def __call__(self, scores: torch.Tensor, batch: dict) -> None:
         """``scores: (N, C, H, W)`` logits (``logits``) or probabilities of a padded batch; ``batch``
-        with ``name`` and ``size`` (see ``data.readers.pad_collate``)."""
+        with ``name`` and ``size`` (see ``data.loaders.pad_collate``)."""
         probs = scores.float().softmax(1) if self.logits else scores.float()
         probs = probs.to(torch.float16).cpu().numpy()
         for i, (name, (h, w)) in enumerate(zip(batch["name"], batch["size"], strict=True)):

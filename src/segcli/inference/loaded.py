@@ -8,7 +8,6 @@ architecture or another class count with one line (a ``SegcliError``).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from segcli.data.augment import build_transforms
-from segcli.data.readers import DatasetInfo
+from segcli.data.settings import DatasetInfo, DatasetSettings
 from segcli.inference.modes import Inference, InferenceSettings
 from segcli.models.build import model_from_checkpoint
 from segcli.runs.checkpoints import load_checkpoint
@@ -62,7 +61,7 @@ class Preprocessing:
         return cls(
             tuple(float(v) for v in norm["mean"]),
             tuple(float(v) for v in norm["std"]),
-            float(cfg["dataset"].get("scale", 1.0)),
+            DatasetSettings.from_config(cfg["dataset"]).scale,
             cfg["augmentation"].get("eval"),
         )
 
@@ -155,15 +154,17 @@ class LoadedModel:
         """
         from segcli.config import run_seed
         from segcli.data.datasets import build_datasets  # here: predict never reads datasets
+        from segcli.data.settings import DatasetSettings
 
-        cfg = copy.deepcopy(self.config)
+        settings = DatasetSettings.from_config(self.config["dataset"])
         if data_root is not None:
-            cfg["dataset"]["root"] = data_root
+            settings = settings.with_root(data_root)
         _, data, _ = build_datasets(
-            cfg,
+            self.config,
             tuple(splits),
-            run_seed(cfg),
+            run_seed(self.config),
             augmented=(),
+            settings=settings,
             normalization=self.preprocessing.normalization,
         )
         return data

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from segcli.data.readers import IMAGE_EXTENSIONS, read_image
+from segcli.data.images import IMAGE_EXTENSIONS, read_image
 from segcli.errors import SegcliError
 from segcli.inference.loaded import LoadedModel
 from segcli.inference.modes import Inference, InferenceSettings

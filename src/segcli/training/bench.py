@@ -29,7 +29,8 @@ import torch
 
 from segcli.config import run_seed
 from segcli.data.datasets import build_datasets
-from segcli.data.readers import make_loader
+from segcli.data.loaders import make_loader
+from segcli.data.settings import DatasetSettings
 from segcli.errors import SegcliError
 from segcli.inference.loop import evaluate
 from segcli.losses.build import build_loss
@@ -160,7 +161,7 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     trainer, seed = cfg["trainer"], run_seed(cfg)
     seed_everything(seed)
     info, data, counts = build_datasets(cfg, ("train", "val"), seed)
-    ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
+    ctx = step_context(trainer, DatasetSettings.from_config(cfg["dataset"]).scale)
     batch_size, workers = int(trainer["batch_size"]), int(trainer["num_workers"])
     loader = make_loader(
         data["train"], batch_size, True, workers, info.ignore_index, seed, ctx.device.type == "cuda"

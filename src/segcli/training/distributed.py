@@ -4,7 +4,7 @@ train ...`` runs one segcli process per GPU (or CPU process) with DistributedDat
 - The process group comes from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
   ``MASTER_ADDR``/``PORT``): NCCL for CUDA tensors and gloo for the CPU (``cpu:gloo,cuda:nccl``
   where CUDA exists, gloo alone otherwise), so multi-node runs work as torchrun sets them up.
-- Each rank trains on its shard of every epoch's permutation (``data.readers.EpochSampler`` with
+- Each rank trains on its shard of every epoch's permutation (``data.loaders.EpochSampler`` with
   rank/world: the padding and interleaving of torch's DistributedSampler, on segcli's
   (epoch, index) keys so that augmentation stays a function of the sample); ``trainer.batch_size``
   is per process. Validation shards the split without padding; the confusion matrices, losses and

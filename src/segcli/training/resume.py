@@ -4,7 +4,7 @@ and the check that a resumed run keeps its own config.
 A resumed run continues exactly where the saved one stopped: the epoch and the batch inside it,
 the optimizer, scheduler and AMP scaler state, the best score so far, the metrics history,
 and the random state of python, numpy and torch. The data order and the augmentation draws need
-no saved state: they are pure functions of (seed, epoch, sample index) (data.readers.EpochSampler,
+no saved state: they are pure functions of (seed, epoch, sample index) (data.loaders.EpochSampler,
 augment.seed_transform). On the CPU a resumed run therefore gives the same numbers as an
 uninterrupted one (tests/training/test_resume.py kills a run with SIGKILL and checks this).
 """

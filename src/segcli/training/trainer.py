@@ -30,7 +30,9 @@ import torch
 from segcli import console
 from segcli.config import check_config, run_seed
 from segcli.data.datasets import build_datasets
-from segcli.data.readers import ClassPixels, make_loader
+from segcli.data.loaders import make_loader
+from segcli.data.readers import ClassPixels
+from segcli.data.settings import DatasetSettings
 from segcli.errors import RunInterrupted, SegcliError
 from segcli.inference.gallery import save_samples
 from segcli.inference.loop import EvalResult, evaluate
@@ -45,7 +47,7 @@ from segcli.training.engine import Budget, EpochResult, TrainStep, train_one_epo
 from segcli.training.interrupts import StopSignals
 from segcli.training.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.training.optim import build_optimizer, build_schedule
-from segcli.training.resume import Progress, absolute_root, capture_rng, restore_rng
+from segcli.training.resume import Progress, capture_rng, restore_rng
 
 
 def cached_class_pixels(
@@ -137,7 +139,8 @@ class Trainer:
     """One training run in ``run_path`` (see the module docstring); ``Trainer(...).fit()`` runs it.
 
     Args:
-        cfg: the resolved root config as plain dicts (``dataset.root`` made absolute in place).
+        cfg: the resolved root config as plain dicts (the run keeps a copy whose ``dataset.root``
+            is absolute).
         run_path: the run folder (Hydra's output dir).
         ddp: this process's place under torchrun (rank 0 of 1 for a single process).
         resume: continue from ``last.pt`` when there is one; ``changes`` are the config changes the
@@ -163,7 +166,9 @@ class Trainer:
             resume,
             changes or {},
         )
-        absolute_root(cfg)  # eval and predict may run from another folder
+        self.dataset = DatasetSettings.from_config(cfg["dataset"]).absolute()
+        # the run's config keeps the absolute root: eval and predict may run from another folder
+        self.cfg = {**cfg, "dataset": self.dataset.as_group(cfg["dataset"])}
         if self.trainer_cfg.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(self.seed)
@@ -180,7 +185,7 @@ class Trainer:
             self.cfg, ("train", "val"), self.seed, self.run.write_split if self.run.writer else None
         )
         self.ctx = step_context(
-            trainer, self.cfg["dataset"].get("scale", 1.0), ddp.local_rank if ddp.enabled else None
+            trainer, self.dataset.scale, ddp.local_rank if ddp.enabled else None
         )
         self.loaders = {
             s: make_loader(

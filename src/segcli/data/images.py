@@ -1,0 +1,140 @@
+"""Image and mask files -> their pixels as stored (what a file holds, not what it means).
+
+Images (``read_image``): 8-bit files as they are; 16-bit PNG/TIFF images are scaled to 8 bits by
+OpenCV's rule, value / 256 (the top 8 bits of the full 0..65535 range: 12-bit data stored in 16
+bits comes out dark; rescale such files first); GIFs through Pillow (first frame). EXIF
+orientation is ignored for images and masks alike, so that their pixels stay aligned.
+
+Masks (``read_raw_mask``): palette ("P" mode) PNGs and GIFs through Pillow, as their *indices*
+(OpenCV would expand them to their palette's colours, the most common way a VOC mask is misread);
+a palette whose colours are all gray (a 0/255 mask saved as GIF) as its gray levels, so the mask
+reads as it looks; 1-bit images as 0/255; everything else through OpenCV's unchanged read (8/16-bit,
+colour). What the values mean (classes) is data/masks.py's job.
+
+Unreadable, truncated or non-image files are one-line ``SegcliError``s naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segcli.errors import SegcliError
+
+cv2.utils.logging.setLogLevel(
+    cv2.utils.logging.LOG_LEVEL_SILENT
+)  # bad files get segcli's one-line errors instead
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+LOSSY_FORMATS = {"JPEG", "MPO"}
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3) uint8`` RGB, in stored pixel order (EXIF orientation
+    is ignored, as it is for masks, so that image and mask pixels stay aligned).
+
+    Raises:
+        SegcliError: the file cannot be decoded as an image.
+    """
+    array = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if array is None and Path(path).suffix.lower() == ".gif":
+        try:
+            with Image.open(path) as im:
+                return np.array(im.convert("RGB"))
+        except (OSError, SyntaxError, ValueError):
+            pass
+    if array is None:
+        raise SegcliError(f"{path}: cannot read as an image (missing, truncated or not an image)")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Decode an image file in full (which finds truncated files) and return its (height, width).
+
+    Raises:
+        SegcliError: the file is missing, truncated or not an image.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            width, height = im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise SegcliError(
+            f"{path}: cannot read as an image ({str(exc)[:80] or type(exc).__name__})"
+        ) from None
+    return height, width
+
+
+@dataclass
+class RawMask:
+    """A mask file's pixels as stored.
+
+    Attributes:
+        pixels: ``(H, W)`` integer values (palette indices for palette images) or ``(H, W, 3|4)``
+            uint8 RGB(A), in RGB order.
+        encoding: words for messages: ``palette``, ``8-bit``, ``16-bit``, ``1-bit``, ``RGB``,
+            ``RGBA``.
+        file_format: Pillow's format name (``PNG``, ``GIF``, ``JPEG``, ``TIFF``, ...).
+        palette: ``(K, 3) uint8`` the palette's colours for palette images, else None.
+    """
+
+    pixels: np.ndarray
+    encoding: str
+    file_format: str
+    palette: np.ndarray | None = None
+
+    @property
+    def lossy(self) -> bool:
+        """Stored with lossy compression (JPEG): values between the classes are noise."""
+        return self.file_format in LOSSY_FORMATS
+
+    def describe(self) -> str:
+        """E.g. ``palette PNG``, ``16-bit TIFF``, ``RGB JPEG``."""
+        return f"{self.encoding} {self.file_format}"
+
+
+def read_raw_mask(path) -> RawMask:
+    """Read a mask file's stored pixels (see ``RawMask``): palette and 1-bit images and GIFs through
+    Pillow (indices kept), everything else through OpenCV's unchanged read (8/16-bit, colour).
+
+    Raises:
+        SegcliError: the file cannot be read as an image.
+    """
+    try:
+        with Image.open(path) as im:
+            file_format, mode = im.format or "image", im.mode
+            if file_format == "GIF" and mode not in ("P", "PA", "L"):
+                return RawMask(np.array(im.convert("RGB")), "RGB", file_format)
+            if mode in ("P", "PA") or file_format == "GIF":
+                indices = np.array(im if im.mode != "PA" else im.getchannel(0))
+                palette = im.getpalette() if im.mode in ("P", "PA") else None
+                palette = (
+                    None if palette is None else np.array(palette, dtype=np.uint8).reshape(-1, 3)
+                )
+                if palette is None:
+                    return RawMask(indices, "8-bit", file_format)
+                if (
+                    palette == palette[:, :1]
+                ).all():  # a gray palette (0/255 GIFs): the gray levels, as it looks
+                    return RawMask(
+                        palette[np.minimum(indices, len(palette) - 1), 0],
+                        "gray palette",
+                        file_format,
+                    )
+                return RawMask(indices, "palette", file_format, palette)
+            if mode == "1":
+                return RawMask(np.array(im.convert("L")), "1-bit", file_format)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise SegcliError(f"{path}: cannot read as a mask image") from None
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise SegcliError(f"{path}: cannot read as a mask image")
+    if raw.ndim == 3 and raw.shape[2] in (3, 4):
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB if raw.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+        return RawMask(raw, "RGB" if raw.shape[2] == 3 else "RGBA", file_format)
+    bits = {1: "8-bit", 2: "16-bit"}.get(raw.dtype.itemsize, f"{raw.dtype}")
+    return RawMask(raw, bits if raw.ndim == 2 else f"{raw.shape[2]}-channel", file_format)
