@@ -1,5 +1,7 @@
 """inference: a trained model applied. ``loop`` (``evaluate``: the loop validation and ``segcli eval``
-share; ``forward_at_scale``), ``modes`` (whole, slide, flip, multiscale, CRF, superpixels),
+share; ``forward_at_scale``), ``modes`` (the ``inference`` presets and ``Inference``: whole,
+slide, flip, multiscale, CRF, superpixels), ``sliding`` (slide: MONAI's tiling), ``refine`` (dense
+CRF and superpixel vote),
 ``gallery`` (sample strips and worst-image galleries), ``evaluation`` (``segcli eval``: a checkpoint scored on a split, per-image
 evidence), ``predict`` (``segcli predict``) and ``export`` (``segcli export``: ONNX bundles).
 
