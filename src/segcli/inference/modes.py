@@ -117,57 +117,17 @@ class InferenceSettings:
 
         Raises:
             SegcliError: an unknown key, mode or merge; a crop that is not two positive multiples of
-                32; a stride outside 1..crop; an overlap outside [0, 1) or set with a stride; a scale <= 0; a bad CRF value. Names the key.
+                32; a stride outside 1..crop; an overlap outside [0, 1) or set with a stride; a scale
+                <= 0; a sigma <= 0 or a tile_batch < 1; a bad CRF or superpixel value. Names the
+                key.
         """
         cfg = dict(cfg)
-        known = {f for f in cls.__dataclass_fields__ if f != "overrides"}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise SegcliError(
-                f"inference.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}"
-            )
-        mode = str(cfg.get("mode", "whole"))
-        if mode not in MODES:
-            raise SegcliError(f"inference.mode={mode}: expected one of {', '.join(MODES)}")
-        merge = str(cfg.get("merge", "gaussian"))
-        if merge not in MERGES:
-            raise SegcliError(f"inference.merge={merge}: expected one of {', '.join(MERGES)}")
-        crop = _pair(cfg.get("crop", (512, 512)), "inference.crop")
-        if any(c % 32 for c in crop):
-            raise SegcliError(
-                f"inference.crop={list(crop)}: expected multiples of 32 (the models' stride)"
-            )
-        stride = cfg.get("stride")
-        if stride is not None:
-            stride = _pair(stride, "inference.stride")
-            if any(s > c for s, c in zip(stride, crop, strict=True)):
-                raise SegcliError(
-                    f"inference.stride={list(stride)}: expected at most the crop {list(crop)} "
-                    "(a larger stride leaves pixels without a tile)"
-                )
-        overlap = cfg.get("overlap")
-        if overlap is not None:
-            overlap = float(overlap)
-            if not 0 <= overlap < 1:
-                raise SegcliError(
-                    f"inference.overlap={overlap}: expected a fraction of the tile in [0, 1)"
-                )
-            if stride is not None:
-                raise SegcliError(
-                    "inference.overlap and inference.stride are both set: expected one of them"
-                )
-        scales = cfg.get("scales", (1.0,))
-        scales = tuple(float(s) for s in ([scales] if isinstance(scales, (int, float)) else scales))
-        if not scales or any(s <= 0 for s in scales):
-            raise SegcliError(
-                f"inference.scales={list(scales)}: expected positive resolution factors"
-            )
-        sigma = float(cfg.get("sigma", 0.125))
-        tile_batch = int(cfg.get("tile_batch", 4))
-        if sigma <= 0 or tile_batch < 1:
-            raise SegcliError(
-                f"inference.sigma={sigma}, tile_batch={tile_batch}: expected sigma > 0, tile_batch >= 1"
-            )
+        _check_keys(cfg, {f for f in cls.__dataclass_fields__ if f != "overrides"})
+        mode = _choice(cfg, "mode", "whole", MODES)
+        merge = _choice(cfg, "merge", "gaussian", MERGES)
+        crop, stride, overlap = _tiling(cfg)
+        scales = _scales(cfg.get("scales", (1.0,)))
+        sigma, tile_batch = _merge_sigma_and_tile_batch(cfg)
         return cls(
             str(cfg.get("name", "whole")),
             mode,
@@ -183,6 +143,67 @@ class InferenceSettings:
             superpixel_settings(cfg.get("superpixels")),
             tuple(overrides),
         )
+
+
+def _check_keys(cfg: Mapping, known: set[str]) -> None:
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise SegcliError(
+            f"inference.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}"
+        )
+
+
+def _choice(cfg: Mapping, key: str, default: str, choices: Sequence[str]) -> str:
+    value = str(cfg.get(key, default))
+    if value not in choices:
+        raise SegcliError(f"inference.{key}={value}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _tiling(cfg: Mapping) -> tuple[tuple[int, int], tuple[int, int] | None, float | None]:
+    """``(crop, stride, overlap)`` of the slide mode, checked against each other."""
+    crop = _pair(cfg.get("crop", (512, 512)), "inference.crop")
+    if any(c % 32 for c in crop):
+        raise SegcliError(
+            f"inference.crop={list(crop)}: expected multiples of 32 (the models' stride)"
+        )
+    stride = cfg.get("stride")
+    if stride is not None:
+        stride = _pair(stride, "inference.stride")
+        if any(s > c for s, c in zip(stride, crop, strict=True)):
+            raise SegcliError(
+                f"inference.stride={list(stride)}: expected at most the crop {list(crop)} "
+                "(a larger stride leaves pixels without a tile)"
+            )
+    overlap = cfg.get("overlap")
+    if overlap is not None:
+        overlap = float(overlap)
+        if not 0 <= overlap < 1:
+            raise SegcliError(
+                f"inference.overlap={overlap}: expected a fraction of the tile in [0, 1)"
+            )
+        if stride is not None:
+            raise SegcliError(
+                "inference.overlap and inference.stride are both set: expected one of them"
+            )
+    return crop, stride, overlap
+
+
+def _scales(value) -> tuple[float, ...]:
+    scales = tuple(float(s) for s in ([value] if isinstance(value, (int, float)) else value))
+    if not scales or any(s <= 0 for s in scales):
+        raise SegcliError(f"inference.scales={list(scales)}: expected positive resolution factors")
+    return scales
+
+
+def _merge_sigma_and_tile_batch(cfg: Mapping) -> tuple[float, int]:
+    sigma = float(cfg.get("sigma", 0.125))
+    tile_batch = int(cfg.get("tile_batch", 4))
+    if sigma <= 0 or tile_batch < 1:
+        raise SegcliError(
+            f"inference.sigma={sigma}, tile_batch={tile_batch}: expected sigma > 0, tile_batch >= 1"
+        )
+    return sigma, tile_batch
 
 
 def _pair(value, key: str) -> tuple[int, int]:
