@@ -1,9 +1,11 @@
-"""inference: a trained model applied. ``loop`` (``evaluate``: the loop validation and ``segcli eval``
-share; ``forward_at_scale``), ``modes`` (the ``inference`` presets and ``Inference``: whole,
-slide, flip, multiscale, CRF, superpixels), ``sliding`` (slide: MONAI's tiling), ``refine`` (dense
-CRF and superpixel vote),
-``gallery`` (sample strips and worst-image galleries), ``evaluation`` (``segcli eval``: a checkpoint scored on a split, per-image
-evidence), ``predict`` (``segcli predict``) and ``export`` (``segcli export``: ONNX bundles).
+"""inference: a trained model applied. ``loop`` (``evaluate``: the loop validation and ``segcli
+eval`` share; ``forward_at_scale``), ``modes`` (the ``inference`` presets and ``Inference``:
+whole, slide, flip, multiscale, CRF, superpixels), ``sliding`` (slide: MONAI's tiling),
+``refine`` (dense CRF and superpixel vote), ``gallery`` (sample strips and worst-image
+galleries), ``evaluation`` (``segcli eval``: a checkpoint scored on a split, per-image evidence),
+``predict`` (``segcli predict``), ``export`` (``segcli export``: ONNX bundles, written and read),
+``onnx_graph`` (torch -> ONNX, ``OnnxModel`` on onnxruntime) and ``parity`` (the ONNX graph
+against the checkpoint, throughput).
 
 May import: the top level, data, models, metrics, runs. Never imports: losses, training, reports,
 cli (import contracts in pyproject.toml): ``segcli predict`` loads no training code.

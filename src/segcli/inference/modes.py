@@ -22,7 +22,7 @@
   snaps label borders to colour edges. Combinable with every mode above (it runs last).
 
 ``Inference(settings, mean, std)(model, x)`` is the one entry point; it takes any callable
-``model(x) -> logits`` (a torch module, or ``export.OnnxModel`` for ONNX bundles). Here: the
+``model(x) -> logits`` (a torch module, or ``onnx_graph.OnnxModel`` for ONNX bundles). Here: the
 settings, the presets and the entry point; the tiling is in ``sliding``, the CRF and the
 superpixel vote (with their settings) in ``refine``.
 """
