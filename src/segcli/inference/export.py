@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -89,13 +90,28 @@ def export_bundle(
     Raises:
         SegcliError: extras missing, checkpoint unreadable, export failure (see ``export_onnx``).
     """
-    import shutil
-
-    from segcli.models.build import model_from_checkpoint
     from segcli.runs.checkpoints import load_checkpoint
 
     require_export()
     ckpt = load_checkpoint(checkpoint)
+    model = _exportable_model(ckpt, checkpoint)
+    inputs, source = parity_inputs(ckpt, data_root, size, parity_images)
+    with _staged(Path(out_dir)) as tmp:
+        arch = ckpt["config"]["model"]["arch"]
+        exporter = export_onnx(model, inputs[0], tmp / MODEL_FILE, opset, size is None, arch)
+        parity, speeds = _check_models(model, tmp, size, inputs, source, quantize, speed)
+        bundle = {
+            **_describe(ckpt, checkpoint, opset, size, parity, speeds, inputs[0].shape),
+            "exporter": exporter,
+        }
+        (tmp / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
+    return bundle
+
+
+def _exportable_model(ckpt: dict, checkpoint: Path) -> torch.nn.Module:
+    """The checkpoint's model on the CPU, refused when it has no torch graph to export."""
+    from segcli.models.build import model_from_checkpoint
+
     cfg = ckpt["config"]
     model = model_from_checkpoint(ckpt, torch.device("cpu"))
     if getattr(model, "fits_from_data", False):
@@ -103,44 +119,57 @@ def export_bundle(
             f"{checkpoint}: model.arch={cfg['model']['arch']} is a scikit-learn/NumPy baseline; "
             "it has no ONNX graph to export (eval and predict run it from the checkpoint)"
         )
-    inputs, source = parity_inputs(ckpt, data_root, size, parity_images)
-    out_dir = Path(out_dir)
+    return model
+
+
+@contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir`` that replaces ``out_dir`` when the block completes
+    (and is removed when it raises)."""
+    import shutil
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        exporter = export_onnx(
-            model, inputs[0], tmp / MODEL_FILE, opset, size is None, cfg["model"]["arch"]
-        )
-        fp32 = OnnxModel(tmp / MODEL_FILE, size)
-        parity = [check_parity(model, fp32, inputs, source)]
-        speeds = {}
-        if speed:
-            speeds = {
-                "torch float32 (eager)": images_per_second(model, inputs),
-                "onnxruntime float32": images_per_second(fp32, inputs),
-            }
-        if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(
-                str(tmp / MODEL_FILE), str(tmp / INT8_FILE), weight_type=QuantType.QInt8
-            )
-            int8 = OnnxModel(tmp / INT8_FILE, size)
-            parity.append(check_parity(model, int8, inputs, source))
-            if speed:
-                speeds["onnxruntime int8 (dynamic)"] = images_per_second(int8, inputs)
-        bundle = {
-            **_describe(ckpt, checkpoint, opset, size, parity, speeds, inputs[0].shape),
-            "exporter": exporter,
-        }
-        (tmp / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
+        yield tmp
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return bundle
+
+
+def _check_models(
+    model: torch.nn.Module,
+    folder: Path,
+    size: tuple[int, int] | None,
+    inputs: Sequence[torch.Tensor],
+    source: str,
+    quantize: bool,
+    speed: bool,
+) -> tuple[list[Parity], dict[str, float]]:
+    """The parity of ``folder``'s float32 model (and, with ``quantize``, of the int8 model written
+    beside it) against ``model``, and their speeds in images/s when ``speed``."""
+    fp32 = OnnxModel(folder / MODEL_FILE, size)
+    parity = [check_parity(model, fp32, inputs, source)]
+    speeds = {}
+    if speed:
+        speeds = {
+            "torch float32 (eager)": images_per_second(model, inputs),
+            "onnxruntime float32": images_per_second(fp32, inputs),
+        }
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(folder / MODEL_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8
+        )
+        int8 = OnnxModel(folder / INT8_FILE, size)
+        parity.append(check_parity(model, int8, inputs, source))
+        if speed:
+            speeds["onnxruntime int8 (dynamic)"] = images_per_second(int8, inputs)
+    return parity, speeds
 
 
 def _describe(
