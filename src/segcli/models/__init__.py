@@ -1,5 +1,6 @@
-"""models: the ``model`` group. ``build`` (``MODELS``: SMP's architectures, torchvision's, ours;
-local weights; ``segcli models`` facts; a checkpoint's model), ``architectures/`` (FCN-8s, FastFCN,
+"""models: the ``model`` group. ``build`` (``build_model``, ``segcli models`` facts, a
+checkpoint's model), ``builders`` (``MODELS``: SMP's architectures, torchvision's, ours, the
+classical ones), ``weights`` (local encoder weights files), ``architectures/`` (FCN-8s, FastFCN,
 FC-DenseNet, written here), ``classical`` (pixel forest, Otsu) and ``amx_guard`` (float32 for the
 convolutions that crash torch's bf16 weight gradient on AMX CPUs).
 

@@ -1,0 +1,102 @@
+"""Local weights files for encoders (``model.encoder_weights`` as a path): reading a
+``.pth``/``.pt`` state dict, a ``.safetensors`` file or a segcli checkpoint's encoder, and loading
+it into an encoder by tensor name (a classifier head ``fc.*`` dropped); ``load_error_detail``
+shortens torch's ``load_state_dict`` error to its informative line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segcli.errors import SegcliError
+
+
+def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``: data, no code);
+    from a segcli checkpoint, the weights of its encoder.
+
+    Raises:
+        SegcliError: the file is missing or holds no state dict.
+    """
+    if not path.is_file():
+        raise SegcliError(f"{path}: model.encoder_weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise SegcliError(
+                f"{path}: cannot read as a torch state dict ({type(exc).__name__})"
+            ) from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if isinstance(state, dict) and "format" in state and isinstance(state.get("model"), dict):
+        # a segcli checkpoint: its encoder's weights (fine-tuning from an earlier run)
+        state = {
+            k[len("encoder.") :]: v for k, v in state["model"].items() if k.startswith("encoder.")
+        }
+    if not isinstance(state, dict):
+        raise SegcliError(f"{path}: expected a state dict (name -> tensor)")
+    return state
+
+
+def load_error_detail(exc: RuntimeError) -> str:
+    """The informative line of torch's multi-line ``load_state_dict`` error (the first size
+    mismatch, missing or unexpected key), shortened."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next(
+        (x for x in lines if x.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+        lines[-1] if lines else type(exc).__name__,
+    )
+    return detail if len(detail) <= 240 else detail[:237] + "..."
+
+
+def load_encoder_file(encoder: nn.Module, path: Path, name: str, strip: str = "") -> None:
+    """Load a local weights file (``load_weights_file``) into ``encoder`` by tensor name, leaving a
+    classifier head (``fc.*``, ``classifier.*``) out and removing the prefix ``strip`` from names
+    (``features.`` for torchvision's MobileNet files); ``name`` names the encoder in messages.
+    Tensors the file lacks stay random (a warning says how many).
+
+    Raises:
+        SegcliError: the file is unreadable, its shapes do not fit, or no tensor name matches.
+    """
+    state = {
+        k[len(strip) :] if strip and k.startswith(strip) else k: v
+        for k, v in load_weights_file(path).items()
+        if not k.startswith(("fc.", "classifier."))
+    }
+    # nn.Module's own method: SMP encoders override load_state_dict and return nothing
+    try:
+        missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
+    except RuntimeError as exc:  # same names, other shapes: another depth or width of encoder
+        raise SegcliError(
+            f"{path}: weights do not fit encoder {name}: {load_error_detail(exc)}"
+        ) from None
+    if len(unexpected) == len(state):
+        raise SegcliError(
+            f"{path}: no tensor matches encoder {name} (first key {next(iter(state), None)!r})"
+        )
+    if missing:
+        from segcli import console
+
+        console.warning(
+            f"{path}: {len(missing)} of the {len(missing) + len(state) - len(unexpected)} tensors "
+            f"of encoder {name} are not in the file and stay random "
+            f"(first: {missing[0]}); is it another encoder?"
+        )
+
+
+def local_weights(cfg: Mapping) -> Path | None:
+    """``model.encoder_weights`` as a local file path, or None (null, or a name such as ``imagenet``)."""
+    weights = cfg.get("encoder_weights")
+    if weights is None:
+        return None
+    path = Path(str(weights))
+    return path if path.suffix in {".pth", ".pt", ".bin", ".safetensors"} or path.exists() else None
