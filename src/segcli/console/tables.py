@@ -31,7 +31,8 @@ def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
 
 
 def protocols_table(values: dict, descriptions: dict) -> Table:
-    """mIoU and mDice under each protocol (``metrics.confusion.protocols``), with what each one means."""
+    """mIoU and mDice under each protocol (``metrics.confusion.protocols``), with what each one
+    means."""
     table = Table(title="the same predictions under each protocol")
     for column in ("protocol", "mIoU", "mDice", "definition"):
         table.add_column(column, justify="right" if column.startswith("m") else "left")
@@ -106,10 +107,11 @@ def _interval(d) -> str:
 
 def bootstrap_table(a: str, b: str, split: str, result: dict) -> Table:
     """``segcli compare A B``: mIoU, mDice and per-class IoU of A and B, B - A, its 95% interval,
-    the share of resamples where B is higher, and the verdict (metrics.bootstrap.paired_bootstrap's result)."""
+    the share of resamples where B is higher, and the verdict
+    (metrics.bootstrap.paired_bootstrap's result)."""
     table = Table(
-        title=f"A = {a}, B = {b}: {split} split, {result['images']} images, paired bootstrap over images "
-        f"({result['resamples']} resamples, seed {result['seed']})",
+        title=f"A = {a}, B = {b}: {split} split, {result['images']} images, paired bootstrap "
+        f"over images ({result['resamples']} resamples, seed {result['seed']})",
         title_justify="left",
         caption=f"mIoU: {result['miou'].verdict}",
         caption_justify="left",
@@ -143,8 +145,8 @@ def ranking_table(split: str, result: dict, resamples: int) -> Table:
     """``segcli compare RUN...`` with three or more runs: best observed mIoU first, each other run's
     difference to the best with its 95% interval (metrics.bootstrap.rank_against_best's result)."""
     table = Table(
-        title=f"{split} split: runs against the best ({result['best']}), paired bootstrap over images "
-        f"({resamples} resamples)",
+        title=f"{split} split: runs against the best ({result['best']}), paired bootstrap over "
+        f"images ({resamples} resamples)",
         title_justify="left",
     )
     for name, justify in (
@@ -271,7 +273,8 @@ def parity_table(bundle: dict) -> Table:
     stated rtol/atol, argmax agreement, verdict) and its speed beside torch's (images/s)."""
     parity = bundle["parity"]
     table = Table(
-        title=f"ONNX parity against the checkpoint: {parity[0]['images']} images, {parity[0]['source']}"
+        title="ONNX parity against the checkpoint: "
+        f"{parity[0]['images']} images, {parity[0]['source']}"
     )
     for col in (
         "model",

@@ -61,9 +61,11 @@ class EpochProgress:
 
 def epoch_line(record: dict) -> str:
     """One line per epoch, the same on a terminal and in a log."""
+    lr = "-" if record["lr"] is None else format(record["lr"], ".2e")
     return (
-        f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}  val_loss {fmt(record['val_loss'])}"
-        f"  val_miou {fmt(record['val_miou'])}  val_mdice {fmt(record['val_mdice'])}  lr {'-' if record['lr'] is None else format(record['lr'], '.2e')}"
+        f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}"
+        f"  val_loss {fmt(record['val_loss'])}  val_miou {fmt(record['val_miou'])}"
+        f"  val_mdice {fmt(record['val_mdice'])}  lr {lr}"
         f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s"
     )
 
@@ -100,7 +102,8 @@ def warning(message: str) -> None:
 
 
 def print_wide(table: Table) -> None:
-    """Print a table; off a terminal (files, pipes) as wide as its cells need instead of 80 columns."""
+    """Print a table; off a terminal (files, pipes) as wide as its cells need instead of 80
+    columns."""
     if out.is_terminal:
         out.print(table)
         return

@@ -4,8 +4,9 @@
 - ``whole``: one forward pass over the padded image (validation during training always does this).
 - ``slide``: tiles of ``crop`` pixels every ``stride`` pixels (default 2/3 of the crop, as
   MMSegmentation's Cityscapes configs; or ``overlap``, the fraction of a tile shared with the
-  next, as nnU-Net's and MONAI's 0.5, giving a stride of ``crop x (1 - overlap)``), logits merged by averaging or by Gaussian weighting
-  (nnU-Net; sigma = ``sigma`` x the tile, 1/8 by default). The tiling is MONAI's
+  next, as nnU-Net's and MONAI's 0.5, giving a stride of ``crop x (1 - overlap)``), logits
+  merged by averaging or by Gaussian weighting (nnU-Net; sigma = ``sigma`` x the tile, 1/8 by
+  default). The tiling is MONAI's
   ``sliding_window_inference``, a maintained implementation with both weightings, a
   class-score buffer the size of the image and nothing else that grows with it; we write only the
   choice of tile and overlap. A tile is clamped to the (padded) image, so an image smaller than a
@@ -18,8 +19,8 @@
   Inference in Fully Connected CRFs with Gaussian Edge Potentials"; the DeepLab papers' CNN +
   fully connected CRF) by pydensecrf2, the optional extra ``segcli[crf]``.
 - ``superpixels``: majority vote of the predicted labels inside each superpixel, SLIC (Achanta et
-  al. 2012) or Felzenszwalb-Huttenlocher (2004) from scikit-image: the classical post-processing that
-  snaps label borders to colour edges. Combinable with every mode above (it runs last).
+  al. 2012) or Felzenszwalb-Huttenlocher (2004) from scikit-image: the classical post-processing
+  that snaps label borders to colour edges. Combinable with every mode above (it runs last).
 
 ``Inference(settings, mean, std)(model, x)`` is the one entry point; it takes any callable
 ``model(x) -> logits`` (a torch module, or ``onnx_graph.OnnxModel`` for ONNX bundles). Here: the
@@ -117,9 +118,9 @@ class InferenceSettings:
 
         Raises:
             SegcliError: an unknown key, mode or merge; a crop that is not two positive multiples of
-                32; a stride outside 1..crop; an overlap outside [0, 1) or set with a stride; a scale
-                <= 0; a sigma <= 0 or a tile_batch < 1; a bad CRF or superpixel value. Names the
-                key.
+                32; a stride outside 1..crop; an overlap outside [0, 1) or set with a
+                stride; a scale <= 0; a sigma <= 0 or a tile_batch < 1; a bad CRF or
+                superpixel value. Names the key.
         """
         cfg = dict(cfg)
         _check_keys(cfg, {f for f in cls.__dataclass_fields__ if f != "overrides"})
@@ -285,7 +286,8 @@ class Inference:
         return probs
 
     def rgb(self, x: torch.Tensor) -> np.ndarray:
-        """``(N, H, W, 3) uint8`` RGB images back from normalised ``x`` (rounded; ``preprocessing.denormalize``)."""
+        """``(N, H, W, 3) uint8`` RGB images back from normalised ``x`` (rounded;
+        ``preprocessing.denormalize``)."""
         from segcli.preprocessing import denormalize
 
         return denormalize(x, self.mean, self.std)
@@ -297,7 +299,8 @@ def describe(settings: InferenceSettings) -> str:
     parts = [
         s.mode
         if s.mode == "whole"
-        else f"slide {s.crop[0]}x{s.crop[1]} stride {'x'.join(map(str, s.stride_or_default()))} {s.merge}"
+        else f"slide {s.crop[0]}x{s.crop[1]} stride "
+        f"{'x'.join(map(str, s.stride_or_default()))} {s.merge}"
     ]
     if s.flip:
         parts.append("flip")

@@ -33,8 +33,8 @@ def require_export():
 
 
 class OnnxModel:
-    """An onnxruntime session as a model: ``(N, 3, H, W) float32`` tensor -> ``(N, C, H, W) float32``
-    logits tensor on the CPU. A fixed-size model gets inputs smaller than its size padded
+    """An onnxruntime session as a model: ``(N, 3, H, W) float32`` tensor -> ``(N, C, H, W)
+    float32`` logits tensor on the CPU. A fixed-size model gets inputs smaller than its size padded
     bottom/right (the output cropped back).
 
     Raises:
@@ -57,7 +57,8 @@ class OnnxModel:
             if h > self.size[0] or w > self.size[1]:
                 raise SegcliError(
                     f"{self.path}: input {h}x{w} is larger than the model's fixed {self.size[0]}x"
-                    f"{self.size[1]}; use --inference slide inference.crop=[{self.size[0]},{self.size[1]}]"
+                    f"{self.size[1]}; use --inference slide "
+                    f"inference.crop=[{self.size[0]},{self.size[1]}]"
                 )
             x = torch.nn.functional.pad(x, (0, self.size[1] - w, 0, self.size[0] - h))
         out = self.session.run(None, {self.input: x.detach().float().cpu().contiguous().numpy()})[0]
@@ -99,7 +100,8 @@ def export_onnx(
             return exporter
         except SegcliError:
             raise
-        except Exception as exc:  # noqa: BLE001 - torch.export, onnxscript, onnxruntime: any error means "no"
+        # torch.export, onnxscript, onnxruntime: any error means "no"
+        except Exception as exc:  # noqa: BLE001
             reasons.append(f"{exporter}: {_first_line(exc)}")
     hint = "; export a fixed size instead: --size HxW" if dynamic else ""
     raise SegcliError(f"model.arch={arch}: no working ONNX graph ({reasons[0][:300]}){hint}")

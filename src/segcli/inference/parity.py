@@ -19,9 +19,9 @@ from segcli.errors import SegcliError
 if TYPE_CHECKING:
     from segcli.inference.onnx_graph import OnnxModel
 
-# SMP's export notebook checks rtol 1e-3 / atol 1e-5; we keep its rtol, allow 1e-4 absolute (float32
-# logits near 0 of ViT encoders differ by up to ~8e-5 between torch and onnxruntime: DPT measured) and
-# ask that at least 99.9% of the pixels keep their argmax.
+# SMP's export notebook checks rtol 1e-3 / atol 1e-5; we keep its rtol, allow 1e-4 absolute
+# (float32 logits near 0 of ViT encoders differ by up to ~8e-5 between torch and onnxruntime: DPT
+# measured) and ask that at least 99.9% of the pixels keep their argmax.
 RTOL, ATOL, AGREEMENT = 1e-3, 1e-4, 0.999
 
 
@@ -50,7 +50,8 @@ def parity_inputs(
     ckpt: dict, data_root: str | None, size: tuple[int, int] | None, count: int, seed: int = 0
 ) -> tuple[list[torch.Tensor], str]:
     """Up to ``count`` preprocessed ``(1, 3, H, W)`` inputs from the run's val split (else test,
-    train), each cut/padded to ``size`` when fixed; generated images when the data is not reachable."""
+    train), each cut/padded to ``size`` when fixed; generated images when the data is not
+    reachable."""
     from segcli.config import run_seed
     from segcli.data.datasets import build_datasets
 

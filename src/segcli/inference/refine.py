@@ -38,8 +38,9 @@ class CrfSettings:
 @dataclass(frozen=True)
 class SuperpixelSettings:
     """Superpixels for the majority vote (scikit-image's names and defaults). ``method``: ``slic``
-    (``n_segments`` superpixels, ``compactness``: colour vs space, ``sigma`` pre-smoothing in pixels) or
-    ``felzenszwalb`` (``scale``: larger gives larger segments, ``sigma``, ``min_size`` in pixels)."""
+    (``n_segments`` superpixels, ``compactness``: colour vs space, ``sigma`` pre-smoothing in
+    pixels) or ``felzenszwalb`` (``scale``: larger gives larger segments, ``sigma``,
+    ``min_size`` in pixels)."""
 
     method: str = "slic"
     n_segments: int = 400
@@ -65,7 +66,8 @@ def crf_settings(cfg) -> CrfSettings | None:
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise SegcliError(
-            f"inference.crf.{unknown[0]}: unknown key; expected enabled or one of {', '.join(sorted(known))}"
+            f"inference.crf.{unknown[0]}: unknown key; expected enabled or one of "
+            f"{', '.join(sorted(known))}"
         )
     settings = CrfSettings(
         **{k: (int(v) if k == "iterations" else float(v)) for k, v in cfg.items()}
@@ -95,7 +97,8 @@ def superpixel_settings(cfg) -> SuperpixelSettings | None:
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise SegcliError(
-            f"inference.superpixels.{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}"
+            f"inference.superpixels.{unknown[0]}: unknown key; expected one of "
+            f"{', '.join(sorted(known))}"
         )
     defaults = SuperpixelSettings()
     settings = SuperpixelSettings(**{k: type(getattr(defaults, k))(v) for k, v in cfg.items()})
@@ -110,8 +113,8 @@ def superpixel_settings(cfg) -> SuperpixelSettings | None:
         or settings.sigma < 0
     ):
         raise SegcliError(
-            f"inference.superpixels: expected n_segments >= 1, scale > 0, min_size >= 1, sigma >= 0, "
-            f"got {asdict(settings)}"
+            "inference.superpixels: expected n_segments >= 1, scale > 0, min_size >= 1, "
+            f"sigma >= 0, got {asdict(settings)}"
         )
     return settings
 
@@ -176,10 +179,11 @@ def superpixel_vote(
 ) -> torch.Tensor:
     """Majority vote of the labels ``probs.argmax(1)`` inside each superpixel of each image.
 
-    ``probs: (N, C, H, W) float`` class scores, ``images: (N, H, W, 3) uint8`` RGB. Returns ``(N, C, H,
-    W) float32`` on ``probs``' device: per pixel, the share of its superpixel's pixels predicted as each
-    class (so the argmax is the superpixel's majority label, ties to the lower class index).
-    Superpixels: scikit-image's ``slic`` or ``felzenszwalb`` with ``settings``. Runs on the CPU.
+    ``probs: (N, C, H, W) float`` class scores, ``images: (N, H, W, 3) uint8`` RGB. Returns
+    ``(N, C, H, W) float32`` on ``probs``' device: per pixel, the share of its superpixel's pixels
+    predicted as each class (so the argmax is the superpixel's majority label, ties to the lower
+    class index). Superpixels: scikit-image's ``slic`` or ``felzenszwalb`` with ``settings``. Runs
+    on the CPU.
     """
     segmentation = require_skimage()
     n, c, h, w = probs.shape

@@ -31,8 +31,8 @@ def slide(
         return model(x)
     sliding_window_inference = monai_sliding_window()
     stride = s.stride_or_default()
-    # MONAI takes an overlap fraction and steps int(roi * (1 - overlap)) pixels; the half pixel keeps
-    # float rounding from turning a stride of 341 into 340.
+    # MONAI takes an overlap fraction and steps int(roi * (1 - overlap)) pixels; the half pixel
+    # keeps float rounding from turning a stride of 341 into 340.
     overlap = [
         0.0 if r == size else max(0.0, 1 - (min(st, r) + 0.5) / r)
         for r, st, size in zip(roi, stride, (h, w), strict=True)

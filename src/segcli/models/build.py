@@ -36,8 +36,8 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
     autocast (``amx_guard``).
 
     Raises:
-        SegcliError: unknown architecture (``model.arch=X: unknown architecture; expected one of ...``),
-            or what the builder raises.
+        SegcliError: unknown architecture (``model.arch=X: unknown architecture; expected one
+            of ...``), or what the builder raises.
     """
     arch = str(cfg["arch"])
     if arch not in MODELS:
@@ -51,8 +51,8 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
 
 def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (512, 512)) -> dict:
     """Size and cost of the model ``cfg`` describes, without computing anything: built on torch's
-    ``meta`` device (no memory, no weights). Returns ``{"params_m": trainable parameters in millions,
-    "gflops": GFLOPs of one forward pass of a (1, 3, H, W) image (torch.utils.flop_counter; a
+    ``meta`` device (no memory, no weights). Returns ``{"params_m": trainable parameters in
+    millions, "gflops": GFLOPs of one forward pass of a (1, 3, H, W) image (torch.utils.flop_counter; a
     multiply-add counts 2), "source": model_source}``; ``params_m`` and ``gflops`` are None for
     the classical baselines (no torch graph).
 

@@ -104,7 +104,8 @@ def torchvision_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> n
     "Searching for MobileNetV3", Lite R-ASPP), built offline (``weights=None``,
     ``weights_backbone=None``, no auxiliary head). ``encoder_weights``: null, or a local torchvision
     ImageNet file of the backbone (``resnet50-0676ba61.pth``, ``mobilenet_v3_large-8738ca79.pth``);
-    ``imagenet`` is refused (torchvision downloads by its own names; download the file and pass its path).
+    ``imagenet`` is refused (torchvision downloads by its own names; download the file and pass its
+    path).
 
     Raises:
         SegcliError: in_channels is not 3, ``encoder_weights`` is a name, or the file does not fit.
@@ -119,8 +120,8 @@ def torchvision_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> n
         )
     if weights is not None and local_weights(cfg) is None:
         raise SegcliError(
-            f"model.encoder_weights={weights}: {arch} takes null or the path of a local torchvision "
-            "backbone weights file (e.g. resnet50-0676ba61.pth)"
+            f"model.encoder_weights={weights}: {arch} takes null or the path of a local "
+            "torchvision backbone weights file (e.g. resnet50-0676ba61.pth)"
         )
     build = {
         "fcn_resnet50": segmentation.fcn_resnet50,
@@ -155,7 +156,8 @@ def fcn_vgg16(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module
     (``vgg16-397923af.pth``; with ``batch_norm``, ``vgg16_bn-6c64b313.pth``).
 
     Raises:
-        SegcliError: a bad ``params`` value, ``encoder_weights`` a name, or a file that does not fit.
+        SegcliError: a bad ``params`` value, ``encoder_weights`` a name, or a file that does not
+            fit.
     """
     from segcli.models.architectures.fcn import FCN
 
@@ -181,7 +183,8 @@ def fcn_vgg16(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module
 @MODELS.register("fastfcn")
 def fastfcn(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:
     """FastFCN (``architectures/fastfcn.py``): JPU + ASPP on the SMP encoder ``encoder_name``
-    (``encoder_weights`` as for SMP models); ``params``: ``width``, ``aspp_channels``, ``atrous_rates``.
+    (``encoder_weights`` as for SMP models); ``params``: ``width``, ``aspp_channels``,
+    ``atrous_rates``.
 
     Raises:
         SegcliError: unknown encoder, bad params, or unusable weights.
@@ -227,8 +230,8 @@ def fcdensenet(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modul
 
 @MODELS.register("pixel_forest", "otsu")
 def classical_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """The classical baselines of ``models/classical.py``: ``pixel_forest`` (``params``: the features'
-    and forest's settings of ``classical.PixelForest``) or ``otsu`` (binary tasks).
+    """The classical baselines of ``models/classical.py``: ``pixel_forest`` (``params``: the
+    features' and forest's settings of ``classical.PixelForest``) or ``otsu`` (binary tasks).
 
     Raises:
         SegcliError: bad params, more than 2 classes for otsu, the extra not installed.

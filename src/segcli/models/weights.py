@@ -16,8 +16,8 @@ from segcli.errors import SegcliError
 
 
 def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``: data, no code);
-    from a segcli checkpoint, the weights of its encoder.
+    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``: data, no
+    code); from a segcli checkpoint, the weights of its encoder.
 
     Raises:
         SegcliError: the file is missing or holds no state dict.
@@ -94,7 +94,8 @@ def load_encoder_file(encoder: nn.Module, path: Path, name: str, strip: str = ""
 
 
 def local_weights(cfg: Mapping) -> Path | None:
-    """``model.encoder_weights`` as a local file path, or None (null, or a name such as ``imagenet``)."""
+    """``model.encoder_weights`` as a local file path, or None (null, or a name such as
+    ``imagenet``)."""
     weights = cfg.get("encoder_weights")
     if weights is None:
         return None
