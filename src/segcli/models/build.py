@@ -52,9 +52,9 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
 def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (512, 512)) -> dict:
     """Size and cost of the model ``cfg`` describes, without computing anything: built on torch's
     ``meta`` device (no memory, no weights). Returns ``{"params_m": trainable parameters in
-    millions, "gflops": GFLOPs of one forward pass of a (1, 3, H, W) image (torch.utils.flop_counter; a
-    multiply-add counts 2), "source": model_source}``; ``params_m`` and ``gflops`` are None for
-    the classical baselines (no torch graph).
+    millions, "gflops": GFLOPs of one forward pass of a (1, 3, H, W) image
+    (torch.utils.flop_counter; a multiply-add counts 2), "source": model_source}``; ``params_m``
+    and ``gflops`` are None for the classical baselines (no torch graph).
 
     Raises:
         SegcliError: the model cannot be built (see ``build_model``).
