@@ -112,8 +112,8 @@ def _comparison(
         )
         return head + _pair_table(result)
     return (
-        f"<p>{len(runs)} runs on {evidence[0].matrices.shape[0]} {split} images, each against the best by a "
-        f"paired bootstrap ({resamples} resamples).</p>" + _ranking_table(result)
+        f"<p>{len(runs)} runs on {evidence[0].matrices.shape[0]} {split} images, each against "
+        f"the best by a paired bootstrap ({resamples} resamples).</p>" + _ranking_table(result)
     )
 
 
