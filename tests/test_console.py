@@ -1,4 +1,4 @@
-"""console.py: the one-line error and warning on stderr, and what the tables hold."""
+"""console (terminal.py, tables.py): the one-line error and warning on stderr, and the tables."""
 
 from __future__ import annotations
 

@@ -18,7 +18,9 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from segcli.errors import SegcliError
-from segcli.inference.export import OnnxModel, check_parity, export_onnx, parse_size
+from segcli.inference.export import parse_size
+from segcli.inference.onnx_graph import OnnxModel, export_onnx
+from segcli.inference.parity import check_parity
 from segcli.models.build import build_model
 
 

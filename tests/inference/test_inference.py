@@ -1,6 +1,6 @@
-"""Inference modes (inference/modes.py): sliding windows against whole images and hand-computed merge
-weights, flip TTA, the dense CRF on a synthetic edge, the presets and their errors, and eval /
-predict through the CLI."""
+"""Inference modes (inference/modes.py, sliding.py, refine.py): sliding windows against whole
+images and hand-computed merge weights, flip TTA, the dense CRF on a synthetic edge, the presets
+and their errors, and eval / predict through the CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import torch
 from helpers import segcli
 
 from segcli.errors import SegcliError
-from segcli.inference.modes import Inference, InferenceSettings, dense_crf, load_settings, slide
+from segcli.inference.modes import Inference, InferenceSettings, load_settings
+from segcli.inference.refine import dense_crf
+from segcli.inference.sliding import slide
 
 
 def conv_net(symmetric: bool = False, classes: int = 4) -> torch.nn.Module:

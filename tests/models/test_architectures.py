@@ -272,7 +272,7 @@ def test_otsu_threshold_is_skimages_and_learns_which_side_is_foreground():
 
 
 def test_superpixel_vote_takes_each_segments_majority():
-    from segcli.inference.modes import SuperpixelSettings, superpixel_vote
+    from segcli.inference.refine import SuperpixelSettings, superpixel_vote
 
     image = np.zeros((1, 32, 32, 3), dtype=np.uint8)
     image[:, :, 16:] = 255  # two flat halves: Felzenszwalb gives two segments

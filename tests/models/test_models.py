@@ -5,7 +5,8 @@ import torch
 
 from segcli.config import compose_config, group_options, to_plain
 from segcli.errors import SegcliError
-from segcli.models.build import ARCHITECTURES, build_model
+from segcli.models.build import build_model
+from segcli.models.builders import ARCHITECTURES
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,8 @@ def test_segcli_models_counts_a_one_convolution_model_by_hand(monkeypatch):
 
     import segcli.cli.models as cli
     from segcli.cli.app import app
-    from segcli.models.build import MODELS, model_facts
+    from segcli.models.build import model_facts
+    from segcli.models.builders import MODELS
 
     monkeypatch.setitem(
         MODELS._builders,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from segcli import console
 from segcli.cli.common import JsonOption, user_errors
 from segcli.config import to_plain
+
+if TYPE_CHECKING:
+    from segcli.data.doctor import Diagnosis
 
 
 def data_check(
@@ -64,50 +67,66 @@ def data_doctor(
     check every file with it, and say how to train. Exit code 0 when a usable configuration was
     found, 1 when not (with the reasons).
     """
-    import yaml
-
-    from segcli.data.doctor import diagnose, write_config
+    from segcli.data.doctor import diagnose
     from segcli.files import write_json
 
     with user_errors():
         found = diagnose(root)
-        for line in found.findings:
-            console.out.print(f"- {line}", highlight=False, markup=False)
-        if found.config:
-            console.out.print("proposed dataset config:", highlight=False)
-            console.out.print(
-                yaml.safe_dump(found.config, sort_keys=False, width=100).rstrip(),
-                highlight=False,
-                markup=False,
-            )
-        for problem in found.problems:
-            console.error(problem)
-        command = found.command
-        if found.usable and write and found.config:
-            console.out.print(f"wrote {write_config(found, write)}", highlight=False)
-            if write.parent.name == "dataset":
-                command = f"segcli train --config-dir {write.parent.parent} dataset={write.stem}"
-        elif found.usable and write:
-            console.out.print(
-                f"nothing written: the built-in dataset={found.builtin} reads this layout",
-                highlight=False,
-            )
+        _print_diagnosis(found)
+        command = _write_proposal(found, write)
         if json_path:
-            write_json(
-                json_path,
-                {
-                    "root": str(found.root),
-                    "builtin": found.builtin,
-                    "config": found.config,
-                    "findings": found.findings,
-                    "problems": found.problems,
-                    "usable": found.usable,
-                    "command": found.command,
-                },
-            )
+            write_json(json_path, _diagnosis_json(found))
     if not found.usable:
         console.out.print(
             f"no usable configuration ({len(found.problems)} problem(s))", highlight=False
         )
         raise SystemExit(1)
     console.out.print(f"usable; train with: {command}", highlight=False, markup=False)
+
+
+def _print_diagnosis(found: Diagnosis) -> None:
+    """The findings, the proposed config (YAML) and the problems of a ``doctor.Diagnosis``."""
+    import yaml
+
+    for line in found.findings:
+        console.out.print(f"- {line}", highlight=False, markup=False)
+    if found.config:
+        console.out.print("proposed dataset config:", highlight=False)
+        console.out.print(
+            yaml.safe_dump(found.config, sort_keys=False, width=100).rstrip(),
+            highlight=False,
+            markup=False,
+        )
+    for problem in found.problems:
+        console.error(problem)
+
+
+def _write_proposal(found: Diagnosis, write: Path | None) -> str:
+    """Write the proposed config to ``write`` when usable (and not a built-in layout); returns
+    the command to train with it."""
+    from segcli.data.doctor import write_config
+
+    command = found.command
+    if found.usable and write and found.config:
+        console.out.print(f"wrote {write_config(found, write)}", highlight=False)
+        if write.parent.name == "dataset":
+            command = f"segcli train --config-dir {write.parent.parent} dataset={write.stem}"
+    elif found.usable and write:
+        console.out.print(
+            f"nothing written: the built-in dataset={found.builtin} reads this layout",
+            highlight=False,
+        )
+    return command
+
+
+def _diagnosis_json(found: Diagnosis) -> dict:
+    """``--json``'s content: what ``doctor.diagnose`` found."""
+    return {
+        "root": str(found.root),
+        "builtin": found.builtin,
+        "config": found.config,
+        "findings": found.findings,
+        "problems": found.problems,
+        "usable": found.usable,
+        "command": found.command,
+    }

@@ -50,34 +50,47 @@ def list_runs(
     with user_errors():
         if fmt not in ("table", "csv", "json"):
             raise SegcliError(f"--format {fmt}: expected table, csv or json")
-        roots = dirs or [p for p in (Path("outputs"), Path("multirun")) if p.is_dir()]
-        if not roots:
-            raise SegcliError(
-                "no outputs/ or multirun/ here; give the folders to search: segcli runs DIR..."
-            )
+        roots = _search_roots(dirs)
         records = [compare.run_record(p) for p in compare.find_runs(roots)]
         keys = compare.differing_keys(records)
         records = compare.select(records, filters or (), sort)
+        where = ", ".join(str(r) for r in roots)
         if group_seeds:
-            groups = compare.group_seeds(records, keys)
-            if fmt == "csv":
-                sys.stdout.write(compare.groups_to_csv(groups))
-            elif fmt == "json":
-                print(json.dumps(groups, indent=2))
-            else:
-                console.print_wide(
-                    console.seed_groups_table(groups, ", ".join(str(r) for r in roots))
-                )
-            return
-        if fmt == "csv":
-            sys.stdout.write(compare.to_csv(compare.rows(records, keys)))
-        elif fmt == "json":
-            print(compare.to_json(records, keys))
+            _print_seed_groups(compare.group_seeds(records, keys), fmt, where)
         else:
-            table = console.runs_table(
-                compare.rows(records, keys), ", ".join(str(r) for r in roots)
-            )
-            console.print_wide(table)
+            _print_runs(records, keys, fmt, where)
+
+
+def _search_roots(dirs: list[Path] | None) -> list[Path]:
+    """The folders ``segcli runs`` searches: ``dirs``, else outputs/ and multirun/ here."""
+    roots = dirs or [p for p in (Path("outputs"), Path("multirun")) if p.is_dir()]
+    if not roots:
+        raise SegcliError(
+            "no outputs/ or multirun/ here; give the folders to search: segcli runs DIR..."
+        )
+    return roots
+
+
+def _print_seed_groups(groups: list[dict], fmt: str, where: str) -> None:
+    from segcli.reports import runs_table as compare
+
+    if fmt == "csv":
+        sys.stdout.write(compare.groups_to_csv(groups))
+    elif fmt == "json":
+        print(json.dumps(groups, indent=2))
+    else:
+        console.print_wide(console.seed_groups_table(groups, where))
+
+
+def _print_runs(records: list[dict], keys: list[str], fmt: str, where: str) -> None:
+    from segcli.reports import runs_table as compare
+
+    if fmt == "csv":
+        sys.stdout.write(compare.to_csv(compare.rows(records, keys)))
+    elif fmt == "json":
+        print(compare.to_json(records, keys))
+    else:
+        console.print_wide(console.runs_table(compare.rows(records, keys), where))
 
 
 def compare(

@@ -12,59 +12,11 @@ from pathlib import Path
 import torch
 
 from segcli.errors import SegcliError
+from segcli.inference.onnx_graph import OnnxModel
 
 MODEL_FILE = "model.onnx"
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = 1
-
-
-def require_export():
-    """``(onnx, onnxruntime)``.
-
-    Raises:
-        SegcliError: one of onnx, onnxruntime, onnxscript is missing (names the extra)."""
-    try:
-        import onnx
-        import onnxruntime
-        import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
-    except ImportError as exc:
-        raise SegcliError(
-            f"ONNX export and bundles need {exc.name}: pip install 'segcli[export]'"
-        ) from None
-    return onnx, onnxruntime
-
-
-class OnnxModel:
-    """An onnxruntime session as a model: ``(N, 3, H, W) float32`` tensor -> ``(N, C, H, W)
-    float32`` logits tensor on the CPU. A fixed-size model gets inputs smaller than its size padded
-    bottom/right (the output cropped back).
-
-    Raises:
-        SegcliError: an input larger than a fixed-size model's input (use slide inference)."""
-
-    def __init__(
-        self, path: Path, size: tuple[int, int] | None, threads: int | None = None
-    ) -> None:
-        _, ort = require_export()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.path, self.size = Path(path), size
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if self.size is not None:
-            if h > self.size[0] or w > self.size[1]:
-                fixed = f"{self.size[0]}x{self.size[1]}"
-                raise SegcliError(
-                    f"{self.path}: input {h}x{w} is larger than the model's fixed {fixed}; use "
-                    f"--inference slide inference.crop=[{self.size[0]},{self.size[1]}]"
-                )
-            x = torch.nn.functional.pad(x, (0, self.size[1] - w, 0, self.size[0] - h))
-        out = self.session.run(None, {self.input: x.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out)[..., :h, :w]
 
 
 def is_bundle(path: Path) -> bool:

@@ -6,59 +6,36 @@ A bundle is a folder: ``model.onnx`` (input ``image``: ``(N, 3, H, W) float32``,
 words and numbers, the input size rule, the parity figures) and, with ``--quantize``,
 ``model.int8.onnx``. The export is torch's own (``torch.onnx.export``, the dynamo exporter with
 onnxscript), the runtime onnxruntime, the int8 model onnxruntime's ``quantize_dynamic``; what
-is written here is the bundle's description and the parity check (SMP's export notebook uses
-``rtol=1e-3, atol=1e-5``; we also require argmax agreement >= 99.9%); reading a bundle back
-(``segcli predict -c BUNDLE``) is bundle.py's.
+is written here is the bundle and its description; the graph and its runtime are
+``onnx_graph``'s, the parity check ``parity``'s (SMP's export notebook uses ``rtol=1e-3,
+atol=1e-5``; we also require argmax agreement >= 99.9%), reading a bundle back (``segcli predict
+-c BUNDLE``) ``bundle``'s.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from segcli.errors import SegcliError
-from segcli.inference.bundle import (
-    BUNDLE_FILE,
-    BUNDLE_FORMAT,
-    MODEL_FILE,
-    OnnxModel,
-    require_export,
+from segcli.inference.bundle import BUNDLE_FILE, BUNDLE_FORMAT, MODEL_FILE
+from segcli.inference.onnx_graph import SIZE_DIVISOR, OnnxModel, export_onnx, require_export
+from segcli.inference.parity import (
+    AGREEMENT,
+    ATOL,
+    RTOL,
+    Parity,
+    check_parity,
+    images_per_second,
+    parity_inputs,
 )
 
 INT8_FILE = "model.int8.onnx"
-SIZE_DIVISOR = 32
-# SMP's export notebook checks rtol 1e-3 / atol 1e-5; we keep its rtol, allow 1e-4 absolute (float32
-# logits near 0 of ViT encoders differ by up to ~8e-5 between torch and onnxruntime: DPT measured) and
-# ask that at least 99.9% of the pixels keep their argmax.
-RTOL, ATOL, AGREEMENT = 1e-3, 1e-4, 0.999
-
-
-@dataclass
-class Parity:
-    """onnxruntime against the torch model (float32, no autocast) on the same inputs.
-
-    ``max_abs``: largest absolute logit difference; ``allclose``: every logit within
-    ``atol + rtol * |torch|``; ``agreement``: fraction of pixels whose argmax agrees (0..1);
-    ``images``: how many; ``source``: where they came from."""
-
-    model: str
-    images: int
-    source: str
-    max_abs: float
-    allclose: bool
-    agreement: float
-
-    @property
-    def ok(self) -> bool:
-        """Within tolerance: allclose and argmax agreement >= ``AGREEMENT``."""
-        return self.allclose and self.agreement >= AGREEMENT
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -77,171 +54,6 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
             f"--size {text}: expected positive multiples of {SIZE_DIVISOR} (the models' stride)"
         )
     return h, w
-
-
-def export_onnx(
-    model: torch.nn.Module,
-    example: torch.Tensor,
-    path: Path,
-    opset: int,
-    dynamic: bool,
-    arch: str = "model",
-) -> str:
-    """``model`` (eval mode, float32, CPU) to ONNX at ``path``; returns the exporter used.
-
-    ``dynamic``: batch, height and width free (height and width multiples of 32), else fixed to
-    ``example``'s shape ``(N, 3, H, W)``. torch's dynamo exporter first; where it fails, or its
-    dynamic graph does not run or does not match torch at another size (adaptive pooling can
-    freeze sizes), torch's TorchScript exporter. A dynamic graph is checked at a second size and
-    batch (N + 1, H + 32, W + 64) against torch.
-
-    Raises:
-        SegcliError: neither exporter gives a working graph (one line naming ``arch`` and the
-            first exporter's reason; for a dynamic export, the hint to fix a size with ``--size``).
-    """
-    require_export()
-    reasons = []
-    for exporter in ("dynamo", "torchscript"):
-        try:
-            _export_with(exporter, model, example, path, opset, dynamic)
-            if dynamic:
-                n, _, h, w = example.shape
-                other = torch.randn(n + 1, 3, h + SIZE_DIVISOR, w + 2 * SIZE_DIVISOR)
-                if not check_parity(model, OnnxModel(path, None), [other], "generated").ok:
-                    raise ValueError(
-                        f"its graph differs from torch at {h + SIZE_DIVISOR}x{w + 2 * SIZE_DIVISOR}"
-                    )
-            return exporter
-        except SegcliError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - torch.export, onnxscript, onnxruntime: any error means "no"
-            reasons.append(f"{exporter}: {_first_line(exc)}")
-    hint = "; export a fixed size instead: --size HxW" if dynamic else ""
-    raise SegcliError(f"model.arch={arch}: no working ONNX graph ({reasons[0][:300]}){hint}")
-
-
-def _export_with(exporter: str, model, example, path: Path, opset: int, dynamic: bool) -> None:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter == "dynamo":
-            shapes = None
-            if dynamic:
-                dim = torch.export.Dim
-                shapes = (
-                    {
-                        0: dim("batch", min=1, max=1024),
-                        2: SIZE_DIVISOR * dim("h32", min=1, max=1024),
-                        3: SIZE_DIVISOR * dim("w32", min=1, max=1024),
-                    },
-                )
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                dynamic_shapes=shapes,
-                opset_version=opset,
-                input_names=["image"],
-                output_names=["logits"],
-                verbose=False,
-            )
-            program.save(str(path))
-            return
-        axes = {
-            "image": {0: "batch", 2: "height", 3: "width"},
-            "logits": {0: "batch", 2: "height", 3: "width"},
-        }
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=min(opset, 17),
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes=axes if dynamic else None,
-        )
-
-
-def _first_line(exc: BaseException) -> str:
-    """The most telling line of an exporter's error: the root cause's first non-empty line."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    import re
-
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
-    return f"{type(exc).__name__}: " + next((line for line in lines if line), "")
-
-
-def _parity_inputs(
-    loaded, data_root: str | None, size: tuple[int, int] | None, count: int, seed: int = 0
-) -> tuple[list[torch.Tensor], str]:
-    """Up to ``count`` preprocessed ``(1, 3, H, W)`` inputs from the run's val split (else test,
-    train) with the checkpoint's preprocessing (``loaded``: an ``inference.loaded.LoadedModel``),
-    each cut/padded to ``size`` when fixed; generated images when the data is not reachable."""
-    dcfg = loaded.config["dataset"]
-    for split in ("val", "test", "train"):
-        try:
-            dataset = loaded.datasets((split,), data_root)[split]
-            if len(dataset) == 0:
-                continue
-        except SegcliError:  # data missing, moved or unreadable: fall back to generated images
-            continue
-        picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
-        inputs = [dataset[int(i)]["image"].unsqueeze(0) for i in dict.fromkeys(picks)]
-        where = (data_root if data_root is not None else dcfg.get("root")) or dcfg["kind"]
-        return [_fit(x, size) for x in inputs], f"{split} split of {where}"
-    rng = np.random.default_rng(seed)
-    h, w = size or (256, 256)
-    mean = torch.tensor(loaded.preprocessing.mean).view(1, 3, 1, 1)
-    std = torch.tensor(loaded.preprocessing.std).view(1, 3, 1, 1)
-    inputs = [
-        (
-            (torch.from_numpy(rng.integers(0, 256, (1, 3, h, w)).astype(np.float32)) / 255 - mean)
-            / std
-        )
-        for _ in range(count)
-    ]
-    return inputs, f"generated {h}x{w} images (the run's data was not found)"
-
-
-def _fit(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    if size is None:
-        return x
-    x = x[..., : size[0], : size[1]]
-    return torch.nn.functional.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
-
-
-def check_parity(
-    model: torch.nn.Module, onnx_model: OnnxModel, inputs: Sequence[torch.Tensor], source: str
-) -> Parity:
-    """Compare ``model`` (torch, float32) with ``onnx_model`` on ``inputs`` (see ``Parity``)."""
-    max_abs, close, agree, pixels = 0.0, True, 0, 0
-    with torch.inference_mode():
-        for x in inputs:
-            ref = model(x).float()
-            out = onnx_model(x)
-            diff = (out - ref).abs()
-            max_abs = max(max_abs, float(diff.max()))
-            close = close and bool((diff <= ATOL + RTOL * ref.abs()).all())
-            agree += int((out.argmax(1) == ref.argmax(1)).sum())
-            pixels += ref.shape[0] * ref.shape[-2] * ref.shape[-1]
-    return Parity(onnx_model.path.name, len(inputs), source, max_abs, close, agree / max(pixels, 1))
-
-
-def images_per_second(model, inputs: Sequence[torch.Tensor], repeats: int = 2) -> float:
-    """Throughput in images/s of ``model`` over ``inputs`` (one warm-up pass, then the best of
-    ``repeats`` timed passes)."""
-    with torch.inference_mode():
-        model(inputs[0])
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for x in inputs:
-                model(x)
-            best = min(best, time.perf_counter() - start)
-    return sum(x.shape[0] for x in inputs) / best
 
 
 def export_bundle(
@@ -279,7 +91,7 @@ def export_bundle(
             f"{checkpoint}: model.arch={arch} is a scikit-learn/NumPy baseline; "
             "it has no ONNX graph to export (eval and predict run it from the checkpoint)"
         )
-    inputs, source = _parity_inputs(loaded, data_root, size, parity_images)
+    inputs, source = parity_inputs(loaded, data_root, size, parity_images)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))

@@ -143,45 +143,54 @@ def paired_bootstrap(
     Raises:
         SegcliError: the stacks differ in shape or are not ``(N, C, C)``.
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape != b.shape:
-        raise SegcliError(
-            f"per-image matrices must both be (N, C, C) of one shape; got {a.shape} and {b.shape}"
-        )
+    a, b = _matrix_stacks(a, b)
     n, c, _ = a.shape
     names = class_names or [f"class{i}" for i in range(c)]
-    observed = {
-        side: scores_of_matrices(x.sum(0, keepdims=True)) for side, x in (("a", a), ("b", b))
-    }
+    sides = (("a", a), ("b", b))
+    observed = {side: scores_of_matrices(x.sum(0, keepdims=True)) for side, x in sides}
     weights = resample_weights(n, resamples, seed)
-    flat_a, flat_b = a.reshape(n, c * c), b.reshape(n, c * c)
-    boot = {"a": [], "b": []}
-    for start in range(0, resamples, chunk):
-        w = weights[start : start + chunk].astype(np.float64)
-        boot["a"].append(scores_of_matrices((w @ flat_a).reshape(-1, c, c)))
-        boot["b"].append(scores_of_matrices((w @ flat_b).reshape(-1, c, c)))
-    joined = {
-        side: {k: np.concatenate([s[k] for s in parts]) for k in ("iou", "miou", "mdice")}
-        for side, parts in boot.items()
-    }
+    boot = {side: _resampled_scores(x, weights, chunk) for side, x in sides}
     out: dict = {"images": n, "resamples": resamples, "seed": seed}
     for metric in METRICS:
         out[metric] = _difference(
-            joined["a"][metric],
-            joined["b"][metric],
+            boot["a"][metric],
+            boot["b"][metric],
             float(observed["a"][metric][0]),
             float(observed["b"][metric][0]),
         )
     out["per_class_iou"] = {
         name: _difference(
-            joined["a"]["iou"][:, k],
-            joined["b"]["iou"][:, k],
+            boot["a"]["iou"][:, k],
+            boot["b"]["iou"][:, k],
             float(observed["a"]["iou"][0, k]),
             float(observed["b"]["iou"][0, k]),
         )
         for k, name in enumerate(names)
     }
     return out
+
+
+def _matrix_stacks(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides as float64 ``(N, C, C)`` stacks of one shape; else a SegcliError."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape != b.shape:
+        raise SegcliError(
+            f"per-image matrices must both be (N, C, C) of one shape; got {a.shape} and {b.shape}"
+        )
+    return a, b
+
+
+def _resampled_scores(matrices: np.ndarray, weights: np.ndarray, chunk: int) -> dict:
+    """``scores_of_matrices``' ``iou`` ``(R, C)``, ``miou`` and ``mdice`` ``(R,)`` of each
+    resample's summed matrix: ``weights`` ``(R, N)`` draws per image times the ``(N, C, C)``
+    stack, ``chunk`` resamples at a time."""
+    n, c, _ = matrices.shape
+    flat = matrices.reshape(n, c * c)
+    parts = []
+    for start in range(0, len(weights), chunk):
+        w = weights[start : start + chunk].astype(np.float64)
+        parts.append(scores_of_matrices((w @ flat).reshape(-1, c, c)))
+    return {k: np.concatenate([s[k] for s in parts]) for k in ("iou", "miou", "mdice")}
 
 
 def check_same_images(labels: list[str], names: list[list[str]], classes: list[list[str]]) -> None:

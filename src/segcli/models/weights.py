@@ -111,3 +111,13 @@ def load_encoder_file(encoder: nn.Module, path: Path, name: str, strip: str = ""
             f"of encoder {name} are not in the file and stay random "
             f"(first: {missing[0]}); is it another encoder?"
         )
+
+
+def local_weights(cfg: Mapping) -> Path | None:
+    """``model.encoder_weights`` as a local file path, or None (null, or a name such as
+    ``imagenet``)."""
+    weights = cfg.get("encoder_weights")
+    if weights is None:
+        return None
+    path = Path(str(weights))
+    return path if path.suffix in {".pth", ".pt", ".bin", ".safetensors"} or path.exists() else None

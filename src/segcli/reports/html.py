@@ -106,33 +106,42 @@ def _comparison(
         labels, [e.matrices for e in evidence], resamples, seed, evidence[0].class_names
     )
     if len(runs) == 2:
-        rows = []
-        for label, d in [
-            ("mIoU", result["miou"]),
-            ("mDice", result["mdice"]),
-            *((f"IoU {c}", d) for c, d in result["per_class_iou"].items()),
-        ]:
-            css = (
-                "better" if d.verdict == "B better" else "worse" if d.verdict == "A better" else ""
-            )
-            rows.append(
-                [
-                    _esc(label),
-                    _num(d.a),
-                    _num(d.b),
-                    f"{d.difference:+.4f}",
-                    f"[{d.low:+.4f}, {d.high:+.4f}]" if not math.isnan(d.low) else "-",
-                    f"{100 * d.b_better_share:.1f}%" if not math.isnan(d.b_better_share) else "-",
-                    f'<span class="{css}">{_esc(d.verdict)}</span>',
-                ]
-            )
         head = (
             f"<p>A = <b>{_esc(labels[0])}</b>, B = <b>{_esc(labels[1])}</b>: {result['images']} {split} images, "
             f"{resamples} paired resamples (seed {seed}). <b>mIoU: {_esc(result['miou'].verdict)}</b>.</p>"
         )
-        return head + _table(
-            ["score", "A", "B", "B - A", "95% interval", "B higher in", "verdict"], rows
+        return head + _pair_table(result)
+    return (
+        f"<p>{len(runs)} runs on {evidence[0].matrices.shape[0]} {split} images, each against "
+        f"the best by a paired bootstrap ({resamples} resamples).</p>" + _ranking_table(result)
+    )
+
+
+def _pair_table(result: dict) -> str:
+    """``paired_bootstrap``'s result: one row per score (mIoU, mDice, each class's IoU)."""
+    rows = []
+    for label, d in [
+        ("mIoU", result["miou"]),
+        ("mDice", result["mdice"]),
+        *((f"IoU {c}", d) for c, d in result["per_class_iou"].items()),
+    ]:
+        css = "better" if d.verdict == "B better" else "worse" if d.verdict == "A better" else ""
+        rows.append(
+            [
+                _esc(label),
+                _num(d.a),
+                _num(d.b),
+                f"{d.difference:+.4f}",
+                f"[{d.low:+.4f}, {d.high:+.4f}]" if not math.isnan(d.low) else "-",
+                f"{100 * d.b_better_share:.1f}%" if not math.isnan(d.b_better_share) else "-",
+                f'<span class="{css}">{_esc(d.verdict)}</span>',
+            ]
         )
+    return _table(["score", "A", "B", "B - A", "95% interval", "B higher in", "verdict"], rows)
+
+
+def _ranking_table(result: dict) -> str:
+    """``rank_against_best``'s result: one row per run, best first."""
     rows = []
     for r in result["ranking"]:
         d = r["vs_best"]["miou"] if r["vs_best"] else None
@@ -152,11 +161,7 @@ def _comparison(
                 ),
             ]
         )
-    return (
-        f"<p>{len(runs)} runs on {evidence[0].matrices.shape[0]} {split} images, each against the best by a "
-        f"paired bootstrap ({resamples} resamples).</p>"
-        + _table(["run", "mIoU", "mDice", "mIoU - best", "95% interval", "verdict"], rows)
-    )
+    return _table(["run", "mIoU", "mDice", "mIoU - best", "95% interval", "verdict"], rows)
 
 
 def _pictures(run_dirs: Sequence[Path], records: list[dict]) -> list[str]:
@@ -237,37 +242,8 @@ def build_report(
         f'<p class="note">generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from '
         + ", ".join(f"<code>{_esc(Path(p).resolve())}</code>" for p in run_dirs)
         + "</p>",
-    ]
-    rows = []
-    for record, run in zip(records, runs):
-        precision = (run.summary().get("precision") or {}).get("amp", "-")
-        rows.append(
-            [
-                _esc(record["label"]),
-                _esc(record["status"]),
-                _num(record["miou"]),
-                _num(record["mdice"]),
-                _esc(record["best_epoch"] or "-"),
-                _esc(record["epochs"]),
-                f"{record['minutes']:.1f}",
-                _esc(precision),
-            ]
-        )
-    parts += [
         "<h2>Runs</h2>",
-        _table(
-            [
-                "run",
-                "status",
-                "best val mIoU",
-                "best val mDice",
-                "best epoch",
-                "epochs",
-                "minutes",
-                "precision",
-            ],
-            rows,
-        ),
+        _runs_table(records, runs),
         "<h2>Config</h2>",
         '<p class="note">Only the keys whose values differ between the runs.</p>',
         _differing_config(records),
@@ -286,6 +262,36 @@ def build_report(
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>segcli report</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
+
+
+def _runs_table(records: list[dict], runs: list[RunDir]) -> str:
+    """One row per run: status, best val scores, epochs, minutes and precision."""
+    rows = []
+    for record, run in zip(records, runs):
+        precision = (run.summary().get("precision") or {}).get("amp", "-")
+        rows.append(
+            [
+                _esc(record["label"]),
+                _esc(record["status"]),
+                _num(record["miou"]),
+                _num(record["mdice"]),
+                _esc(record["best_epoch"] or "-"),
+                _esc(record["epochs"]),
+                f"{record['minutes']:.1f}",
+                _esc(precision),
+            ]
+        )
+    header = [
+        "run",
+        "status",
+        "best val mIoU",
+        "best val mDice",
+        "best epoch",
+        "epochs",
+        "minutes",
+        "precision",
+    ]
+    return _table(header, rows)
 
 
 def run_val(record: dict) -> dict | None:

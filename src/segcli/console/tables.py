@@ -1,70 +1,16 @@
-"""Terminal output: rich progress bars and tables on a terminal, one plain line per epoch
-otherwise (shell sweeps, CI, log files). Uses rich's own terminal detection."""
+"""The rich tables of the commands: scores, protocols, a dataset's splits and classes, runs and
+seed groups, the paired bootstrap and the ranking of ``segcli compare``, ``segcli bench``,
+``segcli export``'s parity and ``segcli models``. Each takes the result its package returns and
+builds a ``rich.table.Table``; printing is the caller's (``console.print_wide``)."""
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 from collections.abc import Sequence
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-out = Console(soft_wrap=True)  # plain lines are never wrapped: logs stay one line per epoch
-err = Console(stderr=True, soft_wrap=True)
-
-
-def interactive() -> bool:
-    """True when stdout is a terminal (rich's detection; FORCE_COLOR / TTY_COMPATIBLE apply)."""
-    return out.is_terminal
-
-
-def fmt(x: float | None, digits: int = 4) -> str:
-    """A score for a table: ``-`` for None or NaN (a class absent from truth and prediction)."""
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-class EpochProgress:
-    """A progress bar over the steps of an epoch on a terminal; nothing otherwise."""
-
-    def __init__(self, description: str, total: int, done: int = 0) -> None:
-        self.progress = None
-        if interactive():
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=out,
-                transient=True,
-            )
-            self.task = self.progress.add_task(description, total=total, completed=done, info="")
-
-    def __enter__(self) -> EpochProgress:  # noqa: PYI034 - Self needs Python 3.11
-        if self.progress:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress:
-            self.progress.stop()
-
-    def advance(self, n: int = 1, info: str = "") -> None:
-        """Move the bar ``n`` steps on and show ``info`` (e.g. the last loss) beside it."""
-        if self.progress:
-            self.progress.update(self.task, advance=n, info=info)
-
-
-def epoch_line(record: dict) -> str:
-    """One line per epoch, the same on a terminal and in a log."""
-    return (
-        f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}  val_loss {fmt(record['val_loss'])}"
-        f"  val_miou {fmt(record['val_miou'])}  val_mdice {fmt(record['val_mdice'])}  lr {'-' if record['lr'] is None else format(record['lr'], '.2e')}"
-        f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s"
-    )
+from segcli.console.terminal import fmt
 
 
 def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
@@ -85,44 +31,14 @@ def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
 
 
 def protocols_table(values: dict, descriptions: dict) -> Table:
-    """mIoU and mDice under each protocol (``metrics.confusion.protocols``), with what each one means."""
+    """mIoU and mDice under each protocol (``metrics.confusion.protocols``), with what each one
+    means."""
     table = Table(title="the same predictions under each protocol")
     for column in ("protocol", "mIoU", "mDice", "definition"):
         table.add_column(column, justify="right" if column.startswith("m") else "left")
     for name, v in values.items():
         table.add_row(name, fmt(v["miou"]), fmt(v["mdice"]), descriptions.get(name, ""))
     return table
-
-
-def debugging() -> bool:
-    """``segcli --debug`` was given (or HYDRA_FULL_ERROR=1 set): errors show their tracebacks."""
-    return os.environ.get("HYDRA_FULL_ERROR") == "1"
-
-
-def error_line(exc: BaseException) -> str:
-    """The message of a SegcliError; for one raised in a DataLoader worker (which torch re-raises
-    with the worker's whole traceback in the message), the original message only."""
-    text = str(exc)
-    if "Original Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = last.split("SegcliError: ", 1)[-1]
-    return text
-
-
-def error(message: str) -> None:
-    """One line on stderr: ``segcli: error: MESSAGE``."""
-    err.print(
-        f"segcli: error: {message}", style="red", highlight=False, markup=False, soft_wrap=True
-    )
-    sys.stderr.flush()
-
-
-def warning(message: str) -> None:
-    """One line on stderr: ``segcli: warning: MESSAGE``."""
-    err.print(
-        f"segcli: warning: {message}", style="yellow", highlight=False, markup=False, soft_wrap=True
-    )
-    sys.stderr.flush()
 
 
 def data_tables(result: dict) -> list[Table]:
@@ -191,10 +107,11 @@ def _interval(d) -> str:
 
 def bootstrap_table(a: str, b: str, split: str, result: dict) -> Table:
     """``segcli compare A B``: mIoU, mDice and per-class IoU of A and B, B - A, its 95% interval,
-    the share of resamples where B is higher, and the verdict (metrics.bootstrap.paired_bootstrap's result)."""
+    the share of resamples where B is higher, and the verdict
+    (metrics.bootstrap.paired_bootstrap's result)."""
     table = Table(
-        title=f"A = {a}, B = {b}: {split} split, {result['images']} images, paired bootstrap over images "
-        f"({result['resamples']} resamples, seed {result['seed']})",
+        title=f"A = {a}, B = {b}: {split} split, {result['images']} images, paired bootstrap "
+        f"over images ({result['resamples']} resamples, seed {result['seed']})",
         title_justify="left",
         caption=f"mIoU: {result['miou'].verdict}",
         caption_justify="left",
@@ -228,8 +145,8 @@ def ranking_table(split: str, result: dict, resamples: int) -> Table:
     """``segcli compare RUN...`` with three or more runs: best observed mIoU first, each other run's
     difference to the best with its 95% interval (metrics.bootstrap.rank_against_best's result)."""
     table = Table(
-        title=f"{split} split: runs against the best ({result['best']}), paired bootstrap over images "
-        f"({resamples} resamples)",
+        title=f"{split} split: runs against the best ({result['best']}), paired bootstrap over "
+        f"images ({resamples} resamples)",
         title_justify="left",
     )
     for name, justify in (
@@ -297,23 +214,6 @@ def seed_groups_table(groups: list[dict], where: str) -> Table:
     return table
 
 
-def print_wide(table: Table) -> None:
-    """Print a table; off a terminal (files, pipes) as wide as its cells need instead of 80 columns."""
-    if out.is_terminal:
-        out.print(table)
-        return
-    from rich.measure import Measurement
-
-    wide = Console(width=100_000)
-    needed = Measurement.get(wide, wide.options, table).maximum
-    width = out.width
-    out.width = max(width, needed)
-    try:
-        out.print(table)
-    finally:
-        out.width = width
-
-
 def bench_table(r: dict) -> Table:
     """``segcli bench``: images/s of segcli, the same-settings reference loop and the naive loop."""
     st = r["settings"]
@@ -373,7 +273,8 @@ def parity_table(bundle: dict) -> Table:
     stated rtol/atol, argmax agreement, verdict) and its speed beside torch's (images/s)."""
     parity = bundle["parity"]
     table = Table(
-        title=f"ONNX parity against the checkpoint: {parity[0]['images']} images, {parity[0]['source']}"
+        title="ONNX parity against the checkpoint: "
+        f"{parity[0]['images']} images, {parity[0]['source']}"
     )
     for col in (
         "model",
