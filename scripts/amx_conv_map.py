@@ -1,12 +1,12 @@
 """Map where torch's bf16 convolution weight gradient crashes on this CPU (the AMX heap corruption).
 
-    python scripts/amx_conv_map.py                 # 1x1 and 3x3, in 256..8192 x out 1..32: a markdown table
-    python scripts/amx_conv_map.py --json map.json --kernels 1 --steps 10
-    python scripts/amx_conv_map.py --guarded       # the same through segcli's guard (amx_guard): all "ok"
+    python scripts/amx_conv_map.py # 1x1 and 3x3, in 256..8192 x out 1..32: a markdown table python
+    scripts/amx_conv_map.py --json map.json --kernels 1 --steps 10 python scripts/amx_conv_map.py
+    --guarded # the same through segcli's guard (amx_guard): all "ok"
 
 Each shape runs ``--steps`` forward/backward steps of ``Conv2d(IN, OUT, K).to(bfloat16)`` on
-``(4, IN, 3, 3)`` bf16 input (the issue's repro), in a worker subprocess: a native abort ends only that
-worker, the shape is recorded with its signal, and a new worker takes the next shape. With
+``(4, IN, 3, 3)`` bf16 input (the issue's repro), in a worker subprocess: a native abort ends only
+that worker, the shape is recorded with its signal, and a new worker takes the next shape. With
 ``--guarded`` the convolution keeps float32 weights under CPU bf16 autocast, as segcli trains, and
 passes through ``amx_guard.guard_amx_bf16_convs`` (forced on), so the table shows what segcli runs.
 
@@ -32,7 +32,8 @@ OUT_CHANNELS = (1, 2, 4, 8, 12, 15, 16, 21, 32)
 WORKER = r"""
 import os, sys, torch
 guarded = sys.argv[1] == "1"; steps = int(sys.argv[2])
-simulated = os.environ.get("AMX_MAP_SIMULATE_CRASH", "")  # "K IN OUT": abort there (tests the restarts)
+# "K IN OUT": abort there (tests the restarts)
+simulated = os.environ.get("AMX_MAP_SIMULATE_CRASH", "")
 if guarded:
     from segcli.models.amx_guard import guard_amx_bf16_convs
 for line in sys.stdin:
@@ -133,8 +134,10 @@ def main() -> None:
     facts = cpu_facts()
     results = run_shapes(shapes, args.guarded, args.steps)
     print(
-        f"torch {facts['torch']}, {facts['cpu']}, AMX: {facts['amx_bf16']}, capability {facts['capability']}, "
-        f"{'guarded (segcli)' if args.guarded else 'raw bf16'}, {args.steps} steps, input (4, IN, 3, 3)\n"
+        f"torch {facts['torch']}, {facts['cpu']}, AMX: {facts['amx_bf16']}, capability "
+        f"{facts['capability']}, "
+        f"{'guarded (segcli)' if args.guarded else 'raw bf16'}, {args.steps} steps, input (4, IN, "
+        "3, 3)\n"
     )
     print(table(results, args.kernels))
     if args.json:

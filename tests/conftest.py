@@ -12,7 +12,8 @@ from helpers import FAST, segcli, segnet_overrides, write_pair
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Under pytest-xdist (pyproject's addopts: two workers on CI's two cores) each worker and the segcli
-# processes it starts compute on one thread: two workers of two threads each oversubscribe the cores.
+# processes it starts compute on one thread: two workers of two threads each oversubscribe the
+# cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 # pair-check caches (data/pair_cache.py) of the tests' throw-away trees: not in the user's ~/.cache
@@ -35,8 +36,8 @@ def segnet_root(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def evaluated_runs(tmp_path_factory) -> dict[str, Path]:
     """Two runs on a segnet tree (CamVid's layout, 3 classes; runs of 1 and 3 epochs, 2 sample
-    images each), each evaluated on the test split with ``--worst 2``: ``{"short", "longer", "root"}``.
-    Shared by several tests: copy a run before changing it."""
+    images each), each evaluated on the test split with ``--worst 2``: ``{"short", "longer",
+    "root"}``. Shared by several tests: copy a run before changing it."""
     base = tmp_path_factory.mktemp("evaluated")
     root = base / "segnet"
     for split, n in (("train", 8), ("val", 3), ("test", 2)):
@@ -81,7 +82,8 @@ def flat_binary_root(tmp_path: Path) -> Path:
 
 def _process_runners(module) -> set[str]:
     """Names of the module's functions (fixtures included) that start a process: call
-    ``helpers.segcli`` or ``subprocess``, directly or through another such function of the module."""
+    ``helpers.segcli`` or ``subprocess``, directly or through another such function of the
+    module."""
     found, code = {"segcli", "subprocess"}, {}
     for name, obj in vars(module).items():
         fn = getattr(obj, "__wrapped__", obj)  # a fixture's own function

@@ -1,5 +1,5 @@
-"""The suite's plain helpers (no fixtures: those are conftest.py's): the tiny configs, ``segcli`` in a
-subprocess as a user runs it, ``write_pair`` for image/mask folders, the CamVid copy, and the
+"""The suite's plain helpers (no fixtures: those are conftest.py's): the tiny configs, ``segcli`` in
+a subprocess as a user runs it, ``write_pair`` for image/mask folders, the CamVid copy, and the
 one-line-error check. Test modules import them with ``from helpers import ...``."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # The suite's one tiny, fast run. TINY_RUN: conf/trainer/debug.yaml (one epoch, batches of 4 and 2,
-# no loader workers) and resnet18, on any dataset. TINY: that on the synthetic dataset (the default),
-# 8 training and 4 validation images of 64x64. Tests add what they need after it (Hydra takes the
-# last value of a key): [*TINY, "trainer.epochs=3"].
+# no loader workers) and resnet18, on any dataset. TINY: that on the synthetic dataset (the
+# default), 8 training and 4 validation images of 64x64. Tests add what they need after it (Hydra
+# takes the last value of a key): [*TINY, "trainer.epochs=3"].
 TINY_RUN = ["trainer=debug", "model.encoder_name=resnet18"]
 TINY = [
     *TINY_RUN,
@@ -134,8 +134,9 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
 
 
 def toy_model_and_batches(n: int = 6):
-    """A seeded 1x1 convolution (3 -> 2 classes) and ``n`` batches of two 4x4 images whose class is the
-    sign of channel 0 (learnable): ``{"image": (2, 3, 4, 4) float32, "mask": (2, 4, 4) int64}``."""
+    """A seeded 1x1 convolution (3 -> 2 classes) and ``n`` batches of two 4x4 images whose class is
+    the sign of channel 0 (learnable): ``{"image": (2, 3, 4, 4) float32, "mask": (2, 4, 4)
+    int64}``."""
     import torch
 
     torch.manual_seed(0)

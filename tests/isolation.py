@@ -47,7 +47,8 @@ def run_isolated(fn, *args, label: str, timeout: float = 900.0):
             except EOFError:  # the child died before it answered
                 pass
             break
-        # a dead child normally shows as EOF above; this covers a forked grandchild still holding the pipe
+        # a dead child normally shows as EOF above; this covers a forked grandchild still holding
+        # the pipe
         if not process.is_alive() and not receiver.poll(0):
             break
     else:

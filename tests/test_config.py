@@ -102,7 +102,8 @@ def _registries():
     [(g, o) for g, o in ALL_OPTIONS if g in ("loss", "optimizer", "scheduler", "logger", "model")],
 )
 def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp_path: Path):
-    """A new YAML file of these groups needs one registered function and nothing else: this test finds it."""
+    """A new YAML file of these groups needs one registered function and nothing else: this test
+    finds it."""
     import torch
 
     from segcli.losses.build import build_loss

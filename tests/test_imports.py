@@ -83,8 +83,8 @@ def test_only_the_shared_modules_sit_at_the_top_and_every_subpackage_says_what_i
 
 
 def test_help_and_the_commands_that_run_no_model_load_no_torch():
-    # segcli --help, every command's --help, shell completion and segcli runs answer in a fraction of a
-    # second because torch (about 2 s to import) loads only where a model runs
+    # segcli --help, every command's --help, shell completion and segcli runs answer in a fraction
+    # of a second because torch (about 2 s to import) loads only where a model runs
     modules = loaded_after("import segcli.cli.app")
     assert "torch" not in modules and "segcli.training.distributed" not in modules
     modules = loaded_after(

@@ -1,5 +1,5 @@
-"""The pixel contract (preprocessing.py): ``denormalize`` is the exact inverse of the data pipeline's
-normalisation (data.augment's fixed tail), with ImageNet's statistics and with others."""
+"""The pixel contract (preprocessing.py): ``denormalize`` is the exact inverse of the data
+pipeline's normalisation (data.augment's fixed tail), with ImageNet's statistics and with others."""
 
 from __future__ import annotations
 

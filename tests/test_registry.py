@@ -1,4 +1,5 @@
-"""registry.Registry: names to builders, case folding, the unknown-name message, double registration."""
+"""registry.Registry: names to builders, case folding, the unknown-name message, double
+registration."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The only module that talks to Hydra: where conf/ is, checking overrides and values, running a job.
+"""The only module that talks to Hydra: where conf/ is, checking overrides and values, running a
+job.
 
 `segcli train ARGS` hands ARGS to Hydra's own runner (``hydra.main``), so everything Hydra
 offers works unchanged: overrides, ``--cfg job``, ``--config-dir``, ``-m`` multirun, launcher and
@@ -200,8 +201,8 @@ def compose_command(
 
 
 def sweep_args(args: Sequence[str]) -> list[str]:
-    """``args`` plus ``hydra.sweep.dir=multirun/NAME-HASH`` for a multirun without its own sweep folder
-    (``default_sweep_dir``: a re-run of the same command resumes the same sweep). Optuna and
+    """``args`` plus ``hydra.sweep.dir=multirun/NAME-HASH`` for a multirun without its own sweep
+    folder (``default_sweep_dir``: a re-run of the same command resumes the same sweep). Optuna and
     other sweepers that sample keep Hydra's dated folder, as do single runs."""
     args = list(args)
     try:
@@ -215,8 +216,8 @@ def sweep_args(args: Sequence[str]) -> list[str]:
 
 
 def _with_overrides(args: list[str], parsed, extra: list[str]) -> list[str]:
-    """``args`` with ``extra`` overrides placed right after the last given override (or after ``-m``,
-    or at the start): Hydra's argparse takes one run of positional arguments."""
+    """``args`` with ``extra`` overrides placed right after the last given override (or after
+    ``-m``, or at the start): Hydra's argparse takes one run of positional arguments."""
     given = [i for i, a in enumerate(args) if a in parsed.overrides]
     flag = [i for i, a in enumerate(args) if a in ("-m", "--multirun")]
     anchor = max(given) if given else (flag[0] if flag else -1)
@@ -225,7 +226,8 @@ def _with_overrides(args: list[str], parsed, extra: list[str]) -> list[str]:
 
 def distributed_args(args: Sequence[str]) -> list[str]:
     """Under torchrun: ranks other than 0 let Hydra write into a throw-away temporary folder
-    (``hydra.output_subdir=null``); they train in rank 0's run folder (see cli.train._train_distributed).
+    (``hydra.output_subdir=null``); they train in rank 0's run folder (see
+    cli.train._train_distributed).
 
     Raises:
         SegcliError: a multirun (``-m``): torchrun runs one training, sweep around it.
@@ -326,7 +328,8 @@ def check_config(cfg: Mapping) -> None:
 
 def default_sweep_dir(overrides: Sequence[str]) -> str:
     """``multirun/NAME-HASH`` for a sweep command: NAME is ``run.name`` when given, else ``sweep``;
-    HASH the first 8 hex digits of the SHA-1 of the sorted overrides (the same command, the same folder)."""
+    HASH the first 8 hex digits of the SHA-1 of the sorted overrides (the same command, the same
+    folder)."""
     name = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.name=")), "sweep")
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "sweep"
     digest = hashlib.sha1("\n".join(sorted(overrides)).encode()).hexdigest()[:8]

@@ -14,7 +14,8 @@ from typing import Any
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, rename to ``path``."""
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, rename to
+    ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)

@@ -20,7 +20,8 @@ def denormalize(
     x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> np.ndarray:
     """The 8-bit RGB images ``(N, H, W, 3) uint8`` (rounded) of a batch ``x: (N, 3, H, W) float``
-    normalised as ``data.augment.fixed_tail`` does (``(pixel / 255 - mean) / std``; mean and std in 0..1 units)."""
+    normalised as ``data.augment.fixed_tail`` does (``(pixel / 255 - mean) / std``; mean and std in
+    0..1 units)."""
     m = torch.tensor(tuple(mean), device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(tuple(std), device=x.device).view(1, 3, 1, 1)
     images = ((x.float() * s + m) * 255).round().clamp(0, 255).to(torch.uint8)

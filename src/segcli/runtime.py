@@ -96,11 +96,13 @@ class Precision:
         return str(self.dtype).replace("torch.", "") if self.dtype is not None else "float32"
 
     def as_dict(self) -> dict:
-        """``{"amp": name, "setting": ..., "reason": ...}`` as summary.json and eval's JSON keep it."""
+        """``{"amp": name, "setting": ..., "reason": ...}`` as summary.json and eval's JSON keep
+        it."""
         return {"amp": self.name, "setting": self.setting, "reason": self.reason}
 
     def describe(self) -> str:
-        """One line for the console, e.g. ``"bfloat16 autocast (amp=auto: CPU has native bf16: AVX512_BF16)"``."""
+        """One line for the console, e.g. ``"bfloat16 autocast (amp=auto: CPU has native bf16:
+        AVX512_BF16)"``."""
         what = f"{self.name} autocast" if self.dtype is not None else "float32"
         return f"{what} (amp={self.setting}: {self.reason})"
 

@@ -13,8 +13,8 @@ from helpers import FAST, LEARNS, assert_user_error, segcli, whole_image_predict
 
 def test_train_eval_predict_on_a_folder_dataset(segnet_root: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    # a small U-Net that learns the task (the red channel encodes the class): its predictions depend on
-    # the input, so a preprocessing mismatch between eval, predict and validation would show
+    # a small U-Net that learns the task (the red channel encodes the class): its predictions depend
+    # on the input, so a preprocessing mismatch between eval, predict and validation would show
     r = segcli(
         "train",
         "dataset=camvid",
@@ -354,8 +354,8 @@ def test_camvid_one_step_then_eval(tmp_path: Path):
     from helpers import camvid_or_skip
 
     root = camvid_or_skip()
-    # dataset.scale=0.5: the model sees half-resolution frames (4x faster validation and eval); masks
-    # and scores stay at 360x480
+    # dataset.scale=0.5: the model sees half-resolution frames (4x faster validation and eval);
+    # masks and scores stay at 360x480
     r = segcli(
         "train",
         "dataset=camvid",

@@ -86,9 +86,9 @@ def expected_mask(array: np.ndarray) -> np.ndarray:
 def unaugmented_sample_is_the_files(
     dataset_sample: dict, image: np.ndarray, mask: np.ndarray
 ) -> None:
-    """The evaluation pipeline (pad to a multiple of 32, normalise) changes no pixel: inside the image
-    the normalised values come back to the file's pixels, the mask to its classes; the padding is
-    ignore_index."""
+    """The evaluation pipeline (pad to a multiple of 32, normalise) changes no pixel: inside the
+    image the normalised values come back to the file's pixels, the mask to its classes; the padding
+    is ignore_index."""
     h, w = image.shape[:2]
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -174,6 +174,6 @@ def test_any_files_give_a_sample_or_a_clean_error():
         assert set(sample["mask"].unique().tolist()) <= {0, 1, 2, IGNORE}
 
     check()
-    # the 3 explicit examples always build; of the ~120 drawn pairs about 15% are good files of one size
-    # (12 to 30 seen): at least 4 more, or an error on every pair would pass
+    # the 3 explicit examples always build; of the ~120 drawn pairs about 15% are good files of one
+    # size (12 to 30 seen): at least 4 more, or an error on every pair would pass
     assert len(built) >= 3 + 4, f"only {len(built)} of the examples built a sample"

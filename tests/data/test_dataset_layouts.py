@@ -1,7 +1,7 @@
-"""Datasets as people have them (layouts.py, data/masks.py): VOC, Cityscapes and ADE20K trees in their
-official layouts, every common mask encoding, names that differ between image and mask, split lists,
-and the misreadings they invite (palette PNGs as colours, 0/255 masks with ignore_index 255, lossy
-masks). Each tree is written here, small, with known class pixels."""
+"""Datasets as people have them (layouts.py, data/masks.py): VOC, Cityscapes and ADE20K trees in
+their official layouts, every common mask encoding, names that differ between image and mask, split
+lists, and the misreadings they invite (palette PNGs as colours, 0/255 masks with ignore_index 255,
+lossy masks). Each tree is written here, small, with known class pixels."""
 
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def class_totals(npz: Path, num_classes: int) -> list[int]:
 def train_and_eval(
     dataset: str, root: Path, tmp_path: Path, num_classes: int
 ) -> tuple[Path, list[int]]:
-    """``segcli train dataset=DATASET`` for one tiny epoch, then ``segcli eval --split val``: the run
-    folder and the val split's truth pixels per class as the eval counted them."""
+    """``segcli train dataset=DATASET`` for one tiny epoch, then ``segcli eval --split val``: the
+    run folder and the val split's truth pixels per class as the eval counted them."""
     run = tmp_path / "run"
     r = segcli(
         "train",
@@ -354,7 +354,8 @@ def test_different_names_pair_by_suffix_and_split_lists_pick_them(tmp_path):
 
 
 def test_gif_tiff_and_rgba_masks_and_16_bit_and_gif_images(tmp_path):
-    # a 0/255 mask saved as GIF is stored as indices 0/1 with a black/white palette: read as it looks
+    # a 0/255 mask saved as GIF is stored as indices 0/1 with a black/white palette: read as it
+    # looks
     Image.fromarray(bands([0, 255])).save(tmp_path / "m.gif")
     assert read_raw_mask(tmp_path / "m.gif").describe() == "gray palette GIF"
     assert read_mask(tmp_path / "m.gif", mask_lut(2, 254, {0: 0, 255: 1}))[::32, 0].tolist() == [

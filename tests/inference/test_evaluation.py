@@ -60,9 +60,9 @@ def slide_eval(checkpoint, tmp_path_factory) -> Path:
 def _by_hand(
     checkpoint: Path, root: Path, names: list[str], settings: InferenceSettings
 ) -> np.ndarray:
-    """``(N, 3, 3)`` confusion matrices (rows truth, columns prediction) of the test images ``names``:
-    RGB, zero-padded bottom/right to a multiple of 32, normalised with the checkpoint's statistics,
-    one float32 batch through ``Inference(settings)``, argmax cropped back to 48x80."""
+    """``(N, 3, 3)`` confusion matrices (rows truth, columns prediction) of the test images
+    ``names``: RGB, zero-padded bottom/right to a multiple of 32, normalised with the checkpoint's
+    statistics, one float32 batch through ``Inference(settings)``, argmax cropped back to 48x80."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, torch.device("cpu")).eval()
     mean, std = np.array(ckpt["normalization"]["mean"]), np.array(ckpt["normalization"]["std"])

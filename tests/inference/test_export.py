@@ -1,6 +1,6 @@
-"""segcli export (inference/export.py): an ONNX bundle of a trained run, its parity check, predict from the
-bundle against predict from the checkpoint, every architecture exported or refused in one line,
-and the missing extra."""
+"""segcli export (inference/export.py): an ONNX bundle of a trained run, its parity check, predict
+from the bundle against predict from the checkpoint, every architecture exported or refused in one
+line, and the missing extra."""
 
 from __future__ import annotations
 
@@ -157,10 +157,10 @@ def test_parity_check_fails_for_another_model(fixed_export):
     assert parity.agreement == pytest.approx(agree) and agree < 0.9
 
 
-# Not in the battery: the classical baselines (no torch graph: export refuses them, test_architectures.py),
-# the heavy torchvision/VGG models (130..540 MB graphs; fcn_resnet50 and fcn8s exported by hand, README "Models")
-# and the FC-DenseNets
-# whose layer code fcdensenet56 shares. fastfcn is exported with a resnet18 encoder and narrow JPU/ASPP.
+# Not in the battery: the classical baselines (no torch graph: export refuses them,
+# test_architectures.py), the heavy torchvision/VGG models (130..540 MB graphs; fcn_resnet50 and
+# fcn8s exported by hand, README "Models") and the FC-DenseNets whose layer code fcdensenet56
+# shares. fastfcn is exported with a resnet18 encoder and narrow JPU/ASPP.
 NOT_IN_BATTERY = {
     "pixel_forest",
     "otsu",

@@ -105,8 +105,8 @@ def test_overlap_fraction_sets_the_stride_and_tiles_where_that_stride_says():
     s = load_settings("slide", ["inference.crop=[96,480]", "inference.overlap=0.25"])
     assert s.stride_or_default() == (72, 360) and s.as_dict()["stride"] == [72, 360]
     assert s.as_dict()["overlap"] == 0.25
-    # 32x96 image of column indices, 32x64 tiles with overlap 0.75: stride 16, tiles start at 0, 16, 32;
-    # with the mean merge, column c gets the mean of the starts of the tiles covering it.
+    # 32x96 image of column indices, 32x64 tiles with overlap 0.75: stride 16, tiles start at 0, 16,
+    # 32; with the mean merge, column c gets the mean of the starts of the tiles covering it.
     x = torch.arange(96.0).expand(1, 3, 32, 96).contiguous()
     out = slide(
         column_model, x, InferenceSettings(mode="slide", crop=(32, 64), overlap=0.75, merge="mean")
@@ -140,7 +140,8 @@ def test_multiscale_probabilities_are_a_distribution_at_the_input_size():
 
 def _softmax_at(net, x: torch.Tensor, factor: float) -> torch.Tensor:
     """The model's softmax at ``factor`` times the input's resolution, by hand: resize (bilinear,
-    antialiased when shrinking), zero-pad bottom/right to a multiple of 32, run, crop, resize back."""
+    antialiased when shrinking), zero-pad bottom/right to a multiple of 32, run, crop, resize
+    back."""
     h, w = x.shape[-2:]
     sh, sw = round(h * factor), round(w * factor)
     small = torch.nn.functional.interpolate(
@@ -434,7 +435,8 @@ def test_predict_save_probs_and_crf_without_the_extra(evaluated_runs, tmp_path):
         np.array(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "p0" / "test0.png")),
         mask,
     )
-    # ... and the stored float16 probabilities agree with it wherever float16 can tell the top two apart
+    # ... and the stored float16 probabilities agree with it wherever float16 can tell the top two
+    # apart
     top2 = np.sort(probs.astype(np.float32), axis=0)[-2:]
     clear = top2[1] - top2[0] > 2.0**-10  # float16 rounds each value by at most 2**-12 below 1
     assert clear.mean() > 0.5, clear.mean()

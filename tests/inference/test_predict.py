@@ -26,7 +26,8 @@ def _image(h: int = 50, w: int = 70) -> np.ndarray:
 def _logits_by_hand(
     model, image: np.ndarray, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
-    """``(C, H, W)`` float32 logits: black padding to a multiple of 32, then ``(pixel/255 - mean) / std``."""
+    """``(C, H, W)`` float32 logits: black padding to a multiple of 32, then ``(pixel/255 - mean) /
+    std``."""
     h, w = image.shape[:2]
     padded = np.zeros((-(-h // 32) * 32, -(-w // 32) * 32, 3), np.uint8)
     padded[:h, :w] = image

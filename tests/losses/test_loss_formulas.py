@@ -40,7 +40,8 @@ def three_pixels(mode: str, c: tuple = C) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 HAND = {
-    # Abraham and Khan: mean over present classes of (1 - TI)^(1/gamma), TI = (tp+s)/(tp + .7 fn + .3 fp + s)
+    # Abraham and Khan: mean over present classes of (1 - TI)^(1/gamma), TI = (tp+s)/(tp + .7 fn +
+    # .3 fp + s)
     "focal_tversky": (
         (1 - 1.7 / (0.7 + 0.7 * 0.3 + 0.3 * 0.1 + 1)) ** 0.75
         + (1 - 1.6 / (0.6 + 0.7 * 0.4 + 0.3 * 0.2 + 1)) ** 0.75
@@ -48,8 +49,9 @@ HAND = {
     / 2,
     # Jadon: log(cosh(1 - mean Dice))
     "log_cosh_dice": math.log(math.cosh(1 - (DICE[0] + DICE[1]) / 2)),
-    # Brosch et al., w = 0.05: class 0 squared errors (0.09 on its pixel, 0.01 on the other), class 1
-    # (0.16, 0.04); each sum over (pixels + s) = 2: sensitivity 0.045, 0.08; specificity 0.005, 0.02
+    # Brosch et al., w = 0.05: class 0 squared errors (0.09 on its pixel, 0.01 on the other), class
+    # 1 (0.16, 0.04); each sum over (pixels + s) = 2: sensitivity 0.045, 0.08; specificity 0.005,
+    # 0.02
     "sensitivity_specificity": ((0.05 * 0.045 + 0.95 * 0.005) + (0.05 * 0.08 + 0.95 * 0.02)) / 2,
     # Wong et al., gamma 0.3, weights 0.8 / 0.2, label weights 1: Dice term over present classes,
     # cross term over the two valid pixels (true-class probabilities 0.7 and 0.6)
@@ -119,9 +121,9 @@ def test_boundary_loss_by_hand_over_two_images_and_only_valid_pixels():
 
 def test_hausdorff_loss_by_hand_over_two_images_and_only_valid_pixels():
     # alpha 2; predictions (argmax) equal the truth on valid pixels, so dG = dS. Image 1, both
-    # classes: boundary distances edt(mask) + edt(~mask) = [2, 1, 1, 2], weight dG^2 + dS^2 = [8, 2, 2, 8],
-    # squared errors [0.04, 0.16, 0.09, 0.01] per class. Image 2: class 0 has no mask (weight 0);
-    # class 1 distances [3, 2, 1] on the valid pixels, weights [18, 8, 2], errors (1 - p)^2.
+    # classes: boundary distances edt(mask) + edt(~mask) = [2, 1, 1, 2], weight dG^2 + dS^2 = [8, 2,
+    # 2, 8], squared errors [0.04, 0.16, 0.09, 0.01] per class. Image 2: class 0 has no mask (weight
+    # 0); class 1 distances [3, 2, 1] on the valid pixels, weights [18, 8, 2], errors (1 - p)^2.
     s1 = 2 * (0.04 * 8 + 0.16 * 2 + 0.09 * 2 + 0.01 * 8)
     s2 = 0.4**2 * 18 + 0.2**2 * 8 + 0.45**2 * 2
     for q in (0.99, 0.01):

@@ -26,8 +26,8 @@ PERFECT = np.array([[2, 0], [0, 2]])
 
 
 def test_scores_of_matrices_by_hand():
-    # class 0: TP 3, FP 0, FN 1 -> IoU 3/4, Dice 6/7; class 1: TP 2, FP 1, FN 0 -> IoU 2/3, Dice 4/5;
-    # class 2 absent from truth and prediction: NaN, left out of the means
+    # class 0: TP 3, FP 0, FN 1 -> IoU 3/4, Dice 6/7; class 1: TP 2, FP 1, FN 0 -> IoU 2/3, Dice
+    # 4/5; class 2 absent from truth and prediction: NaN, left out of the means
     m = np.array([[[3, 1, 0], [0, 2, 0], [0, 0, 0]]])
     s = scores_of_matrices(m)
     assert s["iou"][0, :2] == pytest.approx([0.75, 2 / 3]) and np.isnan(s["iou"][0, 2])
@@ -68,12 +68,12 @@ def test_resample_weights_are_draws_with_replacement_and_seeded():
 
 
 def test_two_images_hand_worked_interval():
-    """Two images, so three kinds of resample: (2, 0) with p 1/4, (1, 1) with p 1/2, (0, 2) with p 1/4.
-    (2, 0): A = [[2,2],[0,4]] mIoU (1/2 + 2/3)/2 = 7/12, B perfect 1: B - A = +5/12.
-    (0, 2): A perfect 1, B = [[4,0],[2,2]] mIoU (2/3 + 1/2)/2 = 7/12: B - A = -5/12.
-    (1, 1): A = [[3,1],[0,4]] (3/4 + 4/5)/2 = 0.775, B = [[4,0],[1,3]] (4/5 + 3/4)/2 = 0.775: 0.
-    Each extreme has p 1/4 > 2.5%, so the interval is exactly [-5/12, +5/12]; B higher in 1/4 of
-    the resamples, ties (1/2) count half: share 1/2."""
+    """Two images, so three kinds of resample: (2, 0) with p 1/4, (1, 1) with p 1/2, (0, 2) with p
+    1/4. (2, 0): A = [[2,2],[0,4]] mIoU (1/2 + 2/3)/2 = 7/12, B perfect 1: B - A = +5/12. (0, 2): A
+    perfect 1, B = [[4,0],[2,2]] mIoU (2/3 + 1/2)/2 = 7/12: B - A = -5/12. (1, 1): A = [[3,1],[0,4]]
+    (3/4 + 4/5)/2 = 0.775, B = [[4,0],[1,3]] (4/5 + 3/4)/2 = 0.775: 0. Each extreme has p 1/4 >
+    2.5%, so the interval is exactly [-5/12, +5/12]; B higher in 1/4 of the resamples, ties (1/2)
+    count half: share 1/2."""
     a = np.stack([[[1, 1], [0, 2]], PERFECT])
     b = np.stack([PERFECT, [[2, 0], [1, 1]]])
     r = paired_bootstrap(a, b, resamples=20000, seed=1)
@@ -162,7 +162,8 @@ def test_eval_keeps_per_image_matrices_and_compare_reads_them(evaluated_runs, tm
     # by default it evaluates the run itself (as segcli eval would), says so in one line and
     # keeps the eval in RUN/evals/; the next compare reuses it; a stale one is evaluated again
     best_epoch = json.loads((bare / "summary.json").read_text())["best_epoch"]
-    said = f"{bare}: evaluated checkpoints/best.pt (epoch {best_epoch}) on the test split, 2 images in "
+    said = f"{bare}: evaluated checkpoints/best.pt (epoch {best_epoch}) on the test split, "
+    said += "2 images in "
     compare_bare = ("compare", str(bare), str(runs["longer"]), "--resamples", "200")
     r = segcli(*compare_bare, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -229,7 +230,8 @@ def test_eval_keeps_per_image_matrices_and_compare_reads_them(evaluated_runs, tm
     assert set(out["per_class_iou"]) == {"a", "b", "c"} and "IoU a" in r.stdout
     assert r.stdout.count("A = short, B = longer: test split, 2 images") == 1
 
-    # --json of an eval: the .npz goes beside it, and compare takes it; three inputs: ranked against the best
+    # --json of an eval: the .npz goes beside it, and compare takes it; three inputs: ranked against
+    # the best
     r = segcli(
         "eval",
         str(bare / "checkpoints" / "best.pt"),
@@ -331,7 +333,8 @@ def test_group_seeds_by_hand():
     groups = group_seeds(records, ["optimizer.lr", "seed"])
     assert [g["overrides"] for g in groups] == ["optimizer.lr=0.001", "optimizer.lr=0.01"]
     a, b = groups
-    # mean 0.43; deviations -0.03, -0.01, +0.04: sample variance (0.0009 + 0.0001 + 0.0016) / 2 = 0.0013
+    # mean 0.43; deviations -0.03, -0.01, +0.04: sample variance (0.0009 + 0.0001 + 0.0016) / 2 =
+    # 0.0013
     assert a["n"] == 3 and a["seeds"] == "0 1 2" and a["miou_mean"] == pytest.approx(0.43)
     assert a["miou_std"] == pytest.approx(0.0013**0.5) and a["mdice_mean"] == pytest.approx(0.53)
     assert b["n"] == 1 and b["miou_mean"] == pytest.approx(0.30) and b["miou_std"] is None
@@ -339,11 +342,11 @@ def test_group_seeds_by_hand():
 
 
 def test_the_interval_is_the_2_5th_to_97_5th_percentile_in_a_hand_worked_case():
-    """Four images, B perfect on all of them, A perfect on three and wrong on one pixel-pair of image 0.
-    A resample holds image 0 k times, k ~ Binomial(4, 1/4): P(k) = .316, .422, .211, .047, .004, so
-    P(k <= 2) = .949 < 97.5% < P(k <= 3) = .996: the 97.5th percentile is the k = 3 difference (the
-    80th would be k = 2's). With k copies A sums to [[8-k, k], [0, 8]]: IoU (8-k)/8 and 8/(8+k), Dice
-    (16-2k)/(16-k) and 16/(16+k); B's scores are 1."""
+    """Four images, B perfect on all of them, A perfect on three and wrong on one pixel-pair of
+    image 0. A resample holds image 0 k times, k ~ Binomial(4, 1/4): P(k) = .316, .422, .211, .047,
+    .004, so P(k <= 2) = .949 < 97.5% < P(k <= 3) = .996: the 97.5th percentile is the k = 3
+    difference (the 80th would be k = 2's). With k copies A sums to [[8-k, k], [0, 8]]: IoU (8-k)/8
+    and 8/(8+k), Dice (16-2k)/(16-k) and 16/(16+k); B's scores are 1."""
     a = np.stack([[[1, 1], [0, 2]], PERFECT, PERFECT, PERFECT])
     b = np.stack([PERFECT] * 4)
 
@@ -357,7 +360,8 @@ def test_the_interval_is_the_2_5th_to_97_5th_percentile_in_a_hand_worked_case():
     assert miou_gap(3) == pytest.approx(0.3238636, abs=1e-6) and miou_gap(2) == pytest.approx(0.225)
     assert (r["miou"].low, r["miou"].high) == (0.0, pytest.approx(miou_gap(3), abs=1e-12))
     assert (r["mdice"].low, r["mdice"].high) == (0.0, pytest.approx(mdice_gap(3), abs=1e-12))
-    # B is higher whenever image 0 is drawn (1 - (3/4)^4 of the resamples), a tie otherwise (counts half)
+    # B is higher whenever image 0 is drawn (1 - (3/4)^4 of the resamples), a tie otherwise (counts
+    # half)
     assert r["miou"].b_better_share == pytest.approx(1 - 0.75**4 / 2, abs=0.01)
     swapped = paired_bootstrap(b, a, resamples=20000, seed=4)  # the lower end: the 2.5th percentile
     assert (swapped["miou"].low, swapped["miou"].high) == (
@@ -367,7 +371,8 @@ def test_the_interval_is_the_2_5th_to_97_5th_percentile_in_a_hand_worked_case():
 
 
 def _percentile(sorted_values: np.ndarray, q: float) -> float:
-    """The q-th percentile by linear interpolation between the order statistics (numpy's default)."""
+    """The q-th percentile by linear interpolation between the order statistics (numpy's
+    default)."""
     position = q / 100 * (len(sorted_values) - 1)
     below = int(np.floor(position))
     above = min(below + 1, len(sorted_values) - 1)
@@ -386,8 +391,9 @@ def _miou_by_hand(matrix: np.ndarray) -> float:
 
 
 def test_the_interval_matches_an_independent_percentile_of_the_same_resamples():
-    """The same resamples (resample_weights, the same seed), each side summed and scored by hand, the
-    differences sorted: low and high are their 2.5th and 97.5th percentiles, not any other pair."""
+    """The same resamples (resample_weights, the same seed), each side summed and scored by hand,
+    the differences sorted: low and high are their 2.5th and 97.5th percentiles, not any other
+    pair."""
     rng = np.random.default_rng(11)
     a, b = rng.integers(0, 40, (10, 3, 3)), rng.integers(0, 40, (10, 3, 3))
     a[:, 2, :] = 0  # class 2 rare in truth: the resamples' scores spread out

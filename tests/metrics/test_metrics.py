@@ -109,7 +109,8 @@ def test_protocols_agree_with_smp_metrics_on_random_inputs_with_ignore(seed):
         )
     tp, fp, fn, tn = (torch.cat(x) for x in zip(*stats))
     table = protocols(cm)
-    # SMP "macro": stats summed over images, per-class score, mean over classes (absent -> zero_division)
+    # SMP "macro": stats summed over images, per-class score, mean over classes (absent ->
+    # zero_division)
     assert table["dataset_absent_as_1"]["miou"] == pytest.approx(
         smp.metrics.iou_score(tp, fp, fn, tn, "macro").item()
     )
@@ -122,7 +123,8 @@ def test_protocols_agree_with_smp_metrics_on_random_inputs_with_ignore(seed):
     assert table["micro"]["mdice"] == pytest.approx(
         smp.metrics.f1_score(tp, fp, fn, tn, "micro").item()
     )
-    # per image: SMP's per-image per-class scores with absent classes as NaN, then our nan-aware means
+    # per image: SMP's per-image per-class scores with absent classes as NaN, then our nan-aware
+    # means
     iou = smp.metrics.iou_score(tp, fp, fn, tn, None, zero_division=float("nan"))
     dice = smp.metrics.f1_score(tp, fp, fn, tn, None, zero_division=float("nan"))
     assert table["per_image"]["miou"] == pytest.approx(iou.nanmean(1).nanmean().item())
@@ -152,7 +154,8 @@ def test_protocols_agree_with_smp_metrics_on_random_inputs_with_ignore(seed):
 
 def test_edge_cases_absent_from_truth_from_prediction_and_from_both():
     cm = ConfusionMatrix(4, per_image=True)
-    # class 1: only predicted (absent from truth); class 2: only in truth (never predicted); class 3: absent
+    # class 1: only predicted (absent from truth); class 2: only in truth (never predicted); class
+    # 3: absent
     cm.update(torch.tensor([[0, 1, 0, 0]]), torch.tensor([[0, 0, 2, 0]]))
     s = cm.compute()
     assert (
@@ -164,7 +167,8 @@ def test_edge_cases_absent_from_truth_from_prediction_and_from_both():
     )
 
 
-# --- HD95 against a brute-force reference ----------------------------------------------------------
+# --- HD95 against a brute-force reference
+# ----------------------------------------------------------
 
 
 def _brute_hd95(pred, truth):
@@ -221,7 +225,8 @@ def test_hd95_by_hand_and_edge_cases():
         hd95(truth, np.zeros((5, 9), bool))
     )
 
-    # accumulator: binary task -> class 1; ignored pixels drop predictions there; absent images left out
+    # accumulator: binary task -> class 1; ignored pixels drop predictions there; absent images left
+    # out
     acc = HausdorffAccumulator(2, ignore_index=255)
     target = torch.zeros(3, 5, 9, dtype=torch.long)
     target[0][torch.from_numpy(truth)] = 1

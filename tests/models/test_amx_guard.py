@@ -1,6 +1,7 @@
 """The AMX bf16 weight-gradient guard (``amx_guard``), the crash-map script and the suite's crash
 isolation (``isolation.run_isolated``). The crash itself needs an Intel CPU with AMX: the repro test
-runs only where /proc/cpuinfo has ``amx_bf16``; everything else runs on any CPU with the guard forced."""
+runs only where /proc/cpuinfo has ``amx_bf16``; everything else runs on any CPU with the guard
+forced."""
 
 from __future__ import annotations
 

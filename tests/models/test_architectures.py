@@ -1,7 +1,7 @@
-"""The architectures written here or taken from torchvision (FCN-8s, FastFCN, FC-DenseNet, torchvision's
-FCN and LR-ASPP) and the classical baselines (pixel_forest, otsu): shapes, a train step, their papers'
-facts (parameter counts, bilinear upsampling, Otsu's threshold), and each through training, eval and
-predict in one process (``Trainer`` and the Typer app)."""
+"""The architectures written here or taken from torchvision (FCN-8s, FastFCN, FC-DenseNet,
+torchvision's FCN and LR-ASPP) and the classical baselines (pixel_forest, otsu): shapes, a train
+step, their papers' facts (parameter counts, bilinear upsampling, Otsu's threshold), and each
+through training, eval and predict in one process (``Trainer`` and the Typer app)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def test_new_cnns_keep_any_input_size_and_take_a_train_step(option):
 def test_fcdensenet_parameter_counts_match_the_papers_table():
     """Table 2 of Jégou et al. 2017 counts like Lasagne's count_params: batch-norm statistics too.
     FC-DenseNet56's 1.5M is 7% above the 1.40M that its stated layout gives (and that the reference
-    PyTorch port, bfortuner/pytorch_tiramisu, builds too): checked at 7% there, 1% for the others."""
+    PyTorch port, bfortuner/pytorch_tiramisu, builds too): checked at 7% there, 1% for the
+    others."""
     paper = {
         "fcdensenet56": (1.5e6, 0.07),
         "fcdensenet67": (3.5e6, 0.01),
@@ -165,7 +166,8 @@ def test_fastfcn_jpu_joins_three_strides_with_four_dilations():
 def test_torchvision_backbone_weights_from_a_local_file(tmp_path: Path):
     cfg = model_cfg("lraspp_mobilenet_v3")
     donor = build_model(cfg, 2)
-    # torchvision's ImageNet file names the layers features.N...; the classifier is not the backbone's
+    # torchvision's ImageNet file names the layers features.N...; the classifier is not the
+    # backbone's
     state = {f"features.{k}": v for k, v in donor.model.backbone.state_dict().items()}
     state["classifier.0.weight"] = torch.zeros(1280, 960)
     torch.save(state, tmp_path / "mobilenet_v3_large.pth")
@@ -185,7 +187,8 @@ COLOURS = np.array([[200, 30, 30], [30, 160, 40], [40, 60, 210]], dtype=np.uint8
 
 
 def colour_coded(seed: int, n: int = 4, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
-    """Images of random rectangles whose class is their colour (plus noise); masks of the classes."""
+    """Images of random rectangles whose class is their colour (plus noise); masks of the
+    classes."""
     rng = np.random.default_rng(seed)
     masks = np.zeros((n, size, size), dtype=np.int64)
     for m in masks:
@@ -316,7 +319,8 @@ def test_every_new_model_trains_evals_and_predicts_through_the_harness(
 
 
 def train_eval_predict(option: str, tmp_path: Path, binary_root: Path | None) -> None:
-    """Train ``option`` one epoch, eval its best.pt (= validation) and predict an image, asserting each."""
+    """Train ``option`` one epoch, eval its best.pt (= validation) and predict an image, asserting
+    each."""
     from segcli.cli.app import app
     from segcli.training import trainer
 
@@ -360,7 +364,8 @@ def train_eval_predict(option: str, tmp_path: Path, binary_root: Path | None) ->
             type(fcn.net.score_fr) is Float32UnderCpuBf16Conv2d
             and summary["precision"]["amp"] == "bfloat16"
         )
-    else:  # the CNNs share the trainer's one path: in this (child) process, no second Python start-up
+    # the CNNs share the trainer's one path: in this (child) process, no second Python start-up
+    else:
         summary = trainer.Trainer(cfg, run).fit()
     assert summary["status"] == "done" and summary["epochs"] == 1
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
@@ -391,7 +396,8 @@ def train_eval_predict(option: str, tmp_path: Path, binary_root: Path | None) ->
     assert r.exit_code == 0, r.output
     evaluated = json.loads((tmp_path / "val.json").read_text())
     assert evaluated["miou"] == pytest.approx(summary["val"]["miou"], abs=1e-6)  # eval = validation
-    # which proves little if the output ignores the input: the trained model's logits differ between images
+    # which proves little if the output ignores the input: the trained model's logits differ between
+    # images
     from segcli.models.build import model_from_checkpoint
     from segcli.runs.checkpoints import load_checkpoint
 
@@ -426,7 +432,8 @@ def train_eval_predict(option: str, tmp_path: Path, binary_root: Path | None) ->
     assert mask.shape == (50, 70) and mask.max() < cfg["dataset"]["num_classes"]
 
 
-# -- paper recipes ------------------------------------------------------------------------------------
+# -- paper recipes
+# ------------------------------------------------------------------------------------
 
 
 def test_exponential_schedule_decays_per_epoch_and_rmsprop_takes_lasagnes_settings():
@@ -515,7 +522,8 @@ def test_segcli_models_lists_every_choice_with_its_source_size_and_cost():
         sum(p.numel() for p in dense.parameters()) / 1e6
     )
     assert rows["pixel_forest"]["params_m"] is None and rows["pixel_forest"]["gflops"] is None
-    # FLOPs scale with the pixels: 256x256 is a quarter of the README's 512x512 (fcdensenet103 209.7 GFLOPs)
+    # FLOPs scale with the pixels: 256x256 is a quarter of the README's 512x512 (fcdensenet103 209.7
+    # GFLOPs)
     assert rows["fcdensenet103"]["gflops"] == pytest.approx(209.7 / 4, rel=0.01)
     r = CliRunner().invoke(app, ["models", "--size", "big"])
     assert r.exit_code == 2 and "--size big: expected HxW in pixels" in r.output

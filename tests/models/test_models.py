@@ -70,7 +70,8 @@ def test_failed_weight_download_is_a_user_error(monkeypatch):
 
 
 class OneConvolution(torch.nn.Module):
-    """One 1x3 convolution without padding (an H x W image gives H x (W - 2) outputs) and a frozen vector."""
+    """One 1x3 convolution without padding (an H x W image gives H x (W - 2) outputs) and a frozen
+    vector."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -82,10 +83,10 @@ class OneConvolution(torch.nn.Module):
 
 
 def test_segcli_models_counts_a_one_convolution_model_by_hand(monkeypatch):
-    """``segcli models`` of a model whose size and cost follow from its shape: 5 classes, 3 inputs, a
-    1x3 kernel: 5 * 3 * 3 weights + 5 biases = 50 trainable parameters (the frozen 7 are not counted);
-    on a 64x96 image 64 x 94 outputs of 5 * 3 * 3 multiply-adds each, a multiply-add counting 2
-    (torch's flop counter leaves the bias additions out)."""
+    """``segcli models`` of a model whose size and cost follow from its shape: 5 classes, 3 inputs,
+    a 1x3 kernel: 5 * 3 * 3 weights + 5 biases = 50 trainable parameters (the frozen 7 are not
+    counted); on a 64x96 image 64 x 94 outputs of 5 * 3 * 3 multiply-adds each, a multiply-add
+    counting 2 (torch's flop counter leaves the bias additions out)."""
     import json
 
     from omegaconf import OmegaConf

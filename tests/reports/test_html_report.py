@@ -65,7 +65,8 @@ def test_report_is_one_offline_page_with_configs_curves_classes_galleries_and_th
     assert "Comparison on the test split" in page and "2 test images, 300 paired resamples" in page
     for cls in ("a", "b", "c"):
         assert f"IoU {cls}</td>" in page
-    # the comparison is segcli compare's, with A = the first run (its own eval's mIoU), same seed and resamples
+    # the comparison is segcli compare's, with A = the first run (its own eval's mIoU), same seed
+    # and resamples
     r = segcli(
         "compare",
         *map(str, runs),
@@ -86,7 +87,8 @@ def test_report_is_one_offline_page_with_configs_curves_classes_galleries_and_th
     )
     header, table = comparison(page)
     assert header == (
-        f"A = trainer.epochs=1, B = trainer.epochs=3: 2 test images, 300 paired resamples (seed 3). "
+        "A = trainer.epochs=1, B = trainer.epochs=3: 2 test images, 300 paired resamples (seed "
+        "3). "
         f"mIoU: {expected['miou']['verdict']}."
     )
     assert table[0] == ["score", "A", "B", "B - A", "95% interval", "B higher in", "verdict"]
@@ -127,10 +129,11 @@ def comparison(page: str) -> tuple[str, list[list[str]]]:
 def test_report_of_several_runs_ranks_them_against_the_best_as_compare_does(
     evaluated_runs, tmp_path
 ):
-    """Two copies of the short run with their test evals changed: "perfect" right on every pixel (the
-    best), "half" right on image 0 only (short's image 1). Against the best, "half" ties in the resamples
-    that draw image 0 twice (p 1/4 > 2.5%) and is lower in the others: its interval is [< 0, 0], no
-    difference detected; the trained runs are lower in every resample. The rows are compare's ranking."""
+    """Two copies of the short run with their test evals changed: "perfect" right on every pixel
+    (the best), "half" right on image 0 only (short's image 1). Against the best, "half" ties in the
+    resamples that draw image 0 twice (p 1/4 > 2.5%) and is lower in the others: its interval is [<
+    0, 0], no difference detected; the trained runs are lower in every resample. The rows are
+    compare's ranking."""
     from segcli.inference.evaluation import PerImage
 
     short = PerImage.load(evaluated_runs["short"] / "evals" / "best-test.npz").matrices
@@ -231,7 +234,8 @@ def test_report_renders_in_a_headless_browser(evaluated_runs, tmp_path):
     assert out.returncode == 0 and shot.is_file(), out.stderr[-2000:]
     picture = cv2.imread(str(shot))
     assert picture.shape[:2] == (3000, 1280)
-    # something was drawn: text, tables and the embedded plots make many non-white pixels of several colours
+    # something was drawn: text, tables and the embedded plots make many non-white pixels of several
+    # colours
     ink = (picture < 200).any(2)
     assert ink.mean() > 0.02
     assert len(np.unique(picture.reshape(-1, 3)[ink.reshape(-1)], axis=0)) > 50

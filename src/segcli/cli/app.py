@@ -3,12 +3,12 @@ thin call into the package that owns the work:
 
     train, bench                 cli/train.py      -> training.jobs, training.bench
     eval, predict, export        cli/inference.py  -> inference.evaluation, .predict, .export
-    runs, compare, plot, report  cli/reports.py    -> reports.runs_table, metrics.bootstrap, reports.plot, reports.html
-    models                       cli/models.py     -> models.build
-    data check, data doctor      cli/data.py       -> data.datasets, data.doctor
+    runs, compare, plot, report cli/reports.py -> reports.runs_table, metrics.bootstrap,
+    reports.plot, reports.html models cli/models.py -> models.build data check, data doctor
+    cli/data.py -> data.datasets, data.doctor
 
-Trailing arguments of ``segcli train`` (and data check, bench) go to Hydra unchanged (see config.py).
-Options that several commands share are declared once in ``cli/common.py``.
+Trailing arguments of ``segcli train`` (and data check, bench) go to Hydra unchanged (see
+config.py). Options that several commands share are declared once in ``cli/common.py``.
 """
 
 from __future__ import annotations

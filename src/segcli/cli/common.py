@@ -59,15 +59,16 @@ JsonOption = Annotated[
 AmpOption = Annotated[
     str | None,
     typer.Option(
-        help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows this machine)."
+        help="Autocast: auto, bf16, fp16 or false (default: the run's trainer.amp; auto follows "
+        "this machine)."
     ),
 ]
 InferenceOption = Annotated[
     str,
     typer.Option(
         "--inference",
-        help="Inference preset of conf/inference/: whole, slide, flip, multiscale, crf, superpixels; "
-        "change its keys with trailing inference.KEY=VALUE arguments.",
+        help="Inference preset of conf/inference/: whole, slide, flip, multiscale, crf, "
+        "superpixels; change its keys with trailing inference.KEY=VALUE arguments.",
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]

@@ -63,9 +63,9 @@ def data_doctor(
     ] = None,
     json_path: JsonOption = None,
 ) -> None:
-    """Find the layout, pairing rule, splits and mask encoding of a folder, propose a dataset config,
-    check every file with it, and say how to train. Exit code 0 when a usable configuration was
-    found, 1 when not (with the reasons).
+    """Find the layout, pairing rule, splits and mask encoding of a folder, propose a dataset
+    config, check every file with it, and say how to train. Exit code 0 when a usable configuration
+    was found, 1 when not (with the reasons).
     """
     from segcli.data.doctor import diagnose
     from segcli.files import write_json

@@ -240,7 +240,8 @@ def predict(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Image files, folders or glob patterns; inference.KEY=VALUE arguments change the --inference preset."
+            help="Image files, folders or glob patterns; inference.KEY=VALUE arguments change "
+            "the --inference preset."
         ),
     ],
     checkpoint: Annotated[
@@ -304,7 +305,8 @@ def export_command(
     size: Annotated[
         str | None,
         typer.Option(
-            help="Fixed input HxW in pixels (multiples of 32). Default: dynamic (any multiple of 32, any batch)."
+            help="Fixed input HxW in pixels (multiples of 32). Default: dynamic (any multiple of "
+            "32, any batch)."
         ),
     ] = None,
     dynamic: Annotated[
@@ -314,7 +316,8 @@ def export_command(
         bool,
         typer.Option(
             "--quantize",
-            help="Also write model.int8.onnx (onnxruntime dynamic int8), with its parity and speed.",
+            help="Also write model.int8.onnx (onnxruntime dynamic int8), with its parity and "
+            "speed.",
         ),
     ] = False,
     data_root: DataRootOption = None,
@@ -344,7 +347,8 @@ def export_command(
     )
     if not bundle["parity"][0]["ok"]:
         console.error(
-            f"{out_dir}/model.onnx: beyond tolerance (max |logit diff| {bundle['parity'][0]['max_abs']:.2e}, "
+            f"{out_dir}/model.onnx: beyond tolerance (max |logit diff| "
+            f"{bundle['parity'][0]['max_abs']:.2e}, "
             f"argmax agreement {bundle['parity'][0]['agreement']:.4%}); do not ship it"
         )
         raise SystemExit(1)

@@ -18,9 +18,9 @@ def list_models(
     classes: Annotated[int, typer.Option(help="Output classes the models are built with.")] = 21,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Every choice of the model config group (model=NAME): architecture, encoder, where it comes from
-    (segmentation-models-pytorch, torchvision, or written here), parameters in millions and GFLOPs of
-    one image at --size (torch's flop counter on the meta device: nothing is computed)."""
+    """Every choice of the model config group (model=NAME): architecture, encoder, where it comes
+    from (segmentation-models-pytorch, torchvision, or written here), parameters in millions and
+    GFLOPs of one image at --size (torch's flop counter on the meta device: nothing is computed)."""
     from segcli.models.build import model_facts
 
     with user_errors():

@@ -1,4 +1,5 @@
-"""``segcli runs``, ``segcli compare``, ``segcli plot`` and ``segcli report``: runs looked at together."""
+"""``segcli runs``, ``segcli compare``, ``segcli plot`` and ``segcli report``: runs looked at
+together."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def compare(
     runs: Annotated[
         list[Path],
         typer.Argument(
-            help="Run folders (their evals/best-SPLIT.npz, from segcli eval) or eval files (.json/.npz)."
+            help="Run folders (their evals/best-SPLIT.npz, from segcli eval) or eval files "
+            "(.json/.npz)."
         ),
     ],
     split: Annotated[str, typer.Option(help="The split both were evaluated on.")] = "test",
@@ -146,8 +148,9 @@ def plot(
         Path, typer.Option("-o", "--out-dir", help="Where the PNG files go.")
     ] = Path("plots"),
 ) -> None:
-    """PNG plots of runs: loss and mIoU curves on shared axes, per-class IoU bars of each best epoch,
-    and each run's normalised confusion matrix (needs matplotlib: pip install 'segcli\\[plot]')."""
+    """PNG plots of runs: loss and mIoU curves on shared axes, per-class IoU bars of each best
+    epoch, and each run's normalised confusion matrix (needs matplotlib: pip install
+    'segcli\\[plot]')."""
     from segcli.reports.plot import plot_runs
 
     with user_errors():

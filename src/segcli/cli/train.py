@@ -1,5 +1,5 @@
-"""``segcli train`` and ``segcli bench``: the config composed from trailing Hydra arguments, handed to
-``training.jobs`` (one run, a sweep's job, a torchrun rank, a resume) or ``training.bench``.
+"""``segcli train`` and ``segcli bench``: the config composed from trailing Hydra arguments, handed
+to ``training.jobs`` (one run, a sweep's job, a torchrun rank, a resume) or ``training.bench``.
 """
 
 from __future__ import annotations
@@ -56,16 +56,19 @@ def train_help() -> str:
         "  segcli train --resume RUN_DIR   continue a stopped run from checkpoints/last.pt",
         "  segcli train --resume RUN_DIR --allow-changes trainer.epochs=100",
         "",
-        f"Configs: {config_dir()}. Hydra's own flags (--cfg, -m, --config-dir, --hydra-help) pass through.",
+        (
+            f"Configs: {config_dir()}. Hydra's own flags (--cfg, -m, --config-dir, --hydra-help) "
+            "pass through."
+        ),
     ]
     return "\b\n" + "\n".join(lines)  # \b: click keeps the line breaks
 
 
 def _train_task(cfg) -> float:
     """Hydra's task function: returns the best val mIoU (NaN for a failed job of a sweep), the
-    objective of Hydra's optuna sweeper. In a sweep a job's error is printed (with its traceback under
-    --debug), recorded in the sweep's failures.jsonl, and the next job runs; Ctrl-C still stops the
-    whole sweep. Under torchrun every rank runs the job in rank 0's run folder."""
+    objective of Hydra's optuna sweeper. In a sweep a job's error is printed (with its traceback
+    under --debug), recorded in the sweep's failures.jsonl, and the next job runs; Ctrl-C still
+    stops the whole sweep. Under torchrun every rank runs the job in rank 0's run folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -98,8 +101,8 @@ def _train_task(cfg) -> float:
 
 
 def _report_best(summary: dict, run_dir: Path, processes: int = 1) -> float:
-    """Print the best val mIoU and, as the last line, the run folder (``run=$(segcli train ... | tail -1)``);
-    returns the mIoU (NaN when none)."""
+    """Print the best val mIoU and, as the last line, the run folder (``run=$(segcli train ... |
+    tail -1)``); returns the mIoU (NaN when none)."""
     best = summary.get("val") and summary["val"]["miou"]
     where = f" ({processes} processes)" if processes > 1 else ""
     console.out.print(
@@ -113,7 +116,8 @@ def _report_best(summary: dict, run_dir: Path, processes: int = 1) -> float:
 
 def _train_distributed(cfg, run_dir: Path) -> float:
     """One rank of ``torchrun -m segcli train``: join the group, take rank 0's run folder (the other
-    ranks' Hydra folders are throw-away temporary ones), run the job; only rank 0 prints and writes."""
+    ranks' Hydra folders are throw-away temporary ones), run the job; only rank 0 prints and
+    writes."""
     from segcli.training import distributed, jobs
 
     ddp = distributed.init_from_env()

@@ -63,7 +63,8 @@ def fixed_tail(
 
 def seed_transform(transform: A.BaseCompose, key: Sequence[int]) -> None:
     """Give the pipeline one fresh random stream derived from ``key`` (e.g. (seed, epoch, index)),
-    shared by all its transforms in order (numpy ``SeedSequence`` hashing; see the module docstring)."""
+    shared by all its transforms in order (numpy ``SeedSequence`` hashing; see the module
+    docstring)."""
     rng = np.random.default_rng([int(k) for k in key])
     transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
 

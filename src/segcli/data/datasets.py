@@ -1,6 +1,7 @@
-"""Datasets from the ``dataset`` and ``augmentation`` config groups: the splits a job needs, each with
-its pipeline (the ``train`` one for augmented splits, the ``eval`` one otherwise), and every check
-of ``segcli data check``. The readers themselves are data/readers.py's and data/synthetic.py's.
+"""Datasets from the ``dataset`` and ``augmentation`` config groups: the splits a job needs, each
+with its pipeline (the ``train`` one for augmented splits, the ``eval`` one otherwise), and every
+check of ``segcli data check``. The readers themselves are data/readers.py's and
+data/synthetic.py's.
 
 Each ``dataset.kind`` is a ``DatasetKind`` registered in ``KINDS``: how it builds the splits'
 datasets (``build``) and how ``segcli data check`` reports on them (``check``). A new kind of
@@ -235,8 +236,10 @@ def one_class_trap(found: SplitCheck, info: DatasetInfo, split: str) -> None:
     if info.num_classes > 1 and len(present) == 1 and found.ignored > 0:
         raise SegcliError(
             f"the {split} masks hold only class {present[0]} and ignore_index {info.ignore_index} "
-            f"({found.ignored} pixels): if {info.ignore_index} marks a class (0/255 binary masks), set "
-            f"dataset.mask_values={{0: 0, {info.ignore_index}: 1}} and dataset.ignore_index to a value the masks do not use"
+            f"({found.ignored} pixels): if {info.ignore_index} marks a class (0/255 binary masks), "
+            "set "
+            f"dataset.mask_values={{0: 0, {info.ignore_index}: 1}} and dataset.ignore_index to a "
+            "value the masks do not use"
         )
 
 

@@ -228,7 +228,8 @@ def _single_channel(path: Path) -> bool:
 
 
 def _common_suffix(names: list[str]) -> str:
-    """The ``_word`` ending every name shares (``tile1_mask``, ``tile2_mask`` -> ``_mask``), or ''."""
+    """The ``_word`` ending every name shares (``tile1_mask``, ``tile2_mask`` -> ``_mask``), or
+    ''."""
     ends = {n[n.rfind("_") :] if "_" in n else "" for n in names}
     return ends.pop() if len(ends) == 1 else ""
 
@@ -248,7 +249,8 @@ def _pairing(images: Path, masks: Path) -> tuple[str, str, int, int, int]:
 
 
 def _split_lists(root: Path) -> dict[str, str] | None:
-    """``{split: root-relative path}`` of train/val(/test) list files in root, lists/, splits/ or ImageSets/."""
+    """``{split: root-relative path}`` of train/val(/test) list files in root, lists/, splits/ or
+    ImageSets/."""
     for folder in (root, root / "lists", root / "splits", root / "ImageSets"):
         found = {
             s: str((folder / f"{s}.txt").relative_to(root))
@@ -298,7 +300,8 @@ def _check(out: Diagnosis, cfg: dict) -> None:
 
 def write_config(diagnosis: Diagnosis, path: Path) -> Path:
     """Write the proposed ``dataset`` group as YAML (a header of the findings as comments), so that
-    ``segcli train --config-dir DIR dataset=NAME`` trains when ``path`` is ``DIR/dataset/NAME.yaml``.
+    ``segcli train --config-dir DIR dataset=NAME`` trains when ``path`` is
+    ``DIR/dataset/NAME.yaml``.
 
     Raises:
         SegcliError: there is no proposed config (a built-in dataset or nothing usable).

@@ -1,22 +1,26 @@
 """Where a dataset's image/mask pairs are: the ``layout`` of a ``kind: folder`` dataset, each
 described once by a ``Layout`` registered in ``LAYOUTS`` (``dataset.layout`` -> ``Layout``).
 
-- ``image_mask_dirs`` (``dataset=folder``): ``root/<image_dir>[/<split>]`` + ``root/<mask_dir>[/<split>]``
-  paired by name, where a file's name is its stem less ``image_suffix`` / ``mask_suffix``
-  (``NAME.jpg`` <-> ``NAME_mask.png``: ``mask_suffix=_mask``; ``X_leftImg8bit.png`` <->
-  ``X_gtFine_labelIds.png``: both suffixes), in subfolders too with ``recursive``. Splits: split
-  folders, or ``split_lists`` (``{train: FILE, val: FILE}``, VOC's ImageSets style: a name per
-  line, or ``IMAGE MASK`` paths relative to root), or none: a seeded random split by ``val_fraction``.
-  Optional region-of-interest masks in ``roi_dir`` (``NAME<roi_suffix>.*``, flat or per split).
+- ``image_mask_dirs`` (``dataset=folder``): ``root/<image_dir>[/<split>]`` +
+  ``root/<mask_dir>[/<split>]`` paired by name, where a file's name is its stem less
+  ``image_suffix`` / ``mask_suffix`` (``NAME.jpg`` <-> ``NAME_mask.png``: ``mask_suffix=_mask``;
+  ``X_leftImg8bit.png`` <-> ``X_gtFine_labelIds.png``: both suffixes), in subfolders too with
+  ``recursive``. Splits: split folders, or ``split_lists`` (``{train: FILE, val: FILE}``, VOC's
+  ImageSets style: a name per line, or ``IMAGE MASK`` paths relative to root), or none: a seeded
+  random split by ``val_fraction``. Optional region-of-interest masks in ``roi_dir``
+  (``NAME<roi_suffix>.*``, flat or per split).
 - ``segnet`` (CamVid): ``root/<split>`` + ``root/<split>annot``.
-- ``voc``: PASCAL VOC 2012, ``VOCdevkit/VOC2012``: ``JPEGImages/NAME.jpg`` + ``SegmentationClass/NAME.png``
-  by ``ImageSets/Segmentation/{train,val}.txt``; with ``aug: true`` the training list is ``aug_list``
-  (SBD's augmented set, masks in ``SegmentationClassAug/``), val images left out of it.
-- ``cityscapes``: ``leftImg8bit/{train,val}/CITY/X_leftImg8bit.png`` + ``gtFine/{split}/CITY/X_gtFine_labelTrainIds.png``
-  when every image of the split has one (already train ids: ``SplitFiles.identity``), else
-  ``X_gtFine_labelIds.png`` (mapped by the config's ``mask_values``, the official labelId -> trainId table).
-  The public test split has no labels: predict on it, do not score it.
-- ``ade20k``: ``ADEChallengeData2016/images/{training,validation}`` + ``annotations/...`` as train and val.
+- ``voc``: PASCAL VOC 2012, ``VOCdevkit/VOC2012``: ``JPEGImages/NAME.jpg`` +
+  ``SegmentationClass/NAME.png`` by ``ImageSets/Segmentation/{train,val}.txt``; with ``aug: true``
+  the training list is ``aug_list`` (SBD's augmented set, masks in ``SegmentationClassAug/``), val
+  images left out of it.
+- ``cityscapes``: ``leftImg8bit/{train,val}/CITY/X_leftImg8bit.png`` +
+  ``gtFine/{split}/CITY/X_gtFine_labelTrainIds.png`` when every image of the split has one (already
+  train ids: ``SplitFiles.identity``), else ``X_gtFine_labelIds.png`` (mapped by the config's
+  ``mask_values``, the official labelId -> trainId table). The public test split has no labels:
+  predict on it, do not score it.
+- ``ade20k``: ``ADEChallengeData2016/images/{training,validation}`` + ``annotations/...`` as train
+  and val.
 
 A ``Layout`` says what its folder tree looks like (the folders that mark it, the subfolders that
 may hold it when ``dataset.root`` is their parent, each split's image and mask folder), which

@@ -61,7 +61,8 @@ def mask_lut(
         for raw, cls in mask_values.items():
             if not (0 <= int(cls) < num_classes or int(cls) == ignore_index):
                 raise SegcliError(
-                    f"dataset.mask_values maps {raw} to {cls}; expected 0..{num_classes - 1} or {ignore_index}"
+                    f"dataset.mask_values maps {raw} to {cls}; expected 0..{num_classes - 1} or "
+                    f"{ignore_index}"
                 )
             if not str(raw).isdigit() or int(raw) > 65535:
                 raise SegcliError(
@@ -104,18 +105,21 @@ class ColorTable:
         ``{"0,0,0": 255}`` to ignore black).
 
         Raises:
-            SegcliError: a mask_values key is not "R,G,B", or its value is not a class or ignore_index.
+            SegcliError: a mask_values key is not "R,G,B", or its value is not a class or
+            ignore_index.
         """
         codes = {(int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(colors)}
         for key, value in (mask_values or {}).items():
             parts = str(key).replace(" ", "").split(",")
             if len(parts) != 3 or not all(p.isdigit() and int(p) < 256 for p in parts):
                 raise SegcliError(
-                    f"dataset.mask_values key {key!r}: expected 'R,G,B' with dataset.mask_format=rgb"
+                    f"dataset.mask_values key {key!r}: expected 'R,G,B' with "
+                    "dataset.mask_format=rgb"
                 )
             if not (0 <= int(value) < len(colors) or int(value) == ignore_index):
                 raise SegcliError(
-                    f"dataset.mask_values maps {key} to {value}; expected 0..{len(colors) - 1} or {ignore_index}"
+                    f"dataset.mask_values maps {key} to {value}; expected 0..{len(colors) - 1} or "
+                    f"{ignore_index}"
                 )
             r, g, b = map(int, parts)
             codes[(r << 16) | (g << 8) | b] = int(value)
@@ -168,7 +172,8 @@ class MaskDecoder:
 
         Raises:
             SegcliError: colour where indices were expected or the reverse; a non-integer dtype;
-                a value or colour the table does not allow (naming the setting that would accept it).
+                a value or colour the table does not allow (naming the setting that would accept
+                it).
         """
         if self.colors is not None:
             return self._colors(raw, path)
@@ -204,8 +209,10 @@ class MaskDecoder:
         present = set(np.unique(raw.pixels).tolist()) if raw.pixels.ndim == 2 else set()
         if raw.lossy:
             return (
-                f"{path}: {raw.describe()} mask with values {shown_bad} between the classes (lossy compression "
-                "noise); for a binary mask set dataset.mask_threshold=128 (values >= 128 are class 1), or "
+                f"{path}: {raw.describe()} mask with values {shown_bad} between the classes (lossy "
+                "compression "
+                "noise); for a binary mask set dataset.mask_threshold=128 (values >= 128 are class "
+                "1), or "
                 "store masks as PNG"
             )
         if present and present <= {0, 255} and 255 in bad:
@@ -227,7 +234,8 @@ class MaskDecoder:
             rgb = raw.pixels[..., :3]
         else:
             raise SegcliError(
-                f"{path}: mask is {raw.describe()}, not an 8-bit colour image; dataset.mask_format=rgb "
+                f"{path}: mask is {raw.describe()}, not an 8-bit colour image; "
+                "dataset.mask_format=rgb "
                 "expects colour masks (index masks: dataset.mask_format=index)"
             )
         mask = self.colors.decode(rgb)
@@ -243,13 +251,14 @@ class MaskDecoder:
                 now = (
                     ""
                     if self.colors.tolerance is None
-                    else f" (now {self.colors.tolerance}: {unknown.mean():.1%} of the pixels are farther, at most "
-                    f"{MAX_UNSNAPPED:.0%} may be, as ignore_index)"
+                    else f" (now {self.colors.tolerance}: {unknown.mean():.1%} of the pixels are "
+                    f"farther, at most {MAX_UNSNAPPED:.0%} may be, as ignore_index)"
                 )
                 raise SegcliError(
                     f"{path}: {raw.describe()} mask colours {bad} are not in dataset.colors "
                     f"({unknown.mean():.1%} of the pixels; lossy compression noise?); set "
-                    f"dataset.color_tolerance=N to snap each colour to the nearest class colour within "
+                    "dataset.color_tolerance=N to snap each colour to the nearest class colour "
+                    "within "
                     f"N levels per channel{now}"
                 )
             raise SegcliError(
@@ -282,7 +291,8 @@ def mask_table(
     threshold = settings.mask_threshold
     if threshold is not None and num_classes != 2:
         raise SegcliError(
-            f"dataset.mask_threshold={threshold}: binary masks only; expected dataset.num_classes=2 "
+            f"dataset.mask_threshold={threshold}: binary masks only; expected "
+            "dataset.num_classes=2 "
             f"(not {num_classes})"
         )
     lut = mask_lut(
@@ -297,8 +307,8 @@ def mask_table(
 def keep_points(
     mask: np.ndarray, per_class: int, key: Sequence[int], num_classes: int, ignore_index: int
 ) -> np.ndarray:
-    """Sparse labels for experiments (``dataset.point_labels``; point supervision as in Bearman et al.
-    2016, "What's the Point"): keep ``per_class`` random labelled pixels of each class present
+    """Sparse labels for experiments (``dataset.point_labels``; point supervision as in Bearman et
+    al. 2016, "What's the Point"): keep ``per_class`` random labelled pixels of each class present
     (all of a class with fewer), everything else ``ignore_index``.
 
     Args:

@@ -1,5 +1,5 @@
-"""A per-file cache of the up-front pair check (``data.readers.check_pairs``), so that a second run on
-unchanged data does not decode every image and mask again (about 5 ms a pair here: minutes for
+"""A per-file cache of the up-front pair check (``data.readers.check_pairs``), so that a second run
+on unchanged data does not decode every image and mask again (about 5 ms a pair here: minutes for
 100,000 pairs).
 
 An entry is kept per (image, mask, region-of-interest) path triple with each file's size and
@@ -116,7 +116,8 @@ class PairCache:
             self.changed = True
 
     def save(self) -> None:
-        """Write the cache if anything was added (atomically; silently skipped when not writable)."""
+        """Write the cache if anything was added (atomically; silently skipped when not
+        writable)."""
         if not self.changed:
             return
         text = json.dumps(

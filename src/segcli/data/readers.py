@@ -189,12 +189,12 @@ class PairedFolderDataset(SegmentationSamples):
 
     Args:
         pairs: ``(image_path, mask_path)`` pairs.
-        lut: raw mask decoder (``masks.mask_table``; a ``mask_lut`` array or ``ColorTable`` also do).
-        transform: ``f(image=(H, W, 3) uint8, mask=(H, W) int64) -> {"image": (3, h, w) float32
+        lut: raw mask decoder (``masks.mask_table``; a ``mask_lut`` array or ``ColorTable`` also
+        do). transform: ``f(image=(H, W, 3) uint8, mask=(H, W) int64) -> {"image": (3, h, w) float32
             tensor, "mask": (h, w) tensor}``.
         augment_seed: see ``SegmentationSamples``; None for evaluation.
-        sparsify: ``f(mask, name) -> mask`` applied after decoding (``dataset.point_labels``), or None.
-        rois: image path -> region-of-interest mask; pixels outside become ignore_index.
+        sparsify: ``f(mask, name) -> mask`` applied after decoding (``dataset.point_labels``), or
+        None. rois: image path -> region-of-interest mask; pixels outside become ignore_index.
     """
 
     def __init__(

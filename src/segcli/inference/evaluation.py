@@ -4,8 +4,8 @@ training, so the numbers match. Needs the checkpoint alone (``inference.loaded.L
 the trainer; where the results are kept is eval_files.py's.
 
 Every eval also keeps its evidence, one confusion matrix per image (``PerImage``), so that any
-protocol or bootstrap resample (``segcli compare``, metrics/bootstrap.py) is recomputed without running
-the model again.
+protocol or bootstrap resample (``segcli compare``, metrics/bootstrap.py) is recomputed without
+running the model again.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class PerImage:
     epoch: int | None
 
     def save(self, path: Path) -> None:
-        """Write a compressed ``.npz`` (numpy arrays and strings only: loads without pickle), atomically."""
+        """Write a compressed ``.npz`` (numpy arrays and strings only: loads without pickle),
+        atomically."""
         arrays = {
             "matrices": self.matrices.astype(np.int64),
             "names": np.array(self.names, dtype=str),
@@ -98,8 +99,8 @@ class ProbabilityWriter:
         self.count = 0
 
     def __call__(self, scores: torch.Tensor, batch: dict) -> None:
-        """``scores: (N, C, H, W)`` logits (``logits``) or probabilities of a padded batch; ``batch``
-        with ``name`` and ``size`` (see ``data.loaders.pad_collate``)."""
+        """``scores: (N, C, H, W)`` logits (``logits``) or probabilities of a padded batch;
+        ``batch`` with ``name`` and ``size`` (see ``data.loaders.pad_collate``)."""
         probs = scores.float().softmax(1) if self.logits else scores.float()
         probs = probs.to(torch.float16).cpu().numpy()
         for i, (name, (h, w)) in enumerate(zip(batch["name"], batch["size"], strict=True)):
@@ -266,7 +267,8 @@ class _EvalJob:
         }
 
     def draw_worst(self, worst: list[dict], names: list[str], png: Path) -> None:
-        """``worst_images``' pictures: image | truth | prediction | errors, captioned, into ``png``."""
+        """``worst_images``' pictures: image | truth | prediction | errors, captioned, into
+        ``png``."""
         from segcli.inference.gallery import (
             save_gallery,  # only here: eval stays light (tests/test_imports.py)
         )
@@ -288,8 +290,9 @@ class _EvalJob:
 
 def worst_images(evidence: PerImage, count: int, classes_shown: int = 3) -> list[dict]:
     """The ``count`` images of lowest per-image mIoU (mean IoU over the classes present in the
-    image's truth or prediction; images with no labelled pixel left out), lowest first, each with its
-    ``classes_shown`` lowest-IoU classes: ``[{"name", "miou", "worst_classes": {class: IoU}}]``."""
+    image's truth or prediction; images with no labelled pixel left out), lowest first, each with
+    its ``classes_shown`` lowest-IoU classes: ``[{"name", "miou", "worst_classes": {class:
+    IoU}}]``."""
     from segcli.metrics.bootstrap import scores_of_matrices
 
     scores = scores_of_matrices(evidence.matrices)

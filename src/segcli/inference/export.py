@@ -72,9 +72,9 @@ def export_bundle(
     is written to a temporary folder beside ``out_dir`` and moved into place when complete.
 
     Returns:
-        the bundle description (``bundle.json``), whose ``parity`` lists the ``Parity`` figures of the
-        float32 model (and the int8 one), and ``speed_images_per_second``: torch (float32, eager),
-        onnxruntime float32 (and int8) on the parity inputs, when ``speed``.
+        the bundle description (``bundle.json``), whose ``parity`` lists the ``Parity`` figures of
+        the float32 model (and the int8 one), and ``speed_images_per_second``: torch (float32,
+        eager), onnxruntime float32 (and int8) on the parity inputs, when ``speed``.
 
     Raises:
         SegcliError: extras missing, checkpoint unreadable, export failure (see ``export_onnx``).
@@ -175,9 +175,8 @@ def _describe(
                 else f"any height and width that are multiples of {SIZE_DIVISOR}, any batch"
             ),
             "fixed_size": list(size) if size else None,
-            "padding": f"pad bottom/right with black pixels (0, before normalising) to a multiple of {SIZE_DIVISOR}"
-            + (" / the fixed size" if size else "")
-            + "; crop the output back",
+            "padding": "pad bottom/right with black pixels (0, before normalising) to a multiple "
+            f"of {SIZE_DIVISOR}" + (" / the fixed size" if size else "") + "; crop the output back",
             "scale": pre.scale,
         },
         "output": {"name": "logits", "layout": "NCHW float32", "prediction": "argmax over C"},

@@ -85,9 +85,10 @@ def save_samples(
     path: Path,
 ) -> None:
     """One PNG of ``count`` rows (image | truth | prediction) for images spread evenly over
-    ``dataset`` (its eval transform: whole images, normalised, padded), predicted by ``model`` in eval
-    mode. The prediction is drawn where the truth is labelled (black on ignore_index and padding, as
-    the metrics skip them). The model is put back into the mode it was in; no random state is used.
+    ``dataset`` (its eval transform: whole images, normalised, padded), predicted by ``model`` in
+    eval mode. The prediction is drawn where the truth is labelled (black on ignore_index and
+    padding, as the metrics skip them). The model is put back into the mode it was in; no random
+    state is used.
     """
     was_training = model.training
     model.eval()

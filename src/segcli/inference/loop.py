@@ -102,12 +102,13 @@ def evaluate(
     Used both for validation during training and by ``segcli eval``, so both give the same numbers.
     Padded pixels carry ``ignore_index`` in the mask and are not counted. Returns None when
     ``stop_requested()`` became True between two batches. ``per_image`` also keeps a matrix per
-    image (for the per-image protocol of ``metrics.confusion.protocols``, and ``segcli compare``) and the
-    samples' names (batch ``"name"``; ``#INDEX`` where a batch has none). ``on_predictions(pred, target)``
-    receives every batch's ``(N, H, W)`` int64 predictions and targets (e.g. for HD95).
-    ``infer(model, x) -> (N, C, H, W)`` class scores replaces the plain forward pass
-    (``forward_at_scale`` at ``ctx.eval_scale``; see inference.modes); with ``loss_fn`` they must be logits.
-    ``on_scores(scores, batch)`` receives every batch's ``(N, C, H, W)`` scores (padded) and the batch.
+    image (for the per-image protocol of ``metrics.confusion.protocols``, and ``segcli compare``)
+    and the samples' names (batch ``"name"``; ``#INDEX`` where a batch has none).
+    ``on_predictions(pred, target)`` receives every batch's ``(N, H, W)`` int64 predictions and
+    targets (e.g. for HD95). ``infer(model, x) -> (N, C, H, W)`` class scores replaces the plain
+    forward pass (``forward_at_scale`` at ``ctx.eval_scale``; see inference.modes); with ``loss_fn``
+    they must be logits. ``on_scores(scores, batch)`` receives every batch's ``(N, C, H, W)`` scores
+    (padded) and the batch.
     """
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index, device=ctx.device, per_image=per_image)

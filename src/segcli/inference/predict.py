@@ -3,9 +3,10 @@
 Each image is segmented at its own resolution: padded (top-left anchored) to a multiple of 32
 by the same eval pipeline as validation, then the logits are cropped back to H x W. With
 ``dataset.scale`` other than 1 the model runs on a resized copy and its logits are resized back
-(``inference.loop.forward_at_scale``), exactly as in validation. ``inference`` (inference/modes.py) chooses how:
-one pass (default), sliding windows, test-time augmentation, dense CRF. A Predictor runs a torch
-checkpoint (inference/loaded.py) or an ONNX bundle (inference/bundle.py) through the same code.
+(``inference.loop.forward_at_scale``), exactly as in validation. ``inference`` (inference/modes.py)
+chooses how: one pass (default), sliding windows, test-time augmentation, dense CRF. A Predictor
+runs a torch checkpoint (inference/loaded.py) or an ONNX bundle (inference/bundle.py) through the
+same code.
 """
 
 from __future__ import annotations
@@ -119,9 +120,9 @@ class Predictor:
         return self.scores(image).argmax(0).to(torch.uint8).cpu().numpy()
 
     def predict_with_probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(H, W, 3) uint8`` RGB -> (``(H, W) uint8`` mask, ``(C, H, W) float32`` probabilities) of
-        one forward pass: the mask is the argmax of the full-precision scores, the one ``predict``
-        gives, whatever precision the probabilities are stored at later."""
+        """``(H, W, 3) uint8`` RGB -> (``(H, W) uint8`` mask, ``(C, H, W) float32`` probabilities)
+        of one forward pass: the mask is the argmax of the full-precision scores, the one
+        ``predict`` gives, whatever precision the probabilities are stored at later."""
         scores = self.scores(image)
         mask = scores.argmax(0).to(torch.uint8).cpu().numpy()
         return mask, (scores.softmax(0) if self.inference.settings.plain else scores).cpu().numpy()

@@ -2,8 +2,8 @@
 
 Each side's score is recomputed from its per-image confusion matrices (``segcli eval`` saves
 them), so any resample gets the dataset protocol's mIoU and mDice exactly as ``segcli eval``
-computes them (``metrics.confusion.class_scores``: classes absent from truth and prediction left out of
-the mean) without running a model again.
+computes them (``metrics.confusion.class_scores``: classes absent from truth and prediction left out
+of the mean) without running a model again.
 
 The method: resample the N image indices with replacement R times (the same indices for both
 sides: the pairing), sum each side's matrices over the resample, score both, and take the
@@ -40,8 +40,8 @@ def scores_of_matrices(matrices: np.ndarray) -> dict[str, np.ndarray]:
 
     Returns:
         ``{"iou": (R, C), "dice": (R, C), "miou": (R,), "mdice": (R,)}`` float64; per class as
-        ``metrics.confusion.class_scores`` (NaN for a class absent from truth and prediction, left out of the
-        means; a resample without any class present has mean NaN).
+        ``metrics.confusion.class_scores`` (NaN for a class absent from truth and prediction, left
+        out of the means; a resample without any class present has mean NaN).
     """
     iou, dice = (
         x.numpy() for x in class_scores(torch.as_tensor(np.asarray(matrices), dtype=torch.float64))
@@ -197,7 +197,8 @@ def check_same_images(labels: list[str], names: list[list[str]], classes: list[l
     """Refuse runs that were not scored on the same images in the same order, or with other classes.
 
     Raises:
-        SegcliError: names the first run that differs from the first one and the first differing image.
+        SegcliError: names the first run that differs from the first one and the first differing
+        image.
     """
     for label, these, cls in zip(labels[1:], names[1:], classes[1:], strict=True):
         if cls != classes[0]:
@@ -258,7 +259,8 @@ def rank_against_best(
 
 
 def as_json(result: dict) -> dict:
-    """``paired_bootstrap``'s or ``rank_against_best``'s result with every ``Difference`` as a dict."""
+    """``paired_bootstrap``'s or ``rank_against_best``'s result with every ``Difference`` as a
+    dict."""
     if isinstance(result, Difference):
         return result.as_dict()
     if isinstance(result, dict):
@@ -276,8 +278,8 @@ def compare_runs(
     class_names: list[str] | None = None,
 ) -> dict:
     """``segcli compare``'s choice: two runs -> ``paired_bootstrap`` (B = the second against A);
-    three or more -> ``rank_against_best``. ``stacks``: each run's ``(images, C, C)`` int64 per-image
-    confusion matrices, in ``labels``' order.
+    three or more -> ``rank_against_best``. ``stacks``: each run's ``(images, C, C)`` int64
+    per-image confusion matrices, in ``labels``' order.
 
     Raises:
         SegcliError: fewer than two runs.

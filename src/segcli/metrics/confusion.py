@@ -209,14 +209,15 @@ def class_scores(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 PROTOCOLS = {
-    "dataset": "dataset-level confusion matrix, per-class mean, ignore_index excluded, classes absent "
-    "from truth and prediction excluded (PASCAL VOC, Cityscapes; segcli's default)",
+    "dataset": "dataset-level confusion matrix, per-class mean, ignore_index excluded, classes "
+    "absent from truth and prediction excluded (PASCAL VOC, Cityscapes; segcli's default)",
     "dataset_absent_as_1": "as dataset, but a class absent from truth and prediction scores 1 "
     "(SMP's metrics with zero_division=1)",
     "dataset_no_background": "as dataset, class 0 left out of the mean (common in medical imaging)",
     "per_image": "mean over images of each image's per-class mean; classes absent from an image "
     "excluded (nnU-Net, medical Dice tables)",
-    "micro": "all pixels pooled over classes: sum TP / sum (TP + FP + FN) (SMP's 'micro' reduction)",
+    "micro": "all pixels pooled over classes: sum TP / sum (TP + FP + FN) (SMP's 'micro' "
+    "reduction)",
     "frequency_weighted": "IoU weighted by each class's share of the true pixels (FCN's fwIoU)",
 }
 

@@ -32,8 +32,9 @@ from torch import nn
 from segcli.errors import SegcliError
 from segcli.runtime import cpu_query
 
-# The region guarded: in_channels >= MIN_IN_CHANNELS and out_channels < MAX_OUT_CHANNELS (exclusive),
-# ungrouped convolutions of any kernel size. Seen to crash on torch 2.14.1: 1x1, 4096 -> 1/2/4/8.
+# The region guarded: in_channels >= MIN_IN_CHANNELS and out_channels < MAX_OUT_CHANNELS
+# (exclusive), ungrouped convolutions of any kernel size. Seen to crash on torch 2.14.1: 1x1, 4096
+# -> 1/2/4/8.
 MIN_IN_CHANNELS = 4096
 MAX_OUT_CHANNELS = 16
 
@@ -98,7 +99,8 @@ class Float32UnderCpuBf16Conv2d(nn.Conv2d):
 
 def guard_amx_bf16_convs(model: nn.Module, force: bool | None = None) -> list[str]:
     """Give every plain ``nn.Conv2d`` of ``model`` that ``in_crash_region`` names the float32
-    forward of ``Float32UnderCpuBf16Conv2d`` (in place: parameters, state dict keys and devices stay).
+    forward of ``Float32UnderCpuBf16Conv2d`` (in place: parameters, state dict keys and devices
+    stay).
 
     ``force``: None asks ``guard_wanted()`` (the CPU and ``SEGCLI_AMX_GUARD``); True/False decide.
     Subclasses of ``nn.Conv2d`` with a forward of their own are left alone.

@@ -56,12 +56,14 @@ def require_classical():
 
 
 def to_rgb(x: torch.Tensor) -> np.ndarray:
-    """``(N, H, W, 3) float32`` RGB in [0, 1] of normalised ``x: (N, 3, H, W)`` (ImageNet mean/std)."""
+    """``(N, H, W, 3) float32`` RGB in [0, 1] of normalised ``x: (N, 3, H, W)`` (ImageNet
+    mean/std)."""
     return denormalize(x).astype(np.float32) / 255
 
 
 def gray_levels(x: torch.Tensor) -> np.ndarray:
-    """``(N, H, W) uint8`` gray levels (ITU-R BT.601 luma, as OpenCV and scikit-image) of normalised ``x``."""
+    """``(N, H, W) uint8`` gray levels (ITU-R BT.601 luma, as OpenCV and scikit-image) of normalised
+    ``x``."""
     luma = denormalize(x).astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     return np.round(luma).clip(0, 255).astype(np.uint8)
 
@@ -271,7 +273,8 @@ def load_forest(data: bytes):
     forest = sio.loads(data, trusted=FOREST_TYPES)
     if not isinstance(forest, RandomForestClassifier):
         raise SegcliError(
-            f"model=pixel_forest: the checkpoint holds a {type(forest).__name__}, not a random forest"
+            f"model=pixel_forest: the checkpoint holds a {type(forest).__name__}, not a random "
+            "forest"
         )
     return forest
 

@@ -1,12 +1,13 @@
-"""``segcli report RUN... -o report.html``: one self-contained HTML file to look at runs side by side.
+"""``segcli report RUN... -o report.html``: one self-contained HTML file to look at runs side by
+side.
 
 What it holds, per run and across runs: the status and best scores; the config keys whose values
 differ between the runs; the curves, per-class IoU bars and confusion matrices of ``segcli plot``
 (reports/plot.py, matplotlib); each run's sample predictions (``samples/best.png``) and worst-image
 gallery (``evals/best-SPLIT-worst.png`` from ``segcli eval --worst K``); per-class IoU as a table;
 and, for two or more runs evaluated on the same split, the paired bootstrap of ``segcli compare``
-(metrics/bootstrap.py). Images are embedded as base64 PNG data URIs; the page has no script and loads
-nothing from a network, so it opens from a file, offline, in any browser.
+(metrics/bootstrap.py). Images are embedded as base64 PNG data URIs; the page has no script and
+loads nothing from a network, so it opens from a file, offline, in any browser.
 
 The page is assembled with the standard library's ``html.escape`` and f-strings: a template
 engine (Jinja2) would add a dependency for a page this small.
@@ -107,8 +108,10 @@ def _comparison(
     )
     if len(runs) == 2:
         head = (
-            f"<p>A = <b>{_esc(labels[0])}</b>, B = <b>{_esc(labels[1])}</b>: {result['images']} {split} images, "
-            f"{resamples} paired resamples (seed {seed}). <b>mIoU: {_esc(result['miou'].verdict)}</b>.</p>"
+            f"<p>A = <b>{_esc(labels[0])}</b>, B = <b>{_esc(labels[1])}</b>: {result['images']} "
+            f"{split} images, "
+            f"{resamples} paired resamples (seed {seed}). <b>mIoU: "
+            f"{_esc(result['miou'].verdict)}</b>.</p>"
         )
         return head + _pair_table(result)
     return (
@@ -197,7 +200,8 @@ def _pictures(run_dirs: Sequence[Path], records: list[dict]) -> list[str]:
 
 
 def _run_section(label: str, run: RunDir, split: str) -> list[str]:
-    """One run's pictures: its samples at the best epoch and its worst-image gallery of ``split``."""
+    """One run's pictures: its samples at the best epoch and its worst-image gallery of
+    ``split``."""
     parts = [f"<h2>{_esc(label)}</h2>"]
     if run.samples.is_file():
         parts += [
@@ -207,7 +211,10 @@ def _run_section(label: str, run: RunDir, split: str) -> list[str]:
     worst = run.worst_gallery("best", split)
     if worst.is_file():
         parts += [
-            f"<h3>Worst {split} images: image | truth | prediction | errors (coloured by the true class)</h3>",
+            (
+                f"<h3>Worst {split} images: image | truth | prediction | errors (coloured by the "
+                "true class)</h3>"
+            ),
             _png(worst, "worst images"),
         ]
     else:
@@ -295,7 +302,8 @@ def _runs_table(records: list[dict], runs: list[RunDir]) -> str:
 
 
 def run_val(record: dict) -> dict | None:
-    """The best epoch's val scores of a ``reports.runs_table.run_record`` (summary.json's ``val``)."""
+    """The best epoch's val scores of a ``reports.runs_table.run_record`` (summary.json's
+    ``val``)."""
     return RunDir.read(Path(record["path"])).summary().get("val")
 
 

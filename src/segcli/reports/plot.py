@@ -113,7 +113,8 @@ def _per_class_bars(plt, with_classes: Sequence[tuple[dict, str]], path: Path) -
 
 
 def _confusion(plt, val: dict, name: str, path: Path) -> Path:
-    """The best epoch's confusion matrix, rows normalised to the true class (recall on the diagonal)."""
+    """The best epoch's confusion matrix, rows normalised to the true class (recall on the
+    diagonal)."""
     m = np.asarray(val["confusion_matrix"], dtype=np.float64)
     normalised = m / np.maximum(m.sum(1, keepdims=True), 1)
     classes = list(val.get("per_class_iou") or range(len(m)))

@@ -53,10 +53,11 @@ def _parse_override(item: str) -> tuple[str, str]:
 
 
 def run_record(path: Path) -> dict:
-    """One run: ``name`` (the folder), ``path``, ``params`` ({key: value} of the overrides and of the run's
-    saved config and group choices), ``given`` (the keys its command line set), ``miou``/``mdice``
-    (best validation, fractions), ``best_epoch``, ``epochs`` (validated epochs logged), ``minutes``
-    (training wall-clock), ``status`` (``runs.run_dir.STATUSES``), and ``history`` (the metrics.jsonl records)."""
+    """One run: ``name`` (the folder), ``path``, ``params`` ({key: value} of the overrides and of
+    the run's saved config and group choices), ``given`` (the keys its command line set),
+    ``miou``/``mdice`` (best validation, fractions), ``best_epoch``, ``epochs`` (validated epochs
+    logged), ``minutes`` (training wall-clock), ``status`` (``runs.run_dir.STATUSES``), and
+    ``history`` (the metrics.jsonl records)."""
     run = RunDir.read(path)
     overrides = run.overrides()
     params = dict(_parse_override(o) for o in overrides if not o.startswith("hydra"))
@@ -132,9 +133,10 @@ def _compare(actual, op: str, wanted: str) -> bool:
 
 
 def select(records: list[dict], filters: Sequence[str] = (), sort: str = "miou") -> list[dict]:
-    """Keep the records that pass every filter (``KEY=V``, ``KEY!=V``, ``KEY>V``, ``<``, ``>=``, ``<=``;
-    KEY a column or an override key, numbers compared as numbers), sorted by ``sort`` (miou and mdice:
-    best first; other keys ascending; runs without the value last).
+    """Keep the records that pass every filter (``KEY=V``, ``KEY!=V``, ``KEY>V``, ``<``, ``>=``,
+    ``<=``;
+    KEY a column or an override key, numbers compared as numbers), sorted by ``sort`` (miou and
+    mdice: best first; other keys ascending; runs without the value last).
 
     Raises:
         SegcliError: a filter that is not KEY OP VALUE.
@@ -171,7 +173,8 @@ def rows(records: Sequence[dict], keys: Sequence[str]) -> list[dict]:
 
 
 def to_csv(table: Sequence[dict]) -> str:
-    """``rows`` as CSV text with a header of ``COLUMNS`` (fractions as floats, minutes as floats)."""
+    """``rows`` as CSV text with a header of ``COLUMNS`` (fractions as floats, minutes as
+    floats)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -196,7 +199,8 @@ def to_json(records: Sequence[dict], keys: Sequence[str]) -> str:
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1 in the denominator; None for fewer than 2 values)."""
+    """Mean and sample standard deviation (n - 1 in the denominator; None for fewer than 2
+    values)."""
     if not values:
         return None, None
     mean = sum(values) / len(values)
@@ -207,10 +211,10 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def group_seeds(records: Sequence[dict], keys: Sequence[str]) -> list[dict]:
     """Runs whose whole config differs only by the seed (``seed``, ``trainer.seed``) as one group:
-    ``overrides`` (the differing keys but the seed, as ``k=v`` text), ``n``, ``seeds``, ``miou_mean``,
-    ``miou_std``, ``mdice_mean``, ``mdice_std`` (best val scores; sample std, None for one run; runs
-    without a score left out of the statistics but listed) and ``runs`` (name, seed, miou, mdice of
-    each). Best mean mIoU first; the records' order within a group."""
+    ``overrides`` (the differing keys but the seed, as ``k=v`` text), ``n``, ``seeds``,
+    ``miou_mean``, ``miou_std``, ``mdice_mean``, ``mdice_std`` (best val scores; sample std, None
+    for one run; runs without a score left out of the statistics but listed) and ``runs`` (name,
+    seed, miou, mdice of each). Best mean mIoU first; the records' order within a group."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         key = tuple(sorted((k, v) for k, v in r["params"].items() if k not in SEED_KEYS))

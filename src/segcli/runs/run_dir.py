@@ -10,11 +10,12 @@ none is ever half-written and reads them back for resume, re-run detection, ``se
       metrics.jsonl                        one JSON line per epoch, appended and fsync'ed
       checkpoints/best.pt, last.pt         see runs/checkpoints.py; last.pt also resumes the run
       running.json                         host and pid while the run trains
-      summary.json                         status "done" at the end, "interrupted" after Ctrl-C/SIGTERM,
+      summary.json status "done" at the end, "interrupted" after Ctrl-C/SIGTERM,
                                            "failed" after an error past the first checkpoint
       samples/best.png                     image | truth | prediction at the best epoch
       evals/best-test.json, best-test.npz  ``segcli eval`` of checkpoints/best.pt on the test split:
-                                           scores, and one confusion matrix per image (for ``compare``)
+                                           scores, and one confusion matrix per image (for
+                                           ``compare``)
 
 Checkpoints and JSON files are written to a temporary file, fsync'ed and renamed over the old
 one, so a kill during a write leaves the previous complete file.
@@ -86,24 +87,28 @@ class RunDir:
     def eval_files(
         self, checkpoint: str, split: str, inference: str = "whole"
     ) -> tuple[Path, Path]:
-        """``evals/CHECKPOINT-SPLIT.json`` and ``.npz``: ``segcli eval`` of ``checkpoints/CHECKPOINT.pt``
-        on ``split`` (scores; per-image confusion matrices, see ``evaluation.PerImage``); with an
-        ``inference`` other than ``whole`` (its ``InferenceSettings.tag``), ``CHECKPOINT-SPLIT-TAG``."""
+        """``evals/CHECKPOINT-SPLIT.json`` and ``.npz``: ``segcli eval`` of
+        ``checkpoints/CHECKPOINT.pt`` on ``split`` (scores; per-image confusion matrices, see
+        ``evaluation.PerImage``); with an ``inference`` other than ``whole`` (its
+        ``InferenceSettings.tag``), ``CHECKPOINT-SPLIT-TAG``."""
         stem = self.path / "evals" / _eval_stem(checkpoint, split, inference)
         return stem.with_suffix(".json"), stem.with_suffix(".npz")
 
     def worst_gallery(self, checkpoint: str, split: str, inference: str = "whole") -> Path:
-        """``evals/CHECKPOINT-SPLIT[-TAG]-worst.png``: ``segcli eval --worst K``'s picture of the worst images."""
+        """``evals/CHECKPOINT-SPLIT[-TAG]-worst.png``: ``segcli eval --worst K``'s picture of the
+        worst images."""
         return self.path / "evals" / f"{_eval_stem(checkpoint, split, inference)}-worst.png"
 
     def eval_probabilities(self, checkpoint: str, split: str, inference: str = "whole") -> Path:
-        """``evals/CHECKPOINT-SPLIT[-TAG]-probs/``: ``segcli eval --save-probs``' per-image probabilities."""
+        """``evals/CHECKPOINT-SPLIT[-TAG]-probs/``: ``segcli eval --save-probs``' per-image
+        probabilities."""
         return self.path / "evals" / f"{_eval_stem(checkpoint, split, inference)}-probs"
 
     # -- reading ------------------------------------------------------------------------------
 
     def is_run(self) -> bool:
-        """A segcli run folder: ``.hydra/config.yaml`` and a ``checkpoints/`` folder or metrics.jsonl."""
+        """A segcli run folder: ``.hydra/config.yaml`` and a ``checkpoints/`` folder or
+        metrics.jsonl."""
         return (self.path / ".hydra" / "config.yaml").is_file() and (
             self.checkpoints.is_dir() or (self.path / METRICS).is_file()
         )
@@ -113,7 +118,8 @@ class RunDir:
         return _read_json(self.path / SUMMARY)
 
     def metrics(self) -> list[dict]:
-        """The metrics.jsonl records, oldest first; a line cut by a kill is left out; [] without the file."""
+        """The metrics.jsonl records, oldest first; a line cut by a kill is left out; [] without the
+        file."""
         path, records = self.path / METRICS, []
         for line in path.read_text().splitlines() if path.is_file() else []:
             try:
@@ -137,7 +143,8 @@ class RunDir:
         return self.summary().get("status") == "done"
 
     def hydra_config(self) -> dict:
-        """``.hydra/config.yaml`` as written (unresolved interpolations stay text); {} without it."""
+        """``.hydra/config.yaml`` as written (unresolved interpolations stay text); {} without
+        it."""
         import yaml
 
         path = self.path / ".hydra" / "config.yaml"
@@ -151,7 +158,8 @@ class RunDir:
         return [str(o) for o in (yaml.safe_load(path.read_text()) or [])] if path.is_file() else []
 
     def group_choices(self) -> dict[str, str]:
-        """``{group: option}`` of the run's config groups (Hydra's runtime choices, ``hydra/*`` left out)."""
+        """``{group: option}`` of the run's config groups (Hydra's runtime choices, ``hydra/*`` left
+        out)."""
         import yaml
 
         path = self.path / ".hydra" / "hydra.yaml"
@@ -221,7 +229,8 @@ class RunDir:
         (self.path / RUNNING).unlink(missing_ok=True)
 
     def clear_summary(self) -> None:
-        """Remove summary.json (a resumed run is no longer "interrupted"; it is written again at the end)."""
+        """Remove summary.json (a resumed run is no longer "interrupted"; it is written again at the
+        end)."""
         if self.writer:
             (self.path / SUMMARY).unlink(missing_ok=True)
 
@@ -233,7 +242,8 @@ class RunDir:
         write_json(self.path / RUNNING, {"host": socket.gethostname(), "pid": os.getpid()})
 
     def write_split(self, split: dict) -> None:
-        """Write split.json: the random train/val split segcli made (``data.layouts.SplitFiles.as_json``)."""
+        """Write split.json: the random train/val split segcli made
+        (``data.layouts.SplitFiles.as_json``)."""
         if self.writer:
             write_json(self.path / SPLIT, split)
 
@@ -245,8 +255,9 @@ class RunDir:
     # -- Hydra's record and unstarted runs -------------------------------------------------------
 
     def keep_hydra_record(self) -> None:
-        """Copy a new run's ``.hydra/*.yaml`` to ``.hydra/first/``: Hydra rewrites ``.hydra/`` whenever a
-        job starts in the folder, also when segcli then skips, resumes or refuses it (``restore_hydra_record``)."""
+        """Copy a new run's ``.hydra/*.yaml`` to ``.hydra/first/``: Hydra rewrites ``.hydra/``
+        whenever a job starts in the folder, also when segcli then skips, resumes or refuses it
+        (``restore_hydra_record``)."""
         first = self.path / ".hydra" / "first"
         first.mkdir(parents=True, exist_ok=True)
         for name in HYDRA_FILES:
@@ -254,7 +265,8 @@ class RunDir:
                 shutil.copy2(self.path / ".hydra" / name, first / name)
 
     def restore_hydra_record(self) -> None:
-        """Put back the ``.hydra/*.yaml`` of the run's first start (see ``keep_hydra_record``), if kept."""
+        """Put back the ``.hydra/*.yaml`` of the run's first start (see ``keep_hydra_record``), if
+        kept."""
         first = self.path / ".hydra" / "first"
         for name in HYDRA_FILES:
             if (first / name).is_file():
@@ -262,9 +274,9 @@ class RunDir:
 
     def remove_unstarted(self) -> None:
         """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json,
-        class_pixels.json, running.json, an empty ``checkpoints/``), and the folder itself if nothing
-        else is in it. A run that has a checkpoint is left alone. Parent folders that end up empty
-        (``outputs/DATE/``) go too, the working directory never."""
+        class_pixels.json, running.json, an empty ``checkpoints/``), and the folder itself if
+        nothing else is in it. A run that has a checkpoint is left alone. Parent folders that end up
+        empty (``outputs/DATE/``) go too, the working directory never."""
         path = self.path
         if any(path.glob("checkpoints/*.pt")):
             return

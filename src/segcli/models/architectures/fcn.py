@@ -66,7 +66,8 @@ class FCN(nn.Module):
     Args:
         num_classes: output channels C.
         stride: 8 (FCN-8s, pool3 and pool4 skips), 16 (FCN-16s, pool4 skip) or 32 (FCN-32s).
-        batch_norm: VGG16 with batch normalisation (torchvision's ``vgg16_bn``) instead of plain VGG16.
+        batch_norm: VGG16 with batch normalisation (torchvision's ``vgg16_bn``) instead of plain
+        VGG16.
 
     ``forward(x: (N, in_channels, H, W) float) -> (N, C, H, W) float`` logits, any H and W.
 
