@@ -19,10 +19,11 @@ from segcli.training.optim import LrSchedule
 
 
 @dataclass
-class EpochResult:
-    """A training epoch so far: summed loss (loss x images), images, optimizer steps, seconds of
-    training, and why it stopped early: None (it ran to its end), ``"max_minutes"`` or
-    ``"signal"``. A resumed epoch continues from the saved one (``asdict`` round-trips)."""
+class RunningTotals:
+    """The running totals of a training epoch so far, updated in place after every step: summed
+    loss (float, loss x images), images, optimizer steps, seconds of training, and why the epoch
+    stopped early: None (it ran to its end), ``"max_minutes"`` or ``"signal"``. A resumed epoch
+    continues from the saved totals (``asdict`` round-trips; ``RunState.epoch_totals``)."""
 
     loss_sum: float = 0.0
     images: int = 0
@@ -120,10 +121,10 @@ def train_one_epoch(
     loader,
     budget: Budget,
     first_step: int = 0,
-    totals: EpochResult | None = None,
-    on_step: Callable[[EpochResult, float], None] | None = None,
+    totals: RunningTotals | None = None,
+    on_step: Callable[[RunningTotals, float], None] | None = None,
     should_stop: Callable[[], str | None] | None = None,
-) -> EpochResult:
+) -> RunningTotals:
     """One pass over ``loader`` (batches of image (N, 3, H, W) float32, mask (N, H, W) int64).
 
     Args:
@@ -138,7 +139,7 @@ def train_one_epoch(
         FloatingPointError: see ``TrainStep``.
     """
     step.model.train()
-    res = totals if totals is not None else EpochResult()
+    res = totals if totals is not None else RunningTotals()
     res.stopped = None
     should_stop = should_stop or (lambda: "max_minutes" if budget.spent() else None)
     steps_before, start, seconds = res.steps, time.perf_counter(), res.seconds

@@ -1,11 +1,13 @@
 """What a ``segcli train`` job does in its run folder: one start-or-resume decision, made by the
 same rules for single runs, sweep jobs and torchrun ranks, then a ``trainer.Trainer``.
 
-- ``new``: no run there (or one stopped before its first checkpoint): train from scratch; a
+``existing_run`` says what the folder holds, as a ``FolderState``:
+
+- ``NEW``: no run there (or one stopped before its first checkpoint): train from scratch; a
   failure before the first checkpoint leaves no folder behind.
-- ``done``: a finished run of the same config: skipped (``trainer.skip_if_done``, the default),
+- ``DONE``: a finished run of the same config: skipped (``trainer.skip_if_done``, the default),
   or refused with one line when it is false.
-- ``resume``: an unfinished run of the same config (interrupted, failed or killed): continued
+- ``UNFINISHED``: an unfinished run of the same config (interrupted, failed or killed): continued
   from ``checkpoints/last.pt``.
 - a run of another config: refused, every differing key listed.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 
 from segcli import console
@@ -34,8 +37,17 @@ RERUN_IGNORES = (
 )
 
 
-def existing_run(run_dir: Path, cfg: Mapping) -> str:
-    """What a new job should do with its run folder: ``"new"``, ``"done"`` or ``"resume"`` (see the
+class FolderState(Enum):
+    """What a job's run folder holds (see the module docstring): ``NEW`` (train from scratch),
+    ``DONE`` (skip, or refuse with ``trainer.skip_if_done=false``), ``UNFINISHED`` (resume)."""
+
+    NEW = "new"
+    DONE = "done"
+    UNFINISHED = "unfinished"
+
+
+def existing_run(run_dir: Path, cfg: Mapping) -> FolderState:
+    """What a new job finds in its run folder ``run_dir`` for the resolved config ``cfg`` (see the
     module docstring). Keys the saved config lacks (options a newer segcli added) do not count.
 
     Raises:
@@ -43,7 +55,7 @@ def existing_run(run_dir: Path, cfg: Mapping) -> str:
     """
     run = RunDir.read(run_dir)
     if not run.last.is_file():
-        return "new"
+        return FolderState.NEW
     old = absolute_root(run.saved_config())
     known = flatten(old)  # keys a newer segcli added are not differences of the run's own config
     changes = {
@@ -60,10 +72,10 @@ def existing_run(run_dir: Path, cfg: Mapping) -> str:
             f"hydra.run.dir or hydra.sweep.dir, or continue it with segcli train --resume {run_dir} "
             "--allow-changes"
         )
-    return "done" if run.done() else "resume"
+    return FolderState.DONE if run.done() else FolderState.UNFINISHED
 
 
-def _decide(run: RunDir, cfg: dict, ddp: Distributed) -> str:
+def _decide(run: RunDir, cfg: dict, ddp: Distributed) -> FolderState:
     """``existing_run`` on rank 0, the same answer (or the same error) on every rank; Hydra's record
     of the folder kept (new run) or put back (any other)."""
     state, error = None, None
@@ -72,14 +84,14 @@ def _decide(run: RunDir, cfg: dict, ddp: Distributed) -> str:
             state = existing_run(run.path, cfg)
         except SegcliError as exc:
             error = str(exc)
-        if state == "new":
+        if state is FolderState.NEW:
             run.keep_hydra_record()
         else:
             run.restore_hydra_record()  # a refused or continued job's config must not replace the run's own
     state, error = ddp.broadcast((state, error))
     if error:
         raise SegcliError(error)
-    if state == "done" and not cfg["trainer"].get("skip_if_done", True):
+    if state is FolderState.DONE and not cfg["trainer"].get("skip_if_done", True):
         raise SegcliError(
             f"{run.path} holds a finished run of this config; set trainer.skip_if_done=true to "
             "skip it, or choose another run.name or hydra.run.dir"
@@ -98,10 +110,10 @@ def run_job(cfg: dict, run_dir: Path, ddp: Distributed | None = None) -> dict:
 
     ddp, run = ddp or Distributed(), RunDir.read(run_dir)
     state = _decide(run, cfg, ddp)
-    if state == "done":
+    if state is FolderState.DONE:
         console.out.print(f"segcli: {run_dir}: already done; skipped", highlight=False)
         return run.summary()
-    if state == "resume":
+    if state is FolderState.UNFINISHED:
         console.out.print(
             f"segcli: {run_dir}: unfinished run of this config; resuming it", highlight=False
         )

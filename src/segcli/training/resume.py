@@ -44,13 +44,14 @@ SAFE_ON_RESUME = (
 
 
 @dataclass
-class Progress:
-    """Where a run stands; saved in ``last.pt`` as a plain dict.
+class RunState:
+    """Where a run stands beyond its weights (what a resume restores); saved in ``last.pt`` as the
+    plain dict under the key ``"progress"`` (the file format's name, kept).
 
     Attributes:
         epoch: the epoch to continue (1-based); its first ``epoch_totals["steps"]`` batches are done.
         step: optimizer steps done in the run.
-        epoch_totals: ``engine.EpochResult`` fields of the unfinished epoch ({} at an epoch start).
+        epoch_totals: ``engine.RunningTotals`` fields of the unfinished epoch ({} at an epoch start).
         elapsed: seconds of the run so far (the ``trainer.max_minutes`` clock).
         val_reserve: seconds of the last validation, kept free at the end of a time budget.
         best: val scores of the best epoch so far, and ``best_epoch`` its number (0: none yet).

@@ -41,11 +41,11 @@ from segcli.runs.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from segcli.runs.run_dir import RunDir
 from segcli.runtime import out_of_memory_error, seed_everything, step_context
 from segcli.training import distributed
-from segcli.training.engine import Budget, EpochResult, TrainStep, train_one_epoch
+from segcli.training.engine import Budget, RunningTotals, TrainStep, train_one_epoch
 from segcli.training.interrupts import StopSignals
 from segcli.training.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.training.optim import build_optimizer, build_schedule
-from segcli.training.resume import Progress, absolute_root, capture_rng, restore_rng
+from segcli.training.resume import RunState, absolute_root, capture_rng, restore_rng
 
 
 def cached_class_pixels(
@@ -81,9 +81,9 @@ def restore_training(
     net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
-) -> Progress:
+) -> RunState:
     """Load ``last.pt`` into the model, optimizer and scaler, restore the random state, and
-    return the saved ``Progress``.
+    return the saved ``RunState``.
 
     Raises:
         SegcliError: the file is not a resumable segcli checkpoint or does not fit the model.
@@ -101,7 +101,7 @@ def restore_training(
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
-    return Progress(**ckpt["progress"])
+    return RunState(**ckpt["progress"])
 
 
 def init_weights(net: torch.nn.Module, path: Path) -> None:
@@ -170,7 +170,9 @@ class Trainer:
         self.run = RunDir(run_path, writer=self.ddp.main)
         self._build_data()
         self._build_model()
-        self.totals: EpochResult | None = None  # the current epoch's, while it trains and validates
+        self.totals: RunningTotals | None = (
+            None  # the current epoch's, while it trains and validates
+        )
         self.signals: StopSignals | None = None
 
     def _build_data(self) -> None:
@@ -264,10 +266,10 @@ class Trainer:
         self.restore()
         logger = build_logger(self.cfg.get("logger") if self.ddp.main else None, self.run.path)
         if self.resuming and isinstance(logger, CsvLogger):
-            logger.rewrite(self.progress.history)
+            logger.rewrite(self.state.history)
         logger.start(self.cfg)
         with StopSignals() as self.signals, failure_recorded(self.run), closed_on_error(logger):
-            while self.progress.epoch <= self.epochs and self.progress.stopped_by is None:
+            while self.state.epoch <= self.epochs and self.state.stopped_by is None:
                 totals = self.train_epoch()
                 if totals.stopped == "signal":
                     raise self.interrupt()
@@ -278,8 +280,8 @@ class Trainer:
                     )  # every rank validates (or not) alike
                 ev = None
                 if (
-                    self.progress.epoch % int(self.trainer_cfg.get("val_every", 1)) == 0
-                    or self.progress.epoch == self.epochs
+                    self.state.epoch % int(self.trainer_cfg.get("val_every", 1)) == 0
+                    or self.state.epoch == self.epochs
                     or out_of_time
                 ):
                     ev = self.validate()
@@ -291,20 +293,18 @@ class Trainer:
     def restore(self) -> None:
         """Fresh progress, or last.pt's (resume); metrics.jsonl and summary.json made to match; the
         budget's clock started."""
-        run, self.progress = self.run, Progress()
+        run, self.state = self.run, RunState()
         if self.resuming and run.last.is_file() and not self.fitted:  # a baseline's fit starts over
-            self.progress = restore_training(
-                run.last, self.net, self.step.optimizer, self.step.scaler
-            )
-            self.progress.resumes.append(
+            self.state = restore_training(run.last, self.net, self.step.optimizer, self.step.scaler)
+            self.state.resumes.append(
                 {
-                    "epoch": self.progress.epoch,
-                    "step": self.progress.step,
+                    "epoch": self.state.epoch,
+                    "step": self.state.step,
                     "changes": {k: list(v) for k, v in self.changes.items()},
                     "amp": self.ctx.precision.name,
                 }
             )
-            run.rewrite_metrics(self.progress.history)
+            run.rewrite_metrics(self.state.history)
         elif self.resuming:
             run.rewrite_metrics(
                 []
@@ -318,7 +318,7 @@ class Trainer:
 
     def _repair_best(self) -> None:
         """A run killed between last.pt and best.pt of its best epoch: best.pt gets last.pt's weights."""
-        p = self.progress
+        p = self.state
         if p.best_epoch and p.best_epoch == p.epoch - 1 and not p.epoch_totals:
             saved = load_checkpoint(self.run.best).get("epoch") if self.run.best.is_file() else None
             if saved != p.best_epoch:
@@ -328,22 +328,22 @@ class Trainer:
         """The ``trainer.max_minutes`` budget, counting the earlier processes' seconds; a run that its
         budget stopped trains on when resumed with a larger (or no) budget."""
         minutes = self.trainer_cfg.get("max_minutes")
-        started, before = time.perf_counter(), self.progress.elapsed
+        started, before = time.perf_counter(), self.state.elapsed
         self.budget = Budget(
             float(minutes) * 60 if minutes else None,
             lambda: before + time.perf_counter() - started,
-            self.progress.val_reserve,
+            self.state.val_reserve,
         )
         deadline = self.budget.deadline
-        if self.progress.stopped_by == "max_minutes" and (
-            deadline is None or deadline > self.progress.elapsed
+        if self.state.stopped_by == "max_minutes" and (
+            deadline is None or deadline > self.state.elapsed
         ):
-            self.progress.stopped_by = None
+            self.state.stopped_by = None
         self.every = float(self.trainer_cfg.get("checkpoint_minutes") or 0) * 60
         self.saved_at = time.perf_counter()
 
     def _announce(self) -> None:
-        p, cfg = self.progress, self.cfg
+        p, cfg = self.state, self.cfg
         action = (
             f"resuming at epoch {p.epoch}, step {p.step}:"
             if p.step
@@ -362,15 +362,15 @@ class Trainer:
         )
         console.out.print(f"segcli: {self.ctx.precision.describe()}", highlight=False)
 
-    def train_epoch(self) -> EpochResult:
+    def train_epoch(self) -> RunningTotals:
         """The remaining steps of epoch ``progress.epoch`` (all of them unless it is a resumed one);
         ``stopped`` says why it ended early (``"signal"``, ``"max_minutes"``) or is None.
 
         Raises:
             SegcliError: the loss diverged (NaN/inf) or memory ran out.
         """
-        epoch, p = self.progress.epoch, self.progress
-        self.totals = totals = EpochResult(**{**p.epoch_totals, "stopped": None})
+        epoch, p = self.state.epoch, self.state
+        self.totals = totals = RunningTotals(**{**p.epoch_totals, "stopped": None})
         if totals.steps >= self.batches:
             return totals  # trained before an interruption during its validation
         loader = self.loaders["train"]
@@ -381,7 +381,7 @@ class Trainer:
             f"epoch {epoch}/{self.epochs}", self.batches, done=totals.steps
         ) as bar:
 
-            def on_step(res: EpochResult, loss: float) -> None:
+            def on_step(res: RunningTotals, loss: float) -> None:
                 p.step += 1
                 bar.advance(1, f"loss {loss:.4f}")
                 if self.every and time.perf_counter() - self.saved_at >= self.every:
@@ -404,7 +404,7 @@ class Trainer:
             except RuntimeError as exc:
                 raise out_of_memory_error(exc, self.cfg, f"training epoch {epoch}") or exc from None
 
-    def fit_baseline(self, totals: EpochResult) -> EpochResult:
+    def fit_baseline(self, totals: RunningTotals) -> RunningTotals:
         """A classical baseline's fit over the training split's batches (its one epoch)."""
         from segcli.models.classical import FitStopped
 
@@ -444,7 +444,7 @@ class Trainer:
             RunInterrupted: a signal arrived during validation (single process).
             SegcliError: out of memory.
         """
-        ddp, epoch = self.ddp, self.progress.epoch
+        ddp, epoch = self.ddp, self.state.epoch
         try:
             # under torchrun the unwrapped model: DDP's forward would broadcast buffers, a
             # collective that hangs when the ranks' shards have different batch counts
@@ -465,10 +465,10 @@ class Trainer:
             ) from None
         if ev is None:
             raise self.interrupt()
-        self.progress.val_reserve = self.budget.reserve = ev.seconds
+        self.state.val_reserve = self.budget.reserve = ev.seconds
         return ev
 
-    def epoch_record(self, totals: EpochResult, ev: EvalResult | None, val: dict | None) -> dict:
+    def epoch_record(self, totals: RunningTotals, ev: EvalResult | None, val: dict | None) -> dict:
         """The metrics.jsonl line of the epoch (under torchrun: loss over every rank's images,
         images/s of all ranks together)."""
         train_loss, train_rate = totals.loss, totals.images_per_second
@@ -480,7 +480,7 @@ class Trainer:
             train_rate = float(summed[1]) / max(totals.seconds, 1e-9)
         optimizer = self.step.optimizer
         return {
-            "epoch": self.progress.epoch,
+            "epoch": self.state.epoch,
             "train_loss": None if self.fitted else train_loss,
             "val_loss": ev.loss if ev else None,
             "val_miou": val["miou"] if val else None,
@@ -492,12 +492,12 @@ class Trainer:
         }
 
     def end_epoch(
-        self, totals: EpochResult, ev: EvalResult | None, out_of_time: bool, logger
+        self, totals: RunningTotals, ev: EvalResult | None, out_of_time: bool, logger
     ) -> None:
         """Record the epoch, track the best, then write in the kill-safe order: last.pt first (a
         resume re-creates a missing best.pt from it: ``_repair_best``), then best.pt, then the
         metrics line (rewritten on resume), then the loggers and the console."""
-        p = self.progress
+        p = self.state
         val = ev.scores.as_dict(self.info.class_names) if ev else None
         record = self.epoch_record(totals, ev, val)
         improved = (
@@ -533,7 +533,7 @@ class Trainer:
     def interrupt(self) -> RunInterrupted:
         """Save last.pt and summary.json ("interrupted"); the error for the CLI to exit 130/143 with."""
         self.save_last()
-        p, run = self.progress, self.run
+        p, run = self.state, self.run
         run.write_summary(
             {
                 "status": "interrupted",
@@ -552,7 +552,7 @@ class Trainer:
 
     def finish(self, logger) -> dict:
         """summary.json ("done"), the loggers' end and the best epoch's table; returns the summary."""
-        p, run = self.progress, self.run
+        p, run = self.state, self.run
         if (
             p.best is None and not run.best.exists()
         ):  # no class was ever present: keep the last weights
@@ -586,7 +586,7 @@ class Trainer:
     def save_last(self) -> None:
         """``last.pt``: weights, optimizer, scaler, progress (with the current epoch's totals when
         saved inside an epoch) and random state."""
-        p = self.progress
+        p = self.state
         p.elapsed = self.budget.clock()
         p.epoch_totals = asdict(self.totals) if self.totals is not None else {}
         self.run.save_checkpoint(
@@ -607,7 +607,7 @@ class Trainer:
 
     def save_best(self) -> None:
         """``best.pt``: the current weights as those of ``progress.best_epoch``."""
-        p = self.progress
+        p = self.state
         self.run.save_checkpoint(
             self.run.best,
             {
