@@ -301,6 +301,54 @@ def images_per_second(model, inputs: Sequence[torch.Tensor], repeats: int = 2) -
     return sum(x.shape[0] for x in inputs) / best
 
 
+def _write_bundle(
+    model: torch.nn.Module,
+    ckpt: dict,
+    checkpoint: Path,
+    parity_inputs: tuple[list[torch.Tensor], str],
+    folder: Path,
+    opset: int,
+    size: tuple[int, int] | None,
+    quantize: bool,
+    speed: bool,
+) -> dict:
+    """``export_bundle``'s files in ``folder``: the float32 graph (and the int8 one), each checked
+    for parity on ``parity_inputs`` ((N, 3, H, W) float32 batches, where they come from), their
+    speeds when ``speed``, and ``bundle.json``; returns the bundle description.
+
+    Raises:
+        SegcliError: export failure (see ``export_onnx``).
+    """
+    inputs, source = parity_inputs
+    exporter = export_onnx(
+        model, inputs[0], folder / MODEL_FILE, opset, size is None, ckpt["config"]["model"]["arch"]
+    )
+    fp32 = OnnxModel(folder / MODEL_FILE, size)
+    parity = [check_parity(model, fp32, inputs, source)]
+    speeds = {}
+    if speed:
+        speeds = {
+            "torch float32 (eager)": images_per_second(model, inputs),
+            "onnxruntime float32": images_per_second(fp32, inputs),
+        }
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(folder / MODEL_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8
+        )
+        int8 = OnnxModel(folder / INT8_FILE, size)
+        parity.append(check_parity(model, int8, inputs, source))
+        if speed:
+            speeds["onnxruntime int8 (dynamic)"] = images_per_second(int8, inputs)
+    bundle = {
+        **_describe(ckpt, checkpoint, opset, size, parity, speeds, inputs[0].shape),
+        "exporter": exporter,
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
+    return bundle
+
+
 def export_bundle(
     checkpoint: Path,
     out_dir: Path,
@@ -327,13 +375,14 @@ def export_bundle(
     import shutil
 
     from segcli.models.build import model_from_checkpoint
+    from segcli.models.classical import ClassicalModel
     from segcli.runs.checkpoints import load_checkpoint
 
     require_export()
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt["config"]
     model = model_from_checkpoint(ckpt, torch.device("cpu"))
-    if getattr(model, "fits_from_data", False):
+    if isinstance(model, ClassicalModel):
         raise SegcliError(
             f"{checkpoint}: model.arch={cfg['model']['arch']} is a scikit-learn/NumPy baseline; "
             "it has no ONNX graph to export (eval and predict run it from the checkpoint)"
@@ -343,32 +392,9 @@ def export_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        exporter = export_onnx(
-            model, inputs[0], tmp / MODEL_FILE, opset, size is None, cfg["model"]["arch"]
+        bundle = _write_bundle(
+            model, ckpt, checkpoint, (inputs, source), tmp, opset, size, quantize, speed
         )
-        fp32 = OnnxModel(tmp / MODEL_FILE, size)
-        parity = [check_parity(model, fp32, inputs, source)]
-        speeds = {}
-        if speed:
-            speeds = {
-                "torch float32 (eager)": images_per_second(model, inputs),
-                "onnxruntime float32": images_per_second(fp32, inputs),
-            }
-        if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(
-                str(tmp / MODEL_FILE), str(tmp / INT8_FILE), weight_type=QuantType.QInt8
-            )
-            int8 = OnnxModel(tmp / INT8_FILE, size)
-            parity.append(check_parity(model, int8, inputs, source))
-            if speed:
-                speeds["onnxruntime int8 (dynamic)"] = images_per_second(int8, inputs)
-        bundle = {
-            **_describe(ckpt, checkpoint, opset, size, parity, speeds, inputs[0].shape),
-            "exporter": exporter,
-        }
-        (tmp / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -365,6 +365,14 @@ def classical_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.
         raise SegcliError(f"model.params for {arch}: {exc}") from None
 
 
+def is_classical(cfg: Mapping) -> bool:
+    """Whether the ``model`` group ``cfg`` names a classical baseline (``models/classical.py``,
+    fitted once, not trained by gradient steps), by the builder registered for ``cfg["arch"]``.
+    An unknown ``arch`` is not one (``build_model`` refuses it)."""
+    arch = str(cfg["arch"])
+    return arch in MODELS and MODELS.get(arch) is classical_model
+
+
 def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (512, 512)) -> dict:
     """Size and cost of the model ``cfg`` describes, without computing anything: built on torch's
     ``meta`` device (no memory, no weights). Returns ``{"params_m": trainable parameters in millions,
@@ -378,7 +386,7 @@ def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (51
     from torch.utils.flop_counter import FlopCounterMode
 
     out = {"source": model_source(str(cfg["arch"])), "params_m": None, "gflops": None}
-    if out["source"].endswith("(classical)"):
+    if is_classical(cfg):
         return out
     cfg = {**cfg, "encoder_weights": None}
     try:

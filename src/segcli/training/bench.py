@@ -35,6 +35,7 @@ from segcli.inference.loop import evaluate
 from segcli.losses.build import build_loss
 from segcli.metrics.confusion import ConfusionMatrix
 from segcli.models.build import build_model, model_label
+from segcli.models.classical import ClassicalModel
 from segcli.runtime import StepContext, seed_everything, step_context
 from segcli.training.engine import Budget, TrainStep, train_one_epoch
 from segcli.training.optim import LrSchedule, build_optimizer
@@ -171,7 +172,7 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     loader_rate, train_batches = _loader_rate(loader, seconds)
     eval_batches = list(itertools.islice(iter(eval_loader), 2))
     model = build_model(cfg["model"], info.num_classes).to(ctx.device)
-    if getattr(model, "fits_from_data", False):
+    if isinstance(model, ClassicalModel):
         raise SegcliError(
             f"model.arch={cfg['model']['arch']}: segcli bench times optimizer steps; this baseline "
             "has none (its train and eval images/s are in the run's metrics.jsonl)"

@@ -36,6 +36,7 @@ from segcli.inference.gallery import save_samples
 from segcli.inference.loop import EvalResult, evaluate
 from segcli.losses.build import build_loss, class_weights
 from segcli.models.build import build_model, load_error_detail, model_label
+from segcli.models.classical import ClassicalModel
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from segcli.runs.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from segcli.runs.run_dir import RunDir
@@ -214,7 +215,7 @@ class Trainer:
             "classes": asdict(self.info),
             "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         }
-        self.fitted = bool(getattr(self.net, "fits_from_data", False))
+        self.fitted = isinstance(self.net, ClassicalModel)
         if self.fitted:
             return self._build_fitted()
         if self.trainer_cfg.get("init_from") and not (self.resuming and self.run.last.is_file()):
