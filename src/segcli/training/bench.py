@@ -23,7 +23,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -39,6 +39,7 @@ from segcli.models.classical import ClassicalModel
 from segcli.runtime import StepContext, seed_everything, step_context
 from segcli.training.engine import Budget, TrainStep, train_one_epoch
 from segcli.training.optim import LrSchedule, build_optimizer
+from segcli.training.settings import TrainerSettings
 
 
 class TimedBatches:
@@ -158,16 +159,16 @@ def _loader_rate(loader, seconds: float) -> tuple[float, list[dict]]:
 
 def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     """The parts of the composed config, the loader's images/s and the settings to report."""
-    trainer, seed = cfg["trainer"], run_seed(cfg)
+    trainer, seed = TrainerSettings.from_config(cfg["trainer"]), run_seed(cfg)
     seed_everything(seed)
     info, data, counts = build_datasets(cfg, ("train", "val"), seed)
-    ctx = step_context(trainer, cfg["dataset"].get("scale", 1.0))
-    batch_size, workers = int(trainer["batch_size"]), int(trainer["num_workers"])
+    ctx = step_context(asdict(trainer), cfg["dataset"].get("scale", 1.0))
+    batch_size, workers = trainer.batch_size, trainer.num_workers
     loader = make_loader(
         data["train"], batch_size, True, workers, info.ignore_index, seed, ctx.device.type == "cuda"
     )
     eval_loader = make_loader(
-        data["val"], int(trainer["eval_batch_size"]), False, 0, info.ignore_index, seed
+        data["val"], trainer.eval_batch_size, False, 0, info.ignore_index, seed
     )
     loader_rate, train_batches = _loader_rate(loader, seconds)
     eval_batches = list(itertools.islice(iter(eval_loader), 2))
@@ -195,7 +196,7 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
         "amp_reason": ctx.precision.reason,
         "channels_last": ctx.channels_last,
         "batch_size": batch_size,
-        "eval_batch_size": int(trainer["eval_batch_size"]),
+        "eval_batch_size": trainer.eval_batch_size,
         "crop": list(train_batches[0]["image"].shape[-2:]),
         "eval_size": list(eval_batches[0]["image"].shape[-2:]),
         "num_workers": workers,

@@ -25,6 +25,7 @@ from segcli.errors import SegcliError
 from segcli.runs.run_dir import RunDir
 from segcli.training.distributed import Distributed
 from segcli.training.resume import absolute_root, config_changes, format_value, resume_config
+from segcli.training.settings import TrainerSettings
 
 # Keys that may differ between a run and a re-run of the same job (machine settings, names).
 RERUN_IGNORES = (
@@ -91,7 +92,7 @@ def _decide(run: RunDir, cfg: dict, ddp: Distributed) -> FolderState:
     state, error = ddp.broadcast((state, error))
     if error:
         raise SegcliError(error)
-    if state is FolderState.DONE and not cfg["trainer"].get("skip_if_done", True):
+    if state is FolderState.DONE and not TrainerSettings.from_config(cfg["trainer"]).skip_if_done:
         raise SegcliError(
             f"{run.path} holds a finished run of this config; set trainer.skip_if_done=true to "
             "skip it, or choose another run.name or hydra.run.dir"
