@@ -1,7 +1,7 @@
 """The training loop. It takes built objects (model, loader, loss, optimizer), never a config, so it
 is tested without Hydra. The learning-rate schedule is training/optim.py's; the wall-clock budget that ends a
-run is ``Budget``; what a run does between epochs is training/trainer.py's; the evaluation loop that
-validation shares with ``segcli eval`` is ``inference.loop.evaluate``.
+run is ``Budget``; what a run does between epochs is training/trainer.py's (and phases.py's); the
+evaluation loop that validation shares with ``segcli eval`` is ``inference.loop.evaluate``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What a ``segcli train`` job does in its run folder: one start-or-resume decision, made by the
-same rules for single runs, sweep jobs and torchrun ranks, then a ``trainer.Trainer``.
+same rules for single runs, sweep jobs and torchrun ranks, then the run ``trainer.build_run``
+gives (a ``trainer.Trainer``, or a ``classical_fit.ClassicalFit`` for a classical baseline).
 
 ``existing_run`` says what the folder holds, as a ``FolderState``:
 
@@ -105,9 +106,9 @@ def run_job(cfg: dict, run_dir: Path, ddp: Distributed | None = None) -> dict:
     or train as ``existing_run`` decides; returns summary.json's dict.
 
     Raises:
-        SegcliError, RunInterrupted: see ``existing_run`` and ``trainer.Trainer``.
+        SegcliError, RunInterrupted: see ``existing_run`` and ``trainer.build_run``.
     """
-    from segcli.training.trainer import Trainer
+    from segcli.training.trainer import build_run
 
     ddp, run = ddp or Distributed(), RunDir.read(run_dir)
     state = _decide(run, cfg, ddp)
@@ -120,7 +121,7 @@ def run_job(cfg: dict, run_dir: Path, ddp: Distributed | None = None) -> dict:
         )
         return resume(run_dir, ddp=ddp)
     try:
-        return Trainer(cfg, run_dir, ddp).fit()
+        return build_run(cfg, run_dir, ddp).fit()
     except (Exception, KeyboardInterrupt):
         if ddp.main:
             run.remove_unstarted()  # failed before any checkpoint (bad input): leave no run dir behind
@@ -133,15 +134,16 @@ def resume(
     allow_changes: bool = False,
     ddp: Distributed | None = None,
 ) -> dict:
-    """Continue the run in ``run_dir`` (``segcli train --resume``); see ``trainer.Trainer`` and training/resume.py.
+    """Continue the run in ``run_dir`` (``segcli train --resume``); see ``trainer.build_run`` and
+    training/resume.py.
 
     A finished run (summary.json status "done") is left alone unless the overrides change it
     (e.g. more ``trainer.epochs`` with ``allow_changes``); its summary is returned.
 
     Raises:
-        SegcliError: see ``resume.resume_config`` and ``trainer.Trainer``.
+        SegcliError: see ``resume.resume_config`` and ``trainer.build_run``.
     """
-    from segcli.training.trainer import Trainer
+    from segcli.training.trainer import build_run
 
     run_dir = Path(run_dir)
     cfg, changes = resume_config(run_dir, overrides, allow_changes)
@@ -149,4 +151,4 @@ def resume(
     if not changes and run.done():
         console.out.print(f"segcli: {run_dir} is already done; nothing to resume", highlight=False)
         return run.summary()
-    return Trainer(cfg, run_dir, ddp, resume=True, changes=changes).fit()
+    return build_run(cfg, run_dir, ddp, resume=True, changes=changes).fit()
