@@ -230,6 +230,34 @@ def test_every_architecture_exports_with_parity_or_is_refused_in_one_line(preset
     assert (result["refusal"] is not None) == (result["arch"] in refused), result
 
 
+@pytest.mark.parametrize("arch", ["pixel_forest", "otsu"])
+def test_a_classical_baseline_is_refused_in_one_line(arch, tmp_path):
+    from segcli.config import compose_config, to_plain
+    from segcli.inference.export import export_bundle
+    from segcli.runs.checkpoints import CHECKPOINT_FORMAT
+
+    cfg = to_plain(compose_config([f"model={arch}"]))
+    classes = {"class_names": ["a", "b"], "colors": [[0, 0, 0], [9, 9, 9]], "num_classes": 2}
+    path = tmp_path / "best.pt"
+    model = build_model(cfg["model"], 2)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "config": cfg,
+            "classes": {**classes, "ignore_index": 255},
+            "model": model.state_dict(),
+        },
+        path,
+    )
+    with pytest.raises(SegcliError) as err:
+        export_bundle(path, tmp_path / "bundle")
+    assert str(err.value) == (
+        f"{path}: model.arch={arch} is a scikit-learn/NumPy baseline; it has no ONNX graph to "
+        "export (eval and predict run it from the checkpoint)"
+    )
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_size_option_and_missing_extra(tmp_path, evaluated_runs):
     assert parse_size("384x480") == (384, 480)
     for bad in ("384", "100x100", "0x32"):

@@ -274,6 +274,29 @@ def test_otsu_threshold_is_skimages_and_learns_which_side_is_foreground():
         OtsuThreshold(3)
 
 
+def test_a_classical_baseline_gets_a_run_of_its_own(tmp_path: Path):
+    from segcli.models.build import is_classical
+    from segcli.models.classical import ClassicalModel
+    from segcli.training import trainer
+    from segcli.training.classical_fit import ClassicalFit
+
+    assert is_classical(model_cfg("pixel_forest")) and is_classical(model_cfg("otsu"))
+    assert not is_classical(model_cfg("unet")) and not is_classical({"arch": "no_such_model"})
+    assert isinstance(build_model(model_cfg("pixel_forest"), 3), ClassicalModel)
+    assert not isinstance(
+        build_model(model_cfg("unet", "model.encoder_name=resnet18"), 3), ClassicalModel
+    )
+    cfg = to_plain(
+        compose_config(
+            ["model=pixel_forest", *TINY_RUN, "dataset.num_train=2", "dataset.num_val=1"]
+        )
+    )
+    run = trainer.build_run(cfg, tmp_path / "run")  # built, not fitted
+    assert isinstance(run, ClassicalFit) and not isinstance(run, trainer.Trainer)
+    with pytest.raises(ValueError, match="model.arch=pixel_forest is a classical baseline"):
+        trainer.Trainer(cfg, tmp_path / "other")
+
+
 def test_superpixel_vote_takes_each_segments_majority():
     from segcli.inference.refine import SuperpixelSettings, superpixel_vote
 

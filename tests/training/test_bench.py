@@ -53,3 +53,29 @@ def test_bench_writes_every_key_and_consistent_ratios(tmp_path: Path):
     assert b["settings"]["crop"] == [64, 64] and b["settings"]["eval_size"] == [96, 96]
     assert "train (images/s)" in r.stdout and "loader alone" in r.stdout
     assert_user_error(segcli("bench", "--seconds", "0", cwd=tmp_path), "expected --seconds > 0")
+
+
+def test_bench_refuses_a_classical_baseline_in_one_line():
+    from segcli.config import compose_config, to_plain
+    from segcli.errors import SegcliError
+    from segcli.training.bench import benchmark
+
+    cfg = to_plain(
+        compose_config(
+            [
+                "model=pixel_forest",
+                "trainer.num_workers=0",
+                "trainer.batch_size=2",
+                "dataset.num_train=4",
+                "dataset.num_val=2",
+                "dataset.image_size=[32,32]",
+                "dataset.crop_size=[32,32]",
+            ]
+        )
+    )
+    with pytest.raises(SegcliError) as err:
+        benchmark(cfg, seconds=0.05, repeats=1, crop=32)
+    assert str(err.value) == (
+        "model.arch=pixel_forest: segcli bench times optimizer steps; this baseline has none "
+        "(its train and eval images/s are in the run's metrics.jsonl)"
+    )

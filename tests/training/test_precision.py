@@ -184,8 +184,9 @@ def test_bf16_run_saves_float32_checkpoints_evals_alike_in_float32_and_resumes_i
     )  # validation's own path
     assert scores["false"]["miou"] == pytest.approx(scores["bf16"]["miou"], abs=0.01)
 
-    # ONEDNN_MAX_CPU_ISA=AVX2 makes any x86 CPU one without native bf16 (oneDNN itself obeys it): auto
-    # computes in float32 there and says why; predict follows --amp; a bad setting is one line, exit 2
+    # ONEDNN_MAX_CPU_ISA=AVX2 makes any x86 CPU one without native bf16 (oneDNN itself obeys it):
+    # auto computes in float32 there and says why; predict follows --amp; a bad setting is one line,
+    # exit 2
     r = segcli(
         "eval",
         str(run / "checkpoints" / "best.pt"),

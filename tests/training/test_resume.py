@@ -41,8 +41,8 @@ TESTS = Path(__file__).resolve().parents[1]  # pause_points.py
 
 
 def start(*args: str, cwd: Path, pause: str | None = None) -> subprocess.Popen:
-    """``segcli ARGS`` in its own process group; with ``pause`` (see pause_points.py) it stops at that
-    point of training and waits there (``wait_paused``)."""
+    """``segcli ARGS`` in its own process group; with ``pause`` (see pause_points.py) it stops at
+    that point of training and waits there (``wait_paused``)."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     command = [sys.executable, "-m", "segcli", *args]
     if pause is not None:
@@ -125,7 +125,8 @@ def checkpoint(path: Path) -> dict:
 
 
 def leaves(value, prefix: str = "") -> dict:
-    """``{dotted path: leaf}`` of a checkpoint's nested dicts and lists (tensors and plain values)."""
+    """``{dotted path: leaf}`` of a checkpoint's nested dicts and lists (tensors and plain
+    values)."""
     if isinstance(value, dict):
         return {
             k: v for key, item in value.items() for k, v in leaves(item, f"{prefix}{key}.").items()
@@ -190,7 +191,8 @@ def test_sigkill_at_two_points_then_resume_gives_the_uninterrupted_run(
     reference: Path, tmp_path: Path
 ):
     run = tmp_path / "run"
-    # first kill: inside epoch 2, right after last.pt of step 6 (the epoch's second of four) was written
+    # first kill: inside epoch 2, right after last.pt of step 6 (the epoch's second of four) was
+    # written
     proc = start("train", *TINY, f"hydra.run.dir={run}", cwd=tmp_path, pause="checkpoint:2:6")
     wait_paused(proc, tmp_path, "checkpoint:2:6")
     kill(proc)
@@ -228,9 +230,9 @@ def test_sigkill_at_two_points_then_resume_gives_the_uninterrupted_run(
 def test_sigkill_between_last_pt_and_its_metrics_line_then_resume_gives_the_uninterrupted_run(
     reference: Path, tmp_path: Path
 ):
-    """The end of epoch 1 writes last.pt (epoch 2 to come, step 4), then best.pt, then epoch 1's line of
-    metrics.jsonl: killed right after last.pt, the line is missing; the resume writes it from last.pt's
-    history (``RunDir.rewrite_metrics``) and best.pt from last.pt's weights."""
+    """The end of epoch 1 writes last.pt (epoch 2 to come, step 4), then best.pt, then epoch 1's
+    line of metrics.jsonl: killed right after last.pt, the line is missing; the resume writes it
+    from last.pt's history (``RunDir.rewrite_metrics``) and best.pt from last.pt's weights."""
     run = tmp_path / "run"
     proc = start("train", *TINY, f"hydra.run.dir={run}", cwd=tmp_path, pause="checkpoint:2:4")
     wait_paused(proc, tmp_path, "checkpoint:2:4")

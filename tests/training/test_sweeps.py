@@ -1,5 +1,6 @@
 """Sweeps as users run them: Hydra multirun (basic, joblib, optuna, submitit), shell loops, and
-`segcli runs` ranking the results. Tiny synthetic runs; each test checks the files the sweep wrote."""
+`segcli runs` ranking the results. Tiny synthetic runs; each test checks the files the sweep
+wrote."""
 
 from __future__ import annotations
 
@@ -165,7 +166,8 @@ def test_a_run_folder_of_another_config_is_refused_and_its_record_kept(tmp_path:
     )
     r = segcli("train", "run.name=a", *TINY, "trainer.skip_if_done=false", cwd=tmp_path)
     assert r.returncode == 2 and "holds a finished run of this config" in r.stderr
-    # a run made before an option existed (no `logger` in its config) still counts as the same config
+    # a run made before an option existed (no `logger` in its config) still counts as the same
+    # config
     import torch
 
     last = tmp_path / "outputs" / "a" / "checkpoints" / "last.pt"

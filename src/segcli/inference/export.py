@@ -82,10 +82,11 @@ def export_bundle(
     import shutil
 
     from segcli.inference.loaded import LoadedModel
+    from segcli.models.classical import ClassicalModel
 
     require_export()
     loaded = LoadedModel.load(checkpoint, "cpu", "false", channels_last=False)
-    if getattr(loaded.model, "fits_from_data", False):
+    if isinstance(loaded.model, ClassicalModel):
         arch = loaded.config["model"]["arch"]
         raise SegcliError(
             f"{checkpoint}: model.arch={arch} is a scikit-learn/NumPy baseline; "

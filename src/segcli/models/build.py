@@ -19,7 +19,7 @@ from torch import nn
 
 from segcli.errors import SegcliError
 from segcli.models.amx_guard import guard_amx_bf16_convs
-from segcli.models.builders import MODELS, model_source
+from segcli.models.builders import MODELS, classical_model, model_source
 from segcli.models.weights import (  # load_error_detail: training/trainer.py imports it from here
     load_error_detail,  # noqa: F401
     load_weights,
@@ -52,6 +52,14 @@ def build_model(cfg: Mapping, num_classes: int, in_channels: int = 3) -> nn.Modu
     return model
 
 
+def is_classical(cfg: Mapping) -> bool:
+    """Whether the ``model`` group ``cfg`` names a classical baseline (``models/classical.py``,
+    fitted once, not trained by gradient steps), by the builder registered for ``cfg["arch"]``.
+    An unknown ``arch`` is not one (``build_model`` refuses it)."""
+    arch = str(cfg["arch"])
+    return arch in MODELS and MODELS.get(arch) is classical_model
+
+
 def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (512, 512)) -> dict:
     """Size and cost of the model ``cfg`` describes, without computing anything: built on torch's
     ``meta`` device (no memory, no weights). Returns ``{"params_m": trainable parameters in
@@ -65,7 +73,7 @@ def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (51
     from torch.utils.flop_counter import FlopCounterMode
 
     out = {"source": model_source(str(cfg["arch"])), "params_m": None, "gflops": None}
-    if out["source"].endswith("(classical)"):
+    if is_classical(cfg):
         return out
     cfg = {**cfg, "encoder_weights": None}
     try:

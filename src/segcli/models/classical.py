@@ -13,8 +13,10 @@
 
 Both are ``nn.Module``s whose ``forward(x: (N, 3, H, W) float, normalised as in training) ->
 (N, C, H, W) float32`` gives log-probabilities (PixelForest) or +-1 scores (Otsu), so eval,
-predict, ``--inference`` post-processing and the run folder work unchanged; the trainer calls
-``fit(loader, seed, budget)`` once instead of gradient steps (``fits_from_data``).
+predict, ``--inference`` post-processing and the run folder work unchanged. Both subclass
+``ClassicalModel``: training fits them once with ``fit(loader, seed, ignore_index, budget)``
+(training/classical_fit.py) instead of gradient steps, and ``segcli bench`` and ``segcli export``
+refuse them (no optimizer step to time, no torch graph to export).
 
 The fitted forest travels inside the checkpoint as a ``uint8`` buffer holding scikit-learn's
 model in skops' format, so ``best.pt`` stays a plain tensor file loaded with
@@ -89,14 +91,37 @@ class FitStopped(Exception):
     """A stop was requested while a baseline gathered its training pixels; nothing was fitted."""
 
 
-class _Fitted(nn.Module):
-    """What both baselines share: a ``fits_from_data`` marker and the loop over training batches."""
+class ClassicalModel(nn.Module):
+    """A classical baseline: fitted once from the training split's batches (``fit``), not trained
+    by gradient steps; ``forward(x: (N, 3, H, W) float) -> (N, C, H, W) float32`` scores.
 
-    fits_from_data = True
+    Args:
+        num_classes: C.
+    """
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
+
+    def fit(
+        self,
+        loader,
+        seed: int,
+        ignore_index: int,
+        budget=None,
+        on_image: Callable[[], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> int:
+        """Fit on ``loader``'s batches (image (N, 3, H, W) float normalised, mask (N, H, W) int64;
+        ``ignore_index`` not labelled) until ``budget.spent()`` (``engine.Budget``; None: the
+        whole loader), seeded by ``seed``; ``on_image()`` after each image. Returns the images
+        used.
+
+        Raises:
+            SegcliError: no labelled pixel in the training split.
+            FitStopped: ``should_stop()`` (asked between batches) became True; nothing is fitted.
+        """
+        raise NotImplementedError
 
     @staticmethod
     def _batches(loader, budget, should_stop: Callable[[], bool] | None):
@@ -113,7 +138,7 @@ class _Fitted(nn.Module):
                 break
 
 
-class PixelForest(_Fitted):
+class PixelForest(ClassicalModel):
     """Random forest on multi-scale pixel features (see the module docstring).
 
     Args:
@@ -279,7 +304,7 @@ def load_forest(data: bytes):
     return forest
 
 
-class OtsuThreshold(_Fitted):
+class OtsuThreshold(ClassicalModel):
     """Gray-level threshold for binary tasks (see the module docstring).
 
     ``forward`` returns scores ``(N, 2, H, W)``: +1 on the predicted class, -1 on the other.

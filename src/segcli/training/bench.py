@@ -1,15 +1,17 @@
-"""``segcli bench``: throughput of segcli's engine against the hand-written PyTorch loop it replaces.
+"""``segcli bench``: throughput of segcli's engine against the hand-written PyTorch loop it
+replaces.
 
 For the composed config (model, loss, batch size, precision, memory format), in one process:
 
 - ``train``: images/s of ``engine.train_one_epoch`` and of a minimal hand-written loop with the
   same settings (``reference``), and of the plain eager float32 channels-first loop a user would
   write (``naive``), on random crops of ``--crop`` pixels;
-- ``eval``: images/s of ``inference.loop.evaluate`` (inference_mode, confusion matrix on the device) and
-  of the same two hand-written loops (no_grad, argmax, one bincount per batch), on whole images;
+- ``eval``: images/s of ``inference.loop.evaluate`` (inference_mode, confusion matrix on the device)
+  and of the same two hand-written loops (no_grad, argmax, one bincount per batch), on whole images;
 - ``loader``: images/s of the training DataLoader alone (decoding and augmentation in workers);
-- ``metrics``: confusion-matrix updates/s of ``metrics.confusion.ConfusionMatrix`` and of torchmetrics'
-  ``MulticlassJaccardIndex`` on the same random (N, H, W) predictions (when torchmetrics is installed).
+- ``metrics``: confusion-matrix updates/s of ``metrics.confusion.ConfusionMatrix`` and of
+  torchmetrics' ``MulticlassJaccardIndex`` on the same random (N, H, W) predictions (when
+  torchmetrics is installed).
 
 Model steps run on batches taken from the loader beforehand and cycled, so the three loops see the
 same tensors and the data pipeline is measured on its own. Each timed phase runs for ``seconds``
@@ -23,7 +25,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -36,14 +38,16 @@ from segcli.inference.loop import evaluate
 from segcli.losses.build import build_loss
 from segcli.metrics.confusion import ConfusionMatrix
 from segcli.models.build import build_model, model_label
+from segcli.models.classical import ClassicalModel
 from segcli.runtime import StepContext, seed_everything, step_context
 from segcli.training.engine import Budget, TrainStep, train_one_epoch
 from segcli.training.optim import LrSchedule, build_optimizer
+from segcli.training.settings import TrainerSettings
 
 
 class TimedBatches:
-    """Cycles ``batches``: ``warmup`` batches first, then more until ``seconds`` have passed since the
-    first timed one was asked for (``start``, ``time.perf_counter`` seconds)."""
+    """Cycles ``batches``: ``warmup`` batches first, then more until ``seconds`` have passed since
+    the first timed one was asked for (``start``, ``time.perf_counter`` seconds)."""
 
     def __init__(self, batches: list[dict], seconds: float, warmup: int = 1) -> None:
         self.batches, self.seconds, self.warmup, self.start = batches, seconds, warmup, None
@@ -58,7 +62,8 @@ class TimedBatches:
 
 
 def _rate(run: Callable[[Iterator[dict]], int], batches: list[dict], seconds: float, sync) -> float:
-    """images/s of ``run(batches)``; ``run`` returns the images it processed after the warm-up batch."""
+    """images/s of ``run(batches)``; ``run`` returns the images it processed after the warm-up
+    batch."""
     timed = TimedBatches(batches, seconds)
     images = run(iter(timed))
     sync()
@@ -158,21 +163,21 @@ def _loader_rate(loader, seconds: float) -> tuple[float, list[dict]]:
 
 def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     """The parts of the composed config, the loader's images/s and the settings to report."""
-    trainer, seed = cfg["trainer"], run_seed(cfg)
+    trainer, seed = TrainerSettings.from_config(cfg["trainer"]), run_seed(cfg)
     seed_everything(seed)
     info, data, counts = build_datasets(cfg, ("train", "val"), seed)
-    ctx = step_context(trainer, DatasetSettings.from_config(cfg["dataset"]).scale)
-    batch_size, workers = int(trainer["batch_size"]), int(trainer["num_workers"])
+    ctx = step_context(asdict(trainer), DatasetSettings.from_config(cfg["dataset"]).scale)
+    batch_size, workers = trainer.batch_size, trainer.num_workers
     loader = make_loader(
         data["train"], batch_size, True, workers, info.ignore_index, seed, ctx.device.type == "cuda"
     )
     eval_loader = make_loader(
-        data["val"], int(trainer["eval_batch_size"]), False, 0, info.ignore_index, seed
+        data["val"], trainer.eval_batch_size, False, 0, info.ignore_index, seed
     )
     loader_rate, train_batches = _loader_rate(loader, seconds)
     eval_batches = list(itertools.islice(iter(eval_loader), 2))
     model = build_model(cfg["model"], info.num_classes).to(ctx.device)
-    if getattr(model, "fits_from_data", False):
+    if isinstance(model, ClassicalModel):
         raise SegcliError(
             f"model.arch={cfg['model']['arch']}: segcli bench times optimizer steps; this baseline "
             "has none (its train and eval images/s are in the run's metrics.jsonl)"
@@ -195,7 +200,7 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
         "amp_reason": ctx.precision.reason,
         "channels_last": ctx.channels_last,
         "batch_size": batch_size,
-        "eval_batch_size": int(trainer["eval_batch_size"]),
+        "eval_batch_size": trainer.eval_batch_size,
         "crop": list(train_batches[0]["image"].shape[-2:]),
         "eval_size": list(eval_batches[0]["image"].shape[-2:]),
         "num_workers": workers,

@@ -58,9 +58,9 @@ class Distributed:
         return tuple(bool(v) for v in t.tolist())
 
     def sync_buffers(self, module: torch.nn.Module) -> None:
-        """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts them at
-        the start of each training forward, so after the last step every rank holds its own update;
-        validation must use the weights rank 0 saves."""
+        """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts them
+        at the start of each training forward, so after the last step every rank holds its own
+        update; validation must use the weights rank 0 saves."""
         if self.enabled:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
@@ -99,8 +99,9 @@ def shutdown() -> None:
 
 
 def reduce_eval(ev, d: Distributed):
-    """An ``inference.loop.EvalResult`` of the whole split from each rank's shard: confusion matrices,
-    summed losses and image counts added over the ranks, scores recomputed (the same on every rank)."""
+    """An ``inference.loop.EvalResult`` of the whole split from each rank's shard: confusion
+    matrices, summed losses and image counts added over the ranks, scores recomputed (the same on
+    every rank)."""
     if not d.enabled or ev is None:
         return ev
     from dataclasses import replace
@@ -122,8 +123,8 @@ def reduce_eval(ev, d: Distributed):
 
 
 def shared_run_dir(ddp: Distributed, own: Path) -> Path:
-    """Rank 0's run folder for every rank of ``torchrun -m segcli train``; the other ranks' own Hydra
-    folders (throw-away temporary ones) are removed."""
+    """Rank 0's run folder for every rank of ``torchrun -m segcli train``; the other ranks' own
+    Hydra folders (throw-away temporary ones) are removed."""
     import shutil
 
     shared = Path(ddp.broadcast(str(Path(own).resolve())))

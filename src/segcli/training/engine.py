@@ -1,7 +1,8 @@
 """The training loop. It takes built objects (model, loader, loss, optimizer), never a config, so it
-is tested without Hydra. The learning-rate schedule is training/optim.py's; the wall-clock budget that ends a
-run is ``Budget``; what a run does between epochs is training/trainer.py's; the evaluation loop that
-validation shares with ``segcli eval`` is ``inference.loop.evaluate``.
+is tested without Hydra. The learning-rate schedule is training/optim.py's; the wall-clock budget
+that ends a run is ``Budget``; what a run does between epochs is training/trainer.py's (and
+phases.py's); the evaluation loop that validation shares with ``segcli eval`` is
+``inference.loop.evaluate``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from segcli.training.optim import LrSchedule
 
 
 @dataclass
-class EpochResult:
-    """A training epoch so far: summed loss (loss x images), images, optimizer steps, seconds of
-    training, and why it stopped early: None (it ran to its end), ``"max_minutes"`` or
-    ``"signal"``. A resumed epoch continues from the saved one (``asdict`` round-trips)."""
+class RunningTotals:
+    """The running totals of a training epoch so far, updated in place after every step: summed
+    loss (float, loss x images), images, optimizer steps, seconds of training, and why the epoch
+    stopped early: None (it ran to its end), ``"max_minutes"`` or ``"signal"``. A resumed epoch
+    continues from the saved totals (``asdict`` round-trips; ``RunState.epoch_totals``)."""
 
     loss_sum: float = 0.0
     images: int = 0
@@ -120,10 +122,10 @@ def train_one_epoch(
     loader,
     budget: Budget,
     first_step: int = 0,
-    totals: EpochResult | None = None,
-    on_step: Callable[[EpochResult, float], None] | None = None,
+    totals: RunningTotals | None = None,
+    on_step: Callable[[RunningTotals, float], None] | None = None,
     should_stop: Callable[[], str | None] | None = None,
-) -> EpochResult:
+) -> RunningTotals:
     """One pass over ``loader`` (batches of image (N, 3, H, W) float32, mask (N, H, W) int64).
 
     Args:
@@ -138,7 +140,7 @@ def train_one_epoch(
         FloatingPointError: see ``TrainStep``.
     """
     step.model.train()
-    res = totals if totals is not None else EpochResult()
+    res = totals if totals is not None else RunningTotals()
     res.stopped = None
     should_stop = should_stop or (lambda: "max_minutes" if budget.spent() else None)
     steps_before, start, seconds = res.steps, time.perf_counter(), res.seconds

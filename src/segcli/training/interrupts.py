@@ -4,7 +4,8 @@ Python turns SIGINT into a KeyboardInterrupt wherever the program happens to be,
 in the middle of an optimizer step. Training instead asks ``StopSignals.requested`` after
 every step and every validation batch, then saves ``last.pt`` and exits with 128 + the signal
 number, the shell's convention. A second Ctrl-C stops at once (the last saved ``last.pt`` stays
-valid: checkpoints are written atomically). Loader workers ignore both signals (data.loaders.worker_init).
+valid: checkpoints are written atomically). Loader workers ignore both signals
+(data.loaders.worker_init).
 """
 
 from __future__ import annotations

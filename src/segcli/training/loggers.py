@@ -4,8 +4,8 @@ metrics.jsonl, and the run's config, sent to one more place.
 - ``csv`` (default): ``metrics.csv`` in the run folder, one row per epoch (spreadsheets, pandas).
 - ``tensorboard``: ``torch.utils.tensorboard.SummaryWriter`` event files in ``RUN/tensorboard``
   (``tensorboard --logdir outputs``); scalars per epoch, the config as text (needs ``tensorboard``).
-- ``mlflow``: an MLflow run in a local file store (``logger.tracking_uri``, default ``mlruns`` in the
-  working folder; ``mlflow ui --backend-store-uri mlruns``): the flattened config as params, the
+- ``mlflow``: an MLflow run in a local file store (``logger.tracking_uri``, default ``mlruns`` in
+  the working folder; ``mlflow ui --backend-store-uri mlruns``): the flattened config as params, the
   record as metrics per epoch, summary.json as an artifact at the end (needs ``mlflow`` or
   ``mlflow-skinny``).
 - ``none``: nothing beyond metrics.jsonl.
@@ -32,8 +32,9 @@ LOGGERS = Registry("logger")
 
 @LOGGERS.register("none")
 class Logger:
-    """No-op base (``logger=none``): ``start(cfg)``, ``log(record)`` once per epoch, ``finish(summary)``.
-    Every logger is built as ``Logger(cfg, run_dir)`` from the ``logger`` group's config."""
+    """No-op base (``logger=none``): ``start(cfg)``, ``log(record)`` once per epoch,
+    ``finish(summary)``. Every logger is built as ``Logger(cfg, run_dir)`` from the ``logger``
+    group's config."""
 
     def __init__(self, cfg: Mapping | None = None, run_dir: Path | None = None) -> None:
         """Nothing to set up."""
@@ -102,7 +103,8 @@ class TensorBoardLogger(Logger):
 
 @LOGGERS.register("mlflow")
 class MlflowLogger(Logger):
-    """One MLflow run per segcli run, in a file store (``logger.tracking_uri``, ``logger.experiment``)."""
+    """One MLflow run per segcli run, in a file store (``logger.tracking_uri``,
+    ``logger.experiment``)."""
 
     def __init__(self, cfg: Mapping, run_dir: Path) -> None:
         tracking_uri = str(cfg.get("tracking_uri") or "mlruns")
@@ -118,7 +120,8 @@ class MlflowLogger(Logger):
             else Path(tracking_uri).expanduser().resolve().as_uri()
         )
         if uri.startswith("file:"):
-            # MLflow 3 keeps its file store only on request; a folder of files is what we promise here
+            # MLflow 3 keeps its file store only on request; a folder of files is what we promise
+            # here
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment)
@@ -156,7 +159,8 @@ def closed_on_error(logger: Logger):
 
 
 def build_logger(cfg: Mapping | None, run_dir: Path) -> Logger:
-    """The logger the ``logger`` config names (``LOGGERS``; None: ``none``, as on torchrun ranks > 0).
+    """The logger the ``logger`` config names (``LOGGERS``; None: ``none``, as on torchrun ranks >
+    0).
 
     Raises:
         SegcliError: unknown name, or the logger's package is not installed.

@@ -137,7 +137,8 @@ class LrSchedule:
 
     def progress(self, step: int, elapsed: float, max_seconds: float | None = None) -> float:
         """Fraction of the run done after ``step`` steps and ``elapsed`` seconds, in [0, 1];
-        ``max_seconds``: the seconds training may take (``training.engine.Budget.deadline``), or None."""
+        ``max_seconds``: the seconds training may take (``training.engine.Budget.deadline``), or
+        None."""
         p = step / max(self.total_steps, 1)
         if max_seconds:
             p = max(p, elapsed / max_seconds)
@@ -170,7 +171,8 @@ class LrSchedule:
 
 
 def build_schedule(cfg: Mapping, total_steps: int, steps_per_epoch: int = 1) -> LrSchedule:
-    """The ``scheduler`` group's schedule over ``total_steps`` optimizer steps of ``steps_per_epoch`` each.
+    """The ``scheduler`` group's schedule over ``total_steps`` optimizer steps of
+    ``steps_per_epoch`` each.
 
     Raises:
         SegcliError: ``scheduler.name`` is not registered.

@@ -44,20 +44,20 @@ SAFE_ON_RESUME = (
 
 
 @dataclass
-class Progress:
-    """Where a run stands; saved in ``last.pt`` as a plain dict.
+class RunState:
+    """Where a run stands beyond its weights (what a resume restores); saved in ``last.pt`` as the
+    plain dict under the key ``"progress"`` (the file format's name, kept).
 
     Attributes:
-        epoch: the epoch to continue (1-based); its first ``epoch_totals["steps"]`` batches are done.
-        step: optimizer steps done in the run.
-        epoch_totals: ``engine.EpochResult`` fields of the unfinished epoch ({} at an epoch start).
-        elapsed: seconds of the run so far (the ``trainer.max_minutes`` clock).
-        val_reserve: seconds of the last validation, kept free at the end of a time budget.
-        best: val scores of the best epoch so far, and ``best_epoch`` its number (0: none yet).
-        last_val: val scores of the latest validation.
-        history: the metrics.jsonl records so far.
-        stopped_by: None while running; "epochs" or "max_minutes" once training ended.
-        resumes: one entry per resume: epoch, step and the config changes it applied.
+        epoch: the epoch to continue (1-based); its first ``epoch_totals["steps"]`` batches are
+        done. step: optimizer steps done in the run. epoch_totals: ``engine.RunningTotals`` fields
+        of the unfinished epoch ({} at an epoch start). elapsed: seconds of the run so far (the
+        ``trainer.max_minutes`` clock). val_reserve: seconds of the last validation, kept free at
+        the end of a time budget. best: val scores of the best epoch so far, and ``best_epoch`` its
+        number (0: none yet). last_val: val scores of the latest validation. history: the
+        metrics.jsonl records so far. stopped_by: None while running; "epochs" or "max_minutes" once
+        training ended. resumes: one entry per resume: epoch, step and the config changes it
+        applied.
     """
 
     epoch: int = 1
@@ -127,7 +127,8 @@ def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
         key, sep, _ = item.partition("=")
         if not sep or key.startswith(("+", "~")) or not key:
             raise SegcliError(
-                f"{item}: expected key=value when resuming (adding or deleting keys is not possible)"
+                f"{item}: expected key=value when resuming (adding or deleting keys is not "
+                "possible)"
             )
         current = OmegaConf.select(conf, key, default=KeyError)
         if current is KeyError:
@@ -162,7 +163,8 @@ def resume_config(
         (resolved config, {key: (old, new)}).
 
     Raises:
-        SegcliError: see ``runs.run_dir.RunDir.saved_config`` and ``apply_overrides``; or the overrides change the
+        SegcliError: see ``runs.run_dir.RunDir.saved_config`` and ``apply_overrides``; or the
+        overrides change the
             config and either a changed key is not in ``SAFE_ON_RESUME`` or ``allow_changes`` is
             False. The message lists every change.
     """

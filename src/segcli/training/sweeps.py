@@ -1,15 +1,15 @@
 """Sweeps: what makes Hydra's multirun (and shell loops) safe to re-run.
 
-- A failed job does not stop a sweep: ``cli.train._train_task`` catches the job's error, prints it as
-  one line (with its traceback under ``--debug``), appends it to ``SWEEP_DIR/failures.jsonl`` and
+- A failed job does not stop a sweep: ``cli.train._train_task`` catches the job's error, prints it
+  as one line (with its traceback under ``--debug``), appends it to ``SWEEP_DIR/failures.jsonl`` and
   returns NaN (Hydra's basic launcher would otherwise stop at a SystemExit, and its sweeper
   re-raises a job's exception after the batch). ``SweepReport``, a Hydra callback run in the
-  launching process, lists the failures when the sweep ends and then exits 1 (``SystemExit``
-  passes through Hydra's runner to the shell).
+  launching process, lists the failures when the sweep ends and then exits 1 (``SystemExit`` passes
+  through Hydra's runner to the shell).
 - A re-run of the same sweep command resumes it: without ``hydra.sweep.dir=``, the sweep folder is
-  named after the command's overrides (``config.default_sweep_dir``), so the same command finds the same
-  job folders; each job skips a finished run of its own config (``trainer.skip_if_done``), resumes
-  an unfinished one from ``checkpoints/last.pt`` and starts the missing ones (see
+  named after the command's overrides (``config.default_sweep_dir``), so the same command finds the
+  same job folders; each job skips a finished run of its own config (``trainer.skip_if_done``),
+  resumes an unfinished one from ``checkpoints/last.pt`` and starts the missing ones (see
   ``jobs.existing_run``). Optuna sweeps keep Hydra's dated folder (their trials differ per run).
 
 Hydra's launchers and sweepers are used as they are; only the callback and the task function
@@ -31,8 +31,8 @@ FAILURES = "failures.jsonl"
 
 
 def record_failure(sweep_dir: Path, job: dict) -> None:
-    """Append one job's failure (``{"job", "dir", "overrides", "error"}``) to ``failures.jsonl``; one
-    ``write`` of one line on an O_APPEND file, so parallel jobs never interleave."""
+    """Append one job's failure (``{"job", "dir", "overrides", "error"}``) to ``failures.jsonl``;
+    one ``write`` of one line on an O_APPEND file, so parallel jobs never interleave."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(sweep_dir / FAILURES, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
@@ -51,8 +51,8 @@ def read_failures(sweep_dir: Path) -> list[dict]:
 
 
 class SweepReport(Callback):
-    """Hydra callback (``hydra.callbacks.sweep_report`` in conf/train.yaml): clears the failure log when
-    a multirun starts and, when it ends, prints how many jobs ran and which failed.
+    """Hydra callback (``hydra.callbacks.sweep_report`` in conf/train.yaml): clears the failure log
+    when a multirun starts and, when it ends, prints how many jobs ran and which failed.
 
     Raises:
         SystemExit: exit code 1 when a job failed (at the sweep's end).
@@ -88,8 +88,8 @@ class SweepReport(Callback):
 
 
 def record_job_failure(hydra_cfg, run_dir: Path, error: str) -> None:
-    """``record_failure`` for the current job of a Hydra multirun (``hydra_cfg``: HydraConfig.get()):
-    its number, run folder, overrides and the one-line ``error``."""
+    """``record_failure`` for the current job of a Hydra multirun (``hydra_cfg``:
+    HydraConfig.get()): its number, run folder, overrides and the one-line ``error``."""
     record_failure(
         Path(hydra_cfg.sweep.dir),
         {
