@@ -245,6 +245,7 @@ def test_a_classical_baseline_is_refused_in_one_line(arch, tmp_path):
             "format": CHECKPOINT_FORMAT,
             "config": cfg,
             "classes": {**classes, "ignore_index": 255},
+            "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
             "model": model.state_dict(),
         },
         path,
