@@ -20,10 +20,7 @@ from torch import nn
 from segcli.errors import SegcliError
 from segcli.models.amx_guard import guard_amx_bf16_convs
 from segcli.models.builders import MODELS, classical_model, model_source
-from segcli.models.weights import (  # load_error_detail: training/trainer.py imports it from here
-    load_error_detail,  # noqa: F401
-    load_weights,
-)
+from segcli.models.weights import load_weights
 
 
 def model_label(cfg: Mapping) -> str:

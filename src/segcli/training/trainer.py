@@ -30,7 +30,8 @@ import torch
 from segcli import console
 from segcli.errors import SegcliError
 from segcli.losses.build import build_loss
-from segcli.models.build import is_classical, load_error_detail
+from segcli.models.build import is_classical
+from segcli.models.weights import load_error_detail, load_weights
 from segcli.runs.checkpoints import load_checkpoint
 from segcli.runtime import out_of_memory_error
 from segcli.training import distributed
@@ -56,13 +57,12 @@ def restore_training(
     ckpt = load_checkpoint(path)
     if "progress" not in ckpt or "optimizer" not in ckpt:
         raise SegcliError(f"{path}: this checkpoint has no training state to resume from")
-    try:
-        net.load_state_dict(ckpt["model"])
+    what = f"{path}: does not fit the configured model/optimizer"
+    load_weights(net, ckpt["model"], what)
+    try:  # torch's optimizer state has no one-line form of its own
         optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise SegcliError(
-            f"{path}: does not fit the configured model/optimizer: {load_error_detail(exc)}"
-        ) from None
+    except (ValueError, KeyError) as exc:
+        raise SegcliError(f"{what}: {load_error_detail(exc)}") from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
@@ -77,13 +77,9 @@ def init_weights(net: torch.nn.Module, path: Path) -> None:
         SegcliError: the file is not a segcli checkpoint or its weights do not fit the model.
     """
     ckpt = load_checkpoint(path)
-    try:
-        net.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise SegcliError(
-            f"trainer.init_from={path}: its weights do not fit the configured model: "
-            f"{load_error_detail(exc)}"
-        ) from None
+    load_weights(
+        net, ckpt["model"], f"trainer.init_from={path}: its weights do not fit the configured model"
+    )
 
 
 def build_run(
