@@ -469,7 +469,7 @@ def test_class_statistics_are_cached_in_the_run_dir_for_resumes(tmp_path):
 
     from segcli.data.readers import ClassPixels
     from segcli.runs.run_dir import RunDir
-    from segcli.training.phases import cached_class_pixels
+    from segcli.training.class_pixels import cached_class_pixels
 
     run = RunDir(tmp_path / "run")
     first = ClassPixels(np.array([10, 30, 60]), np.array([100, 100, 100]))

@@ -248,7 +248,7 @@ class RunDir:
             write_json(self.path / SPLIT, split)
 
     def write_class_pixels(self, content: dict) -> None:
-        """Write class_pixels.json (see ``trainer.cached_class_pixels``)."""
+        """Write class_pixels.json (see ``training.class_pixels.cached_class_pixels``)."""
         if self.writer:
             write_json(self.path / CLASS_PIXELS, content)
 

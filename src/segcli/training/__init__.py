@@ -3,8 +3,9 @@
 and scheduler groups), ``phases`` (``RunPhases``: what every run in a folder does), ``trainer``
 (``Trainer``: a network's training run; ``build_run``), ``classical_fit`` (``ClassicalFit``: a
 classical baseline's one fit), ``settings`` (``TrainerSettings``: the ``trainer`` group, checked),
-``resume``, ``interrupts``, ``distributed`` (torchrun), ``loggers``, ``jobs`` (start / skip / resume
-of a train job), ``sweeps`` (Hydra multiruns) and ``bench``.
+``class_pixels`` (the run's class statistics, kept), ``resume``, ``interrupts``, ``distributed``
+(torchrun), ``loggers``, ``jobs`` (start / skip / resume of a train job), ``sweeps`` (Hydra
+multiruns) and ``bench``.
 
 May import: the top level, data, models, losses, metrics, runs, inference. Never imports: reports,
 cli (import contracts in pyproject.toml).

@@ -16,8 +16,9 @@ import time
 from segcli import console
 from segcli.errors import SegcliError
 from segcli.models.classical import ClassicalModel, FitStopped
+from segcli.training.class_pixels import cached_class_pixels
 from segcli.training.engine import RunningTotals
-from segcli.training.phases import RunPhases, cached_class_pixels
+from segcli.training.phases import RunPhases
 from segcli.training.resume import RunState
 
 

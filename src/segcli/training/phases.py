@@ -22,19 +22,16 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from segcli import console
 from segcli.config import check_config, run_seed
 from segcli.data.datasets import build_datasets
 from segcli.data.loaders import make_loader
-from segcli.data.readers import ClassPixels
 from segcli.data.settings import DatasetSettings
 from segcli.errors import RunInterrupted, SegcliError
 from segcli.inference.gallery import save_samples
 from segcli.inference.loop import EvalResult, evaluate
-from segcli.losses.build import class_weights
 from segcli.models.build import build_model, model_label
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from segcli.runs.checkpoints import CHECKPOINT_FORMAT
@@ -46,34 +43,6 @@ from segcli.training.interrupts import StopSignals
 from segcli.training.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.training.resume import RunState, capture_rng
 from segcli.training.settings import TrainerSettings
-
-
-def cached_class_pixels(
-    run: RunDir, found: ClassPixels | None, num_classes: int, resume: bool = False
-) -> ClassPixels | None:
-    """The training split's class statistics of a run, computed once: ``class_pixels.json`` in the
-    run dir keeps the pixel counts (int64 per class) and the class weights both balancing schemes
-    give, so a resumed run weights its loss the same even if the data changed. ``found``: this
-    start's counts (None for data without counts); ``resume``: read the saved file if there is one.
-    """
-    saved = run.class_pixels() if resume else None
-    if saved:
-        return ClassPixels(
-            np.asarray(saved["pixels"], dtype=np.int64),
-            np.asarray(saved["present"], dtype=np.int64),
-        )
-    if found is not None:
-        run.write_class_pixels(
-            {
-                "pixels": np.asarray(found.pixels).tolist(),
-                "present": np.asarray(found.present).tolist(),
-                "class_weights": {
-                    s: class_weights(s, num_classes, found)
-                    for s in ("median_frequency", "inverse_frequency")
-                },
-            }
-        )
-    return found
 
 
 @contextmanager

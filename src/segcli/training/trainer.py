@@ -35,10 +35,11 @@ from segcli.models.weights import load_error_detail, load_weights
 from segcli.runs.checkpoints import load_checkpoint
 from segcli.runtime import out_of_memory_error
 from segcli.training import distributed
+from segcli.training.class_pixels import cached_class_pixels
 from segcli.training.classical_fit import ClassicalFit
 from segcli.training.engine import RunningTotals, TrainStep, train_one_epoch
 from segcli.training.optim import build_optimizer, build_schedule
-from segcli.training.phases import RunPhases, cached_class_pixels
+from segcli.training.phases import RunPhases
 from segcli.training.resume import RunState, restore_rng
 
 
