@@ -108,10 +108,18 @@ def _names(code) -> set[str]:
     return names
 
 
+def is_e2e(function, fixturenames, module, runners: set[str] | None = None) -> bool:
+    """The ``e2e`` rule for one test: ``function`` (its code) or one of its ``fixturenames``
+    starts a process, directly or through a function or fixture of ``module``
+    (``_process_runners``), or it uses the shared ``evaluated_runs`` fixture (CLI runs)."""
+    runners = _process_runners(module) if runners is None else runners
+    uses = _names(function.__code__) | set(fixturenames)
+    return bool(uses & (runners | {"evaluated_runs"}))
+
+
 def pytest_collection_modifyitems(items):
-    """Mark ``e2e`` each test that runs segcli (or another program) as a process: its function,
-    a function or fixture of its module it calls or uses, or the shared ``evaluated_runs``
-    fixture does. ``pytest -m 'not e2e'`` is the quick loop; CI runs everything."""
+    """Mark ``e2e`` each test that runs segcli (or another program) as a process (``is_e2e``).
+    ``pytest -m 'not e2e'`` is the quick loop; CI runs everything."""
     runners: dict = {}
     for item in items:
         module = getattr(item, "module", None)
@@ -119,6 +127,5 @@ def pytest_collection_modifyitems(items):
             continue
         if module not in runners:
             runners[module] = _process_runners(module)
-        uses = _names(item.function.__code__) | set(item.fixturenames)
-        if uses & (runners[module] | {"evaluated_runs"}):
+        if is_e2e(item.function, item.fixturenames, module, runners[module]):
             item.add_marker(pytest.mark.e2e)
