@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from segcli.errors import SegcliError
 
 GROUPS = (
+    "task",
     "dataset",
     "model",
     "loss",

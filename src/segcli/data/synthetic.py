@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from segcli.data.instances import InstanceAnnotations, InstanceSource
 from segcli.data.readers import ClassPixels, SegmentationSamples
 from segcli.data.settings import SPLITS
 
@@ -49,15 +50,24 @@ class SyntheticDataset(SegmentationSamples):
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(H, W, 3) uint8`` image and ``(H, W) int64`` mask of image ``index``."""
+        image, shapes = self.render_shapes(index)
+        mask = np.zeros(self.size, dtype=np.int64)
+        for cls, on in shapes:
+            mask[on] = cls
+        return image, mask
+
+    def render_shapes(self, index: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+        """``(H, W, 3) uint8`` image and its shapes in drawing order, each ``(class 1..3, (H, W)
+        bool)`` as drawn: later shapes cover earlier ones where they overlap."""
         h, w = self.size
         rng = np.random.default_rng([self.split_id, index])
         low = rng.uniform(0, 255, size=(max(h // 16, 2), max(w // 16, 2), 3)).astype(np.float32)
         image = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
         image += rng.normal(0, 12, size=(h, w, 3)).astype(np.float32)
-        mask = np.zeros((h, w), dtype=np.int64)
         base_colors = np.array(
             [[0, 0, 0], [220, 40, 60], [40, 180, 80], [240, 220, 30]], np.float32
         )
+        shapes = []
         for _ in range(rng.integers(2, 6)):
             cls = int(rng.integers(1, 4))
             cy, cx = rng.integers(0, h), rng.integers(0, w)
@@ -72,8 +82,8 @@ class SyntheticDataset(SegmentationSamples):
                 cv2.fillPoly(layer, [pts], 1)
             on = layer.astype(bool)
             image[on] = 0.6 * base_colors[cls] + 0.4 * image[on]
-            mask[on] = cls
-        return np.clip(image, 0, 255).astype(np.uint8), mask
+            shapes.append((cls, on))
+        return np.clip(image, 0, 255).astype(np.uint8), shapes
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         return (*self.render(index), f"{SPLITS[self.split_id]}_{index:05d}")
@@ -87,3 +97,49 @@ class SyntheticDataset(SegmentationSamples):
             pixels += counts
             present += np.where(counts > 0, counts.sum(), 0)
         return ClassPixels(pixels, present)
+
+
+class SyntheticInstances(InstanceSource):
+    """The synthetic images of ``SyntheticDataset`` as instances (``task=instance``): every drawn
+    shape is one object, its mask the part no later shape covers (shapes touch and overlap, as
+    objects in photos occlude each other); a shape covered entirely is no object. The semantic
+    mask of an image is the union of its objects' masks, so semantic and instance runs on the
+    synthetic set see the same images and the same pixels.
+
+    Args:
+        length, image_size, split: as ``SyntheticDataset``'s.
+    """
+
+    class_names = ["background", "disc", "square", "triangle"]
+    category_ids = [1, 2, 3]
+
+    def __init__(self, length: int, image_size: Sequence[int], split: str) -> None:
+        self.images = SyntheticDataset(length, image_size, split, None)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def name(self, i: int) -> str:
+        return f"{SPLITS[self.images.split_id]}_{i:05d}"
+
+    def file_name(self, i: int) -> str:
+        return f"{self.name(i)}.png"
+
+    def load(self, i: int) -> tuple[np.ndarray, InstanceAnnotations]:
+        """``(H, W, 3) uint8`` image and its visible objects (see the class docstring)."""
+        image, shapes = self.images.render_shapes(i)
+        covered = np.zeros(self.images.size, bool)
+        masks, labels = [], []
+        for cls, on in reversed(shapes):
+            visible = on & ~covered
+            covered |= on
+            if visible.any():
+                masks.append(visible.astype(np.uint8))
+                labels.append(cls)
+        masks, labels = masks[::-1], labels[::-1]
+        h, w = self.images.size
+        return image, InstanceAnnotations(
+            np.stack(masks) if masks else np.zeros((0, h, w), np.uint8),
+            np.array(labels, np.int64),
+            np.zeros(len(labels), bool),
+        )

@@ -110,7 +110,7 @@ def run_job(cfg: dict, run_dir: Path, ddp: Distributed | None = None) -> dict:
     Raises:
         SegcliError, RunInterrupted: see ``existing_run`` and ``trainer.build_run``.
     """
-    from segcli.training.trainer import build_run
+    from segcli.training.tasks import build_run
 
     ddp, run = ddp or Distributed(), RunDir.read(run_dir)
     state = _decide(run, cfg, ddp)
@@ -146,7 +146,7 @@ def resume(
     Raises:
         SegcliError: see ``resume.resume_config`` and ``trainer.build_run``.
     """
-    from segcli.training.trainer import build_run
+    from segcli.training.tasks import build_run
 
     run_dir = Path(run_dir)
     cfg, changes = resume_config(run_dir, overrides, allow_changes)

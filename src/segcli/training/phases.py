@@ -42,6 +42,7 @@ from segcli.training.engine import Budget, RunningTotals
 from segcli.training.interrupts import StopSignals
 from segcli.training.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.training.resume import RunState, capture_rng
+from segcli.tasks import check_task
 from segcli.training.settings import TrainerSettings
 
 
@@ -88,6 +89,7 @@ class RunPhases(ABC):
         changes: dict | None = None,
     ) -> None:
         check_config(cfg)
+        check_task(cfg)
         self.cfg, self.settings = cfg, TrainerSettings.from_config(cfg["trainer"])
         self.seed, self.ddp = run_seed(cfg), ddp or distributed.Distributed()
         self.resuming, self.changes = resume, changes or {}
@@ -99,9 +101,10 @@ class RunPhases(ABC):
         seed_everything(self.seed)
         self.run = RunDir(run_path, writer=self.ddp.main)
         self._build_data()
-        self.net = build_model(cfg["model"], self.info.num_classes).to(self.ctx.device)
+        self.net = self._build_net().to(self.ctx.device)
         self.base = {
             "format": CHECKPOINT_FORMAT,
+            "task": self.task,
             "config": self.cfg,
             "classes": asdict(self.info),
             "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
@@ -140,6 +143,35 @@ class RunPhases(ABC):
                 f"the dataset has {len(self.data['train'])} training and {len(self.data['val'])} "
                 "validation images; expected at least one of each"
             )
+
+    #: the task (checkpoint ``"task"``) and the val score that picks the best epoch
+    task = "semantic"
+    key_metric = "miou"
+    #: val scores of the epoch record besides mIoU and mDice (metrics.jsonl ``val_KEY``)
+    record_keys: tuple[str, ...] = ()
+
+    def _build_net(self) -> torch.nn.Module:
+        """The model of ``cfg["model"]`` for the dataset's classes."""
+        return build_model(self.cfg["model"], self.info.num_classes)
+
+    def _evaluate_val(self, stop_requested):
+        """The val split's ``EvalResult`` (``inference.loop.evaluate``), or None when stopped."""
+        return evaluate(
+            self.eval_net,
+            self.loaders["val"],
+            self.info.num_classes,
+            self.info.ignore_index,
+            self.ctx,
+            self.val_loss,
+            stop_requested=stop_requested,
+        )
+
+    def _save_samples(self) -> None:
+        """samples/best.png: the first val images beside their masks and predictions."""
+        info, s = self.info, self.settings
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        save_samples(self.net, self.data["val"], s.samples, self.ctx, info.colors,
+                     info.ignore_index, mean, std, self.run.samples)
 
     # -- what a subclass gives ----------------------------------------------------------------
 
@@ -224,15 +256,7 @@ class RunPhases(ABC):
             # under torchrun the unwrapped model: DDP's forward would broadcast buffers, a
             # collective that hangs when the ranks' shards have different batch counts
             ddp.sync_buffers(self.net)
-            ev = evaluate(
-                self.eval_net,
-                self.loaders["val"],
-                self.info.num_classes,
-                self.info.ignore_index,
-                self.ctx,
-                self.val_loss,
-                stop_requested=None if ddp.enabled else self.signals.requested,
-            )
+            ev = self._evaluate_val(None if ddp.enabled else self.signals.requested)
             ev = distributed.reduce_eval(ev, ddp)  # the whole split's scores on every rank
         except RuntimeError as exc:
             raise (
@@ -253,6 +277,7 @@ class RunPhases(ABC):
             "val_loss": ev.loss if ev else None,
             "val_miou": val["miou"] if val else None,
             "val_mdice": val["mdice"] if val else None,
+            **{f"val_{k}": val.get(k) if val else None for k in self.record_keys},
             "lr": self.learning_rate(),
             "epoch_seconds": round(totals.seconds, 3),
             "train_images_per_second": round(train_rate, 3),
@@ -268,9 +293,8 @@ class RunPhases(ABC):
         p = self.state
         val = ev.scores.as_dict(self.info.class_names) if ev else None
         record = self.epoch_record(totals, ev, val)
-        improved = (
-            val and val["miou"] is not None and (p.best is None or val["miou"] > p.best["miou"])
-        )
+        key = self.key_metric
+        improved = val and val[key] is not None and (p.best is None or val[key] > p.best[key])
         if improved:
             p.best = {**val, "confusion_matrix": ev.matrix.matrix.cpu().tolist()}  # rows: truth
             p.best_epoch = p.epoch
@@ -283,17 +307,7 @@ class RunPhases(ABC):
         if improved:
             self.save_best()
             if self.settings.samples > 0 and self.ddp.main:
-                save_samples(
-                    self.net,
-                    self.data["val"],
-                    self.settings.samples,
-                    self.ctx,
-                    self.info.colors,
-                    self.info.ignore_index,
-                    IMAGENET_MEAN,
-                    IMAGENET_STD,
-                    self.run.samples,
-                )
+                self._save_samples()
         self.run.log_epoch(record)
         logger.log(record)
         console.out.print(console.epoch_line(record), highlight=False)

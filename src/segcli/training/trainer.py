@@ -138,23 +138,24 @@ class Trainer(RunPhases):
                 self.net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
             )
         model = torch.compile(model) if s.compile else model
+        loss_fn = self._build_loss()
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        optimizer = build_optimizer(cfg["optimizer"], params)
+        scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
+        self.epochs, self.batches = s.epochs, len(self.loaders["train"])
+        schedule = build_schedule(cfg["scheduler"], self.epochs * self.batches, self.batches)
+        self.step = self.step_kind(model, loss_fn, optimizer, schedule, ctx, scaler, s.grad_clip)
+        self.eval_net, self.val_loss = self.net if ddp.enabled else model, loss_fn
+
+    #: the optimizer step (``engine.TrainStep``'s arguments)
+    step_kind = TrainStep
+
+    def _build_loss(self) -> torch.nn.Module | None:
+        """The ``loss`` group's loss on the device, class weights from the cached class pixels."""
         stats = cached_class_pixels(
             self.run, self.counts.get("train"), self.info.num_classes, self.resuming
         )
-        loss_fn = build_loss(cfg["loss"], self.info.num_classes, stats).to(ctx.device)
-        optimizer = build_optimizer(cfg["optimizer"], self.net.parameters())
-        scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
-        self.epochs, self.batches = s.epochs, len(self.loaders["train"])
-        self.step = TrainStep(
-            model,
-            loss_fn,
-            optimizer,
-            build_schedule(cfg["scheduler"], self.epochs * self.batches, self.batches),
-            ctx,
-            scaler,
-            s.grad_clip,
-        )
-        self.eval_net, self.val_loss = self.net if ddp.enabled else model, loss_fn
+        return build_loss(self.cfg["loss"], self.info.num_classes, stats).to(self.ctx.device)
 
     # -- phases -------------------------------------------------------------------------------
 
