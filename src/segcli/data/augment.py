@@ -69,37 +69,30 @@ def seed_transform(transform: A.BaseCompose, key: Sequence[int]) -> None:
     transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
 
 
-def build_transforms(
-    specs: Sequence[Mapping] | None,
-    ignore_index: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    scale: float = 1.0,
-) -> A.Compose:
-    """Compose the YAML-listed transforms and the fixed tail.
+def rescale_transform(scale: float) -> A.RandomScale:
+    """Resize image and targets by ``scale`` (``dataset.scale``; area interpolation when
+    shrinking, linear when enlarging; masks always nearest, albumentations' default)."""
+    return A.RandomScale(
+        scale_limit=(scale - 1, scale - 1),
+        p=1.0,
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
+
+
+def instantiate_specs(specs: Sequence[Mapping] | None) -> list:
+    """Instantiate the YAML-listed transforms, one per entry, in order.
 
     Args:
         specs: entries with ``_target_`` (e.g. ``albumentations.HorizontalFlip``) and arguments.
-        ignore_index: the mask fill value of every padding step of the tail.
-        scale: ``dataset.scale``; other than 1, image and mask are first resized by this factor
-            (area / nearest), for training. Evaluation and prediction resize inside the forward
-            pass instead (``inference.loop.forward_at_scale``), so that masks keep their resolution.
 
     Raises:
-        SegcliError: an entry cannot be instantiated: unknown class, or an argument that the
-            class does not take. albumentations 2.x only warns about the latter (an old name
-            such as ``mask_value`` for ``fill_mask`` is dropped, and masks get padded with
-            class 0); here that warning is an error.
+        SegcliError: ``augmentation entry <i> (<target>): <reason>``, when an entry cannot be
+            instantiated: unknown class, or an argument that the class does not take.
+            albumentations 2.x only warns about the latter (an old name such as ``mask_value``
+            for ``fill_mask`` is dropped, and masks get padded with class 0); here that warning
+            is an error.
     """
     transforms: list = []
-    if scale != 1.0:
-        transforms.append(
-            A.RandomScale(
-                scale_limit=(scale - 1, scale - 1),
-                p=1.0,
-                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-            )
-        )
     for i, spec in enumerate(specs or []):
         spec = (
             OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
@@ -117,4 +110,28 @@ def build_transforms(
         for w in caught:
             if "not valid for transform" in str(w.message):
                 raise SegcliError(f"{where}: {w.message}")
+    return transforms
+
+
+def build_transforms(
+    specs: Sequence[Mapping] | None,
+    ignore_index: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    scale: float = 1.0,
+) -> A.Compose:
+    """Compose the YAML-listed transforms and the fixed tail.
+
+    Args:
+        specs: entries with ``_target_`` (e.g. ``albumentations.HorizontalFlip``) and arguments.
+        ignore_index: the mask fill value of every padding step of the tail.
+        scale: ``dataset.scale``; other than 1, image and mask are first resized by this factor
+            (area / nearest), for training. Evaluation and prediction resize inside the forward
+            pass instead (``inference.loop.forward_at_scale``), so that masks keep their resolution.
+
+    Raises:
+        SegcliError: an entry cannot be instantiated (``instantiate_specs``).
+    """
+    transforms: list = [] if scale == 1.0 else [rescale_transform(scale)]
+    transforms += instantiate_specs(specs)
     return A.Compose(transforms + fixed_tail(ignore_index, mean, std))
