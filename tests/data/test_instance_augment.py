@@ -188,3 +188,13 @@ def test_mismatched_inputs_are_errors():
         t(image, masks, labels[:1], iscrowd)
     with pytest.raises(SegcliError, match=r"masks \(2, 5, 7\) and image \(5, 8, 3\)"):
         t(image, masks[:, :, :7], labels, iscrowd)
+
+
+def test_min_visibility_drops_mostly_cropped_instances():
+    image, masks, labels, iscrowd = two_instances()
+    crop = {"_target_": "albumentations.Crop", "x_min": 2, "y_min": 0, "x_max": 8, "y_max": 5}
+    kept = build_instance_transforms([crop])(image, masks, labels, iscrowd)
+    assert kept["labels"].tolist() == [7, 3] and kept["boxes"].tolist()[0] == [0, 1, 1, 3]
+    # instance 0 keeps 1 of its 3 columns: visibility 1/3
+    out = build_instance_transforms([crop], min_visibility=0.5)(image, masks, labels, iscrowd)
+    assert out["labels"].tolist() == [3] and out["boxes"].tolist() == [[2, 3, 4, 5]]
