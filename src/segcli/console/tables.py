@@ -14,19 +14,32 @@ from segcli.console.terminal import fmt
 
 
 def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
-    """A per-class IoU/Dice table with the means and pixel accuracy as the last rows."""
+    """A per-class IoU/Dice table with the means and pixel accuracy as the last rows; for instance
+    scores (``mask_ap`` in ``scores``) also per-class mask and box AP columns and COCO's summary
+    rows (AP@[.5:.95], AP50, AP75, AP small/medium/large)."""
+    coco = "mask_ap" in scores
     table = Table(title=title)
-    table.add_column("class")
-    table.add_column("IoU", justify="right")
-    table.add_column("Dice", justify="right")
+    columns = ("class", "IoU", "Dice", *(("mask AP", "box AP") if coco else ()))
+    for column in columns:
+        table.add_column(column, justify="left" if column == "class" else "right")
     for name in class_names:
-        table.add_row(name, fmt(scores["per_class_iou"][name]), fmt(scores["per_class_dice"][name]))
+        row = [name, fmt(scores["per_class_iou"][name]), fmt(scores["per_class_dice"][name])]
+        if coco:
+            row += [fmt(scores["per_class_mask_ap"].get(name)), fmt(scores["per_class_box_ap"].get(name))]
+        table.add_row(*row)
     table.add_section()
-    table.add_row("mean", fmt(scores["miou"]), fmt(scores["mdice"]))
-    table.add_row("pixel accuracy", fmt(scores["pixel_accuracy"]), "")
+    pad = ("", "") if coco else ()
+    means = (fmt(scores["mask_ap"]), fmt(scores["box_ap"])) if coco else ()
+    table.add_row("mean", fmt(scores["miou"]), fmt(scores["mdice"]), *means)
+    table.add_row("pixel accuracy", fmt(scores["pixel_accuracy"]), "", *pad)
     if "mean_accuracy" in scores:
-        table.add_row("mean accuracy", fmt(scores["mean_accuracy"]), "")
-        table.add_row("frequency-weighted IoU", fmt(scores["fwiou"]), "")
+        table.add_row("mean accuracy", fmt(scores["mean_accuracy"]), "", *pad)
+        table.add_row("frequency-weighted IoU", fmt(scores["fwiou"]), "", *pad)
+    if coco:
+        table.add_section()
+        for label, key in (("AP50", "ap50"), ("AP75", "ap75"), ("AP small", "ap_small"),
+                           ("AP medium", "ap_medium"), ("AP large", "ap_large")):
+            table.add_row(label, "", "", fmt(scores.get(f"mask_{key}")), fmt(scores.get(f"box_{key}")))
     return table
 
 

@@ -59,13 +59,19 @@ class EpochProgress:
             self.progress.update(self.task, advance=n, info=info)
 
 
+#: the instance scores an epoch line shows when the record has them (task=instance)
+INSTANCE_KEYS = ("mask_ap", "mask_ap50", "box_ap")
+
+
 def epoch_line(record: dict) -> str:
     """One line per epoch, the same on a terminal and in a log."""
     lr = "-" if record["lr"] is None else format(record["lr"], ".2e")
     return (
         f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}"
         f"  val_loss {fmt(record['val_loss'])}  val_miou {fmt(record['val_miou'])}"
-        f"  val_mdice {fmt(record['val_mdice'])}  lr {lr}"
+        f"  val_mdice {fmt(record['val_mdice'])}"
+        + "".join(f"  val_{k} {fmt(record[f'val_{k}'])}" for k in INSTANCE_KEYS if f"val_{k}" in record)
+        + f"  lr {lr}"
         f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s"
     )
 

@@ -91,6 +91,23 @@ def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (51
 def model_from_checkpoint(
     ckpt: Mapping, device: torch.device, in_channels: int = 3
 ) -> torch.nn.Module:
+    """The model of a checkpoint of any task (its ``"task"``, semantic when absent), rebuilt with
+    its weights in eval mode on ``device``: ``semantic_model_from_checkpoint`` or, for
+    ``task=instance``, ``models.instance.instance_model_from_checkpoint`` (torchvision's Mask
+    R-CNN interface).
+
+    Raises:
+        SegcliError: an unknown task, or the weights do not fit (one line).
+    """
+    task = str(ckpt.get("task", "semantic"))
+    if task not in CHECKPOINT_MODELS:
+        raise SegcliError(f"checkpoint task={task}: expected one of {', '.join(CHECKPOINT_MODELS)}")
+    return CHECKPOINT_MODELS[task](ckpt, device, in_channels)
+
+
+def semantic_model_from_checkpoint(
+    ckpt: Mapping, device: torch.device, in_channels: int = 3
+) -> torch.nn.Module:
     """Rebuild the checkpoint's architecture (no download) and load its weights, in eval mode on
     ``device``: ``forward(x: (N, in_channels, H, W) float32) -> (N, C, H, W)`` logits. Eval,
     predict and export reach it through ``inference.loaded.LoadedModel``.
@@ -108,3 +125,16 @@ def model_from_checkpoint(
         f"checkpoint weights do not fit {model_label(model_cfg)} with {num_classes} classes",
     )
     return model.to(device).eval()
+
+
+def _instance_from_checkpoint(ckpt: Mapping, device: torch.device, in_channels: int = 3):
+    from segcli.models.instance import instance_model_from_checkpoint
+
+    return instance_model_from_checkpoint(ckpt, device)
+
+
+#: task -> how its checkpoints' models are rebuilt
+CHECKPOINT_MODELS = {
+    "semantic": semantic_model_from_checkpoint,
+    "instance": _instance_from_checkpoint,
+}
