@@ -177,12 +177,20 @@ def _run_eval(
         amp=amp,
     )
     title = f"{split}: {result['images']} images, {checkpoint}"
+    detections = result.pop("detections", None)
     _print_eval(result, title, wanted, show_protocols, worst_png)
     saved = save_eval(checkpoint, split, result, evidence, settings.tag, json_path)
     if saved:
         console.out.print(
             f"wrote {saved[0]} and {saved[1]} (per-image confusion matrices)", highlight=False
         )
+    if detections is not None:  # task=instance: the split's COCO results, for pycocotools
+        from segcli.metrics.coco import results_json
+
+        where = saved[0] if saved else Path(f"{split}.json")
+        coco = where.with_name(f"{where.stem}-detections.json")
+        results_json(detections, coco)
+        console.out.print(f"wrote {coco} (COCO results: RLE masks, boxes, scores)", highlight=False)
 
 
 def _print_eval(
@@ -269,8 +277,26 @@ def predict(
             help="Also write NAME_probs.npz: (C, H, W) float16 class probabilities, compressed.",
         ),
     ] = False,
+    score_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--score-threshold",
+            help="task=instance: keep detections scoring at least this (default: the run's "
+            "task.score_threshold, 0.05).",
+        ),
+    ] = None,
+    coco_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--coco-json",
+            help="task=instance: the images' COCO annotation file; detections.json then uses "
+            "its image ids.",
+        ),
+    ] = None,
 ) -> None:
-    """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg."""
+    """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg;
+    for a task=instance checkpoint also NAME_instances.png (uint16 object ids) and
+    detections.json (COCO results)."""
     from segcli.inference.bundle import is_bundle, predictor_from_bundle
     from segcli.inference.modes import describe, load_settings
     from segcli.inference.predict import Predictor, expand_inputs, predict_files
@@ -284,6 +310,14 @@ def predict(
         if is_bundle(checkpoint):
             predictor = predictor_from_bundle(checkpoint, settings)
             how = "onnxruntime (CPU)"
+        elif checkpoint_task(checkpoint) == "instance":
+            if save_probs or not settings.plain:
+                raise SegcliError(
+                    f"{checkpoint}: a task=instance checkpoint; --save-probs and --inference "
+                    "other than whole are options of semantic models"
+                )
+            _predict_instances(checkpoint, files, out_dir, device, amp, score_threshold, coco_json)
+            return
         else:
             predictor = Predictor.from_checkpoint(checkpoint, device, amp, settings)
             how = predictor.ctx.precision.describe()
@@ -294,6 +328,32 @@ def predict(
         )
         masks = predict_files(predictor, files, out_dir, save_probs=save_probs)
         console.out.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
+
+
+def checkpoint_task(checkpoint: Path) -> str:
+    """The task of a checkpoint file (``semantic`` when it does not say)."""
+    from segcli.runs.checkpoints import load_checkpoint
+
+    return str(load_checkpoint(checkpoint).get("task", "semantic"))
+
+
+def _predict_instances(checkpoint, files, out_dir, device, amp, score_threshold, coco_json):
+    """``segcli predict`` for a ``task=instance`` checkpoint (inference/instance_predict.py)."""
+    from segcli.inference.instance_predict import InstancePredictor, predict_instance_files
+    from segcli.inference.loaded import LoadedModel
+
+    predictor = InstancePredictor(LoadedModel.load(checkpoint, device, amp), score_threshold)
+    console.out.print(
+        f"checkpoint {checkpoint} (task=instance): {len(files)} image(s) -> {out_dir}/, "
+        f"{predictor.ctx.precision.describe()}; detections scoring >= {predictor.score_threshold}",
+        highlight=False,
+    )
+    written = predict_instance_files(predictor, files, out_dir, coco_json)
+    console.out.print(
+        f"wrote {len(written)} instance-id PNGs, semantic PNGs and overlays, and "
+        f"{out_dir / 'detections.json'} (COCO results)",
+        highlight=False,
+    )
 
 
 def export_command(

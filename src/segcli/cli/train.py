@@ -65,8 +65,8 @@ def train_help() -> str:
 
 
 def _train_task(cfg) -> float:
-    """Hydra's task function: returns the best val mIoU (NaN for a failed job of a sweep), the
-    objective of Hydra's optuna sweeper. In a sweep a job's error is printed (with its traceback
+    """Hydra's task function: returns the best val mIoU (mask AP for task=instance; NaN for a
+    failed job of a sweep), the objective of Hydra's optuna sweeper. In a sweep a job's error is printed (with its traceback
     under --debug), recorded in the sweep's failures.jsonl, and the next job runs; Ctrl-C still
     stops the whole sweep. Under torchrun every rank runs the job in rank 0's run folder."""
     from hydra.core.hydra_config import HydraConfig
@@ -103,10 +103,12 @@ def _train_task(cfg) -> float:
 def _report_best(summary: dict, run_dir: Path, processes: int = 1) -> float:
     """Print the best val mIoU and, as the last line, the run folder (``run=$(segcli train ... |
     tail -1)``); returns the mIoU (NaN when none)."""
-    best = summary.get("val") and summary["val"]["miou"]
+    key = summary.get("key_metric", "miou")  # task=instance: mask_ap
+    best = summary.get("val") and summary["val"].get(key)
     where = f" ({processes} processes)" if processes > 1 else ""
+    label = {"miou": "mIoU", "mask_ap": "mask AP"}.get(key, key)
     console.out.print(
-        f"best val mIoU {console.fmt(best)} at epoch {summary.get('best_epoch')}{where}; "
+        f"best val {label} {console.fmt(best)} at epoch {summary.get('best_epoch')}{where}; "
         "run directory:",
         highlight=False,
     )

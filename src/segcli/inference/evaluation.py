@@ -196,6 +196,10 @@ class _EvalJob:
             loaded.classes.ignore_index,
             run_seed(cfg),
         )
+        if loaded.task == "instance":
+            from segcli.data.instance_datasets import instance_collate
+
+            loader.collate_fn = instance_collate
         return cls(loaded, split, dataset, loader)
 
     def run(
@@ -205,6 +209,8 @@ class _EvalJob:
         returns its result and the extra scores: HD95 (``hd95``; see ``metrics.surface``) and,
         with ``probs_dir``, ``probabilities``: ``{folder, images}`` (``ProbabilityWriter``)."""
         info, ctx = self.loaded.classes, self.loaded.ctx
+        if self.loaded.task == "instance":
+            return self._run_instances(settings, hd95, probs_dir)
         distances = HausdorffAccumulator(info.num_classes, info.ignore_index) if hd95 else None
         infer = self.loaded.inference(settings)
         writer = (
@@ -230,6 +236,39 @@ class _EvalJob:
                 "images": writer.count,
             }
         return ev, extra
+
+    def _run_instances(
+        self, settings: InferenceSettings, hd95: bool, probs_dir: Path | None
+    ) -> tuple[EvalResult, dict]:
+        """``run`` for a ``task=instance`` checkpoint: ``instance_loop.evaluate_instances``
+        (COCO AP, and the pasted masks' confusion matrices per image); extra:
+        ``detections``, the split's COCO results (RLE masks, boxes, scores).
+
+        Raises:
+            SegcliError: an inference mode other than ``whole``, ``--hd95`` or ``--save-probs``
+                (semantic scores' options).
+        """
+        from segcli.inference.instance_loop import evaluate_instances
+
+        if not settings.plain or hd95 or probs_dir is not None:
+            raise SegcliError(
+                "task=instance checkpoint: --inference other than whole, --hd95 and --save-probs "
+                "are options of semantic models"
+            )
+        loaded = self.loaded
+        mask_threshold = float(loaded.config.get("task", {}).get("mask_threshold", 0.5))
+        with console.EpochProgress(f"eval {self.split}", len(self.dataset)) as bar:
+            ev = evaluate_instances(
+                loaded.model,
+                self.loader,
+                loaded.classes.class_names,
+                loaded.category_ids,
+                loaded.ctx,
+                mask_threshold,
+                per_image=True,
+                on_batch=bar.advance,
+            )
+        return ev, {"detections": ev.evaluator.detections()}
 
     def evidence(self, ev: EvalResult) -> PerImage:
         """The per-image matrices of ``ev`` (see ``PerImage``)."""
@@ -263,7 +302,7 @@ class _EvalJob:
             "precision": self.loaded.ctx.precision.as_dict(),
             "inference": settings.as_dict(),
             "protocol": "dataset: " + PROTOCOLS["dataset"],
-            "protocols": protocols(ev.matrix, ev.scores),
+            "protocols": protocols(ev.matrix, getattr(ev.scores, "semantic", ev.scores)),
         }
 
     def draw_worst(self, worst: list[dict], names: list[str], png: Path) -> None:

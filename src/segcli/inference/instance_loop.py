@@ -20,17 +20,11 @@ from segcli.metrics.coco import CocoEvaluator, paste_semantic
 from segcli.metrics.confusion import ConfusionMatrix, SegmentationScores
 from segcli.runtime import StepContext
 
-#: summary keys of COCO's protocol, in the order tables show them
-AP_KEYS = (
-    "mask_ap",
-    "mask_ap50",
-    "mask_ap75",
-    "mask_ap_small",
-    "mask_ap_medium",
-    "mask_ap_large",
-    "box_ap",
-    "box_ap50",
-    "box_ap75",
+#: summary keys of COCO's protocol, in the order tables show them (mask, then box)
+AP_KEYS = tuple(
+    f"{kind}_{key}"
+    for kind in ("mask", "box")
+    for key in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
 )
 
 
@@ -46,7 +40,7 @@ class InstanceScores:
         """The semantic dict (``miou``, ``mdice``, per class, ...) with COCO's keys added
         (``mask_ap``, ..., ``per_class_mask_ap``: name -> AP)."""
         out = self.semantic.as_dict(class_names)
-        out.update({k: self.coco.get(k) for k in (*AP_KEYS, "mask_ar100", "box_ar100")})
+        out.update({k: self.coco.get(k) for k in AP_KEYS})
         per_class = self.coco.get("per_class", {})
         out["per_class_mask_ap"] = {n: v.get("mask_ap") for n, v in per_class.items()}
         out["per_class_box_ap"] = {n: v.get("box_ap") for n, v in per_class.items()}

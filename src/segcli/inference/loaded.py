@@ -73,12 +73,16 @@ class LoadedModel:
     Attributes:
         path: the checkpoint file.
         model: ``forward(x: (N, in_channels, H, W) float32) -> (N, C, H, W)`` logits; eval mode,
-            on ``ctx.device``, channels_last when ``ctx.channels_last``.
+            on ``ctx.device``, channels_last when ``ctx.channels_last``. For ``task=instance``
+            torchvision's Mask R-CNN: ``model(list of (3, H, W)) -> [{"boxes", "labels",
+            "scores", "masks"}]`` (models/instance.py).
         ctx: device, autocast precision, memory format and eval scale (``runtime.StepContext``).
         preprocessing: mean/std, input channels, scale, eval pipeline (``Preprocessing``).
         classes: C, class names, colours, ignore_index (``data.readers.DatasetInfo``).
         config: the run's resolved config (plain dicts; read it, change a copy).
         epoch: the epoch the checkpoint was saved at (None when it does not say).
+        task: the checkpoint's task (``semantic`` for checkpoints that do not say).
+        category_ids: ``task=instance``: the dataset's own ids of classes 1..C-1 (COCO's).
     """
 
     path: Path
@@ -88,6 +92,8 @@ class LoadedModel:
     classes: DatasetInfo
     config: dict
     epoch: int | None
+    task: str = "semantic"
+    category_ids: list[int] | None = None
 
     @classmethod
     def load(
@@ -128,7 +134,9 @@ class LoadedModel:
             [[int(v) for v in rgb] for rgb in c["colors"]],
             int(c["ignore_index"]),
         )
-        return cls(Path(path), model, ctx, pre, classes, cfg, ckpt.get("epoch"))
+        task = str(ckpt.get("task", "semantic"))
+        ids = ckpt.get("category_ids")
+        return cls(Path(path), model, ctx, pre, classes, cfg, ckpt.get("epoch"), task, ids)
 
     def transform(self) -> A.Compose:
         """The run's eval pipeline with this checkpoint's statistics (``data.augment``): ``f(image=
@@ -156,6 +164,8 @@ class LoadedModel:
         from segcli.data.datasets import build_datasets  # here: predict never reads datasets
         from segcli.data.settings import DatasetSettings
 
+        if self.task == "instance":
+            return self._instance_datasets(splits, data_root)
         settings = DatasetSettings.from_config(self.config["dataset"])
         if data_root is not None:
             settings = settings.with_root(data_root)
@@ -166,5 +176,20 @@ class LoadedModel:
             augmented=(),
             settings=settings,
             normalization=self.preprocessing.normalization,
+        )
+        return data
+
+    def _instance_datasets(self, splits: Sequence[str], data_root: str | None) -> dict:
+        """``datasets`` of a ``task=instance`` checkpoint (``data.instance_datasets``): samples
+        hold ``image``, ``target`` (masks, boxes, labels, iscrowd), ``name``, ``image_id``,
+        ``file_name``, ``size``."""
+        from segcli.config import run_seed
+        from segcli.data.instance_datasets import build_instance_datasets
+
+        cfg = self.config
+        if data_root is not None:
+            cfg = {**cfg, "dataset": {**cfg["dataset"], "root": str(data_root)}}
+        _, data, _ = build_instance_datasets(
+            cfg, tuple(splits), run_seed(cfg), (), self.preprocessing.normalization
         )
         return data

@@ -342,6 +342,8 @@ class RunPhases(ABC):
             self.save_best()
         summary = {
             "status": "done",
+            "task": self.task,
+            "key_metric": self.key_metric,
             "best_epoch": p.best_epoch,
             "epochs": p.epoch - 1,
             "stopped_by": p.stopped_by or "epochs",
