@@ -84,14 +84,15 @@ def check_task(cfg: Mapping) -> None:
             continue
         kind = "/".join(tasks_of(group_cfg))
         takes = ", ".join(options_for(group, task)) or "none"
+        article = "an" if kind[:1] in "aeiou" else "a"
         raise SegcliError(
-            f"{_choice(group, group_cfg)} is a {kind} {group}; task={task} takes {group}="
+            f"{_choice(group, group_cfg)} is {article} {kind} {group}; task={task} takes {group}="
             f"{takes}" + (" (or add task=" + kind + ")" if task == DEFAULT_TASK else "")
         )
     for key in (cfg.get("task") or {}).get("unused_keys") or []:
         section, _, name = str(key).partition(".")
         value = (cfg.get(section) or {}).get(name)
-        if value not in (None, False):
+        if value is not None and value is not False:
             raise SegcliError(
                 f"{key}={value}: an option of semantic masks; task={task} expects it null"
             )

@@ -274,12 +274,6 @@ def test_labelme_root_without_val_folder(tmp_path):
     assert "\n" not in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open_coco (data/instance_datasets.py) ignores the train split's classes: a val JSON "
-    "listing only zebra (id 9) numbers it class 1, train's apple; expected train's classes "
-    "(zebra = 2) or a one-line SegcliError",
-)
 def test_coco_val_with_fewer_categories_keeps_the_train_classes(tmp_path):
     coco_export(tmp_path)
     val = json.loads((tmp_path / "train.json").read_text())

@@ -32,6 +32,15 @@ HYDRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 SUMMARY = "Train a model. OVERRIDES use Hydra's syntax: group=option, key=value, +new_key=value."
 
 
+def instance_options(group: str) -> set[str]:
+    """The packaged options of ``group`` that only task=instance takes (``tasks.options_for``)."""
+    from segcli.tasks import TASK_GROUPS, options_for
+
+    if group not in TASK_GROUPS:
+        return set()
+    return set(options_for(group, "instance")) - set(options_for(group, "semantic"))
+
+
 def train_help() -> str:
     lines = [
         SUMMARY,
@@ -42,9 +51,11 @@ def train_help() -> str:
     # the terminal's width (COLUMNS too), less Typer's margin: each group's options wrap under it
     width = max(60, shutil.get_terminal_size().columns - 2)
     for group, options in group_options().items():
+        shown = [f"{o} (instance)" if o in instance_options(group) else o for o in options]
         lines += textwrap.wrap(
-            ", ".join(options), width, initial_indent=f"  {group:<13} ", subsequent_indent=" " * 16
+            ", ".join(shown), width, initial_indent=f"  {group:<13} ", subsequent_indent=" " * 16
         )
+    lines += ["  (instance): an option of task=instance only; the others are semantic"]
     lines += [
         "",
         "Examples:",
@@ -53,6 +64,7 @@ def train_help() -> str:
         "  segcli train dataset=camvid dataset.root=data/camvid trainer.max_minutes=20",
         "  segcli train --cfg job          print the composed config (--resolve to resolve it)",
         "  segcli train -m loss=ce,dice    a Hydra multirun sweep",
+        "  segcli train task=instance      Mask R-CNN: one mask, class and score per object",
         "  segcli train --resume RUN_DIR   continue a stopped run from checkpoints/last.pt",
         "  segcli train --resume RUN_DIR --allow-changes trainer.epochs=100",
         "",

@@ -106,7 +106,9 @@ def _under(root: Path, value) -> Path:
 @INSTANCE_KINDS.register("coco")
 def open_coco(group: Mapping, split: str, classes: Sequence[str] | None) -> InstanceSource:
     """``dataset=coco``: ``annotations.SPLIT`` / ``images.SPLIT`` (paths under ``root``), or COCO's
-    layout (``annotations/instances_SPLIT2017.json`` + ``SPLIT2017/``) where they are null."""
+    layout (``annotations/instances_SPLIT2017.json`` + ``SPLIT2017/``) where they are null. The
+    classes of val/test are the train split's, matched by category name (a split whose JSON lacks
+    one is a one-line error naming the file)."""
     root = _root(group)
     ann = (group.get("annotations") or {}).get(split)
     images = (group.get("images") or {}).get(split)
@@ -115,7 +117,7 @@ def open_coco(group: Mapping, split: str, classes: Sequence[str] | None) -> Inst
     else:
         ann_path = _under(root, ann)
         image_dir = _under(root, images) if images else ann_path.parent
-    names = group.get("class_names")
+    names = group.get("class_names") or classes  # val/test: the train split's, matched by name
     return CocoSource(ann_path, image_dir, list(names)[1:] if names else None)
 
 
