@@ -132,6 +132,7 @@ def test_segcli_models_counts_a_one_convolution_model_by_hand(monkeypatch):
     assert json.loads(r.output) == [
         {
             "model": "probe",
+            "task": "semantic",
             "arch": "one_conv_probe",
             "encoder": None,
             "source": "segcli",

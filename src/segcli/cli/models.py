@@ -18,9 +18,13 @@ def list_models(
     classes: Annotated[int, typer.Option(help="Output classes the models are built with.")] = 21,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Every choice of the model config group (model=NAME): architecture, encoder, where it comes
-    from (segmentation-models-pytorch, torchvision, or written here), parameters in millions and
-    GFLOPs of one image at --size (torch's flop counter on the meta device: nothing is computed)."""
+    """Every choice of the model config group (model=NAME): task (semantic or instance),
+    architecture, encoder, source (segmentation-models-pytorch, torchvision, or written here),
+    parameters in millions and GFLOPs of one image at --size.
+
+    GFLOPs are torch's flop counter's: on the meta device for the semantic models (nothing is
+    computed); for the instance models (Mask R-CNN, task=instance) one CPU inference of a
+    random-init model, whose FLOPs depend on the proposals and detections it keeps."""
     from segcli.models.build import model_facts
 
     with user_errors():
@@ -34,6 +38,7 @@ def list_models(
             rows.append(
                 {
                     "model": option,
+                    "task": str(cfg.get("task") or "semantic"),
                     "arch": cfg["arch"],
                     "encoder": cfg.get("encoder_name"),
                     **model_facts(cfg, classes, (h, w)),

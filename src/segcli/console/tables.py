@@ -323,17 +323,24 @@ def parity_table(bundle: dict) -> Table:
 
 
 def models_table(rows: list[dict], size: str, classes: int) -> Table:
-    """``segcli models``: one row per model choice (``models.build.model_facts`` plus names)."""
+    """``segcli models``: one row per model choice (``models.build.model_facts`` plus names and
+    ``task``, semantic when a row has none); a caption says how instance GFLOPs are measured."""
     table = Table(
         title=f"models (model=NAME): parameters and GFLOPs of one {size} image, {classes} classes"
     )
-    for column in ("model", "arch", "encoder", "source"):
+    for column in ("model", "task", "arch", "encoder", "source"):
         table.add_column(column)
     table.add_column("params (M)", justify="right")
     table.add_column("GFLOPs", justify="right")
+    if any(r.get("task") == "instance" for r in rows):
+        table.caption = (
+            "instance GFLOPs: one inference of a random-init model; they depend on the proposals "
+            "and detections kept"
+        )
     for r in rows:
         table.add_row(
             r["model"],
+            r.get("task", "semantic"),
             str(r["arch"]),
             str(r["encoder"] or "-"),
             r["source"],

@@ -9,6 +9,10 @@ colour's pixel share. From that it
 proposes a ``dataset`` config (all keys of conf/dataset/folder.yaml), runs segcli's own checks on
 every file with it (``datasets.check_dataset``: pairing, decoding, sizes, values) and reports.
 
+Instance annotations (COCO JSON, labelme, VOC SegmentationObject, Cityscapes instanceIds) are found
+by data/instance_doctor.py: when the semantic diagnosis is usable they are an extra finding with
+their ``task=instance`` command; otherwise they are the diagnosis (``task`` "instance").
+
 Written here: no library infers a segmentation dataset's conventions; the rules are the formats'
 own (see layouts.py and data/masks.py), the guesses are stated in the report.
 """
@@ -62,7 +66,8 @@ IMAGE_WORDS = (
 class Diagnosis:
     """What ``diagnose`` found: ``builtin`` (a dataset of conf/dataset that reads this layout) or
     ``config`` (a proposed ``dataset`` group, plain dict), the ``findings`` (one line each, for the
-    user), the ``problems`` that stop training (empty when usable) and ``command`` to train."""
+    user), the ``problems`` that stop training (empty when usable), ``command`` to train and the
+    ``task`` it trains (semantic, or instance for an instance dataset of conf/dataset)."""
 
     root: Path
     builtin: str | None = None
@@ -70,6 +75,7 @@ class Diagnosis:
     findings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     command: str = ""
+    task: str = "semantic"
 
     @property
     def usable(self) -> bool:
@@ -86,6 +92,39 @@ def diagnose(root: Path) -> Diagnosis:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise SegcliError(f"{root}: not a folder")
+    from segcli.data.instance_doctor import find_instances
+
+    semantic = _semantic(root)
+    instances = find_instances(root)
+    return semantic if instances is None else _with_instances(semantic, instances)
+
+
+def _with_instances(out: Diagnosis, found) -> Diagnosis:
+    """Merge ``instance_doctor.find_instances``'s ``found`` into the semantic diagnosis ``out``:
+    an extra finding when ``out`` is usable (or found something while the instances have
+    problems), else the instance dataset becomes the diagnosis."""
+    found_semantic = bool(out.builtin or out.config)
+    if out.usable or (found_semantic and not found.usable):
+        out.findings += [
+            f"{'instances,' if i else 'instance annotations too:'} {line}"
+            for i, line in enumerate(found.findings)
+        ]
+        out.findings += [f"instance problem: {line}" for line in found.problems]
+        out.findings.append(f"train instances with: {found.command}")
+        return out
+    notes = [f"note: not usable as dataset={out.builtin}: {p}" for p in out.problems[:1]]
+    return Diagnosis(
+        out.root,
+        builtin=found.dataset,
+        findings=found.findings + (notes if out.builtin else []),
+        problems=found.problems,
+        command=found.command,
+        task="instance",
+    )
+
+
+def _semantic(root: Path) -> Diagnosis:
+    """The semantic diagnosis of ``root``: a benchmark layout, else image and mask folders."""
     out = Diagnosis(root)
     if _known_layout(out):
         return out

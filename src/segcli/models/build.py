@@ -58,32 +58,51 @@ def is_classical(cfg: Mapping) -> bool:
 
 
 def model_facts(cfg: Mapping, num_classes: int = 21, size: tuple[int, int] = (512, 512)) -> dict:
-    """Size and cost of the model ``cfg`` describes, without computing anything: built on torch's
-    ``meta`` device (no memory, no weights). Returns ``{"params_m": trainable parameters in
-    millions, "gflops": GFLOPs of one forward pass of a (1, 3, H, W) image
-    (torch.utils.flop_counter; a multiply-add counts 2), "source": model_source}``; ``params_m``
-    and ``gflops`` are None for the classical baselines (no torch graph).
+    """Size and cost of the model ``cfg`` describes. Returns ``{"params_m": trainable parameters
+    in millions, "gflops": GFLOPs of one forward pass of a (1, 3, H, W) image
+    (torch.utils.flop_counter; a multiply-add counts 2), "source": where the model comes from}``;
+    ``params_m`` and ``gflops`` are None for the classical baselines (no torch graph).
+
+    Semantic models are built on torch's ``meta`` device and run there: no memory, no weights,
+    nothing computed. The instance models (``models.instance.INSTANCE_MODELS``, torchvision's Mask
+    R-CNN, whose NMS and roi_align do not run on ``meta``) are built on the CPU with random
+    weights (seeded, the global RNG left as it was) and measured by one real eval-mode forward
+    pass of a seeded random (1, 3, H, W) image in [0, 1) under the same counter: detection FLOPs
+    depend on how many proposals and detections the RPN and box head keep (and roi_align and NMS
+    are not counted), so the figure is a random-init model's inference at H x W, not a trained
+    model's. ``source`` is torchvision for its R-50 presets, segcli for the R-18 model built from
+    torchvision's parts. Nothing is cached.
 
     Raises:
-        SegcliError: the model cannot be built (see ``build_model``).
+        SegcliError: the model cannot be built (see ``build_model``, ``build_instance_model``).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    out = {"source": model_source(str(cfg["arch"])), "params_m": None, "gflops": None}
-    if is_classical(cfg):
-        return out
+    from segcli.models.instance import INSTANCE_MODELS, build_instance_model, maskrcnn_resnet50
+
     cfg = {**cfg, "encoder_weights": None}
-    try:
-        with torch.device("meta"):
-            model = build_model(cfg, num_classes).eval()
-    except (
-        RuntimeError,
-        NotImplementedError,
-    ):  # a constructor that reads tensor values (SegFormer's)
-        model = build_model(cfg, num_classes).to("meta").eval()
+    arch = str(cfg["arch"])
+    if arch in INSTANCE_MODELS:
+        torchvision_preset = INSTANCE_MODELS.get(arch) is maskrcnn_resnet50
+        out = {"source": "torchvision" if torchvision_preset else "segcli"}
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            model = build_instance_model(cfg, num_classes).eval()
+            image = torch.rand(3, *size)
+            with FlopCounterMode(display=False) as counter:
+                model([image])
+    else:
+        out = {"source": model_source(arch), "params_m": None, "gflops": None}
+        if is_classical(cfg):
+            return out
+        try:
+            with torch.device("meta"):
+                model = build_model(cfg, num_classes).eval()
+        except (RuntimeError, NotImplementedError):  # a constructor that reads tensor values
+            model = build_model(cfg, num_classes).to("meta").eval()  # (SegFormer's)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.empty(1, 3, *size, device="meta"))
     out["params_m"] = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.empty(1, 3, *size, device="meta"))
     out["gflops"] = counter.get_total_flops() / 1e9
     return out
 
