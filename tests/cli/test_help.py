@@ -52,6 +52,7 @@ def test_train_help_wraps_the_group_options_under_each_group(tmp_path):
     rows = [line for line in groups if line.strip()]
     assert max(len(line) for line in rows) <= 70
     heads = [line for line in rows if re.match(r"^   [a-z]", line)]
-    assert [h.split()[0] for h in heads][:3] == ["dataset", "model", "loss"]
+    assert [h.split()[0] for h in heads][:4] == ["task", "dataset", "model", "loss"]
+    assert "maskrcnn_resnet18_fpn (instance)" in " ".join(r.stdout.split())
     assert all(re.match(r"^   [a-z]+ +\S", line) or line.startswith(" " * 17) for line in rows)
     assert len(rows) > len(heads)  # at 70 columns the model and loss options take several lines

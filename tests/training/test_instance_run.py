@@ -89,7 +89,12 @@ def _coco_gt(source: SyntheticInstances, folder: Path) -> Path:
         images.append({"id": i + 1, "file_name": source.file_name(i), "height": h, "width": w})
         for rle, label, mask in zip(encode(ann.masks), ann.labels, ann.masks):
             ys, xs = np.nonzero(mask)
-            box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+            box = [
+                int(xs.min()),
+                int(ys.min()),
+                int(xs.max() - xs.min() + 1),
+                int(ys.max() - ys.min() + 1),
+            ]
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -103,7 +108,9 @@ def _coco_gt(source: SyntheticInstances, folder: Path) -> Path:
             )
     categories = [{"id": k, "name": n} for k, n in enumerate(source.class_names[1:], 1)]
     path = folder / "test.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     return path
 
 
@@ -123,8 +130,17 @@ def test_eval_and_predict_agree_with_pycocotools_on_the_results_json(runs):
     gt = _coco_gt(SyntheticInstances(4, (64, 64), "test"), folder)
     out = root / "predictions"
     r = segcli(
-        "predict", str(folder / "*.png"), "-c", str(ref / "checkpoints" / "best.pt"), "-o",
-        str(out), "--coco-json", str(gt), "--score-threshold", "0", cwd=root,
+        "predict",
+        str(folder / "*.png"),
+        "-c",
+        str(ref / "checkpoints" / "best.pt"),
+        "-o",
+        str(out),
+        "--coco-json",
+        str(gt),
+        "--score-threshold",
+        "0",
+        cwd=root,
     )
     assert r.returncode == 0, r.stderr
     predicted = json.loads((out / "detections.json").read_text())

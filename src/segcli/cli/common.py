@@ -91,3 +91,20 @@ NoEvalOption = Annotated[
 CheckpointArgument = Annotated[
     Path, typer.Argument(help="A checkpoint of a run: RUN_DIR/checkpoints/best.pt.")
 ]
+
+ScoreThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--score-threshold",
+        help="task=instance: keep detections scoring at least this (default: the run's "
+        "task.score_threshold, 0.05).",
+    ),
+]
+CocoJsonOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--coco-json",
+        help="task=instance: the images' COCO annotation file; detections.json then uses its "
+        "image ids.",
+    ),
+]

@@ -11,10 +11,12 @@ from segcli import console
 from segcli.cli.common import (
     AmpOption,
     CheckpointArgument,
+    CocoJsonOption,
     DataRootOption,
     DeviceOption,
     InferenceOption,
     JsonOption,
+    ScoreThresholdOption,
     SplitOption,
     split_overrides,
     user_errors,
@@ -277,83 +279,52 @@ def predict(
             help="Also write NAME_probs.npz: (C, H, W) float16 class probabilities, compressed.",
         ),
     ] = False,
-    score_threshold: Annotated[
-        float | None,
-        typer.Option(
-            "--score-threshold",
-            help="task=instance: keep detections scoring at least this (default: the run's "
-            "task.score_threshold, 0.05).",
-        ),
-    ] = None,
-    coco_json: Annotated[
-        Path | None,
-        typer.Option(
-            "--coco-json",
-            help="task=instance: the images' COCO annotation file; detections.json then uses "
-            "its image ids.",
-        ),
-    ] = None,
+    score_threshold: ScoreThresholdOption = None,
+    coco_json: CocoJsonOption = None,
 ) -> None:
     """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg;
     for a task=instance checkpoint also NAME_instances.png (uint16 object ids) and
     detections.json (COCO results)."""
-    from segcli.inference.bundle import is_bundle, predictor_from_bundle
-    from segcli.inference.modes import describe, load_settings
-    from segcli.inference.predict import Predictor, expand_inputs, predict_files
-    from segcli.runs.checkpoints import newest_checkpoint
+    from segcli.inference.bundle import is_bundle
+    from segcli.inference.modes import load_settings
+    from segcli.inference.predict import expand_inputs
+    from segcli.runs.checkpoints import checkpoint_task, newest_checkpoint
 
     with user_errors():
         inputs, overrides = split_overrides(inputs)
         settings = load_settings(inference, overrides)
         files = expand_inputs(inputs)
         checkpoint = checkpoint or newest_checkpoint(runs_dir)
-        if is_bundle(checkpoint):
-            predictor = predictor_from_bundle(checkpoint, settings)
-            how = "onnxruntime (CPU)"
-        elif checkpoint_task(checkpoint) == "instance":
-            if save_probs or not settings.plain:
-                raise SegcliError(
-                    f"{checkpoint}: a task=instance checkpoint; --save-probs and --inference "
-                    "other than whole are options of semantic models"
-                )
-            _predict_instances(checkpoint, files, out_dir, device, amp, score_threshold, coco_json)
-            return
+        if not is_bundle(checkpoint) and checkpoint_task(checkpoint) == "instance":
+            from segcli.inference.instance_predict import predict_instances
+
+            semantic_only = save_probs or not settings.plain
+            predict_instances(
+                checkpoint, files, out_dir, device, amp, score_threshold, coco_json, semantic_only
+            )
         else:
-            predictor = Predictor.from_checkpoint(checkpoint, device, amp, settings)
-            how = predictor.ctx.precision.describe()
-        console.out.print(
-            f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/, {how}; "
-            f"{describe(settings)}",
-            highlight=False,
-        )
-        masks = predict_files(predictor, files, out_dir, save_probs=save_probs)
-        console.out.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
+            _predict_semantic(checkpoint, files, out_dir, device, amp, settings, save_probs)
 
 
-def checkpoint_task(checkpoint: Path) -> str:
-    """The task of a checkpoint file (``semantic`` when it does not say)."""
-    from segcli.runs.checkpoints import load_checkpoint
+def _predict_semantic(checkpoint, files, out_dir, device, amp, settings, save_probs) -> None:
+    """``segcli predict`` with a semantic checkpoint or an ONNX bundle (inference/predict.py)."""
+    from segcli.inference.bundle import is_bundle, predictor_from_bundle
+    from segcli.inference.modes import describe
+    from segcli.inference.predict import Predictor, predict_files
 
-    return str(load_checkpoint(checkpoint).get("task", "semantic"))
-
-
-def _predict_instances(checkpoint, files, out_dir, device, amp, score_threshold, coco_json):
-    """``segcli predict`` for a ``task=instance`` checkpoint (inference/instance_predict.py)."""
-    from segcli.inference.instance_predict import InstancePredictor, predict_instance_files
-    from segcli.inference.loaded import LoadedModel
-
-    predictor = InstancePredictor(LoadedModel.load(checkpoint, device, amp), score_threshold)
+    if is_bundle(checkpoint):
+        predictor = predictor_from_bundle(checkpoint, settings)
+        how = "onnxruntime (CPU)"
+    else:
+        predictor = Predictor.from_checkpoint(checkpoint, device, amp, settings)
+        how = predictor.ctx.precision.describe()
     console.out.print(
-        f"checkpoint {checkpoint} (task=instance): {len(files)} image(s) -> {out_dir}/, "
-        f"{predictor.ctx.precision.describe()}; detections scoring >= {predictor.score_threshold}",
+        f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/, {how}; "
+        f"{describe(settings)}",
         highlight=False,
     )
-    written = predict_instance_files(predictor, files, out_dir, coco_json)
-    console.out.print(
-        f"wrote {len(written)} instance-id PNGs, semantic PNGs and overlays, and "
-        f"{out_dir / 'detections.json'} (COCO results)",
-        highlight=False,
-    )
+    masks = predict_files(predictor, files, out_dir, save_probs=save_probs)
+    console.out.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
 
 
 def export_command(

@@ -55,7 +55,8 @@ def train_help() -> str:
         lines += textwrap.wrap(
             ", ".join(shown), width, initial_indent=f"  {group:<13} ", subsequent_indent=" " * 16
         )
-    lines += ["  (instance): an option of task=instance only; the others are semantic"]
+    legend = "(instance): an option of task=instance only; the others are semantic"
+    lines += textwrap.wrap(legend, width, initial_indent=" " * 16, subsequent_indent=" " * 16)
     lines += [
         "",
         "Examples:",
@@ -78,9 +79,10 @@ def train_help() -> str:
 
 def _train_task(cfg) -> float:
     """Hydra's task function: returns the best val mIoU (mask AP for task=instance; NaN for a
-    failed job of a sweep), the objective of Hydra's optuna sweeper. In a sweep a job's error is printed (with its traceback
-    under --debug), recorded in the sweep's failures.jsonl, and the next job runs; Ctrl-C still
-    stops the whole sweep. Under torchrun every rank runs the job in rank 0's run folder."""
+    failed job of a sweep), the objective of Hydra's optuna sweeper. In a sweep a job's error is
+    printed (with its traceback under --debug), recorded in the sweep's failures.jsonl, and the
+    next job runs; Ctrl-C still stops the whole sweep. Under torchrun every rank runs the job in
+    rank 0's run folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

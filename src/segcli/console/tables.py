@@ -25,7 +25,10 @@ def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
     for name in class_names:
         row = [name, fmt(scores["per_class_iou"][name]), fmt(scores["per_class_dice"][name])]
         if coco:
-            row += [fmt(scores["per_class_mask_ap"].get(name)), fmt(scores["per_class_box_ap"].get(name))]
+            row += [
+                fmt(scores["per_class_mask_ap"].get(name)),
+                fmt(scores["per_class_box_ap"].get(name)),
+            ]
         table.add_row(*row)
     table.add_section()
     pad = ("", "") if coco else ()
@@ -37,9 +40,16 @@ def scores_table(title: str, class_names: Sequence[str], scores: dict) -> Table:
         table.add_row("frequency-weighted IoU", fmt(scores["fwiou"]), "", *pad)
     if coco:
         table.add_section()
-        for label, key in (("AP50", "ap50"), ("AP75", "ap75"), ("AP small", "ap_small"),
-                           ("AP medium", "ap_medium"), ("AP large", "ap_large")):
-            table.add_row(label, "", "", fmt(scores.get(f"mask_{key}")), fmt(scores.get(f"box_{key}")))
+        for label, key in (
+            ("AP50", "ap50"),
+            ("AP75", "ap75"),
+            ("AP small", "ap_small"),
+            ("AP medium", "ap_medium"),
+            ("AP large", "ap_large"),
+        ):
+            table.add_row(
+                label, "", "", fmt(scores.get(f"mask_{key}")), fmt(scores.get(f"box_{key}"))
+            )
     return table
 
 

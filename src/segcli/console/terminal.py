@@ -70,7 +70,9 @@ def epoch_line(record: dict) -> str:
         f"epoch {record['epoch']:>3}  train_loss {fmt(record['train_loss'])}"
         f"  val_loss {fmt(record['val_loss'])}  val_miou {fmt(record['val_miou'])}"
         f"  val_mdice {fmt(record['val_mdice'])}"
-        + "".join(f"  val_{k} {fmt(record[f'val_{k}'])}" for k in INSTANCE_KEYS if f"val_{k}" in record)
+        + "".join(
+            f"  val_{k} {fmt(record[f'val_{k}'])}" for k in INSTANCE_KEYS if f"val_{k}" in record
+        )
         + f"  lr {lr}"
         f"  {record['epoch_seconds']:.1f}s  {record['train_images_per_second']:.1f} img/s"
     )

@@ -34,8 +34,8 @@ from segcli.errors import SegcliError
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from segcli.registry import Registry
 
-INSTANCE_KINDS: Registry[Callable[[Mapping, str, Sequence[str] | None], InstanceSource]] = (
-    Registry("dataset", key="kind")
+INSTANCE_KINDS: Registry[Callable[[Mapping, str, Sequence[str] | None], InstanceSource]] = Registry(
+    "dataset", key="kind"
 )
 
 
@@ -233,4 +233,3 @@ def _object_counts(source: InstanceSource, num_classes: int) -> ClassPixels:
         for m, label in zip(ann.masks, ann.labels):
             pixels[label] += int(m.sum())
     return ClassPixels(objects, pixels)
-

@@ -110,11 +110,10 @@ class SyntheticInstances(InstanceSource):
         length, image_size, split: as ``SyntheticDataset``'s.
     """
 
-    class_names = ["background", "disc", "square", "triangle"]
-    category_ids = [1, 2, 3]
-
     def __init__(self, length: int, image_size: Sequence[int], split: str) -> None:
         self.images = SyntheticDataset(length, image_size, split, None)
+        self.class_names = ["background", "disc", "square", "triangle"]
+        self.category_ids = [1, 2, 3]
 
     def __len__(self) -> int:
         return len(self.images)

@@ -108,28 +108,7 @@ def evaluate_instances(
         with ctx.autocast():
             outputs = model(list(x))
         for i, (out, target) in enumerate(zip(outputs, batch["targets"])):
-            h, w = target["masks"].shape[-2:] if target["masks"].ndim == 3 else x.shape[-2:]
-            h, w = min(h, batch["size"][i][0]), min(w, batch["size"][i][1])
-            det = detections_of(out, h, w, mask_threshold)
-            gt_masks = target["masks"][:, :h, :w].numpy().astype(np.uint8)
-            gt_labels = target["labels"].numpy().astype(np.int64)
-            crowd = target["iscrowd"].numpy().astype(bool)
-            evaluator.add(
-                int(batch["image_id"][i]),
-                str(batch["file_name"][i]),
-                h,
-                w,
-                gt_masks,
-                gt_labels,
-                crowd,
-                det["masks"],
-                det["boxes"],
-                det["labels"],
-                det["scores"],
-            )
-            pred = paste_semantic(det["probabilities"], det["labels"], det["scores"], mask_threshold)
-            truth = semantic_truth(gt_masks, gt_labels, crowd, 255)
-            matrix.update(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
+            _score_image(out, target, batch, i, evaluator, matrix, mask_threshold)
             names.append(str(batch["name"][i]))
         images += x.shape[0]
         if on_batch:
@@ -140,6 +119,40 @@ def evaluate_instances(
     return InstanceEvalResult(
         scores, None, images, time.perf_counter() - start, matrix, names, evaluator
     )
+
+
+def _score_image(
+    out: dict,
+    target: dict,
+    batch: dict,
+    i: int,
+    evaluator: CocoEvaluator,
+    matrix: ConfusionMatrix,
+    mask_threshold: float,
+) -> None:
+    """Add image ``i`` of ``batch`` (its detections ``out``, its ``target``) to COCO's evaluator
+    and, pasted by score, to the semantic confusion matrix; padding cropped off first."""
+    h, w = batch["size"][i]
+    det = detections_of(out, h, w, mask_threshold)
+    gt_masks = target["masks"][:, :h, :w].numpy().astype(np.uint8)
+    gt_labels = target["labels"].numpy().astype(np.int64)
+    crowd = target["iscrowd"].numpy().astype(bool)
+    evaluator.add(
+        int(batch["image_id"][i]),
+        str(batch["file_name"][i]),
+        h,
+        w,
+        gt_masks,
+        gt_labels,
+        crowd,
+        det["masks"],
+        det["boxes"],
+        det["labels"],
+        det["scores"],
+    )
+    pred = paste_semantic(det["probabilities"], det["labels"], det["scores"], mask_threshold)
+    truth = semantic_truth(gt_masks, gt_labels, crowd, 255)
+    matrix.update(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
 
 
 def semantic_truth(

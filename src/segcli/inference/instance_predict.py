@@ -42,7 +42,9 @@ class InstancePredictor:
         self.colors = np.array(loaded.classes.colors, np.uint8)
         self.category_ids = loaded.category_ids or list(range(1, len(self.class_names)))
         self.mask_threshold = float(task.get("mask_threshold", 0.5))
-        threshold = task.get("score_threshold", 0.05) if score_threshold is None else score_threshold
+        threshold = (
+            task.get("score_threshold", 0.05) if score_threshold is None else score_threshold
+        )
         self.score_threshold = float(threshold)
 
     @torch.inference_mode()
@@ -77,7 +79,7 @@ class InstancePredictor:
             out[on] = ((1 - alpha) * out[on] + alpha * palette[i]).astype(np.uint8)
         for i, (box, label, score) in enumerate(zip(det["boxes"], det["labels"], det["scores"])):
             color = tuple(int(c) for c in palette[i])
-            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            x1, y1, x2, y2 = (round(float(v)) for v in box)
             cv2.rectangle(out, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), color, 1)
             text = f"{self.class_names[int(label)]} {float(score):.2f}"
             cv2.putText(out, text, (x1, max(y1 - 3, 9)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1)
@@ -152,9 +154,7 @@ def predict_instance_files(
         image = read_image(path)
         det = predictor.detect(image)
         h, w = image.shape[:2]
-        instances = (
-            instance_id_map(det["masks"], det["scores"]) if len(det["scores"]) else None
-        )
+        instances = instance_id_map(det["masks"], det["scores"]) if len(det["scores"]) else None
         if instances is None:
             instances = np.zeros((h, w), np.uint16)
         cv2.imwrite(str(out_dir / f"{path.stem}.png"), predictor.semantic(det, h, w))
@@ -168,4 +168,43 @@ def predict_instance_files(
         if on_image:
             on_image(path, written[-1])
     results_json(entries, out_dir / "detections.json")
+    return written
+
+
+def predict_instances(
+    checkpoint: Path,
+    files: list[Path],
+    out_dir: Path,
+    device: str = "auto",
+    amp: str | None = None,
+    score_threshold: float | None = None,
+    coco_json: Path | None = None,
+    semantic_options: bool = False,
+) -> list[Path]:
+    """``segcli predict`` with a ``task=instance`` checkpoint: load it, print what runs, write
+    ``predict_instance_files``' files and say where; returns the instance PNG paths.
+
+    Raises:
+        SegcliError: ``semantic_options`` (``--save-probs`` or an ``--inference`` other than
+            whole were given), or see ``LoadedModel.load`` and ``predict_instance_files``.
+    """
+    from segcli import console
+
+    if semantic_options:
+        raise SegcliError(
+            f"{checkpoint}: a task=instance checkpoint; --save-probs and --inference other than "
+            "whole are options of semantic models"
+        )
+    predictor = InstancePredictor(LoadedModel.load(checkpoint, device, amp), score_threshold)
+    console.out.print(
+        f"checkpoint {checkpoint} (task=instance): {len(files)} image(s) -> {out_dir}/, "
+        f"{predictor.ctx.precision.describe()}; detections scoring >= {predictor.score_threshold}",
+        highlight=False,
+    )
+    written = predict_instance_files(predictor, files, out_dir, coco_json)
+    console.out.print(
+        f"wrote {len(written)} instance-id PNGs, semantic PNGs and overlays, and "
+        f"{out_dir / 'detections.json'} (COCO results)",
+        highlight=False,
+    )
     return written

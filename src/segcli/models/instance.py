@@ -25,7 +25,6 @@ pixels, "labels": (D,) int64, "scores": (D,) float, "masks": (D, 1, H, W) float 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -165,7 +164,9 @@ def maskrcnn_resnet50(cfg: Mapping, num_classes: int, in_channels: int = 3) -> n
     v2 = arch.endswith("_v2")
     build = mask_rcnn.maskrcnn_resnet50_fpn_v2 if v2 else mask_rcnn.maskrcnn_resnet50_fpn
     coco = (
-        mask_rcnn.MaskRCNN_ResNet50_FPN_V2_Weights if v2 else mask_rcnn.MaskRCNN_ResNet50_FPN_Weights
+        mask_rcnn.MaskRCNN_ResNet50_FPN_V2_Weights
+        if v2
+        else mask_rcnn.MaskRCNN_ResNet50_FPN_Weights
     ).COCO_V1
     weights = cfg.get("encoder_weights")
     local = local_weights(cfg)
@@ -176,7 +177,9 @@ def maskrcnn_resnet50(cfg: Mapping, num_classes: int, in_channels: int = 3) -> n
             _replace_predictors(model, num_classes)
         else:
             backbone = ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
-            model = build(weights=None, weights_backbone=backbone, num_classes=num_classes, **params)
+            model = build(
+                weights=None, weights_backbone=backbone, num_classes=num_classes, **params
+            )
     except TypeError as exc:
         raise SegcliError(f"model.params for {arch}: {exc}") from None
     except (OSError, RuntimeError, ValueError) as exc:  # a download that failed (offline)
@@ -202,7 +205,9 @@ def _replace_predictors(model: nn.Module, num_classes: int) -> None:
     box = model.roi_heads.box_predictor
     model.roi_heads.box_predictor = FastRCNNPredictor(box.cls_score.in_features, num_classes)
     mask = model.roi_heads.mask_predictor
-    model.roi_heads.mask_predictor = MaskRCNNPredictor(mask.conv5_mask.in_channels, 256, num_classes)
+    model.roi_heads.mask_predictor = MaskRCNNPredictor(
+        mask.conv5_mask.in_channels, 256, num_classes
+    )
 
 
 def _three_channels(cfg: Mapping, in_channels: int) -> None:
@@ -250,4 +255,3 @@ def instance_model_from_checkpoint(ckpt: Mapping, device: torch.device) -> nn.Mo
         f"checkpoint weights do not fit {cfg['arch']} with {num_classes} classes",
     )
     return model.to(device).eval()
-

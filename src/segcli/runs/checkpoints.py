@@ -53,3 +53,12 @@ def newest_checkpoint(root: Path) -> Path:
             f"{root}: no run with checkpoints/best.pt found; train one or pass -c CHECKPOINT"
         )
     return found[-1]
+
+
+def checkpoint_task(path: Path) -> str:
+    """The task of a segcli checkpoint (``"task"``; ``semantic`` for checkpoints that do not say).
+
+    Raises:
+        SegcliError: as ``load_checkpoint``.
+    """
+    return str(load_checkpoint(path).get("task", "semantic"))

@@ -1,4 +1,5 @@
-"""Ctrl-C (SIGINT) and SIGTERM during training: stop at the next step, save, exit 130 / 143.
+"""Ctrl-C (SIGINT) and SIGTERM during training: stop at the next step, save, exit 130 / 143; and
+``failure_recorded``, the summary.json of a run that stopped on an error.
 
 Python turns SIGINT into a KeyboardInterrupt wherever the program happens to be, which could be
 in the middle of an optimizer step. Training instead asks ``StopSignals.requested`` after
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 
 from segcli import console
+from segcli.errors import SegcliError
+from segcli.runs.run_dir import RunDir
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -60,3 +64,15 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+@contextmanager
+def failure_recorded(run: RunDir):
+    """On a SegcliError after the first checkpoint, write summary.json with status "failed" and
+    the message (a run that failed before it is removed by the CLI)."""
+    try:
+        yield
+    except SegcliError as exc:
+        if run.last.exists():
+            run.write_summary({"status": "failed", "error": str(exc)})
+        raise

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,25 +36,13 @@ from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from segcli.runs.checkpoints import CHECKPOINT_FORMAT
 from segcli.runs.run_dir import RunDir
 from segcli.runtime import out_of_memory_error, seed_everything, step_context
+from segcli.tasks import check_task
 from segcli.training import distributed
 from segcli.training.engine import Budget, RunningTotals
-from segcli.training.interrupts import StopSignals
+from segcli.training.interrupts import StopSignals, failure_recorded
 from segcli.training.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.training.resume import RunState, capture_rng
-from segcli.tasks import check_task
 from segcli.training.settings import TrainerSettings
-
-
-@contextmanager
-def failure_recorded(run: RunDir):
-    """On a SegcliError after the first checkpoint, write summary.json with status "failed" and
-    the message (a run that failed before it is removed by the CLI)."""
-    try:
-        yield
-    except SegcliError as exc:
-        if run.last.exists():
-            run.write_summary({"status": "failed", "error": str(exc)})
-        raise
 
 
 class RunPhases(ABC):
@@ -170,8 +157,17 @@ class RunPhases(ABC):
         """samples/best.png: the first val images beside their masks and predictions."""
         info, s = self.info, self.settings
         mean, std = IMAGENET_MEAN, IMAGENET_STD
-        save_samples(self.net, self.data["val"], s.samples, self.ctx, info.colors,
-                     info.ignore_index, mean, std, self.run.samples)
+        save_samples(
+            self.net,
+            self.data["val"],
+            s.samples,
+            self.ctx,
+            info.colors,
+            info.ignore_index,
+            mean,
+            std,
+            self.run.samples,
+        )
 
     # -- what a subclass gives ----------------------------------------------------------------
 
