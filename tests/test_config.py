@@ -4,9 +4,19 @@ import pytest
 
 from segcli.config import compose_config, config_dir, group_options, to_plain
 from segcli.errors import SegcliError
+from segcli.tasks import TASK_GROUPS, options_for
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ALL_OPTIONS = [(g, o) for g, opts in group_options().items() for o in opts]
+
+
+def with_task(group: str, option: str) -> list[str]:
+    """The overrides that compose ``group=option`` in its own task: ``task=instance`` for an
+    option only task=instance takes (its YAML says ``task: instance``), and a root for datasets
+    that need one."""
+    instance_only = group in TASK_GROUPS and option not in options_for(group, "semantic")
+    extra = ["dataset.root=/data"] if group == "dataset" and option != "synthetic" else []
+    return [*(["task=instance"] if instance_only else []), f"{group}={option}", *extra]
 
 
 def test_config_dir_is_the_repo_conf_in_a_checkout():
@@ -41,8 +51,8 @@ def test_defaults_compose_to_the_documented_main_job():
 
 @pytest.mark.parametrize("group,option", ALL_OPTIONS)
 def test_every_option_of_every_group_composes_and_resolves(group, option):
-    extra = ["dataset.root=/data", "dataset.num_classes=2"] if option == "folder" else []
-    cfg = to_plain(compose_config([f"{group}={option}", *extra]))
+    extra = ["dataset.num_classes=2"] if option == "folder" else []
+    cfg = to_plain(compose_config([*with_task(group, option), *extra]))
     if group == "experiment":  # a global overlay: it names its model and optimizer
         assert cfg["model"]["arch"] and cfg["optimizer"]["name"] and "experiment" not in cfg
     else:
@@ -111,16 +121,15 @@ def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp
     from segcli.training.loggers import build_logger
     from segcli.training.optim import build_optimizer, build_schedule
 
+    overrides = with_task(group, option)
     cfg = to_plain(
         compose_config(
-            [
-                f"{group}={option}",
-                "dataset.num_classes=3",
-                "dataset.class_names=null",
-                "dataset.colors=null",
-            ]
+            [*overrides, "dataset.num_classes=3", "dataset.class_names=null", "dataset.colors=null"]
         )
     )
+    if "task=instance" in overrides:
+        _check_instance_option(group, cfg)
+        return
     registry = _registries()[group]
     assert cfg[group][registry.key] in registry
     if group == "loss":
@@ -141,6 +150,24 @@ def test_every_yaml_file_has_a_registered_builder_that_builds(group, option, tmp
         assert isinstance(
             build_model(cfg["model"], 2 if option == "otsu" else 3), torch.nn.Module
         )  # otsu: binary
+
+
+def _check_instance_option(group: str, cfg: dict) -> None:
+    """task=instance's model options build torchvision's Mask R-CNN; its one loss option is the
+    model's own (no builder of the semantic losses: the instance run steps on the model's loss
+    dict)."""
+    import torch
+
+    from segcli.losses.build import LOSSES
+    from segcli.models.instance import INSTANCE_MODELS, build_instance_model
+    from segcli.training.instance_trainer import InstanceStep, InstanceTrainer
+
+    if group == "model":
+        assert cfg["model"]["arch"] in INSTANCE_MODELS
+        model = build_instance_model(cfg["model"], 4)
+        assert isinstance(model, torch.nn.Module) and hasattr(model, "roi_heads")
+    else:
+        assert cfg["loss"]["name"] not in LOSSES and InstanceTrainer.step_kind is InstanceStep
 
 
 def test_registries_refuse_unknown_names_in_one_line():

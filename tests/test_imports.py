@@ -20,6 +20,7 @@ TOP_LEVEL = {
     "runtime",
     "files",
     "preprocessing",
+    "tasks",
 }
 TOP_LEVEL_PACKAGES = {"console"}  # shared like the modules above; its modules: terminal, tables
 SUBPACKAGES = {

@@ -11,15 +11,19 @@ import pytest
 
 from segcli.config import compose_config, group_options, to_plain
 from segcli.data.datasets import KINDS
+from segcli.data.instance_datasets import INSTANCE_KINDS
 from segcli.data.layouts import LAYOUTS
 from segcli.data.settings import DatasetInfo, DatasetSettings, packaged_groups
 from segcli.errors import SegcliError
+from segcli.tasks import options_for, tasks_of
 
 DATASETS = group_options()["dataset"]
 
 
 def composed(name: str) -> dict:
     extra = ["dataset.root=/data", "dataset.num_classes=2"] if name == "folder" else []
+    if name not in options_for("dataset", "semantic"):  # task=instance data: classes from the files
+        extra = ["task=instance", "dataset.root=/data"]
     return to_plain(compose_config([f"dataset={name}", *extra]))["dataset"]
 
 
@@ -36,7 +40,10 @@ def test_every_packaged_dataset_parses_to_its_own_values(name):
                 else tuple(tuple(v) if isinstance(v, list) else v for v in value)
             )
             assert parsed == expected, key
-    assert settings.kind in KINDS and DatasetInfo.from_settings(settings).num_classes >= 1
+    if "semantic" in tasks_of(group):
+        assert settings.kind in KINDS and DatasetInfo.from_settings(settings).num_classes >= 1
+    if "instance" in tasks_of(group):
+        assert settings.kind in INSTANCE_KINDS
 
 
 def test_missing_keys_take_the_yaml_defaults_not_values_written_in_code():
@@ -69,7 +76,13 @@ def test_missing_keys_take_the_yaml_defaults_not_values_written_in_code():
 @pytest.mark.parametrize(
     "group,message",
     [
-        ({"kind": "camvid"}, "dataset.kind=camvid: expected one of folder, synthetic"),
+        (
+            {"kind": "camvid"},
+            (
+                "dataset.kind=camvid: expected one of cityscapes_instances, coco, folder, labelme, "
+                "synthetic, voc_instances"
+            ),
+        ),
         ({"on_bad_file": "warn"}, "dataset.on_bad_file=warn: expected error or skip"),
         ({"mask_format": "hsv"}, "dataset.mask_format=hsv: expected index or rgb"),
         ({"scale": 0}, "dataset.scale=0: expected a number > 0"),
@@ -121,7 +134,10 @@ def test_the_object_is_frozen_and_root_changes_are_copies(tmp_path: Path):
 def test_the_registries_and_the_yaml_files_name_the_same_kinds_and_layouts():
     groups = packaged_groups()
     kinds = {name for name, g in groups.items() if g.get("kind") == name}
-    assert set(KINDS.names()) == kinds  # a kind: a YAML file of its defaults + a DatasetKind
+    semantic = {k for k in kinds if "semantic" in tasks_of(groups[k])}
+    instance = {k for k in kinds if "instance" in tasks_of(groups[k])}
+    assert set(KINDS.names()) == semantic  # a kind: a YAML file of its defaults + a DatasetKind
+    assert set(INSTANCE_KINDS.names()) == instance  # task=instance's: + an INSTANCE_KINDS opener
     for name, group in groups.items():
         if group["kind"] == "folder":
             assert group["layout"] in LAYOUTS, name

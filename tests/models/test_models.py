@@ -7,10 +7,11 @@ from segcli.config import compose_config, group_options, to_plain
 from segcli.errors import SegcliError
 from segcli.models.build import build_model
 from segcli.models.builders import ARCHITECTURES
+from segcli.tasks import options_for
 
 
-@pytest.mark.parametrize(
-    "option", [o for o in group_options()["model"] if o not in ("pixel_forest", "otsu")]
+@pytest.mark.parametrize(  # task=instance's models: test_instance_models.py
+    "option", [o for o in options_for("model", "semantic") if o not in ("pixel_forest", "otsu")]
 )
 def test_every_model_option_builds_and_keeps_the_input_size(
     option,

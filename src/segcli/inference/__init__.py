@@ -7,8 +7,9 @@ superpixels), ``sliding`` (slide: MONAI's tiling), ``refine`` (dense CRF and sup
 checkpoint scored on a split, per-image evidence), ``eval_files`` (where evals are kept, read back
 for compare and report), ``predict`` (``segcli predict``), ``export`` (``segcli export``: ONNX
 bundles written), ``bundle`` (a bundle read back for ``segcli predict``), ``onnx_graph`` (torch ->
-ONNX, ``OnnxModel`` on onnxruntime) and ``parity`` (the ONNX graph against the checkpoint,
-throughput).
+ONNX, ``OnnxModel`` on onnxruntime), ``parity`` (the ONNX graph against the checkpoint,
+throughput); task=instance: ``instance_loop`` (its validation/eval loop: COCO AP and the pasted
+masks' mIoU) and ``instance_predict`` (``segcli predict`` of an instance checkpoint).
 
 May import: the top level, data, models, metrics, runs. Never imports: losses, training, reports,
 cli (import contracts in pyproject.toml): ``segcli predict`` loads no training code.

@@ -150,6 +150,8 @@ def evaluate_checkpoint(
     """
     settings = inference or InferenceSettings()
     job = _EvalJob.load(path, split, data_root, batch_size, device, amp)
+    if worst > 0 and job.loaded.task != "semantic":
+        raise SegcliError(f"{path}: --worst draws semantic models' worst images only")
     ev, extra = job.run(settings, hd95, probs_dir)
     evidence = job.evidence(ev)
     if worst > 0:

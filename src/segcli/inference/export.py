@@ -86,6 +86,11 @@ def export_bundle(
 
     require_export()
     loaded = LoadedModel.load(checkpoint, "cpu", "false", channels_last=False)
+    if loaded.task != "semantic":
+        raise SegcliError(
+            f"{checkpoint}: a task={loaded.task} checkpoint; segcli export writes semantic models "
+            "only (Mask R-CNN's post-processing is not exported yet)"
+        )
     if isinstance(loaded.model, ClassicalModel):
         arch = loaded.config["model"]["arch"]
         raise SegcliError(
