@@ -296,3 +296,32 @@ def test_coco_val_with_fewer_categories_keeps_the_train_classes(tmp_path):
         return
     assert data["val"].source.class_names == ["background", "apple", "zebra"]
     assert data["val"][0]["target"]["labels"].tolist() == [2]
+
+
+def test_data_check_reads_every_image_and_counts_objects_and_pixels(tmp_path):
+    from segcli.data.datasets import check_dataset
+
+    coco_export(tmp_path)
+    (tmp_path / "images" / "b.png").write_bytes(b"not a png")  # zebra's image, unreadable
+    cfg = to_plain(
+        compose_config(
+            [
+                "task=instance",
+                "dataset=coco",
+                f"dataset.root={tmp_path}",
+                "dataset.annotations.train=train.json",
+                "dataset.images.train=images",
+                "dataset.annotations.val=train.json",
+                "dataset.images.val=images",
+            ]
+        )
+    )
+    result = check_dataset(cfg)  # task=instance: the instance data's check
+    assert result["class_names"] == ["background", "apple", "zebra"]
+    assert set(result["splits"]) == {"train", "val"}  # no test annotations: no test split
+    train = result["splits"]["train"]
+    assert (train["images"], train["bad"]) == (2, 1)
+    assert train["sizes"] == {"4x5": 1, "6x8": 1}
+    assert train["objects"] == [0, 1, 0] and train["crowd"] == 0
+    assert train["class_pixels"] == [36 + 20, 12, 0]  # a: 48 pixels, its apple 12; c: 20
+    assert len(result["problems"]) == 2 and all("b.png" in p for p in result["problems"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import segcli
+from helpers import assert_user_error, segcli
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from training.test_resume import kill, start, wait_paused
@@ -77,6 +77,8 @@ def test_train_writes_an_instance_run_and_resume_after_sigkill_gives_the_same_ru
     assert ckpt["classes"]["class_names"] == ["background", "disc", "square", "triangle"]
     assert ckpt["config"]["model"]["arch"] == "maskrcnn_resnet18_fpn"
     assert set(ckpt["normalization"]) == {"mean", "std"}
+    samples = cv2.imread(str(ref / "samples" / "best.png"))  # image | objects | detections rows
+    assert samples is not None and samples.shape[1] == 3 * 64
 
 
 def _coco_gt(source: SyntheticInstances, folder: Path) -> Path:
@@ -174,3 +176,16 @@ def test_compare_runs_and_report_work_on_instance_runs(runs):
     r = segcli("report", str(ref), "-o", str(root / "report.html"), cwd=root)
     assert r.returncode == 0, r.stderr
     assert (root / "report.html").is_file()
+
+
+def test_semantic_only_options_are_refused_for_an_instance_checkpoint(runs):
+    root, best = runs["root"], str(runs["ref"] / "checkpoints" / "best.pt")
+    r = segcli("export", best, "-o", str(root / "bundle"), cwd=root)
+    assert_user_error(r, "a task=instance checkpoint; segcli export writes semantic models only")
+    assert not (root / "bundle").exists()
+    r = segcli("eval", best, "--worst", "2", cwd=root)
+    assert_user_error(r, "--worst draws semantic models' worst images only")
+    image = root / "one.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    r = segcli("predict", str(image), "-c", best, "--save-probs", "-o", str(root / "p"), cwd=root)
+    assert_user_error(r, "--save-probs and --inference other than whole are options of semantic")

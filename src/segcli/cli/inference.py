@@ -288,6 +288,7 @@ def predict(
     from segcli.inference.bundle import is_bundle
     from segcli.inference.modes import load_settings
     from segcli.inference.predict import expand_inputs
+    from segcli.inference.tasks import PredictRequest, inference_of
     from segcli.runs.checkpoints import checkpoint_task, newest_checkpoint
 
     with user_errors():
@@ -295,36 +296,19 @@ def predict(
         settings = load_settings(inference, overrides)
         files = expand_inputs(inputs)
         checkpoint = checkpoint or newest_checkpoint(runs_dir)
-        if not is_bundle(checkpoint) and checkpoint_task(checkpoint) == "instance":
-            from segcli.inference.instance_predict import predict_instances
-
-            semantic_only = save_probs or not settings.plain
-            predict_instances(
-                checkpoint, files, out_dir, device, amp, score_threshold, coco_json, semantic_only
-            )
-        else:
-            _predict_semantic(checkpoint, files, out_dir, device, amp, settings, save_probs)
-
-
-def _predict_semantic(checkpoint, files, out_dir, device, amp, settings, save_probs) -> None:
-    """``segcli predict`` with a semantic checkpoint or an ONNX bundle (inference/predict.py)."""
-    from segcli.inference.bundle import is_bundle, predictor_from_bundle
-    from segcli.inference.modes import describe
-    from segcli.inference.predict import Predictor, predict_files
-
-    if is_bundle(checkpoint):
-        predictor = predictor_from_bundle(checkpoint, settings)
-        how = "onnxruntime (CPU)"
-    else:
-        predictor = Predictor.from_checkpoint(checkpoint, device, amp, settings)
-        how = predictor.ctx.precision.describe()
-    console.out.print(
-        f"checkpoint {checkpoint}: {len(files)} image(s) -> {out_dir}/, {how}; "
-        f"{describe(settings)}",
-        highlight=False,
-    )
-    masks = predict_files(predictor, files, out_dir, save_probs=save_probs)
-    console.out.print(f"wrote {len(masks)} masks and overlays to {out_dir}", highlight=False)
+        task = "semantic" if is_bundle(checkpoint) else checkpoint_task(checkpoint)
+        request = PredictRequest(
+            checkpoint,
+            files,
+            out_dir,
+            device,
+            amp,
+            settings,
+            save_probs,
+            score_threshold,
+            coco_json,
+        )
+        inference_of(task).predict(request)
 
 
 def export_command(

@@ -89,7 +89,17 @@ def data_tables(result: dict) -> list[Table]:
             name,
             *(f"{100 * s['class_pixels'][i] / totals[split]:.2f}" for split, s in splits.items()),
         )
-    return [table, classes]
+    tables = [table, classes]
+    if all("objects" in s for s in splits.values()):  # task=instance data
+        objects = Table(title="objects per class (crowd regions apart)")
+        objects.add_column("class")
+        for split in splits:
+            objects.add_column(split, justify="right")
+        for i, name in enumerate(result["class_names"][1:], 1):
+            objects.add_row(name, *(str(s["objects"][i]) for s in splits.values()))
+        objects.add_row("crowd regions", *(str(s["crowd"]) for s in splits.values()))
+        tables.append(objects)
+    return tables
 
 
 def runs_table(rows: list[dict], where: str) -> Table:

@@ -27,6 +27,7 @@ from segcli.data.synthetic import SyntheticDataset
 from segcli.errors import SegcliError
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from segcli.registry import Registry
+from segcli.tasks import task_name
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,8 @@ def check_dataset(cfg: Mapping) -> dict:
     """Every dataset check of ``build_datasets`` on every split, collecting all problems instead
     of stopping at the first (``segcli data check``). Nothing is trained or written.
 
+    For ``task=instance`` the instance data's check (``instance_datasets.check_instance_dataset``).
+
     Returns:
         ``{"dataset": root or "synthetic", "class_names": [...], "splits": {split: {"images": int
         (good pairs), "bad": int, "sizes": {"HxW": count}, "class_pixels": [C ints]}},
@@ -255,6 +258,20 @@ def check_dataset(cfg: Mapping) -> dict:
     Raises:
         SegcliError: problems that stop any check: a missing root or folder, bad class names.
     """
+    task = task_name(cfg)
+    if task not in DATA_CHECKS:
+        raise SegcliError(f"task.name={task}: expected one of {', '.join(DATA_CHECKS)}")
+    return DATA_CHECKS[task](cfg)
+
+
+def _check_instances(cfg: Mapping) -> dict:
+    from segcli.data.instance_datasets import check_instance_dataset  # its readers: only here
+
+    return check_instance_dataset(cfg)
+
+
+def _check_semantic(cfg: Mapping) -> dict:
+    """``check_dataset`` of semantic data (``KINDS``' checks)."""
     settings = DatasetSettings.from_config(cfg["dataset"])
     info = DatasetInfo.from_settings(settings)
     out: dict = {
@@ -302,6 +319,9 @@ def _check_folder(settings: DatasetSettings, info: DatasetInfo, seed: int, out: 
             f"{settings.val_fraction}) is made when training"
         )
 
+
+#: task -> the check of its data (``check_dataset``)
+DATA_CHECKS = {"semantic": _check_semantic, "instance": _check_instances}
 
 KINDS.add(DatasetKind(_build_folder, _check_folder), ["folder"])
 KINDS.add(DatasetKind(_build_synthetic, _check_synthetic), ["synthetic"])

@@ -9,6 +9,7 @@ import functools
 import random
 import signal
 import sys
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -130,12 +131,15 @@ def make_loader(
     pin_memory: bool = False,
     rank: int = 0,
     world: int = 1,
+    collate: Callable[[list[dict]], dict] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``EpochSampler`` keys: shuffled per (seed, epoch) and the last
     incomplete batch dropped for training (BatchNorm needs > 1 sample); in order and complete for
     evaluation. Workers persist across epochs. ``loader.sampler.set_epoch(e, skip)`` picks the
     epoch.
-    ``rank``/``world``: this process's shard under torchrun (see EpochSampler)."""
+    ``rank``/``world``: this process's shard under torchrun (see EpochSampler). ``collate``:
+    samples -> batch (default ``pad_collate`` with ``ignore_index``; task=instance:
+    ``instance_datasets.instance_collate``)."""
     sampler = EpochSampler(len(dataset), seed, shuffle=train, rank=rank, world=world)
     # Linux: fork, as torch does by default, named explicitly because a job that Hydra's joblib
     # launcher runs in a loky process inherits loky's start method, whose Process cannot start
@@ -147,7 +151,7 @@ def make_loader(
         sampler=sampler,
         drop_last=train and len(sampler) > batch_size,
         num_workers=num_workers,
-        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
+        collate_fn=collate or functools.partial(pad_collate, ignore_index=ignore_index),
         pin_memory=pin_memory,
         worker_init_fn=worker_init,
         persistent_workers=num_workers > 0,

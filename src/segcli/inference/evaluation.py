@@ -26,6 +26,7 @@ from segcli.files import atomic_write
 from segcli.inference.loaded import LoadedModel
 from segcli.inference.loop import EvalResult, evaluate
 from segcli.inference.modes import InferenceSettings
+from segcli.inference.tasks import inference_of
 from segcli.metrics.confusion import PROTOCOLS, protocols
 from segcli.metrics.surface import HausdorffAccumulator
 
@@ -150,7 +151,7 @@ def evaluate_checkpoint(
     """
     settings = inference or InferenceSettings()
     job = _EvalJob.load(path, split, data_root, batch_size, device, amp)
-    if worst > 0 and job.loaded.task != "semantic":
+    if worst > 0 and not inference_of(job.loaded.task).draws_worst:
         raise SegcliError(f"{path}: --worst draws semantic models' worst images only")
     ev, extra = job.run(settings, hd95, probs_dir)
     evidence = job.evidence(ev)
@@ -190,6 +191,7 @@ class _EvalJob:
         loaded = LoadedModel.load(path, device, amp)
         dataset = loaded.datasets((split,), data_root)[split]
         cfg = loaded.config
+        collate = inference_of(loaded.task).collate
         loader = make_loader(
             dataset,
             batch_size or int(cfg["trainer"]["eval_batch_size"]),
@@ -197,22 +199,24 @@ class _EvalJob:
             int(cfg["trainer"]["num_workers"]),
             loaded.classes.ignore_index,
             run_seed(cfg),
+            collate=collate,
         )
-        if loaded.task == "instance":
-            from segcli.data.instance_datasets import instance_collate
-
-            loader.collate_fn = instance_collate
         return cls(loaded, split, dataset, loader)
 
     def run(
+        self, settings: InferenceSettings, hd95: bool, probs_dir: Path | None
+    ) -> tuple[EvalResult, dict]:
+        """The evaluation loop of the checkpoint's task over the split (``inference.tasks``):
+        ``run_semantic``, or for task=instance ``instance_loop.evaluate_checkpoint_instances``."""
+        return inference_of(self.loaded.task).evaluate(self, settings, hd95, probs_dir)
+
+    def run_semantic(
         self, settings: InferenceSettings, hd95: bool, probs_dir: Path | None
     ) -> tuple[EvalResult, dict]:
         """The evaluation loop over the split (per-image matrices kept), with a progress bar;
         returns its result and the extra scores: HD95 (``hd95``; see ``metrics.surface``) and,
         with ``probs_dir``, ``probabilities``: ``{folder, images}`` (``ProbabilityWriter``)."""
         info, ctx = self.loaded.classes, self.loaded.ctx
-        if self.loaded.task == "instance":
-            return self._run_instances(settings, hd95, probs_dir)
         distances = HausdorffAccumulator(info.num_classes, info.ignore_index) if hd95 else None
         infer = self.loaded.inference(settings)
         writer = (
@@ -238,39 +242,6 @@ class _EvalJob:
                 "images": writer.count,
             }
         return ev, extra
-
-    def _run_instances(
-        self, settings: InferenceSettings, hd95: bool, probs_dir: Path | None
-    ) -> tuple[EvalResult, dict]:
-        """``run`` for a ``task=instance`` checkpoint: ``instance_loop.evaluate_instances``
-        (COCO AP, and the pasted masks' confusion matrices per image); extra:
-        ``detections``, the split's COCO results (RLE masks, boxes, scores).
-
-        Raises:
-            SegcliError: an inference mode other than ``whole``, ``--hd95`` or ``--save-probs``
-                (semantic scores' options).
-        """
-        from segcli.inference.instance_loop import evaluate_instances
-
-        if not settings.plain or hd95 or probs_dir is not None:
-            raise SegcliError(
-                "task=instance checkpoint: --inference other than whole, --hd95 and --save-probs "
-                "are options of semantic models"
-            )
-        loaded = self.loaded
-        mask_threshold = float(loaded.config.get("task", {}).get("mask_threshold", 0.5))
-        with console.EpochProgress(f"eval {self.split}", len(self.dataset)) as bar:
-            ev = evaluate_instances(
-                loaded.model,
-                self.loader,
-                loaded.classes.class_names,
-                loaded.category_ids,
-                loaded.ctx,
-                mask_threshold,
-                per_image=True,
-                on_batch=bar.advance,
-            )
-        return ev, {"detections": ev.evaluator.detections()}
 
     def evidence(self, ev: EvalResult) -> PerImage:
         """The per-image matrices of ``ev`` (see ``PerImage``)."""

@@ -82,11 +82,12 @@ def export_bundle(
     import shutil
 
     from segcli.inference.loaded import LoadedModel
+    from segcli.inference.tasks import inference_of
     from segcli.models.classical import ClassicalModel
 
     require_export()
     loaded = LoadedModel.load(checkpoint, "cpu", "false", channels_last=False)
-    if loaded.task != "semantic":
+    if not inference_of(loaded.task).exports:
         raise SegcliError(
             f"{checkpoint}: a task={loaded.task} checkpoint; segcli export writes semantic models "
             "only (Mask R-CNN's post-processing is not exported yet)"

@@ -166,3 +166,36 @@ def semantic_truth(
     for m, label, crowd in zip(masks, labels, iscrowd):
         out[m > 0] = ignore_index if crowd else int(label)
     return out
+
+
+def evaluate_checkpoint_instances(job, settings, hd95: bool, probs_dir) -> tuple:
+    """``segcli eval``'s loop for a task=instance checkpoint (``evaluation._EvalJob.run``):
+    ``evaluate_instances`` over the job's split with a progress bar, per-image evidence kept;
+    extra: ``detections``, the split's COCO results (RLE masks, boxes, scores).
+
+    Raises:
+        SegcliError: an inference mode other than ``whole``, ``--hd95`` or ``--save-probs``
+            (semantic scores' options).
+    """
+    from segcli import console
+    from segcli.errors import SegcliError
+
+    if not settings.plain or hd95 or probs_dir is not None:
+        raise SegcliError(
+            "task=instance checkpoint: --inference other than whole, --hd95 and --save-probs "
+            "are options of semantic models"
+        )
+    loaded = job.loaded
+    mask_threshold = float(loaded.config.get("task", {}).get("mask_threshold", 0.5))
+    with console.EpochProgress(f"eval {job.split}", len(job.dataset)) as bar:
+        ev = evaluate_instances(
+            loaded.model,
+            job.loader,
+            loaded.classes.class_names,
+            loaded.category_ids,
+            loaded.ctx,
+            mask_threshold,
+            per_image=True,
+            on_batch=bar.advance,
+        )
+    return ev, {"detections": ev.evaluator.detections()}

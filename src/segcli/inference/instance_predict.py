@@ -69,21 +69,8 @@ class InstancePredictor:
         )
 
     def overlay(self, image: np.ndarray, det: dict, alpha: float = 0.5) -> np.ndarray:
-        """The image with each object's mask in a colour of its own (a fixed palette by rank),
-        its box outline, and a "class score" label: ``(H, W, 3) uint8`` RGB."""
-        out = image.copy()
-        ids = instance_id_map(det["masks"], det["scores"]) if len(det["scores"]) else None
-        palette = _palette(len(det["scores"]))
-        for i in range(len(det["scores"])):
-            on = ids == i + 1
-            out[on] = ((1 - alpha) * out[on] + alpha * palette[i]).astype(np.uint8)
-        for i, (box, label, score) in enumerate(zip(det["boxes"], det["labels"], det["scores"])):
-            color = tuple(int(c) for c in palette[i])
-            x1, y1, x2, y2 = (round(float(v)) for v in box)
-            cv2.rectangle(out, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), color, 1)
-            text = f"{self.class_names[int(label)]} {float(score):.2f}"
-            cv2.putText(out, text, (x1, max(y1 - 3, 9)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1)
-        return out
+        """``draw_instances`` of ``det`` on ``image`` with this checkpoint's class names."""
+        return draw_instances(image, det, self.class_names, alpha)
 
     def results(self, det: dict, image_id: int, file_name: str) -> list[dict]:
         """COCO results entries of one image's detections (RLE with ``counts`` as text, xywh box,
@@ -104,6 +91,79 @@ class InstancePredictor:
                 }
             )
         return out
+
+
+def draw_instances(
+    image: np.ndarray, det: dict, class_names: list[str], alpha: float = 0.5, scores: bool = True
+) -> np.ndarray:
+    """``image (H, W, 3) uint8`` RGB with each object of ``det`` (``masks (D, H, W)``, ``boxes``,
+    ``labels``, ``scores``; highest score first) in a colour of its own (a fixed palette by rank),
+    its box outline and a "class score" label ("class" alone without ``scores``): ``(H, W, 3)
+    uint8``; where objects overlap, the higher score's colour (``instance_id_map``)."""
+    out = image.copy()
+    n = len(det["labels"])
+    palette = _palette(n)
+    if n:
+        ids = instance_id_map(det["masks"], det["scores"])
+        for i in range(n):
+            on = ids == i + 1
+            out[on] = ((1 - alpha) * out[on] + alpha * palette[i]).astype(np.uint8)
+    for i, (box, label, score) in enumerate(zip(det["boxes"], det["labels"], det["scores"])):
+        color = tuple(int(c) for c in palette[i])
+        x1, y1, x2, y2 = (round(float(v)) for v in box)
+        cv2.rectangle(out, (x1, y1), (max(x2 - 1, x1), max(y2 - 1, y1)), color, 1)
+        text = class_names[int(label)] + (f" {float(score):.2f}" if scores else "")
+        cv2.putText(out, text, (x1, max(y1 - 3, 9)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1)
+    return out
+
+
+@torch.inference_mode()
+def save_instance_samples(
+    model: torch.nn.Module,
+    dataset,
+    count: int,
+    ctx,
+    class_names: list[str],
+    mean,
+    std,
+    path: Path,
+    score_threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+) -> None:
+    """samples/best.png of a task=instance run: ``count`` rows (image | true objects | detected
+    objects scoring >= ``score_threshold``) for images spread evenly over ``dataset`` (an
+    ``InstanceDataset`` with its eval transform), as ``gallery.save_samples`` does for semantic
+    runs; the model is put back into the mode it was in."""
+    from segcli.inference.gallery import _write_png
+    from segcli.preprocessing import denormalize
+
+    was_training, rows = model.training, []
+    model.eval()
+    for index in sorted(
+        {int(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))}
+    ):
+        sample = dataset[index]
+        h, w = sample["size"]
+        x = ctx.images({"image": sample["image"][None]})
+        with ctx.autocast():
+            det = detections_of(model(list(x))[0], h, w, mask_threshold)
+        det = {k: v[det["scores"] >= score_threshold] for k, v in det.items()}
+        image = denormalize(sample["image"][None], mean, std)[0][:h, :w]
+        t = sample["target"]
+        truth = {
+            "masks": t["masks"][:, :h, :w].numpy(),
+            "boxes": t["boxes"].numpy(),
+            "labels": t["labels"].numpy(),
+            "scores": np.ones(len(t["labels"])),
+        }
+        drawn = [
+            draw_instances(image, truth, class_names, scores=False),
+            draw_instances(image, det, class_names),
+        ]
+        rows.append(np.concatenate([image, *drawn], axis=1))
+    model.train(was_training)
+    if rows:
+        _write_png(rows, path)
 
 
 def _palette(n: int) -> np.ndarray:
@@ -171,40 +231,34 @@ def predict_instance_files(
     return written
 
 
-def predict_instances(
-    checkpoint: Path,
-    files: list[Path],
-    out_dir: Path,
-    device: str = "auto",
-    amp: str | None = None,
-    score_threshold: float | None = None,
-    coco_json: Path | None = None,
-    semantic_options: bool = False,
-) -> list[Path]:
+def predict_instances(request) -> list[Path]:
     """``segcli predict`` with a ``task=instance`` checkpoint: load it, print what runs, write
     ``predict_instance_files``' files and say where; returns the instance PNG paths.
+    ``request``: an ``inference.tasks.PredictRequest``.
 
     Raises:
-        SegcliError: ``semantic_options`` (``--save-probs`` or an ``--inference`` other than
-            whole were given), or see ``LoadedModel.load`` and ``predict_instance_files``.
+        SegcliError: semantic models' options (``--save-probs``, an ``--inference`` other than
+            whole), or see ``LoadedModel.load`` and ``predict_instance_files``.
     """
     from segcli import console
 
-    if semantic_options:
+    r = request
+    if r.save_probs or (r.settings is not None and not r.settings.plain):
         raise SegcliError(
-            f"{checkpoint}: a task=instance checkpoint; --save-probs and --inference other than "
-            "whole are options of semantic models"
+            f"{r.checkpoint}: a task=instance checkpoint; --save-probs and --inference other "
+            "than whole are options of semantic models"
         )
-    predictor = InstancePredictor(LoadedModel.load(checkpoint, device, amp), score_threshold)
+    loaded = LoadedModel.load(r.checkpoint, r.device, r.amp)
+    predictor = InstancePredictor(loaded, r.score_threshold)
     console.out.print(
-        f"checkpoint {checkpoint} (task=instance): {len(files)} image(s) -> {out_dir}/, "
+        f"checkpoint {r.checkpoint} (task=instance): {len(r.files)} image(s) -> {r.out_dir}/, "
         f"{predictor.ctx.precision.describe()}; detections scoring >= {predictor.score_threshold}",
         highlight=False,
     )
-    written = predict_instance_files(predictor, files, out_dir, coco_json)
+    written = predict_instance_files(predictor, r.files, r.out_dir, r.coco_json)
     console.out.print(
         f"wrote {len(written)} instance-id PNGs, semantic PNGs and overlays, and "
-        f"{out_dir / 'detections.json'} (COCO results)",
+        f"{r.out_dir / 'detections.json'} (COCO results)",
         highlight=False,
     )
     return written

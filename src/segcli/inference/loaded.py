@@ -153,9 +153,22 @@ class LoadedModel:
         return Inference(settings or InferenceSettings(), pre.mean, pre.std)
 
     def datasets(self, splits: Sequence[str], data_root: str | None = None) -> dict:
-        """``{split: Dataset}`` of the run's data (``data.datasets.build_datasets``), each with the
-        eval pipeline and this checkpoint's statistics; samples hold ``image (3, H, W) float32``,
-        ``mask (H, W) int64``, ``name`` and ``size``. ``data_root`` replaces ``dataset.root``.
+        """``{split: Dataset}`` of the run's data with its eval pipeline and this checkpoint's
+        statistics, read as the checkpoint's task reads it (``inference.tasks``):
+        ``semantic_datasets``, or for task=instance ``data.instance_datasets`` (samples with
+        ``image``, ``target``, ``name``, ``image_id``, ``file_name``, ``size``). ``data_root``
+        replaces ``dataset.root``.
+
+        Raises:
+            SegcliError: the data cannot be read, or a split is missing.
+        """
+        from segcli.inference.tasks import inference_of
+
+        return inference_of(self.task).datasets(self, splits, data_root)
+
+    def semantic_datasets(self, splits: Sequence[str], data_root: str | None = None) -> dict:
+        """``datasets`` of a semantic checkpoint (``data.datasets.build_datasets``): samples hold
+        ``image (3, H, W) float32``, ``mask (H, W) int64``, ``name`` and ``size``.
 
         Raises:
             SegcliError: the data cannot be read, or a split is missing (see build_datasets).
@@ -164,8 +177,6 @@ class LoadedModel:
         from segcli.data.datasets import build_datasets  # here: predict never reads datasets
         from segcli.data.settings import DatasetSettings
 
-        if self.task == "instance":
-            return self._instance_datasets(splits, data_root)
         settings = DatasetSettings.from_config(self.config["dataset"])
         if data_root is not None:
             settings = settings.with_root(data_root)
@@ -176,20 +187,5 @@ class LoadedModel:
             augmented=(),
             settings=settings,
             normalization=self.preprocessing.normalization,
-        )
-        return data
-
-    def _instance_datasets(self, splits: Sequence[str], data_root: str | None) -> dict:
-        """``datasets`` of a ``task=instance`` checkpoint (``data.instance_datasets``): samples
-        hold ``image``, ``target`` (masks, boxes, labels, iscrowd), ``name``, ``image_id``,
-        ``file_name``, ``size``."""
-        from segcli.config import run_seed
-        from segcli.data.instance_datasets import build_instance_datasets
-
-        cfg = self.config
-        if data_root is not None:
-            cfg = {**cfg, "dataset": {**cfg["dataset"], "root": str(data_root)}}
-        _, data, _ = build_instance_datasets(
-            cfg, tuple(splits), run_seed(cfg), (), self.preprocessing.normalization
         )
         return data

@@ -172,3 +172,38 @@ def predict_files(
         if on_image:
             on_image(path, mask_path)
     return written
+
+
+def predict_checkpoint(request) -> list[Path]:
+    """``segcli predict`` with a semantic checkpoint or an ONNX bundle: load it (``Predictor``
+    or ``bundle.predictor_from_bundle``), print what runs, write ``predict_files``' files and say
+    where; returns the mask paths. ``request``: an ``inference.tasks.PredictRequest``.
+
+    Raises:
+        SegcliError: task=instance's options (``--score-threshold``, ``--coco-json``), or see
+            ``Predictor.from_checkpoint``, ``predict_files``.
+    """
+    from segcli import console
+    from segcli.inference.bundle import is_bundle, predictor_from_bundle
+    from segcli.inference.modes import describe
+
+    r = request
+    if r.score_threshold is not None or r.coco_json is not None:
+        raise SegcliError(
+            f"{r.checkpoint}: a semantic model; --score-threshold and --coco-json are options of "
+            "task=instance checkpoints"
+        )
+    if is_bundle(r.checkpoint):
+        predictor = predictor_from_bundle(r.checkpoint, r.settings)
+        how = "onnxruntime (CPU)"
+    else:
+        predictor = Predictor.from_checkpoint(r.checkpoint, r.device, r.amp, r.settings)
+        how = predictor.ctx.precision.describe()
+    console.out.print(
+        f"checkpoint {r.checkpoint}: {len(r.files)} image(s) -> {r.out_dir}/, {how}; "
+        f"{describe(r.settings)}",
+        highlight=False,
+    )
+    masks = predict_files(predictor, r.files, r.out_dir, save_probs=r.save_probs)
+    console.out.print(f"wrote {len(masks)} masks and overlays to {r.out_dir}", highlight=False)
+    return masks

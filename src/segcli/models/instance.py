@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from segcli.errors import SegcliError
+from segcli.models.amx_guard import guard_amx_bf16_convs
 from segcli.models.weights import load_weights, load_weights_file, local_weights
 from segcli.registry import Registry
 
@@ -57,10 +58,31 @@ class SizedTransform(nn.Module):
         return self.inner.postprocess(result, image_shapes, original_image_sizes)
 
 
-def _check_params(cfg: Mapping) -> dict:
-    """``model.params`` without null values: keyword arguments of torchvision's ``MaskRCNN``
-    (``rpn_post_nms_top_n_train``, ``box_detections_per_img``, ...)."""
-    return {k: v for k, v in dict(cfg.get("params") or {}).items() if v is not None}
+def _check_params(cfg: Mapping, extra: tuple[str, ...] = ()) -> dict:
+    """``model.params`` without null values: keyword arguments of torchvision's ``MaskRCNN`` /
+    ``FasterRCNN`` (``rpn_post_nms_top_n_train``, ``box_detections_per_img``, ...) or ``extra``
+    (the light model's own). torchvision passes unknown keywords on to its transform, which drops
+    them silently, so they are checked here.
+
+    Raises:
+        SegcliError: a key neither takes (one line, naming the key and the accepted ones).
+    """
+    import inspect
+
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
+
+    params = {k: v for k, v in dict(cfg.get("params") or {}).items() if v is not None}
+    known = {*extra}
+    for cls in (MaskRCNN, FasterRCNN):
+        known |= set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", "backbone"}
+    known -= {"num_classes"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise SegcliError(
+            f"model.params.{unknown[0]}: not a keyword of torchvision's MaskRCNN for "
+            f"{cfg['arch']}; expected one of {', '.join(sorted(known))}"
+        )
+    return params
 
 
 def _finish(model: nn.Module, cfg: Mapping, whole: bool) -> nn.Module:
@@ -128,7 +150,7 @@ def maskrcnn_resnet18_fpn(cfg: Mapping, num_classes: int, in_channels: int = 3) 
     if pretrained:
         for name, p in backbone.named_parameters():
             p.requires_grad_(not name.startswith(("conv1", "bn1", "layer1")))
-    params = {**LIGHT_DEFAULTS, **_check_params(cfg)}
+    params = {**LIGHT_DEFAULTS, **_check_params(cfg, ("fpn_channels", "mask_convs"))}
     channels, convs = int(params.pop("fpn_channels")), int(params.pop("mask_convs"))
     layers = {f"layer{i}": str(i - 1) for i in range(1, 5)}
     fpn = BackboneWithFPN(backbone, layers, [64, 128, 256, 512], channels, LastLevelMaxPool())
@@ -224,7 +246,9 @@ def is_instance_model(cfg: Mapping) -> bool:
 
 
 def build_instance_model(cfg: Mapping, num_classes: int) -> nn.Module:
-    """The Mask R-CNN ``cfg["arch"]`` names, for ``num_classes`` classes (background included).
+    """The Mask R-CNN ``cfg["arch"]`` names, for ``num_classes`` classes (background included);
+    on a CPU with AMX its convolutions in torch's bf16 crash region run in float32 (``amx_guard``,
+    as ``build_model`` does).
 
     Raises:
         SegcliError: unknown architecture (naming the instance models), or what the builder
@@ -236,7 +260,9 @@ def build_instance_model(cfg: Mapping, num_classes: int) -> nn.Module:
             f"model.arch={arch}: not an instance model; expected one of "
             f"{', '.join(INSTANCE_MODELS.names())}"
         )
-    return INSTANCE_MODELS.build(cfg, num_classes, 3)
+    model = INSTANCE_MODELS.build(cfg, num_classes, 3)
+    guard_amx_bf16_convs(model)  # as build_model: the convolutions AMX's bf16 backward crashes on
+    return model
 
 
 def instance_model_from_checkpoint(ckpt: Mapping, device: torch.device) -> nn.Module:

@@ -91,13 +91,7 @@ class TrainStep:
             FloatingPointError: the loss is NaN or infinite (the message names the step, 1-based).
         """
         self.schedule.apply(self.optimizer, step, budget.clock(), budget.deadline)
-        x = self.ctx.images(batch)
-        y = batch["mask"].to(self.ctx.device, non_blocking=True)
-        with self.ctx.autocast():
-            logits = self.model(x)
-        loss = self.loss_fn(
-            logits.float(), y
-        )  # float32 loss: autocast covers the forward pass only
+        images, loss = self.loss_of(batch)
         value = loss.item()  # the step's one host-device sync, shared by the check and the logs
         if not math.isfinite(value):
             raise FloatingPointError(f"loss is {value} at step {step + 1}")
@@ -114,7 +108,16 @@ class TrainStep:
             self.scaler.update()
         else:
             self.optimizer.step()
-        return x.shape[0], value
+        return images, value
+
+    def loss_of(self, batch: dict) -> tuple[int, torch.Tensor]:
+        """(N, the batch's scalar loss): ``loss_fn(model(image), mask)``, the forward pass under
+        autocast, the loss in float32."""
+        x = self.ctx.images(batch)
+        y = batch["mask"].to(self.ctx.device, non_blocking=True)
+        with self.ctx.autocast():
+            logits = self.model(x)
+        return x.shape[0], self.loss_fn(logits.float(), y)
 
 
 def train_one_epoch(

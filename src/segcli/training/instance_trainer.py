@@ -15,8 +15,7 @@ references do (Mask R-CNN has no ignore regions), and scored as COCO does.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -24,11 +23,12 @@ from torch import nn
 from segcli.data.instance_datasets import build_instance_datasets, instance_collate
 from segcli.data.loaders import make_loader
 from segcli.errors import SegcliError
-from segcli.inference.instance_loop import AP_KEYS, evaluate_instances
+from segcli.inference.instance_loop import evaluate_instances
+from segcli.inference.instance_predict import save_instance_samples
 from segcli.models.instance import build_instance_model
-from segcli.runtime import StepContext, step_context
-from segcli.training.engine import Budget
-from segcli.training.optim import LrSchedule
+from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from segcli.runtime import step_context
+from segcli.training.engine import TrainStep
 from segcli.training.trainer import Trainer
 
 
@@ -48,48 +48,18 @@ def training_targets(targets: list[dict], device: torch.device) -> list[dict]:
     return out
 
 
-@dataclass
-class InstanceStep:
-    """One optimizer step of Mask R-CNN, with ``engine.TrainStep``'s arguments and interface: the
-    loss is the sum of the model's loss dict (``loss_fn`` is None)."""
+class InstanceStep(TrainStep):
+    """One optimizer step of Mask R-CNN: ``engine.TrainStep`` whose loss is the sum of the
+    model's loss dict (``loss_fn`` is None)."""
 
-    model: nn.Module
-    loss_fn: None
-    optimizer: torch.optim.Optimizer
-    schedule: LrSchedule
-    ctx: StepContext
-    scaler: torch.amp.GradScaler | None = None
-    grad_clip: float | None = None
-
-    def __call__(self, batch: dict, step: int, budget: Budget) -> tuple[int, float]:
-        """One step on ``batch`` (``instance_collate``'s); returns (N, the summed loss).
-
-        Raises:
-            FloatingPointError: the loss is NaN or infinite (the message names the step, 1-based).
-        """
-        self.schedule.apply(self.optimizer, step, budget.clock(), budget.deadline)
+    def loss_of(self, batch: dict) -> tuple[int, torch.Tensor]:
+        """(N, the summed loss) of ``batch`` (``instance_collate``'s), crowd regions dropped from
+        the targets; each loss term in float32."""
         x = self.ctx.images(batch)
         targets = training_targets(batch["targets"], self.ctx.device)
         with self.ctx.autocast():
             losses = self.model(list(x), targets)
-        loss = sum(v.float() for v in losses.values())
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss is {value} at step {step + 1}")
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        if self.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        return x.shape[0], value
+        return x.shape[0], sum(v.float() for v in losses.values())
 
 
 class InstanceTrainer(Trainer):
@@ -110,23 +80,27 @@ class InstanceTrainer(Trainer):
         s, ddp = self.settings, self.ddp
         if ddp.enabled:
             raise SegcliError("task=instance under torchrun: not supported yet; run one process")
+        if self.dataset.scale != 1.0:  # eval and predict would see another resolution
+            raise SegcliError(
+                f"dataset.scale={self.dataset.scale}: task=instance trains and scores at the "
+                "images' resolution (1.0); resize the images, or crop with the augmentation"
+            )
         self.info, self.data, self.counts = build_instance_datasets(
             self.cfg, ("train", "val"), self.seed
         )
         self.ctx = step_context(asdict(s), 1.0, None)
         self.loaders = {}
         for split, d in self.data.items():
-            loader = make_loader(
+            self.loaders[split] = make_loader(
                 d,
                 s.batch_size if split == "train" else s.eval_batch_size,
                 split == "train",
                 s.num_workers,
-                255,
+                self.info.ignore_index,
                 self.seed,
                 self.ctx.device.type == "cuda",
+                collate=instance_collate,
             )
-            loader.collate_fn = instance_collate
-            self.loaders[split] = loader
         if len(self.data["train"]) == 0 or len(self.data["val"]) == 0:
             raise SegcliError(
                 f"the dataset has {len(self.data['train'])} training and {len(self.data['val'])} "
@@ -158,7 +132,16 @@ class InstanceTrainer(Trainer):
         )
 
     def _save_samples(self) -> None:
-        """No sample sheet for instances yet (``segcli predict`` draws them)."""
-
-
-__all__ = ["AP_KEYS", "InstanceTrainer"]
+        """samples/best.png: val images, their objects and the detections (``instance_predict``)."""
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        save_instance_samples(
+            self.net,
+            self.data["val"],
+            self.settings.samples,
+            self.ctx,
+            self.info.class_names,
+            mean,
+            std,
+            self.run.samples,
+            mask_threshold=float(self.cfg["task"].get("mask_threshold", 0.5)),
+        )
