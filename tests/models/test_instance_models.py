@@ -38,7 +38,13 @@ def test_train_mode_returns_the_five_losses_and_learns_from_them():
     mask[0, 10:40, 20:50] = 1
     target = {"boxes": torch.tensor([[20.0, 10.0, 50.0, 40.0]]), "labels": torch.tensor([2]),
               "masks": mask}  # fmt: skip
-    losses = model([x, x], [target, target])
+    empty = {  # an image without objects (COCO keeps them): a negative example, no crash
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 64, 64, dtype=torch.uint8),
+    }
+    assert all(torch.isfinite(v) for v in model([x, x], [empty, empty]).values())
+    losses = model([x, x], [target, empty])
     assert set(losses) == LOSSES and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     grads = [p.grad for p in model.roi_heads.mask_predictor.parameters()]
