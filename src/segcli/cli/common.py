@@ -108,3 +108,12 @@ CocoJsonOption = Annotated[
         "image ids.",
     ),
 ]
+PredictCheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        "-c",
+        "--checkpoint",
+        help="A checkpoint, or an ONNX bundle of segcli export (its folder or model.onnx). "
+        "Default: checkpoints/best.pt of the newest run under outputs/.",
+    ),
+]

@@ -16,6 +16,7 @@ from segcli.cli.common import (
     DeviceOption,
     InferenceOption,
     JsonOption,
+    PredictCheckpointOption,
     ScoreThresholdOption,
     SplitOption,
     split_overrides,
@@ -254,15 +255,7 @@ def predict(
             "the --inference preset."
         ),
     ],
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "-c",
-            "--checkpoint",
-            help="A checkpoint, or an ONNX bundle of segcli export (its folder or model.onnx). "
-            "Default: checkpoints/best.pt of the newest run under outputs/.",
-        ),
-    ] = None,
+    checkpoint: PredictCheckpointOption = None,
     out_dir: Annotated[
         Path, typer.Option("-o", "--out-dir", help="Where NAME.png and NAME_overlay.jpg go.")
     ] = Path("predictions"),

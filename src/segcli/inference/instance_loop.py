@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segcli.inference.loop import EvalResult
 from segcli.metrics.coco import CocoEvaluator, paste_semantic
 from segcli.metrics.confusion import ConfusionMatrix, SegmentationScores
 from segcli.runtime import StepContext
@@ -48,17 +49,11 @@ class InstanceScores:
 
 
 @dataclass
-class InstanceEvalResult:
-    """What ``evaluate_instances`` returns: as ``inference.loop.EvalResult`` (``scores``,
-    ``loss`` None, ``images``, ``seconds``, ``matrix``, ``names``) plus the ``evaluator`` (its
-    ``detections()`` are the COCO results JSON)."""
+class InstanceEvalResult(EvalResult):
+    """``inference.loop.EvalResult`` (``scores``: ``InstanceScores``, ``loss`` None, ``images``,
+    ``seconds``, ``matrix``, ``names``) plus the ``evaluator`` (its ``detections()`` are the COCO
+    results JSON)."""
 
-    scores: InstanceScores
-    loss: float | None
-    images: int
-    seconds: float
-    matrix: ConfusionMatrix = field(repr=False, default=None)
-    names: list[str] = field(repr=False, default_factory=list)
     evaluator: CocoEvaluator = field(repr=False, default=None)
 
 

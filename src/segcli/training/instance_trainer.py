@@ -15,19 +15,15 @@ references do (Mask R-CNN has no ignore regions), and scored as COCO does.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 from torch import nn
 
 from segcli.data.instance_datasets import build_instance_datasets, instance_collate
-from segcli.data.loaders import make_loader
 from segcli.errors import SegcliError
 from segcli.inference.instance_loop import evaluate_instances
 from segcli.inference.instance_predict import save_instance_samples
 from segcli.models.instance import build_instance_model
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from segcli.runtime import step_context
 from segcli.training.engine import TrainStep
 from segcli.training.trainer import Trainer
 
@@ -72,41 +68,22 @@ class InstanceTrainer(Trainer):
         RunInterrupted: as ``Trainer``.
     """
 
-    task = "instance"
-    key_metric = "mask_ap"
-    record_keys = ("mask_ap", "mask_ap50", "box_ap")
+    task, key_metric, record_keys = "instance", "mask_ap", ("mask_ap", "mask_ap50", "box_ap")
+    collate = staticmethod(instance_collate)
 
     def _build_data(self) -> None:
-        s, ddp = self.settings, self.ddp
-        if ddp.enabled:
+        if self.ddp.enabled:
             raise SegcliError("task=instance under torchrun: not supported yet; run one process")
         if self.dataset.scale != 1.0:  # eval and predict would see another resolution
             raise SegcliError(
                 f"dataset.scale={self.dataset.scale}: task=instance trains and scores at the "
                 "images' resolution (1.0); resize the images, or crop with the augmentation"
             )
-        self.info, self.data, self.counts = build_instance_datasets(
-            self.cfg, ("train", "val"), self.seed
-        )
-        self.ctx = step_context(asdict(s), 1.0, None)
-        self.loaders = {}
-        for split, d in self.data.items():
-            self.loaders[split] = make_loader(
-                d,
-                s.batch_size if split == "train" else s.eval_batch_size,
-                split == "train",
-                s.num_workers,
-                self.info.ignore_index,
-                self.seed,
-                self.ctx.device.type == "cuda",
-                collate=instance_collate,
-            )
-        if len(self.data["train"]) == 0 or len(self.data["val"]) == 0:
-            raise SegcliError(
-                f"the dataset has {len(self.data['train'])} training and {len(self.data['val'])} "
-                "validation images; expected at least one of each"
-            )
+        super()._build_data()
         self.category_ids = list(self.data["train"].source.category_ids)
+
+    def _build_datasets(self) -> tuple:
+        return build_instance_datasets(self.cfg, ("train", "val"), self.seed)
 
     def _build_net(self) -> nn.Module:
         return build_instance_model(self.cfg["model"], self.info.num_classes)

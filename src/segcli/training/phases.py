@@ -66,6 +66,9 @@ class RunPhases(ABC):
     val_loss: torch.nn.Module | None
     #: where the run stands (epoch, step, best, history); set by ``restore``
     state: RunState
+    #: the task (checkpoint ``"task"``), the val score that picks the best epoch, the val scores
+    #: the epoch record adds (metrics.jsonl ``val_KEY``), samples -> batch (None: pad_collate)
+    task, key_metric, record_keys, collate = "semantic", "miou", (), None
 
     def __init__(
         self,
@@ -103,14 +106,9 @@ class RunPhases(ABC):
     def _build_data(self) -> None:
         """Datasets, device context and loaders (in this order: the seeds' draws stay the same)."""
         s, ddp = self.settings, self.ddp
-        self.info, self.data, self.counts = build_datasets(
-            self.cfg, ("train", "val"), self.seed, self.run.write_split if self.run.writer else None
-        )
-        self.ctx = step_context(
-            asdict(s),
-            self.dataset.scale,
-            ddp.local_rank if ddp.enabled else None,
-        )
+        self.info, self.data, self.counts = self._build_datasets()
+        rank = ddp.local_rank if ddp.enabled else None
+        self.ctx = step_context(asdict(s), self.dataset.scale, rank)
         self.loaders = {
             split: make_loader(
                 d,
@@ -122,6 +120,7 @@ class RunPhases(ABC):
                 self.ctx.device.type == "cuda",
                 ddp.rank,
                 ddp.world,
+                collate=self.collate,
             )
             for split, d in self.data.items()
         }
@@ -131,11 +130,10 @@ class RunPhases(ABC):
                 "validation images; expected at least one of each"
             )
 
-    #: the task (checkpoint ``"task"``) and the val score that picks the best epoch
-    task = "semantic"
-    key_metric = "miou"
-    #: val scores of the epoch record besides mIoU and mDice (metrics.jsonl ``val_KEY``)
-    record_keys: tuple[str, ...] = ()
+    def _build_datasets(self) -> tuple:
+        """(class info, {split: Dataset}, {split: class statistics}) of train and val."""
+        write = self.run.write_split if self.run.writer else None
+        return build_datasets(self.cfg, ("train", "val"), self.seed, write)
 
     def _build_net(self) -> torch.nn.Module:
         """The model of ``cfg["model"]`` for the dataset's classes."""
