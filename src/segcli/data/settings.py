@@ -31,6 +31,10 @@ from segcli.errors import SegcliError
 SPLITS = ("train", "val", "test")
 ON_BAD_FILE = ("error", "skip")
 MASK_FORMATS = ("index", "rgb")
+#: ``dataset.labels``: the training split's kind of label (weak labels: src/segcli/weak/)
+LABEL_KINDS = ("masks", "boxes", "points", "scribbles", "tags")
+#: ``dataset.simulate``: the weak labels segcli can derive from full masks
+SIMULATED = ("boxes", "points", "scribbles")
 MISSING = "???"  # Hydra's "required" marker (folder.yaml's root)
 DEFAULT_KIND = "folder"  # a group without kind reads as conf/dataset/folder.yaml's
 
@@ -184,6 +188,11 @@ RULES: dict[str, tuple[Callable[[str, Any], Any], bool]] = {
     "color_tolerance": (_integer(0, "0..255 levels per channel", 255), True),
     "on_bad_file": (_choice(*ON_BAD_FILE), False),
     "point_labels": (_integer(1, "a number of pixels per class >= 1, or null"), True),
+    "labels": (_choice(*LABEL_KINDS), False),
+    "weak_labels": (_text, True),
+    "weak_images": (_text, True),
+    "simulate": (_choice(*SIMULATED), True),
+    "background_class": (_integer(0), True),
     "scale": (_number(1e-3, "> 0"), False),
     "crop_size": (_size, True),
     "epochs": (_integer(1), True),
@@ -250,6 +259,11 @@ class DatasetSettings:
     color_tolerance: int | None
     on_bad_file: str | None
     point_labels: int | None
+    labels: str
+    weak_labels: str | None
+    weak_images: str | None
+    simulate: str | None
+    background_class: int | None
     scale: float
     crop_size: tuple[int, int] | None
     epochs: int | None

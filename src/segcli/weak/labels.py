@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: ``dataset.labels`` values: the kind of label the training split has
-LABEL_KINDS = ("masks", "boxes", "points", "scribbles", "tags")
+from segcli.data.settings import LABEL_KINDS, SIMULATED
+
+__all__ = ["LABEL_KINDS", "SIMULATED", "ImageLabels"]
 
 
 @dataclass(frozen=True)
