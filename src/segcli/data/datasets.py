@@ -15,13 +15,14 @@ import functools
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from segcli import console
 from segcli.config import run_seed
 from segcli.data.augment import build_transforms
 from segcli.data.layouts import SplitFiles, find_split_files
-from segcli.data.masks import MaskDecoder, keep_points, mask_table
-from segcli.data.readers import PairedFolderDataset, SplitCheck, check_pairs
+from segcli.data.masks import MaskDecoder, keep_points, mask_table, training_mask_decoder
+from segcli.data.readers import PairedFolderDataset, PseudoMaskDataset, SplitCheck, check_pairs
 from segcli.data.settings import SPLITS, DatasetInfo, DatasetSettings
 from segcli.data.synthetic import SyntheticDataset
 from segcli.errors import SegcliError
@@ -75,6 +76,8 @@ def build_datasets(
     augmented: Sequence[str] = ("train",),
     settings: DatasetSettings | None = None,
     normalization: Mapping[str, Sequence[float]] | None = None,
+    train_masks: Path | None = None,
+    train_images: Sequence[Path] | None = None,
 ) -> tuple[DatasetInfo, dict, dict]:
     """Datasets of the given splits; those in ``augmented`` get the ``train`` pipeline, the
     others the ``eval`` one. ``save_split(split)`` receives a random train/val split of flat
@@ -83,6 +86,9 @@ def build_datasets(
     another data folder), else ``cfg["dataset"]`` is parsed.
     ``normalization``: ``{"mean", "std"}`` (per channel, 0..1 units) of every pipeline's
     normalising step, a checkpoint's for eval; None: ImageNet's (``preprocessing``).
+    ``train_masks``: a folder of ``NAME.png`` training masks segcli wrote (weak labels' pseudo
+    masks, weak/pseudo.py) that replace the train split's masks; its images are ``train_images``
+    (files), or the train split's own when None. Only the images that have such a mask train.
 
     Returns:
         (class info, {split: Dataset}, {split: data.readers.SplitCheck} for folder data).
@@ -106,9 +112,19 @@ def build_datasets(
         for s in splits
     }
     kind = KINDS.get(settings.kind, "dataset.kind")
-    request = BuildRequest(settings, info, splits, seed, transforms, augmented, save_split)
+    own = [s for s in splits if not (s == "train" and train_images is not None)]
+    request = BuildRequest(settings, info, own, seed, transforms, augmented, save_split)
     datasets, counts = kind.build(request)
-    return info, datasets, counts
+    if train_masks is not None and "train" in splits:
+        datasets["train"] = PseudoMaskDataset(
+            datasets["train"] if train_images is None else train_images,
+            Path(train_masks),
+            training_mask_decoder(info.num_classes, info.ignore_index),
+            transforms["train"],
+            request.augment_seed("train"),
+        )
+        counts["train"] = datasets["train"].class_pixels(info.num_classes)
+    return info, {s: datasets[s] for s in splits}, counts
 
 
 def _build_synthetic(request: BuildRequest) -> tuple[dict, dict]:

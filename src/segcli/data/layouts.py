@@ -139,15 +139,54 @@ def find_split_files(
     return layout.find(layout, settings, base, seed, problems)
 
 
+def train_image_folder(settings: DatasetSettings) -> Path:
+    """The folder of the training images of a dataset labelled by weak-label files:
+    ``dataset.weak_images`` (relative to root), else the layout's own training image folder
+    (``train/`` of CamVid's SegNet layout, ``<image_dir>/train`` of ``dataset=folder``,
+    ``JPEGImages`` of VOC).
+
+    Raises:
+        SegcliError: no root, the folder is missing, or the layout has no fixed training folder
+            (naming ``dataset.weak_images``).
+    """
+    if settings.root is None:
+        raise SegcliError("dataset.root: not set (set dataset.root=PATH)")
+    root = Path(settings.root).expanduser()
+    if settings.weak_images:
+        folder = root / settings.weak_images
+    else:
+        layout = LAYOUTS.get(str(settings.layout), "dataset.layout")
+        base = layout.base(root) or root
+        if "train" in layout.folders:
+            folder = base / layout.folders["train"][0]
+        elif layout.name == "image_mask_dirs":
+            folder = base / str(settings.image_dir) / "train"
+        elif layout.name == "voc":
+            folder = base / VOC_IMAGES
+        else:
+            raise SegcliError(
+                f"dataset.layout={layout.name}: set dataset.weak_images to the training images' "
+                "folder (relative to dataset.root)"
+            )
+    if not folder.is_dir():
+        raise SegcliError(
+            f"{folder}: training images not found; expected a folder (set dataset.weak_images "
+            "relative to dataset.root)"
+        )
+    return folder
+
+
 def _split_folders(
     layout: Layout, settings: DatasetSettings, root: Path, seed: int, problems: list[str] | None
 ) -> SplitFiles:
-    """The layout's fixed split folders (CamVid's SegNet layout, ADE20K)."""
+    """The layout's fixed split folders (CamVid's SegNet layout, ADE20K); the training split's
+    masks are not paired when it has weak-label files (``DatasetSettings.label_files``)."""
     return SplitFiles(
         {
             split: pair_files(root / images, root / masks, problems)
             for split, (images, masks) in layout.folders.items()
-            if split != "test" or (root / images).is_dir()
+            if (split != "test" or (root / images).is_dir())
+            and not (split == "train" and settings.label_files)
         }
     )
 
@@ -164,15 +203,23 @@ def _image_mask_dirs(
         "recursive": settings.recursive,
     }
     out = SplitFiles()
+    skip = ("train",) if settings.label_files else ()  # weak-label files, not masks
     if (images / "train").is_dir():
         for split in SPLITS:
-            if (images / split).is_dir() or split != "test":
+            if ((images / split).is_dir() or split != "test") and split not in skip:
                 out.pairs[split] = pair_files(images / split, masks / split, problems, **rule)
     elif settings.split_lists:
         by_name = _by_name(images, masks, rule)
         for split, path in settings.split_lists.items():
+            if split in skip:
+                continue
             path = root / path
             out.pairs[split] = pairs_from_list(read_list(path, root), by_name, root, path, problems)
+    elif skip:
+        raise SegcliError(
+            f"{images}: dataset.labels={settings.labels} needs a validation split with full "
+            "masks; expected split folders (train/, val/) or dataset.split_lists"
+        )
     else:
         out = _random_split(images, pair_files(images, masks, problems, **rule), settings, seed)
     if settings.roi_dir:

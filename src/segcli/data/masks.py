@@ -367,3 +367,27 @@ def read_mask(path, table: MaskDecoder | ColorTable | np.ndarray) -> np.ndarray:
         SegcliError: unreadable, or see ``MaskDecoder.decode``.
     """
     return as_decoder(table).decode(read_raw_mask(path), path)
+
+
+def unlabelled_value(num_classes: int) -> int:
+    """The value that marks unlabelled pixels in a training-mask PNG segcli writes (weak labels'
+    pseudo masks): 255 in 8-bit files (fewer than 255 classes), else 65535 in 16-bit ones."""
+    return 255 if num_classes < 255 else 65535
+
+
+def encode_training_mask(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """``(H, W) int64`` classes or ignore_index -> the PNG's pixels: ``uint8`` (or ``uint16`` for
+    255 classes or more), ignore_index stored as ``unlabelled_value``. ``training_mask_decoder``
+    reads it back."""
+    unlabelled = unlabelled_value(num_classes)
+    out = np.where((mask >= 0) & (mask < num_classes), mask, unlabelled)
+    return out.astype(np.uint8 if unlabelled == 255 else np.uint16)
+
+
+def training_mask_decoder(num_classes: int, ignore_index: int) -> MaskDecoder:
+    """The decoder of ``encode_training_mask``'s PNGs: 0..C-1 kept, ``unlabelled_value`` ->
+    ignore_index, anything else refused (see ``MaskDecoder.decode``)."""
+    lut = np.full(65536, -1, dtype=np.int64)
+    lut[:num_classes] = np.arange(num_classes)
+    lut[unlabelled_value(num_classes)] = ignore_index
+    return MaskDecoder(lut=lut, ignore_index=ignore_index)

@@ -183,6 +183,10 @@ class SegmentationSamples(Dataset):
         """Where sample ``index`` comes from, for error messages."""
         return f"sample {index}"
 
+    def name(self, index: int) -> str:
+        """Sample ``index``'s name (its image's stem), without reading it where the dataset can."""
+        return self.load(index)[2]
+
 
 class PairedFolderDataset(SegmentationSamples):
     """Image/mask file pairs read from disk.
@@ -220,6 +224,9 @@ class PairedFolderDataset(SegmentationSamples):
     def source(self, index: int) -> str:
         return str(self.pairs[index][0])
 
+    def name(self, index: int) -> str:
+        return self.pairs[index][0].stem
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.pairs[index]
         image, mask = read_image(image_path), self.lut.decode(read_raw_mask(mask_path), mask_path)
@@ -233,3 +240,73 @@ class PairedFolderDataset(SegmentationSamples):
         if self.sparsify is not None:
             mask = self.sparsify(mask, image_path.stem)
         return image, mask, image_path.stem
+
+
+class PseudoMaskDataset(SegmentationSamples):
+    """Training images whose masks come from a folder of ``NAME.png`` files that segcli wrote
+    (weak labels' training masks, src/segcli/weak/pseudo.py; ``masks.encode_training_mask``).
+
+    Args:
+        images: the images: image files (``NAME`` = the file's stem), or a dataset whose ``load``
+            gives them (the synthetic one; its own masks are not used).
+        masks: the folder of ``NAME.png``; the samples are the images that have one.
+        decoder: ``masks.training_mask_decoder`` of the classes.
+        transform, augment_seed: as ``PairedFolderDataset``'s.
+
+    Raises:
+        SegcliError: (when loading) a mask of another size than its image.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Path] | SegmentationSamples,
+        masks: Path,
+        decoder: MaskDecoder,
+        transform: Callable,
+        augment_seed: int | None = None,
+    ) -> None:
+        self.base = images if isinstance(images, SegmentationSamples) else None
+        paths = [] if self.base is not None else list(images)
+        names = (
+            [self.base.name(i) for i in range(len(self.base))]
+            if self.base is not None
+            else [p.stem for p in paths]
+        )
+        present = {p.stem for p in Path(masks).glob("*.png")}
+        self.items = [(i, n) for i, n in enumerate(names) if n in present]
+        self.paths, self.masks, self.lut = paths, Path(masks), decoder
+        self.transform, self.augment_seed = transform, augment_seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def source(self, index: int) -> str:
+        i, name = self.items[index]
+        return str(self.paths[i]) if self.paths else name
+
+    def name(self, index: int) -> str:
+        return self.items[index][1]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        i, name = self.items[index]
+        image = self.base.load(i)[0] if self.base is not None else read_image(self.paths[i])
+        path = self.masks / f"{name}.png"
+        mask = self.lut.decode(read_raw_mask(path), path)
+        if image.shape[:2] != mask.shape:
+            raise SegcliError(
+                f"{path}: training mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "
+                f"size of its image, {image.shape[1]}x{image.shape[0]}"
+            )
+        return image, mask, name
+
+    def class_pixels(self, num_classes: int) -> ClassPixels:
+        """``ClassPixels`` of the training masks (labelled pixels only), for class weights."""
+        pixels = np.zeros(num_classes, np.int64)
+        present = np.zeros(num_classes, np.int64)
+        for _, name in self.items:
+            path = self.masks / f"{name}.png"
+            mask = self.lut.decode(read_raw_mask(path), path)
+            counts = np.bincount(mask[(mask >= 0) & (mask < num_classes)], minlength=num_classes)
+            pixels += counts[:num_classes]
+            present += np.where(counts[:num_classes] > 0, counts[:num_classes].sum(), 0)
+        return ClassPixels(pixels, present)

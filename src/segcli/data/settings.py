@@ -312,6 +312,12 @@ class DatasetSettings:
         (what a run stores: ``absolute().as_group(cfg["dataset"])``); the other keys as written."""
         return dict(group) if self.root is None else {**group, "root": self.root}
 
+    @property
+    def label_files(self) -> bool:
+        """Whether the training split is labelled by weak-label files (``labels`` is not masks
+        and nothing is simulated): its masks are not read, its images are ``weak_images``'."""
+        return self.labels != "masks" and not self.simulate
+
     def images_in(self, split: str) -> int:
         """A synthetic dataset's number of images of ``split`` (``num_train``, ...)."""
         return int(getattr(self, f"num_{split}") or 0)

@@ -86,7 +86,10 @@ class SyntheticDataset(SegmentationSamples):
         return np.clip(image, 0, 255).astype(np.uint8), shapes
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        return (*self.render(index), f"{SPLITS[self.split_id]}_{index:05d}")
+        return (*self.render(index), self.name(index))
+
+    def name(self, index: int) -> str:
+        return f"{SPLITS[self.split_id]}_{index:05d}"
 
     def class_pixels(self) -> ClassPixels:
         """Pixels of each of the 4 classes over the split, and the pixels of the images each

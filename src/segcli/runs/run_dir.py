@@ -16,6 +16,9 @@ none is ever half-written and reads them back for resume, re-run detection, ``se
       evals/best-test.json, best-test.npz  ``segcli eval`` of checkpoints/best.pt on the test split:
                                            scores, and one confusion matrix per image (for
                                            ``compare``)
+      weak/round1/, round2/, ...           weak labels: each round's training masks and their
+                                           scores (weak/pseudo.py); a round before the last is a
+                                           run folder of its own (its checkpoints, metrics.jsonl)
 
 Checkpoints and JSON files are written to a temporary file, fsync'ed and renamed over the old
 one, so a kill during a write leaves the previous complete file.
@@ -34,6 +37,7 @@ from segcli.files import atomic_write, write_json
 
 SUMMARY, METRICS, RUNNING = "summary.json", "metrics.jsonl", "running.json"
 SPLIT, CLASS_PIXELS = "split.json", "class_pixels.json"
+WEAK = "weak"
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 STATUSES = ("done", "interrupted", "failed", "running", "running?", "killed")
 
@@ -78,6 +82,16 @@ class RunDir:
     def last(self) -> Path:
         """``checkpoints/last.pt``: the latest weights, with the optimizer state."""
         return self.checkpoints / "last.pt"
+
+    def weak_round(self, index: int) -> Path:
+        """``weak/round{index}``: round ``index``'s (from 1) training masks and scores."""
+        return self.path / WEAK / f"round{index}"
+
+    def started(self) -> bool:
+        """Whether the run has a checkpoint of its own or of a weak-label round (work to keep)."""
+        return any(self.path.glob("checkpoints/*.pt")) or any(
+            self.path.glob(f"{WEAK}/round*/checkpoints/*.pt")
+        )
 
     @property
     def samples(self) -> Path:
@@ -274,12 +288,14 @@ class RunDir:
 
     def remove_unstarted(self) -> None:
         """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json,
-        class_pixels.json, running.json, an empty ``checkpoints/``), and the folder itself if
-        nothing else is in it. A run that has a checkpoint is left alone. Parent folders that end up
+        class_pixels.json, running.json, an empty ``checkpoints/``, weak-label training masks), and the
+        folder itself if nothing else is in it. A run that has a checkpoint (``started``) is left
+        alone. Parent folders that end up
         empty (``outputs/DATE/``) go too, the working directory never."""
         path = self.path
-        if any(path.glob("checkpoints/*.pt")):
+        if self.started():
             return
+        shutil.rmtree(path / WEAK, ignore_errors=True)  # training masks made before the failure
         for name in (
             *(f".hydra/{n}" for n in HYDRA_FILES),
             SPLIT,

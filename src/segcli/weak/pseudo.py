@@ -1,0 +1,293 @@
+"""One round's training masks from weak labels, written to the run folder, with their own scores.
+
+    RUN/weak/round1/masks/NAME.png    the training masks of round 1 (data/masks.py's encoding:
+                                      class indices, 255 = unlabelled)
+    RUN/weak/round1/pseudo.json       what they hold: labelled share, and with simulated labels
+                                      their mIoU against the true masks
+    RUN/weak/round2/...               rounds >= 2: the previous round's prediction on the training
+                                      images, kept inside the boxes (weak/fill.py)
+
+Round 1 comes from the labels: read from the user's files (weak/readers.py) or simulated from the
+training masks (weak/simulate.py), then filled (boxes: ``weak.fill``; points and scribbles are used
+as they are, the loss skipping unlabelled pixels). A masks folder is written under another name
+and renamed when complete, so an interrupted run never trains on half a round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segcli import console
+from segcli.config import run_seed
+from segcli.data.datasets import build_datasets
+from segcli.data.images import image_size, read_image
+from segcli.data.layouts import find_split_files, train_image_folder
+from segcli.data.masks import encode_training_mask, mask_table, read_mask
+from segcli.data.pairing import list_images
+from segcli.data.settings import DatasetInfo, DatasetSettings
+from segcli.errors import SegcliError
+from segcli.weak.fill import pseudo_mask, refine_with_prediction
+from segcli.weak.labels import ImageLabels
+from segcli.weak.settings import WeakSettings, check_weak, weak_kind
+
+MASKS, SCORES = "masks", "pseudo.json"
+
+
+@dataclass
+class TrainImages:
+    """The training images of a weak-label run and how to read each.
+
+    Attributes:
+        names: image names (stems), in a fixed order.
+        image: ``image(i) -> (H, W, 3) uint8`` RGB.
+        truth: ``truth(i) -> (H, W) int64`` true mask, or None when there are none (label files).
+        labels: ``labels(i) -> ImageLabels`` (read once, or simulated from the true mask).
+        paths: the image files (label files), or None when the train split's own dataset holds
+            them (simulated labels: ``build_datasets(train_images=None)``).
+    """
+
+    names: list[str]
+    image: Callable[[int], np.ndarray]
+    truth: Callable[[int], np.ndarray] | None
+    labels: Callable[[int], ImageLabels]
+    paths: list[Path] | None
+
+
+class WeakLabels:
+    """The weak labels of the run of ``cfg`` and the training masks of its rounds.
+
+    Raises:
+        SegcliError: see ``weak.settings.check_weak``, ``WeakSettings.from_config`` and the readers.
+    """
+
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        self.dataset = DatasetSettings.from_config(cfg["dataset"]).absolute()
+        self.info = DatasetInfo.from_settings(self.dataset)
+        self.weak = WeakSettings.from_config(cfg.get("weak"))
+        check_weak(self.dataset, self.weak, self.info.num_classes)
+        self.kind = weak_kind(self.dataset)
+        self.seed = run_seed(cfg)
+        self._images: TrainImages | None = None
+
+    @property
+    def images(self) -> TrainImages:
+        """The training images (found on first use)."""
+        if self._images is None:
+            self._images = self._simulated() if self.dataset.simulate else self._from_files()
+        return self._images
+
+    # -- the training images and their labels -------------------------------------------------
+
+    def _simulated(self) -> TrainImages:
+        from segcli.weak.simulate import SIMULATORS
+
+        _, data, _ = build_datasets(self.cfg, ("train",), self.seed, augmented=())
+        ds, info, weak = data["train"], self.info, self.weak
+        simulate = SIMULATORS[self.kind]
+        names = [ds.name(i) for i in range(len(ds))]
+
+        def labels(i: int) -> ImageLabels:
+            mask = ds.load(i)[1]
+            if self.kind == "boxes":
+                return simulate(
+                    mask, info.num_classes, info.ignore_index, self.dataset.background_class,
+                    min_area=weak.min_area,
+                )
+            if self.kind == "points":
+                key = (self.seed, zlib.crc32(names[i].encode()))
+                return simulate(mask, weak.points_per_class, key, info.num_classes, info.ignore_index)
+            return simulate(
+                mask, info.num_classes, info.ignore_index, width=weak.scribble_width,
+                min_area=weak.min_area,
+            )
+
+        return TrainImages(
+            names, lambda i: ds.load(i)[0], lambda i: ds.load(i)[1], labels, None
+        )
+
+    def _from_files(self) -> TrainImages:
+        from segcli.weak.readers import LabelSpec, read_labels
+
+        settings, info = self.dataset, self.info
+        found = list_images(train_image_folder(settings), recursive=True)
+        held_out = _eval_names(settings, self.seed)
+        found = {Path(n).name: p for n, p in found.items() if Path(n).name not in held_out}
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            sizes = dict(zip(found, pool.map(image_size, found.values())))
+        decode = _mask_decoding(settings, info)
+        spec = LabelSpec(
+            info.class_names, info.ignore_index, sizes, settings.background_class,
+            self.weak.scribble_width, decode,
+        )
+        path = Path(settings.root) / str(settings.weak_labels)
+        if not path.exists():
+            raise SegcliError(f"{path}: dataset.weak_labels not found (relative to dataset.root)")
+        read = read_labels(self.kind, path, spec)
+        names = sorted(n for n in read if n in found)
+        if not names:
+            raise SegcliError(
+                f"{path}: labels no training image of {train_image_folder(settings)}; expected "
+                "labels named like the images (file stems)"
+            )
+        left = len(found) - len(names)
+        if left:
+            console.warning(f"{left} training image(s) have no weak labels and are left out")
+        paths = [found[n] for n in names]
+        return TrainImages(
+            names, lambda i: read_image(paths[i]), None, lambda i: read[names[i]], paths
+        )
+
+    # -- one round's masks ------------------------------------------------------------------
+
+    def first_round(self, folder: Path) -> Path:
+        """Write round 1's masks (the labels, filled) under ``folder``, unless done; returns the
+        masks folder."""
+        return self._write_round(folder, self._filled)
+
+    def next_round(self, folder: Path, first: Path, checkpoint: Path) -> Path:
+        """Write the masks of a round >= 2 under ``folder``, unless done: ``checkpoint``'s
+        prediction on each training image kept inside its boxes, a box predicted below
+        ``weak.min_share`` of its area reset to its round-1 filling (``first``: round 1's folder).
+        Returns the masks folder."""
+        from segcli.weak.predict import TrainingPredictor
+
+        predictor = TrainingPredictor(checkpoint)
+        first = first / MASKS
+        decode = _training_decoder(self.info)
+
+        def refined(i: int) -> np.ndarray:
+            images = self.images
+            pred = predictor(images.image(i))
+            labels = images.labels(i)
+            fallback = read_mask(first / f"{images.names[i]}.png", decode)
+            return refine_with_prediction(
+                pred, labels.boxes, labels.box_classes, fallback, self.dataset.background_class,
+                self.info.ignore_index, self.weak.min_share,
+            )
+
+        return self._write_round(folder, refined, threads=1)
+
+    def _filled(self, i: int) -> np.ndarray:
+        images = self.images
+        return pseudo_mask(
+            self.weak.fill,
+            images.image(i),
+            images.labels(i),
+            self.info.num_classes,
+            self.dataset.background_class,
+            self.info.ignore_index,
+            **_fill_params(self.weak),
+        )
+
+    def _write_round(self, folder: Path, mask_of: Callable[[int], np.ndarray], threads: int = 0):
+        masks, scores = folder / MASKS, folder / SCORES
+        if masks.is_dir() and scores.is_file():
+            return masks
+        partial = folder / (MASKS + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        images, info = self.images, self.info
+        tally = _Tally(info.num_classes, info.ignore_index, images.truth is not None)
+
+        def one(i: int) -> None:
+            mask = mask_of(i)
+            cv2.imwrite(
+                str(partial / f"{images.names[i]}.png"),
+                encode_training_mask(mask, info.num_classes, info.ignore_index),
+            )
+            tally.add(mask, images.truth(i) if images.truth is not None else None)
+
+        workers = threads or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, range(len(images.names))))
+        shutil.rmtree(masks, ignore_errors=True)
+        partial.rename(masks)
+        record = {"images": len(images.names), "labels": self.kind, "fill": self.weak.fill}
+        record.update(tally.scores(info.class_names))
+        tmp = scores.with_suffix(".json.partial")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(scores)
+        return masks
+
+
+def _fill_params(weak: WeakSettings) -> dict:
+    return {
+        "inner_share": weak.inner_share,
+        "iterations": weak.grabcut_iterations,
+        "min_share": weak.min_share,
+        "confidence": weak.crf_confidence,
+    }
+
+
+def _eval_names(settings: DatasetSettings, seed: int) -> set[str]:
+    """Names of the val and test images: never trained on, even when the label files name them
+    (VOC's JPEGImages/ and Annotations/ hold every split)."""
+    files = find_split_files(settings, seed)
+    return {Path(img).stem for s, pairs in files.pairs.items() if s != "train" for img, _ in pairs}
+
+
+def _mask_decoding(settings: DatasetSettings, info: DatasetInfo):
+    table = mask_table(settings, info.colors)
+    return lambda path: read_mask(path, table)
+
+
+def _training_decoder(info: DatasetInfo):
+    from segcli.data.masks import training_mask_decoder
+
+    return training_mask_decoder(info.num_classes, info.ignore_index)
+
+
+class _Tally:
+    """Labelled pixels of the training masks and, with true masks, their confusion matrix (rows:
+    truth, columns: training mask) over the pixels both label."""
+
+    def __init__(self, num_classes: int, ignore_index: int, scored: bool) -> None:
+        self.c, self.ignore, self.scored = num_classes, ignore_index, scored
+        self.matrix = np.zeros((num_classes, num_classes), np.int64)
+        self.labelled = self.total = self.truth_labelled = self.covered = 0
+        self.lock = threading.Lock()
+
+    def add(self, mask: np.ndarray, truth: np.ndarray | None) -> None:
+        with self.lock:
+            self._add(mask, truth)
+
+    def _add(self, mask: np.ndarray, truth: np.ndarray | None) -> None:
+        c = self.c
+        labelled = (mask >= 0) & (mask < c)
+        self.labelled += int(labelled.sum())
+        self.total += mask.size
+        if truth is None:
+            return
+        known = (truth >= 0) & (truth < c)
+        both = labelled & known
+        counts = np.bincount(truth[both] * c + mask[both], minlength=c * c).reshape(c, c)
+        self.matrix += counts
+        self.truth_labelled += int(known.sum())
+        self.covered += int(both.sum())
+
+    def scores(self, class_names) -> dict:
+        out = {"labelled_share": self.labelled / max(self.total, 1)}
+        if not self.scored:
+            return out
+        m = self.matrix.astype(np.float64)
+        union = m.sum(0) + m.sum(1) - np.diag(m)
+        iou = np.where(union > 0, np.diag(m) / np.maximum(union, 1), np.nan)
+        out["miou_vs_truth"] = float(np.nanmean(iou)) if np.isfinite(iou).any() else None
+        out["pixel_accuracy_vs_truth"] = float(np.diag(m).sum() / max(m.sum(), 1))
+        out["truth_covered_share"] = self.covered / max(self.truth_labelled, 1)
+        out["iou_vs_truth"] = {
+            n: (None if np.isnan(v) else float(v)) for n, v in zip(class_names, iou)
+        }
+        return out
