@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from segcli.errors import SegcliError
+from segcli.inference.refine import CrfSettings
 from segcli.weak.fill import (
     crf_boxes,
     fill_boxes,
@@ -130,6 +131,12 @@ def test_crf_keeps_labels_inside_their_boxes():
     assert (crf[covered == IGNORE] == IGNORE).all()  # outside None: not refined
     # each box alone with no outside label: its class everywhere in it, the others nowhere
     assert np.array_equal(crf, covered)
+    # a strong bilateral term pulls the third disc (class 2, the colour of the class-1 discs)
+    # toward class 1 (measured: the unrestricted argmax gives all its 797 px class 1); the
+    # restriction to the labels of the boxes covering a pixel keeps it to 2 (621 px) or outside
+    strong = CrfSettings(bi_w=50.0, bi_rgb_std=13.0)
+    pulled = crf_boxes(image, boxes, np.array([1, 1, 2]), 3, 0, IGNORE, settings=strong)
+    assert set(np.unique(pulled[56:89, 44:77])) == {0, 2}
     # a green square (class 2) inside the first disc, boxed: the CRF gives it class 2 and gives
     # class 2 to no pixel outside its box (measured: the square all 2, 8 stray band pixels of 2)
     rng = np.random.default_rng(1)

@@ -260,7 +260,8 @@ def crf_boxes(
     None); a pixel with no other label takes its box's class. Outside every box: ``outside`` with
     certainty, or, when ``outside`` is None, uniform and not refined (stays ``ignore_index``).
     After inference each boxed pixel takes the most probable of its allowed labels: a box never
-    gives its class to a pixel outside it.
+    gives its class to a pixel outside it. Unboxed objects count as outside with certainty, so the
+    bilateral kernel pulls boxed pixels of their colour toward ``outside``: box every object.
 
     Args:
         image: ``(H, W, 3) uint8`` RGB (the bilateral kernel); boxes ``(K, 4)`` pixel edges;
