@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from helpers import TINY, assert_user_error, segcli, write_pair
 
-from segcli.data.masks import encode_training_mask, training_mask_decoder
 from segcli.data.images import RawMask
+from segcli.data.masks import encode_training_mask, training_mask_decoder
 from segcli.data.synthetic import SyntheticDataset
 from segcli.weak.fill import fill_boxes
 from segcli.weak.simulate import boxes_from_mask
@@ -46,7 +46,7 @@ def test_simulated_boxes_train_on_their_filling_and_score_it_against_the_truth(b
     assert sorted(masks) == [truth.name(i) for i in range(8)]
     matrix = np.zeros((4, 4), np.int64)
     for i in range(8):
-        image, mask, name = truth.load(i)
+        _, mask, name = truth.load(i)
         labels = boxes_from_mask(mask, 4, 255, 0, min_area=16)
         expected = fill_boxes(labels.boxes, labels.box_classes, mask.shape, 0, 255)
         np.testing.assert_array_equal(masks[name], encode_training_mask(expected, 4, 255))
@@ -58,9 +58,12 @@ def test_simulated_boxes_train_on_their_filling_and_score_it_against_the_truth(b
     assert scores["labelled_share"] == 1.0  # Box fills every pixel (background outside the boxes)
     # the loss's class statistics are the training masks', not the true masks'
     counts = json.loads((box_run / "class_pixels.json").read_text())["pixels"]
-    assert counts == np.bincount(np.concatenate([m.ravel() for m in masks.values()]), minlength=4)[
-        :4
-    ].tolist()
+    assert (
+        counts
+        == np.bincount(np.concatenate([m.ravel() for m in masks.values()]), minlength=4)[
+            :4
+        ].tolist()
+    )
     summary = json.loads((box_run / "summary.json").read_text())
     assert summary["status"] == "done"
 

@@ -287,11 +287,11 @@ class RunDir:
                 shutil.copy2(first / name, self.path / ".hydra" / name)
 
     def remove_unstarted(self) -> None:
-        """Remove what a run that failed before its first checkpoint wrote (``.hydra/``, split.json,
-        class_pixels.json, running.json, an empty ``checkpoints/``, weak-label training masks), and the
-        folder itself if nothing else is in it. A run that has a checkpoint (``started``) is left
-        alone. Parent folders that end up
-        empty (``outputs/DATE/``) go too, the working directory never."""
+        """Remove what a run that failed before its first checkpoint wrote (``.hydra/``,
+        split.json, class_pixels.json, running.json, an empty ``checkpoints/``, weak-label
+        training masks), and the folder itself if nothing else is in it. A run that has a
+        checkpoint (``started``) is left alone. Parent folders that end up empty
+        (``outputs/DATE/``) go too, the working directory never."""
         path = self.path
         if self.started():
             return

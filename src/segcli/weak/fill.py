@@ -43,6 +43,8 @@ INNER_CONFIDENCE = 0.95
 #: GRABCUT_MIN_MARGIN pixels (the background model's pixels)
 GRABCUT_MARGIN = 0.25
 GRABCUT_MIN_MARGIN = 8
+#: crops longer than this (pixels) run GrabCut downscaled to it (0.6 s per CamVid frame instead of 4.1)
+GRABCUT_MAX_SIDE = 160
 
 
 def box_ranges(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -140,11 +142,22 @@ def _grabcut_claim(image: np.ndarray, rng, iterations: int) -> np.ndarray | None
     if (y0, y1, x0, x1) == (r0, r1, c0, c1):
         return None
     crop = np.ascontiguousarray(image[y0:y1, x0:x1, ::-1])  # OpenCV's BGR
+    factor = min(1.0, GRABCUT_MAX_SIDE / max(crop.shape[:2]))
+    if factor < 1:  # large boxes: GrabCut at a lower resolution (its time grows with the pixels)
+        crop = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
     mask = np.zeros(crop.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)  # GrabCut's k-means initialisation: the same mask on every call
-    rect = (c0 - x0, r0 - y0, c1 - c0, r1 - r0)
+    sy, sx = crop.shape[0] / (y1 - y0), crop.shape[1] / (x1 - x0)
+    left, top = int((c0 - x0) * sx), int((r0 - y0) * sy)
+    right = max(left + 1, min(crop.shape[1], round((c1 - x0) * sx)))
+    bottom = max(top + 1, min(crop.shape[0], round((r1 - y0) * sy)))
+    if (left, top, right, bottom) == (0, 0, crop.shape[1], crop.shape[0]):
+        return None
+    rect = (left, top, right - left, bottom - top)
     cv2.grabCut(crop, mask, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+    if factor < 1:
+        mask = cv2.resize(mask, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
     inside = mask[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0]
     return (inside == cv2.GC_FGD) | (inside == cv2.GC_PR_FGD)
 

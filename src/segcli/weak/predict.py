@@ -1,6 +1,6 @@
-"""A checkpoint's labels on a training image, for the rounds of weak-label training (weak/pseudo.py):
-the checkpoint's own eval pipeline and whole-image inference (``inference.loaded.LoadedModel``),
-as ``segcli predict`` runs it."""
+"""A checkpoint's labels on a training image, for the rounds of weak-label training
+(weak/pseudo.py): the checkpoint's own eval pipeline and whole-image inference
+(``inference.loaded.LoadedModel``), as ``segcli predict`` runs it."""
 
 from __future__ import annotations
 

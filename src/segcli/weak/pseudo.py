@@ -102,46 +102,57 @@ class WeakLabels:
             mask = ds.load(i)[1]
             if self.kind == "boxes":
                 return simulate(
-                    mask, info.num_classes, info.ignore_index, self.dataset.background_class,
+                    mask,
+                    info.num_classes,
+                    info.ignore_index,
+                    self.dataset.background_class,
                     min_area=weak.min_area,
                 )
             if self.kind == "points":
                 key = (self.seed, zlib.crc32(names[i].encode()))
-                return simulate(mask, weak.points_per_class, key, info.num_classes, info.ignore_index)
+                return simulate(
+                    mask, weak.points_per_class, key, info.num_classes, info.ignore_index
+                )
             return simulate(
-                mask, info.num_classes, info.ignore_index, width=weak.scribble_width,
+                mask,
+                info.num_classes,
+                info.ignore_index,
+                width=weak.scribble_width,
                 min_area=weak.min_area,
             )
 
-        return TrainImages(
-            names, lambda i: ds.load(i)[0], lambda i: ds.load(i)[1], labels, None
-        )
+        return TrainImages(names, lambda i: ds.load(i)[0], lambda i: ds.load(i)[1], labels, None)
 
     def _from_files(self) -> TrainImages:
         from segcli.weak.readers import LabelSpec, read_labels
 
         settings, info = self.dataset, self.info
         found = list_images(train_image_folder(settings), recursive=True)
-        held_out = _eval_names(settings, self.seed)
-        found = {Path(n).name: p for n, p in found.items() if Path(n).name not in held_out}
+        held_out = _eval_images(settings, self.seed)
+        found = {Path(n).name: p for n, p in found.items()}
+        known = {**held_out, **found}  # labels may name validation images: left out, not wrong
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            sizes = dict(zip(found, pool.map(image_size, found.values())))
+            sizes = dict(zip(known, pool.map(image_size, known.values())))
         decode = _mask_decoding(settings, info)
         spec = LabelSpec(
-            info.class_names, info.ignore_index, sizes, settings.background_class,
-            self.weak.scribble_width, decode,
+            info.class_names,
+            info.ignore_index,
+            sizes,
+            settings.background_class,
+            self.weak.scribble_width,
+            decode,
         )
         path = Path(settings.root) / str(settings.weak_labels)
         if not path.exists():
             raise SegcliError(f"{path}: dataset.weak_labels not found (relative to dataset.root)")
         read = read_labels(self.kind, path, spec)
-        names = sorted(n for n in read if n in found)
+        names = sorted(n for n in read if n in found and n not in held_out)
         if not names:
             raise SegcliError(
                 f"{path}: labels no training image of {train_image_folder(settings)}; expected "
                 "labels named like the images (file stems)"
             )
-        left = len(found) - len(names)
+        left = len([n for n in found if n not in held_out]) - len(names)
         if left:
             console.warning(f"{left} training image(s) have no weak labels and are left out")
         paths = [found[n] for n in names]
@@ -173,8 +184,13 @@ class WeakLabels:
             labels = images.labels(i)
             fallback = read_mask(first / f"{images.names[i]}.png", decode)
             return refine_with_prediction(
-                pred, labels.boxes, labels.box_classes, fallback, self.dataset.background_class,
-                self.info.ignore_index, self.weak.min_share,
+                pred,
+                labels.boxes,
+                labels.box_classes,
+                fallback,
+                self.dataset.background_class,
+                self.info.ignore_index,
+                self.weak.min_share,
             )
 
         return self._write_round(folder, refined, threads=1)
@@ -223,19 +239,21 @@ class WeakLabels:
 
 
 def _fill_params(weak: WeakSettings) -> dict:
+    """The ``weak`` keys that ``weak.fill``'s method takes (weak/fill.py)."""
+    inner = {"inner_share": weak.inner_share}
     return {
-        "inner_share": weak.inner_share,
-        "iterations": weak.grabcut_iterations,
-        "min_share": weak.min_share,
-        "confidence": weak.crf_confidence,
-    }
+        "box": {},
+        "box_i": inner,
+        "grabcut": {**inner, "iterations": weak.grabcut_iterations, "min_share": weak.min_share},
+        "crf": {**inner, "confidence": weak.crf_confidence},
+    }[weak.fill]
 
 
-def _eval_names(settings: DatasetSettings, seed: int) -> set[str]:
-    """Names of the val and test images: never trained on, even when the label files name them
-    (VOC's JPEGImages/ and Annotations/ hold every split)."""
+def _eval_images(settings: DatasetSettings, seed: int) -> dict[str, Path]:
+    """Name -> file of the val and test images: never trained on, even when the label files name
+    them (VOC's JPEGImages/ and Annotations/ hold every split)."""
     files = find_split_files(settings, seed)
-    return {Path(img).stem for s, pairs in files.pairs.items() if s != "train" for img, _ in pairs}
+    return {img.stem: img for s, pairs in files.pairs.items() if s != "train" for img, _ in pairs}
 
 
 def _mask_decoding(settings: DatasetSettings, info: DatasetInfo):

@@ -13,9 +13,7 @@ from dataclasses import dataclass, fields
 
 from segcli.data.settings import DatasetSettings
 from segcli.errors import SegcliError
-
-#: ``weak.fill``: how boxes become training masks (weak/fill.py)
-FILL_METHODS = ("box", "box_i", "grabcut", "crf")
+from segcli.weak.fill import FILL_METHODS
 
 
 @dataclass(frozen=True)
