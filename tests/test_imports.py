@@ -30,6 +30,7 @@ SUBPACKAGES = {
     "metrics",
     "runs",
     "inference",
+    "weak",
     "training",
     "reports",
     "cli",

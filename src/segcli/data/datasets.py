@@ -329,6 +329,11 @@ def _check_folder(settings: DatasetSettings, info: DatasetInfo, seed: int, out: 
             "sizes": {f"{h}x{w}": n for (h, w), n in sorted(found.sizes.items())},
             "class_pixels": found.pixels.tolist(),
         }
+    if settings.label_files:
+        out["notes"].append(
+            f"the train split is labelled by {settings.labels} in {settings.weak_labels} "
+            "(dataset.labels): its label files are read when training"
+        )
     if files.random_split:
         out["notes"].append(
             f"no split folders: a seeded random split (dataset.val_fraction="

@@ -1,11 +1,16 @@
-"""Weak supervision: training from boxes, points and scribbles instead of full masks
-(``dataset.labels``, ``dataset.simulate`` and the ``weak`` config group; docs/weak-labels.md).
+"""weak: training from boxes, points and scribbles instead of full masks (``dataset.labels``,
+``dataset.simulate`` and the ``weak`` config group; docs/weak-labels.md). What every reader and
+simulator returns (``labels``: ``ImageLabels``); the annotation files people make cheaply
+(``readers``, their formats' parsing in ``label_files``: COCO bbox JSON, VOC XML, YOLO txt, point
+CSV/JSON, labelme points and lines, sparse scribble PNGs); the same labels derived from full masks
+for annotation-budget studies (``simulate``); boxes -> training masks (``fill``: Box, Box^i,
+GrabCut, dense CRF, and the rounds' refinement of a prediction inside the boxes); the ``weak``
+group (``settings``); one round's training masks in the run folder and their scores (``pseudo``),
+the previous round's model on the training images (``predict``). The rounds themselves are
+training's (training/weak_rounds.py).
 
-- weak/labels.py: what every reader and simulator returns (``ImageLabels``).
-- weak/readers.py: the annotation files people make cheaply (COCO bbox JSON, VOC XML, YOLO txt,
-  point JSON/CSV, labelme points and lines, sparse scribble PNGs).
-- weak/simulate.py: the same labels derived from full masks, for annotation-budget studies.
-- weak/fill.py: boxes -> training masks (Box, Box^i, GrabCut, dense CRF) and the rounds' refinement
-  of a prediction inside the boxes.
-- weak/pseudo.py: one round's training masks written to the run folder, and their own scores.
+May import: the top level, data, inference (its dense CRF and checkpoint loading), and what
+those import (models, metrics, runs).
+Never imports: training, reports, cli (checked by the import contracts in pyproject.toml,
+``lint-imports``).
 """
