@@ -43,7 +43,7 @@ INNER_CONFIDENCE = 0.95
 #: GRABCUT_MIN_MARGIN pixels (the background model's pixels)
 GRABCUT_MARGIN = 0.25
 GRABCUT_MIN_MARGIN = 8
-#: crops longer than this (pixels) run GrabCut downscaled to it (0.6 s per CamVid frame instead of 4.1)
+#: crops longer than this (pixels) run GrabCut downscaled to it (CamVid: 0.6 s a frame, not 4.1)
 GRABCUT_MAX_SIDE = 160
 
 
