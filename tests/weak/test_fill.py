@@ -17,9 +17,9 @@ from segcli.weak.fill import (
     grabcut_boxes,
     inner_range,
     pseudo_mask,
-    refine_with_prediction,
 )
 from segcli.weak.labels import ImageLabels
+from segcli.weak.refine import refine_with_prediction
 
 IGNORE = 255
 # Listed smaller first: the painting order comes from the areas, not the list.

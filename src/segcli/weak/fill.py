@@ -81,7 +81,8 @@ def _check_share(name: str, share: float) -> None:
         raise SegcliError(f"weak.fill.{name}={share}: expected a share of the box's area in (0, 1]")
 
 
-def _blank(size, outside: int | None, ignore_index: int) -> np.ndarray:
+def blank(size, outside: int | None, ignore_index: int) -> np.ndarray:
+    """An ``(H, W) int64`` mask of ``outside`` (or ``ignore_index`` when None): no box painted."""
     return np.full(size, ignore_index if outside is None else outside, dtype=np.int64)
 
 
@@ -119,7 +120,7 @@ def fill_boxes(
     """
     if inner_share is not None:
         _check_share("inner_share", inner_share)
-    out = _blank(size, outside, ignore_index)
+    out = blank(size, outside, ignore_index)
     ranges = box_ranges(boxes, size)
     classes = np.asarray(classes, np.int64).reshape(-1)
     for k in painting_order(ranges):
@@ -194,7 +195,7 @@ def grabcut_boxes(
     _check_image(image)
     _check_share("inner_share", inner_share)
     size = image.shape[:2]
-    out = _blank(size, outside, ignore_index)
+    out = blank(size, outside, ignore_index)
     ranges = box_ranges(boxes, size)
     classes = np.asarray(classes, np.int64).reshape(-1)
     for k in painting_order(ranges):
@@ -291,7 +292,7 @@ def crf_boxes(
     _check_share("confidence", confidence)
     _check_share("inner_share", inner_share)
     size = image.shape[:2]
-    out = _blank(size, outside, ignore_index)
+    out = blank(size, outside, ignore_index)
     ranges = box_ranges(boxes, size)
     classes = np.asarray(classes, np.int64).reshape(-1)
     keep = (ranges[:, 1] > ranges[:, 0]) & (ranges[:, 3] > ranges[:, 2])
@@ -308,54 +309,6 @@ def crf_boxes(
     )[0].numpy()
     best = np.where(allowed, refined, -1.0).argmax(0)
     out[in_box] = best[in_box]
-    return out
-
-
-def refine_with_prediction(
-    pred: np.ndarray,
-    boxes: np.ndarray,
-    classes: np.ndarray,
-    fallback: np.ndarray,
-    outside: int | None,
-    ignore_index: int,
-    min_share: float = 0.1,
-) -> np.ndarray:
-    """One EM round's refinement of the training masks (Papandreou et al. 2015's box EM;
-    Khoreva et al. 2017's recursive training).
-
-    Each box (largest first) claims the pixels inside it that ``pred`` gives its class; a box
-    whose claimed pixels are fewer than ``min_share`` of its area is reset to its ``fallback``
-    pixels (Khoreva et al.'s reset of a shrunken object to its box's filling); outside every box:
-    ``outside`` (or ``ignore_index``), whatever ``pred`` says.
-
-    Args:
-        pred: ``(H, W) int64`` the model's labels on a training image.
-        boxes: ``(K, 4)`` pixel edges; classes ``(K,)``.
-        fallback: ``(H, W) int64`` the round-1 filling, e.g. ``fill_boxes`` with ``inner_share``.
-
-    Returns:
-        ``(H, W) int64`` class indices or ``ignore_index``.
-
-    Raises:
-        SegcliError: ``pred`` and ``fallback`` of different shapes.
-    """
-    if pred.shape != fallback.shape or pred.ndim != 2:
-        raise SegcliError(
-            f"weak.fill: expected a prediction and a fallback mask of one (H, W) shape, got "
-            f"{pred.shape} and {fallback.shape}"
-        )
-    out = _blank(pred.shape, outside, ignore_index)
-    ranges = box_ranges(boxes, pred.shape)
-    classes = np.asarray(classes, np.int64).reshape(-1)
-    for k in painting_order(ranges):
-        r0, r1, c0, c1 = ranges[k]
-        claim = pred[r0:r1, c0:c1] == classes[k]
-        if claim.size == 0:
-            continue
-        if claim.sum() < min_share * claim.size:
-            out[r0:r1, c0:c1] = fallback[r0:r1, c0:c1]
-        else:
-            out[r0:r1, c0:c1][claim] = classes[k]
     return out
 
 

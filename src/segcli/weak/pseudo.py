@@ -37,8 +37,9 @@ from segcli.data.masks import encode_training_mask, mask_table, read_mask
 from segcli.data.pairing import list_images
 from segcli.data.settings import DatasetInfo, DatasetSettings
 from segcli.errors import SegcliError
-from segcli.weak.fill import pseudo_mask, refine_with_prediction
+from segcli.weak.fill import pseudo_mask
 from segcli.weak.labels import ImageLabels
+from segcli.weak.refine import refine_with_prediction
 from segcli.weak.settings import WeakSettings, check_weak, weak_kind
 
 MASKS, SCORES = "masks", "pseudo.json"
