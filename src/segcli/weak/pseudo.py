@@ -128,6 +128,9 @@ class WeakLabels:
         from segcli.weak.readers import LabelSpec, read_labels
 
         settings, info = self.dataset, self.info
+        path = Path(settings.root) / str(settings.weak_labels)
+        if not path.exists():
+            raise SegcliError(f"{path}: dataset.weak_labels not found (relative to dataset.root)")
         found = list_images(train_image_folder(settings), recursive=True)
         held_out = _eval_images(settings, self.seed)
         found = {Path(n).name: p for n, p in found.items()}
@@ -143,9 +146,6 @@ class WeakLabels:
             self.weak.scribble_width,
             decode,
         )
-        path = Path(settings.root) / str(settings.weak_labels)
-        if not path.exists():
-            raise SegcliError(f"{path}: dataset.weak_labels not found (relative to dataset.root)")
         read = read_labels(self.kind, path, spec)
         names = sorted(n for n in read if n in found and n not in held_out)
         if not names:
