@@ -75,7 +75,7 @@ def test_one_pixel_box_no_boxes_and_boxes_past_the_border():
     assert (fill_boxes(np.zeros((0, 4)), np.zeros(0), SIZE, None, IGNORE) == IGNORE).all()
     past = fill_boxes(np.array([[-3.0, 8.5, 20.0, 30.0]]), np.array([1]), SIZE, 0, IGNORE)
     assert (past[8:] == 1).all() and (past[:8] == 0).all()
-    with pytest.raises(SegcliError, match=r"^weak\.fill\.inner_share=0\.0: .*\(0, 1\]$"):
+    with pytest.raises(SegcliError, match=r"^weak\.inner_share=0\.0: .*\(0, 1\]$"):
         fill_boxes(BOXES, CLASSES, SIZE, 0, IGNORE, inner_share=0.0)
 
 
@@ -169,7 +169,7 @@ def test_refine_with_prediction():
     assert (expected[2:8, 7:12] == IGNORE).any() and (expected[2:8, 7:12] == 2).any()
     none = refine_with_prediction(pred, boxes, classes, fallback, None, IGNORE)
     assert np.array_equal(none, np.where(expected == 0, IGNORE, expected))
-    with pytest.raises(SegcliError, match=r"^weak\.fill: .*\(10, 12\) and \(3, 3\)$"):
+    with pytest.raises(SegcliError, match=r"^weak\.rounds: .*\(10, 12\) and \(3, 3\)$"):
         refine_with_prediction(pred, boxes, classes, fallback[:3, :3], 0, IGNORE)
 
 

@@ -88,7 +88,7 @@ def test_scribbles_inside_components_width_background_deterministic(width):
 
 
 def test_scribble_width_error_and_simulators_by_keyword():
-    with pytest.raises(SegcliError, match=r"^dataset\.simulate: scribble width=0: "):
+    with pytest.raises(SegcliError, match=r"^weak\.scribble_width=0: "):
         scribbles_from_mask(scene(), 3, IGNORE, width=0)
     assert set(SIMULATORS) == {"boxes", "points", "scribbles"}
     boxes = SIMULATORS["boxes"](

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from helpers import write_pair
 
-from segcli.data.layouts import find_split_files, train_image_folder
+from segcli.data.layouts import find_split_files
 from segcli.data.masks import encode_training_mask, training_mask_decoder
 from segcli.data.readers import PseudoMaskDataset
 from segcli.data.settings import DatasetSettings
+from segcli.data.weak_images import train_image_folder
 from segcli.errors import SegcliError
 from segcli.weak.settings import WeakSettings, check_weak, weak_kind
 
@@ -30,7 +31,7 @@ def settings(**values) -> DatasetSettings:
         ({"inner_share": 0}, "weak.inner_share=0.0: expected a share in (0, 1]"),
         ({"inner_share": 1.5}, "weak.inner_share=1.5: expected a share in (0, 1]"),
         ({"rounds": 0}, "weak.rounds=0: expected an integer >= 1"),
-        ({"rounds": "2"}, "weak.rounds=2: expected a int"),
+        ({"rounds": "2"}, "weak.rounds=2: expected a whole number"),
         ({"crf_confidence": 0.5}, "weak.crf_confidence=0.5: expected a probability in (0.5, 1)"),
         ({"min_area": -1}, "weak.min_area=-1: expected pixels >= 0"),
         ({"round": 2}, "weak.round: unknown key; expected one of fill, inner_share"),
@@ -117,7 +118,7 @@ def test_the_pseudo_mask_dataset_reads_the_images_that_have_a_training_mask(tmp_
     masks.mkdir()
     a = np.array([[0, 1, 2, 9, 9]] * 6)  # 9: ignore_index
     for name in ("n0", "n2"):
-        cv2.imwrite(str(masks / f"{name}.png"), encode_training_mask(a, 3, 9))
+        cv2.imwrite(str(masks / f"{name}.png"), encode_training_mask(a, 3))
     ds = PseudoMaskDataset(images, masks, training_mask_decoder(3, 9), lambda **kw: kw)
     assert len(ds) == 2 and [ds.name(i) for i in range(2)] == ["n0", "n2"]
     image, mask, name = ds.load(1)
@@ -125,6 +126,55 @@ def test_the_pseudo_mask_dataset_reads_the_images_that_have_a_training_mask(tmp_
     np.testing.assert_array_equal(mask, a)
     stats = ds.class_pixels(3)
     assert stats.pixels.tolist() == [12, 12, 12] and stats.present.tolist() == [36, 36, 36]
-    cv2.imwrite(str(masks / "n0.png"), encode_training_mask(a[:5], 3, 9))
+    cv2.imwrite(str(masks / "n0.png"), encode_training_mask(a[:5], 3))
     with pytest.raises(SegcliError, match=r"n0.png: training mask is 5x5 \(WxH\); expected"):
         ds.load(0)
+
+
+def synthetic_cfg(*overrides: str) -> dict:
+    from segcli.config import compose_config, to_plain
+
+    return to_plain(
+        compose_config(
+            ["dataset.num_train=4", "dataset.num_val=2", "dataset.image_size=[32,32]", *overrides]
+        )
+    )
+
+
+def test_keys_of_weak_labels_in_a_full_mask_run_are_refused_not_ignored():
+    from segcli.weak.settings import check_full_masks
+
+    with pytest.raises(SegcliError, match=r"^dataset.weak_labels=a.json is read for weak labels"):
+        check_full_masks(settings(weak_labels="a.json"), None)
+    with pytest.raises(SegcliError, match=r"^weak.rounds=2 refines weak labels"):
+        check_full_masks(settings(), {"rounds": 2})
+    check_full_masks(settings(), {"fill": "grabcut"})  # the group's other keys are inert
+
+
+def test_a_resume_may_not_change_how_the_training_masks_are_made(tmp_path: Path):
+    from segcli.training.weak_rounds import WeakRounds
+
+    cfg = synthetic_cfg("dataset.simulate=boxes")
+    for key in ("weak.fill", "dataset.simulate", "dataset.background_class"):
+        with pytest.raises(SegcliError, match=rf"^{key}: a resume cannot change"):
+            WeakRounds(cfg, tmp_path, changes={key: ("a", "b")})
+    WeakRounds(cfg, tmp_path, changes={"trainer.epochs": (1, 2)})
+
+
+def test_masks_of_other_settings_are_made_again(tmp_path: Path):
+    from segcli.weak.pseudo import WeakLabels
+
+    folder = tmp_path / "round1"
+    box = WeakLabels(synthetic_cfg("dataset.simulate=boxes", "weak.fill=box")).first_round(folder)
+    first = {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in box.glob("*.png")}
+    assert len(first) == 4 and all((m != 255).all() for m in first.values())  # Box: no band
+    again = WeakLabels(synthetic_cfg("dataset.simulate=boxes", "weak.fill=box")).first_round(folder)
+    assert {p.name: p.stat().st_mtime_ns for p in again.glob("*.png")} == {
+        p.name: p.stat().st_mtime_ns for p in box.glob("*.png")
+    }  # the same settings: kept
+    WeakLabels(synthetic_cfg("dataset.simulate=boxes", "weak.fill=box_i")).first_round(folder)
+    second = {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in box.glob("*.png")}
+    assert any((m == 255).any() for m in second.values())  # Box^i's ignored bands
+    import json
+
+    assert json.loads((folder / "pseudo.json").read_text())["settings"]["weak"]["fill"] == "box_i"

@@ -49,7 +49,7 @@ def test_simulated_boxes_train_on_their_filling_and_score_it_against_the_truth(b
         _, mask, name = truth.load(i)
         labels = boxes_from_mask(mask, 4, 255, 0, min_area=16)
         expected = fill_boxes(labels.boxes, labels.box_classes, mask.shape, 0, 255)
-        np.testing.assert_array_equal(masks[name], encode_training_mask(expected, 4, 255))
+        np.testing.assert_array_equal(masks[name], encode_training_mask(expected, 4))
         matrix += np.bincount(mask.ravel() * 4 + expected.ravel(), minlength=16).reshape(4, 4)
     iou = np.diag(matrix) / (matrix.sum(0) + matrix.sum(1) - np.diag(matrix))
     scores = json.loads((box_run / "weak" / "round1" / "pseudo.json").read_text())
@@ -184,7 +184,7 @@ def test_bad_weak_settings_are_one_line_and_leave_no_run_folder(tmp_path, extra,
 
 def test_training_masks_round_trip_and_unlabelled_pixels_read_as_ignore_index():
     mask = np.array([[0, 2, 11], [1, 11, 2]])
-    encoded = encode_training_mask(mask, 3, 11)
+    encoded = encode_training_mask(mask, 3)
     assert encoded.dtype == np.uint8 and encoded.tolist() == [[0, 2, 255], [1, 255, 2]]
     decoder = training_mask_decoder(3, 11)
     raw = RawMask(encoded, "8-bit", "PNG", None)

@@ -139,43 +139,6 @@ def find_split_files(
     return layout.find(layout, settings, base, seed, problems)
 
 
-def train_image_folder(settings: DatasetSettings) -> Path:
-    """The folder of the training images of a dataset labelled by weak-label files:
-    ``dataset.weak_images`` (relative to root), else the layout's own training image folder
-    (``train/`` of CamVid's SegNet layout, ``<image_dir>/train`` of ``dataset=folder``,
-    ``JPEGImages`` of VOC).
-
-    Raises:
-        SegcliError: no root, the folder is missing, or the layout has no fixed training folder
-            (naming ``dataset.weak_images``).
-    """
-    if settings.root is None:
-        raise SegcliError("dataset.root: not set (set dataset.root=PATH)")
-    root = Path(settings.root).expanduser()
-    if settings.weak_images:
-        folder = root / settings.weak_images
-    else:
-        layout = LAYOUTS.get(str(settings.layout), "dataset.layout")
-        base = layout.base(root) or root
-        if "train" in layout.folders:
-            folder = base / layout.folders["train"][0]
-        elif layout.name == "image_mask_dirs":
-            folder = base / str(settings.image_dir) / "train"
-        elif layout.name == "voc":
-            folder = base / VOC_IMAGES
-        else:
-            raise SegcliError(
-                f"dataset.layout={layout.name}: set dataset.weak_images to the training images' "
-                "folder (relative to dataset.root)"
-            )
-    if not folder.is_dir():
-        raise SegcliError(
-            f"{folder}: training images not found; expected a folder (set dataset.weak_images "
-            "relative to dataset.root)"
-        )
-    return folder
-
-
 def _split_folders(
     layout: Layout, settings: DatasetSettings, root: Path, seed: int, problems: list[str] | None
 ) -> SplitFiles:
@@ -287,11 +250,13 @@ def _voc(
     lists = root / VOC_LISTS
     out = SplitFiles()
     for split in ("train", "val"):
+        if split == "train" and settings.label_files:
+            continue  # weak-label files, not masks (weak_training_names gives the images)
         names = [e[0] for e in read_list(lists / f"{split}.txt", root)]
         out.pairs[split] = _named_pairs(
             names, root / VOC_IMAGES, root / VOC_MASKS, lists / f"{split}.txt", problems
         )
-    if settings.aug:
+    if settings.aug and not settings.label_files:
         out.pairs["train"] = _voc_aug(settings, root, out.pairs["val"], problems)
     return out
 
@@ -338,6 +303,8 @@ def _cityscapes(
     """Cityscapes: labelTrainIds masks when every image of the split has one, else labelIds."""
     out = SplitFiles()
     for split, (image_folder, mask_folder) in layout.folders.items():
+        if split == "train" and settings.label_files:
+            continue  # weak-label files, not masks
         images, masks = root / image_folder, root / mask_folder
         train_ids = list_images(masks, CITY_TRAIN_IDS, recursive=True) if masks.is_dir() else {}
         image_names = list_images(images, CITY_IMAGES, recursive=True) if images.is_dir() else {}

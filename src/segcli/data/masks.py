@@ -375,10 +375,10 @@ def unlabelled_value(num_classes: int) -> int:
     return 255 if num_classes < 255 else 65535
 
 
-def encode_training_mask(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
-    """``(H, W) int64`` classes or ignore_index -> the PNG's pixels: ``uint8`` (or ``uint16`` for
-    255 classes or more), ignore_index stored as ``unlabelled_value``. ``training_mask_decoder``
-    reads it back."""
+def encode_training_mask(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(H, W)`` integer classes 0..C-1, anything else (ignore_index) unlabelled -> the PNG's
+    pixels: ``uint8`` (or ``uint16`` for 255 classes or more), unlabelled stored as
+    ``unlabelled_value``. ``training_mask_decoder`` reads it back."""
     unlabelled = unlabelled_value(num_classes)
     out = np.where((mask >= 0) & (mask < num_classes), mask, unlabelled)
     return out.astype(np.uint8 if unlabelled == 255 else np.uint16)

@@ -316,7 +316,7 @@ class DatasetSettings:
     def label_files(self) -> bool:
         """Whether the training split is labelled by weak-label files (``labels`` is not masks
         and nothing is simulated): its masks are not read, its images are ``weak_images``'."""
-        return self.labels != "masks" and not self.simulate
+        return self.labels not in (None, "masks") and not self.simulate
 
     def images_in(self, split: str) -> int:
         """A synthetic dataset's number of images of ``split`` (``num_train``, ...)."""

@@ -27,10 +27,14 @@ def semantic_run(
     """``weak_rounds.WeakRounds`` for weak training labels, else ``trainer.build_run``'s run.
 
     Raises:
-        SegcliError: weak labels with a classical baseline, or what the run raises.
+        SegcliError: weak labels with a classical baseline, weak-label keys set for full masks
+            (``weak.settings.check_full_masks``), or what the run raises.
     """
     dataset = DatasetSettings.from_config(cfg["dataset"])
     if dataset.labels == "masks" and not dataset.simulate:
+        from segcli.weak.settings import check_full_masks
+
+        check_full_masks(dataset, cfg.get("weak"))
         return trainer.build_run(cfg, run_path, ddp, resume, changes)
     if is_classical(cfg["model"]):
         raise SegcliError(

@@ -6,8 +6,9 @@ recursive training of Khoreva et al. 2017: round 1 trains on the filled boxes; r
 from scratch (same seed, same budget) on round r-1's prediction on the training images, kept inside
 the boxes. Rounds 1..N-1 train in ``RUN/weak/round{r}/`` (run folders of their own), the last one
 in ``RUN`` itself, so ``segcli eval RUN/checkpoints/best.pt`` scores the final model. Each round
-starts, resumes or is skipped by its own folder's state (the rules of training/jobs.py), so an
-interrupted run continues where it stopped.
+starts, resumes or is skipped by its own folder's state (the rules of training/jobs.py: a round
+folder holding a run of another config is refused), so the same command or ``segcli train
+--resume RUN`` continues an interrupted run where it stopped.
 """
 
 from __future__ import annotations
@@ -16,15 +17,23 @@ from pathlib import Path
 
 from segcli import console
 from segcli.data.datasets import build_datasets
+from segcli.errors import RunInterrupted, SegcliError
 from segcli.runs.run_dir import RunDir
 from segcli.training import distributed
 from segcli.training.trainer import Trainer
 from segcli.weak.pseudo import WeakLabels
 
+#: config keys a resume may not change: they decide the training masks already made
+FIXED_ON_RESUME = ("weak.", "dataset.labels", "dataset.weak_", "dataset.simulate", "dataset.back")
+
 
 class PseudoMaskTrainer(Trainer):
     """A ``Trainer`` whose training split's masks are a folder of training masks (``masks``) over
-    ``images`` (image files; None: the train split's own images). Arguments as ``Trainer``'s."""
+    ``images`` (image files; None: the train split's own images). Arguments as ``Trainer``'s.
+
+    Raises:
+        SegcliError, RunInterrupted: as ``Trainer``'s.
+    """
 
     def __init__(
         self,
@@ -56,8 +65,8 @@ class WeakRounds:
     ``Trainer``'s); ``.fit()`` returns the last round's summary.json dict.
 
     Raises:
-        SegcliError: bad weak-label settings or files (construction, see ``WeakLabels``), or what a
-            round's ``Trainer`` raises.
+        SegcliError: bad weak-label settings or files (construction, see ``WeakLabels``), a resume
+            that changes them, or what a round's ``Trainer`` raises.
         RunInterrupted: SIGINT/SIGTERM; the round's last.pt is kept and the run resumes from it.
     """
 
@@ -69,18 +78,32 @@ class WeakRounds:
         resume: bool = False,
         changes: dict | None = None,
     ) -> None:
-        self.cfg, self.run = cfg, RunDir(Path(run_path))
-        self.ddp, self.changes = ddp or distributed.Distributed(), changes
+        self.cfg, self.ddp, self.changes = cfg, ddp or distributed.Distributed(), changes
+        self.run = RunDir(Path(run_path), writer=self.ddp.main)
+        fixed = sorted(k for k in changes or {} if k.startswith(FIXED_ON_RESUME))
+        if fixed:
+            raise SegcliError(
+                f"{fixed[0]}: a resume cannot change how the training masks are made; start a "
+                "new run (another run.name or hydra.run.dir) instead"
+            )
         self.labels = WeakLabels(cfg)
 
     def fit(self) -> dict:
+        """Every round not done yet, in order (see the module docstring); the last round's
+        summary.json dict.
+
+        Raises:
+            SegcliError, RunInterrupted: see the class.
+        """
         rounds, summary = self.labels.weak.rounds, {}
         for r in range(1, rounds + 1):
             folder = self.run.weak_round(r)
             target = self.run.path if r == rounds else folder
-            if r < rounds and RunDir.read(folder).done():
+            if r < rounds and self._finished(folder):
                 continue
             masks = self._masks(r)
+            if self.labels.kind != "boxes":
+                self.labels.forget_labels()
             if rounds > 1:
                 console.out.print(
                     f"segcli: weak-label round {r} of {rounds}: training masks in {masks}",
@@ -95,16 +118,40 @@ class WeakRounds:
                 resume=RunDir.read(target).last.is_file(),
                 changes=self.changes,
             )
-            summary = trainer.fit()
+            try:
+                summary = trainer.fit()
+            except RunInterrupted as stop:  # the round's folder is not what a user resumes
+                raise RunInterrupted(
+                    stop.exit_code,
+                    f"weak-label round {r} of {rounds}: {stop}".replace(
+                        f"--resume {target}", f"--resume {self.run.path}"
+                    ),
+                ) from None
         return summary
 
+    def _finished(self, folder: Path) -> bool:
+        """Whether round ``folder`` holds a finished run of this config.
+
+        Raises:
+            SegcliError: it holds a run of another config (training/jobs.py's rule)."""
+        from segcli.training.jobs import FolderState, existing_run
+
+        return existing_run(folder, self.cfg) is FolderState.DONE
+
     def _masks(self, r: int) -> Path:
-        """Round ``r``'s masks folder, written by rank 0 (the others wait for it)."""
-        folder, masks = self.run.weak_round(r), None
+        """Round ``r``'s masks folder, written by rank 0; the others wait for it and raise its
+        error, if any."""
+        folder, masks, error = self.run.weak_round(r), None, None
         if self.ddp.main:
-            if r == 1:
-                masks = self.labels.first_round(folder)
-            else:
-                best = RunDir.read(self.run.weak_round(r - 1)).best
-                masks = self.labels.next_round(folder, self.run.weak_round(1), best)
-        return Path(self.ddp.broadcast(str(masks) if masks else None))
+            try:
+                if r == 1:
+                    masks = self.labels.first_round(folder)
+                else:
+                    best = RunDir.read(self.run.weak_round(r - 1)).best
+                    masks = self.labels.next_round(folder, self.run.weak_round(1), best)
+            except SegcliError as exc:
+                error = str(exc)
+        masks, error = self.ddp.broadcast((str(masks) if masks else None, error))
+        if error:
+            raise SegcliError(error)
+        return Path(masks)

@@ -78,7 +78,7 @@ def inner_range(rng, inner_share: float) -> tuple[int, int, int, int]:
 
 def _check_share(name: str, share: float) -> None:
     if not 0.0 < share <= 1.0:
-        raise SegcliError(f"weak.fill.{name}={share}: expected a share of the box's area in (0, 1]")
+        raise SegcliError(f"weak.{name}={share}: expected a share of the box's area in (0, 1]")
 
 
 def blank(size, outside: int | None, ignore_index: int) -> np.ndarray:

@@ -22,8 +22,9 @@ class ImageLabels:
             the last column + 1, so a box of one pixel at column 3, row 5 is ``[3, 5, 4, 6]``);
             ``(0, 4)`` for an image without boxes (all background).
         box_classes: ``(K,) int64`` class index 0..C-1 of each box.
-        sparse: ``(H, W) int64`` points or scribbles: a class index where labelled, ignore_index
-            elsewhere; None for box labels.
+        sparse: ``(H, W)`` integer (int64 from the readers and simulators; weak/pseudo.py keeps
+            label files' as int16) points or scribbles: a class index where labelled,
+            ignore_index elsewhere; None for box labels.
     """
 
     boxes: np.ndarray

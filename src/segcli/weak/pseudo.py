@@ -22,7 +22,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -32,10 +32,11 @@ from segcli import console
 from segcli.config import run_seed
 from segcli.data.datasets import build_datasets
 from segcli.data.images import image_size, read_image
-from segcli.data.layouts import find_split_files, train_image_folder
+from segcli.data.layouts import find_split_files
 from segcli.data.masks import encode_training_mask, mask_table, read_mask
 from segcli.data.pairing import list_images
 from segcli.data.settings import DatasetInfo, DatasetSettings
+from segcli.data.weak_images import train_image_folder, weak_training_names
 from segcli.errors import SegcliError
 from segcli.weak.fill import pseudo_mask
 from segcli.weak.labels import ImageLabels
@@ -81,6 +82,28 @@ class WeakLabels:
         self.kind = weak_kind(self.dataset)
         self.seed = run_seed(cfg)
         self._images: TrainImages | None = None
+        self._require_libraries()
+
+    def _require_libraries(self) -> None:
+        """The optional libraries the labels need, asked for now rather than in the first image.
+
+        Raises:
+            SegcliError: pydensecrf2 missing for ``weak.fill=crf``, scikit-image for simulated
+                scribbles (one line naming the key and the extra)."""
+        if self.kind == "boxes" and self.weak.fill == "crf":
+            from segcli.inference.refine import require_crf
+
+            try:
+                require_crf()
+            except SegcliError:
+                raise SegcliError(
+                    "weak.fill=crf needs pydensecrf2: pip install 'segcli[crf]' (or weak.fill="
+                    "grabcut)"
+                ) from None
+        if self.dataset.simulate == "scribbles":
+            from segcli.weak.simulate import require_skeletonize
+
+            require_skeletonize()
 
     @property
     def images(self) -> TrainImages:
@@ -131,35 +154,43 @@ class WeakLabels:
         path = Path(settings.root) / str(settings.weak_labels)
         if not path.exists():
             raise SegcliError(f"{path}: dataset.weak_labels not found (relative to dataset.root)")
-        found = list_images(train_image_folder(settings), recursive=True)
+        found = _by_stem(train_image_folder(settings))
+        listed = weak_training_names(settings)
         held_out = _eval_images(settings, self.seed)
-        found = {Path(n).name: p for n, p in found.items()}
         known = {**held_out, **found}  # labels may name validation images: left out, not wrong
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             sizes = dict(zip(known, pool.map(image_size, known.values())))
-        decode = _mask_decoding(settings, info)
         spec = LabelSpec(
             info.class_names,
             info.ignore_index,
             sizes,
             settings.background_class,
             self.weak.scribble_width,
-            decode,
+            _mask_decoding(settings, info),
         )
-        read = read_labels(self.kind, path, spec)
-        names = sorted(n for n in read if n in found and n not in held_out)
+        read = {n: _compact(v) for n, v in read_labels(self.kind, path, spec).items()}
+        trainable = [n for n in found if n not in held_out and (listed is None or n in listed)]
+        names = sorted(n for n in trainable if n in read)
         if not names:
             raise SegcliError(
                 f"{path}: labels no training image of {train_image_folder(settings)}; expected "
                 "labels named like the images (file stems)"
             )
-        left = len([n for n in found if n not in held_out]) - len(names)
-        if left:
-            console.warning(f"{left} training image(s) have no weak labels and are left out")
+        if len(trainable) > len(names):
+            console.warning(
+                f"{len(trainable) - len(names)} training image(s) have no weak labels and are "
+                "left out"
+            )
         paths = [found[n] for n in names]
         return TrainImages(
             names, lambda i: read_image(paths[i]), None, lambda i: read[names[i]], paths
         )
+
+    def forget_labels(self) -> None:
+        """Drop the labels once round 1's masks are written (points and scribbles have no later
+        rounds; their sparse masks can be large); names and paths stay."""
+        if self._images is not None:
+            self._images.labels = _gone
 
     # -- one round's masks ------------------------------------------------------------------
 
@@ -208,10 +239,34 @@ class WeakLabels:
             **_fill_params(self.weak),
         )
 
-    def _write_round(self, folder: Path, mask_of: Callable[[int], np.ndarray], threads: int = 0):
+    def settings_record(self) -> dict:
+        """What decides a round's training masks: the labelling ``dataset`` keys, the ``weak``
+        group and the seed (kept in pseudo.json; masks made under other settings are remade)."""
+        d = self.dataset
+        keys = ("root", "labels", "weak_labels", "weak_images", "simulate", "background_class")
+        return {
+            "dataset": {k: getattr(d, k) for k in keys},
+            "weak": asdict(self.weak),
+            "seed": self.seed,
+        }
+
+    def _write_round(
+        self, folder: Path, mask_of: Callable[[int], np.ndarray], threads: int = 0
+    ) -> Path:
+        """``folder/masks/NAME.png`` (``masks.encode_training_mask``: class indices, unlabelled
+        255, or 65535 for 255 classes or more) of every training image and ``folder/pseudo.json``,
+        unless both exist for the same settings; returns the masks folder.
+
+        Raises:
+            SegcliError: a mask cannot be written, or what ``mask_of`` raises (the first error
+                stops the remaining images).
+        """
         masks, scores = folder / MASKS, folder / SCORES
+        settings = self.settings_record()
         if masks.is_dir() and scores.is_file():
-            return masks
+            if json.loads(scores.read_text()).get("settings") == settings:
+                return masks
+            console.warning(f"{folder}: training masks of other settings; making them again")
         partial = folder / (MASKS + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -220,23 +275,30 @@ class WeakLabels:
 
         def one(i: int) -> None:
             mask = mask_of(i)
-            cv2.imwrite(
-                str(partial / f"{images.names[i]}.png"),
-                encode_training_mask(mask, info.num_classes, info.ignore_index),
-            )
+            path = partial / f"{images.names[i]}.png"
+            if not cv2.imwrite(str(path), encode_training_mask(mask, info.num_classes)):
+                raise SegcliError(f"{path}: could not write the training mask")
             tally.add(mask, images.truth(i) if images.truth is not None else None)
 
-        workers = threads or min(4, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, range(len(images.names))))
+        pool = ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1))
+        try:
+            for future in [pool.submit(one, i) for i in range(len(images.names))]:
+                future.result()
+        finally:  # an error or Ctrl-C stops the images not yet started
+            pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(masks, ignore_errors=True)
         partial.rename(masks)
         record = {"images": len(images.names), "labels": self.kind, "fill": self.weak.fill}
         record.update(tally.scores(info.class_names))
+        record["settings"] = settings
         tmp = scores.with_suffix(".json.partial")
         tmp.write_text(json.dumps(record, indent=2))
         tmp.replace(scores)
         return masks
+
+
+def _gone(i: int) -> ImageLabels:
+    raise RuntimeError("the weak labels were dropped after round 1 (WeakLabels.forget_labels)")
 
 
 def _fill_params(weak: WeakSettings) -> dict:
@@ -248,6 +310,33 @@ def _fill_params(weak: WeakSettings) -> dict:
         "grabcut": {**inner, "iterations": weak.grabcut_iterations, "min_share": weak.min_share},
         "crf": {**inner, "confidence": weak.crf_confidence},
     }[weak.fill]
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    """Stem -> image file of ``folder`` and its subfolders.
+
+    Raises:
+        SegcliError: two images share a stem (weak labels name images by stem)."""
+    out: dict[str, Path] = {}
+    for path in list_images(folder, recursive=True).values():
+        if path.stem in out:
+            raise SegcliError(
+                f"{path}: another training image has the stem {path.stem!r} ({out[path.stem]}); "
+                "weak labels name images by stem: expected unique file names"
+            )
+        out[path.stem] = path
+    return out
+
+
+def _compact(labels: ImageLabels) -> ImageLabels:
+    """``labels`` with its sparse mask stored as int16 where the values fit (a quarter of int64's
+    memory, for label files of many images); a view of the same values otherwise."""
+    sparse = labels.sparse
+    if sparse is None or sparse.size == 0:
+        return labels
+    if -32768 <= int(sparse.min()) and int(sparse.max()) <= 32767:
+        return ImageLabels(labels.boxes, labels.box_classes, sparse.astype(np.int16))
+    return labels
 
 
 def _eval_images(settings: DatasetSettings, seed: int) -> dict[str, Path]:

@@ -41,7 +41,7 @@ def refine_with_prediction(
     """
     if pred.shape != fallback.shape or pred.ndim != 2:
         raise SegcliError(
-            f"weak.fill: expected a prediction and a fallback mask of one (H, W) shape, got "
+            f"weak.rounds: expected a prediction and a fallback mask of one (H, W) shape, got "
             f"{pred.shape} and {fallback.shape}"
         )
     out = blank(pred.shape, outside, ignore_index)

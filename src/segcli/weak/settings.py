@@ -50,7 +50,8 @@ class WeakSettings:
         for key, value in cfg.items():
             kind = type(getattr(defaults, key))
             if value is None or isinstance(value, bool) or not isinstance(value, (kind, int)):
-                raise SegcliError(f"weak.{key}={value}: expected a {kind.__name__}")
+                expected = {"str": "name", "int": "whole number", "float": "number"}[kind.__name__]
+                raise SegcliError(f"weak.{key}={value}: expected a {expected}")
             values[key] = kind(value)
         out = cls(**values)
         out._check()
@@ -127,4 +128,28 @@ def check_weak(dataset: DatasetSettings, weak: WeakSettings, num_classes: int) -
         raise SegcliError(
             f"weak.rounds={weak.rounds}: rounds refine predictions inside boxes; expected "
             f"dataset.labels=boxes or dataset.simulate=boxes (not {kind or 'masks'})"
+        )
+
+
+def check_full_masks(dataset: DatasetSettings, weak_cfg: Mapping | None) -> None:
+    """A full-mask run (``dataset.labels=masks``, nothing simulated) that sets a key only weak
+    labels read: refused rather than ignored (a forgotten ``dataset.labels=boxes`` would train on
+    the masks).
+
+    Raises:
+        SegcliError: ``dataset.weak_labels`` or ``dataset.weak_images`` set, or ``weak.rounds``
+            > 1 (one line naming the key).
+    """
+    for key in ("weak_labels", "weak_images"):
+        value = getattr(dataset, key)
+        if value:
+            raise SegcliError(
+                f"dataset.{key}={value} is read for weak labels only; expected dataset.labels="
+                "boxes, points or scribbles with it (or dataset.{key}=null)".replace("{key}", key)
+            )
+    rounds = WeakSettings.from_config(weak_cfg).rounds
+    if rounds > 1:
+        raise SegcliError(
+            f"weak.rounds={rounds} refines weak labels; expected dataset.labels=boxes or "
+            "dataset.simulate=boxes with it"
         )

@@ -79,7 +79,11 @@ def points_from_mask(
     return ImageLabels.of_sparse(keep_points(mask, per_class, key, num_classes, ignore_index))
 
 
-def _skeletonize():
+def require_skeletonize():
+    """scikit-image's ``skeletonize``.
+
+    Raises:
+        SegcliError: scikit-image is not installed (one line naming the extra)."""
     try:
         from skimage.morphology import skeletonize
     except ImportError:
@@ -110,8 +114,8 @@ def scribbles_from_mask(
         SegcliError: width < 1, or scikit-image missing.
     """
     if width < 1:
-        raise SegcliError(f"dataset.simulate: scribble width={width}: expected >= 1 pixels")
-    skeletonize = _skeletonize()
+        raise SegcliError(f"weak.scribble_width={width}: expected >= 1 pixels")
+    skeletonize = require_skeletonize()
     erode = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * (width // 2) + 1,) * 2)
     pen = cv2.getStructuringElement(cv2.MORPH_RECT, (width, width))
     out = np.full(mask.shape, ignore_index, dtype=np.int64)
