@@ -102,8 +102,11 @@ def test_two_rounds_keep_each_round_and_a_rerun_continues_without_redoing_them(t
     before = (first / "metrics.jsonl").read_text(), {n: m.copy() for n, m in two.items()}
     for name in ("checkpoints/best.pt", "checkpoints/last.pt", "summary.json", "metrics.jsonl"):
         (run / name).unlink()
+    other = segcli("train", *args, "weak.min_share=0.3", cwd=tmp_path)  # round 1 is another run
+    assert_user_error(other, "holds a run of another config", "weak.min_share: 0.1 -> 0.3")
     again = segcli("train", *args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+    assert "unfinished run of this config; resuming it" in again.stdout
     assert (first / "metrics.jsonl").read_text() == before[0]
     assert all((masks_of(run, 2)[n] == m).all() for n, m in before[1].items())
     assert json.loads((run / "summary.json").read_text())["status"] == "done"

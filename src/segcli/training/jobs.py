@@ -9,7 +9,8 @@ gives (a ``trainer.Trainer``, or a ``classical_fit.ClassicalFit`` for a classica
 - ``DONE``: a finished run of the same config: skipped (``trainer.skip_if_done``, the default),
   or refused with one line when it is false.
 - ``UNFINISHED``: an unfinished run of the same config (interrupted, failed or killed): continued
-  from ``checkpoints/last.pt``.
+  from ``checkpoints/last.pt`` (a weak-label run still in an earlier round: from that round's,
+  training/weak_rounds.py).
 - a run of another config: refused, every differing key listed.
 """
 
@@ -56,9 +57,11 @@ def existing_run(run_dir: Path, cfg: Mapping) -> FolderState:
         SegcliError: the folder holds a run of another config (every differing key listed).
     """
     run = RunDir.read(run_dir)
-    if not run.last.is_file():
+    if not run.last.is_file() and not run.started():
         return FolderState.NEW
-    old = absolute_root(run.saved_config())
+    # a weak-label run still in an earlier round: that round's checkpoint holds the run's config
+    saved = run if run.last.is_file() else RunDir.read(run.weak_round(1))
+    old = absolute_root(saved.saved_config())
     known = flatten(old)  # keys a newer segcli added are not differences of the run's own config
     changes = {
         k: v
@@ -75,7 +78,7 @@ def existing_run(run_dir: Path, cfg: Mapping) -> FolderState:
             f"{run_dir} "
             "--allow-changes"
         )
-    return FolderState.DONE if run.done() else FolderState.UNFINISHED
+    return FolderState.DONE if run.last.is_file() and run.done() else FolderState.UNFINISHED
 
 
 def _decide(run: RunDir, cfg: dict, ddp: Distributed) -> FolderState:
