@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -280,6 +281,12 @@ class WeakLabels:
                 raise SegcliError(f"{path}: could not write the training mask")
             tally.add(mask, images.truth(i) if images.truth is not None else None)
 
+        what = self.kind if self.kind != "boxes" else f"boxes, weak.fill={self.weak.fill}"
+        console.out.print(
+            f"segcli: training masks ({what}) of {len(images.names)} images -> {masks}",
+            highlight=False,
+        )
+        start = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1))
         try:
             for future in [pool.submit(one, i) for i in range(len(images.names))]:
@@ -290,7 +297,15 @@ class WeakLabels:
         partial.rename(masks)
         record = {"images": len(images.names), "labels": self.kind, "fill": self.weak.fill}
         record.update(tally.scores(info.class_names))
+        record["seconds"] = round(time.perf_counter() - start, 1)
         record["settings"] = settings
+        score = record.get("miou_vs_truth")
+        console.out.print(
+            f"segcli: training masks written in {record['seconds']:.0f} s; labelled share "
+            f"{record['labelled_share']:.3f}"
+            + ("" if score is None else f", mIoU against the true masks {score:.4f}"),
+            highlight=False,
+        )
         tmp = scores.with_suffix(".json.partial")
         tmp.write_text(json.dumps(record, indent=2))
         tmp.replace(scores)
