@@ -226,7 +226,8 @@ class WeakLabels:
                 self.weak.min_share,
             )
 
-        return self._write_round(folder, refined, threads=1)
+        what = f"boxes, {checkpoint.parent.parent.name}'s model inside them"
+        return self._write_round(folder, refined, threads=1, what=what)
 
     def _filled(self, i: int) -> np.ndarray:
         images = self.images
@@ -252,7 +253,11 @@ class WeakLabels:
         }
 
     def _write_round(
-        self, folder: Path, mask_of: Callable[[int], np.ndarray], threads: int = 0
+        self,
+        folder: Path,
+        mask_of: Callable[[int], np.ndarray],
+        threads: int = 0,
+        what: str | None = None,
     ) -> Path:
         """``folder/masks/NAME.png`` (``masks.encode_training_mask``: class indices, unlabelled
         255, or 65535 for 255 classes or more) of every training image and ``folder/pseudo.json``,
@@ -281,7 +286,7 @@ class WeakLabels:
                 raise SegcliError(f"{path}: could not write the training mask")
             tally.add(mask, images.truth(i) if images.truth is not None else None)
 
-        what = self.kind if self.kind != "boxes" else f"boxes, weak.fill={self.weak.fill}"
+        what = what or (self.kind if self.kind != "boxes" else f"boxes, weak.fill={self.weak.fill}")
         console.out.print(
             f"segcli: training masks ({what}) of {len(images.names)} images -> {masks}",
             highlight=False,
@@ -295,7 +300,7 @@ class WeakLabels:
             pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(masks, ignore_errors=True)
         partial.rename(masks)
-        record = {"images": len(images.names), "labels": self.kind, "fill": self.weak.fill}
+        record = {"images": len(images.names), "labels": what}
         record.update(tally.scores(info.class_names))
         record["seconds"] = round(time.perf_counter() - start, 1)
         record["settings"] = settings
