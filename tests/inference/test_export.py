@@ -1,10 +1,13 @@
 """segcli export (inference/export.py): an ONNX bundle of a trained run, its parity check, predict
 from the bundle against predict from the checkpoint, every architecture exported or refused in one
-line, and the missing extra."""
+line, and the missing extra; --format openvino (inference/openvino_graph.py): the bundle's
+OpenVINO IR, float32 and NNCF int8, checked the same way, and predict -c model.xml."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +288,66 @@ def test_size_option_and_missing_extra(tmp_path, evaluated_runs):
     r = segcli("export", best, "--size", "384x480", "--dynamic", cwd=tmp_path)
     assert r.returncode == 2 and "give one" in r.stderr
     assert not Path(tmp_path / "bundle").exists()
+
+
+def test_openvino_ir_float32_and_int8_checked_and_predict_runs_it(evaluated_runs, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    run, root = evaluated_runs["longer"], evaluated_runs["root"]
+    best = str(run / "checkpoints" / "best.pt")
+    out = tmp_path / "bundle"
+    args = ["export", best, "-o", str(out), "--format", "openvino", "--quantize"]
+    r = segcli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bundle.json",
+        "model.bin",
+        "model.int8.bin",
+        "model.int8.xml",
+        "model.onnx",
+        "model.xml",
+    ]  # the ONNX bundle as ever, plus the IR; no onnxruntime int8 beside NNCF's
+    bundle = json.loads((out / "bundle.json").read_text())
+    onnx, ir, int8 = bundle["parity"]
+    assert [onnx["model"], ir["model"], int8["model"]] == [
+        "model.onnx",
+        "model.xml",
+        "model.int8.xml",
+    ]
+    # float32 weights and f32 inference: the IR computes the graph's own logits
+    assert ir["ok"] and ir["max_abs"] < 1e-3 and ir["source"].startswith("val split")
+    assert 0 < int8["max_abs"]  # int8 changes the logits: reported, not gated
+    assert bundle["openvino"]["model"] == "model.xml"
+    assert bundle["openvino"]["calibration"].startswith("train split")
+    assert {"openvino float32", "openvino int8 (NNCF)"} <= set(bundle["speed_images_per_second"])
+
+    masks = {}
+    for name, source in (("ckpt", best), ("ir", str(out / "model.xml"))):
+        r = segcli(
+            "predict", str(root / "test"), "-c", source, "-o", str(tmp_path / name),
+            "--amp", "false", cwd=tmp_path,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        masks[name] = {
+            p.name: np.array(Image.open(p)) for p in sorted((tmp_path / name).glob("test?.png"))
+        }
+    assert sorted(masks["ir"]) == ["test0.png", "test1.png"]
+    for name, mask in masks["ckpt"].items():
+        assert (mask == masks["ir"][name]).mean() >= 0.999
+
+
+def test_without_openvino_the_export_is_one_line_naming_the_extra(evaluated_runs, tmp_path):
+    best = str(evaluated_runs["longer"] / "checkpoints" / "best.pt")
+    code = (
+        "import sys; sys.modules['openvino'] = None\n"
+        "from segcli.cli import main\n"
+        f"sys.argv = ['segcli', 'export', {best!r}, '-o', {str(tmp_path / 'b')!r}, "
+        "'--format', 'openvino']\nmain()"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "segcli: error: segcli export --format openvino needs OpenVINO: "
+        "pip install 'segcli[openvino]'"
+    )
+    assert not (tmp_path / "b").exists()

@@ -113,7 +113,8 @@ PredictCheckpointOption = Annotated[
     typer.Option(
         "-c",
         "--checkpoint",
-        help="A checkpoint, or an ONNX bundle of segcli export (its folder or model.onnx). "
+        help="A checkpoint, or a bundle of segcli export (its folder, model.onnx, or the "
+        "OpenVINO IR model.xml of --format openvino). "
         "Default: checkpoints/best.pt of the newest run under outputs/.",
     ),
 ]

@@ -302,29 +302,29 @@ def bench_table(r: dict) -> Table:
 
 
 def parity_table(bundle: dict) -> Table:
-    """``segcli export``'s check: one row per ONNX model (max |logit difference|, allclose at the
-    stated rtol/atol, argmax agreement, verdict) and its speed beside torch's (images/s)."""
+    """``segcli export``'s check: one row per exported model (max |logit difference|, allclose at
+    the stated rtol/atol, argmax agreement, its mIoU on the parity images beside the checkpoint's
+    when they have masks, verdict) and its speed beside torch's (images/s)."""
     parity = bundle["parity"]
     table = Table(
-        title="ONNX parity against the checkpoint: "
-        f"{parity[0]['images']} images, {parity[0]['source']}"
+        title=f"Parity against the checkpoint: {parity[0]['images']} images, {parity[0]['source']}"
     )
+    scored = parity[0].get("miou") is not None
     for col in (
         "model",
         "max |logit diff|",
         f"allclose (rtol {parity[0]['rtol']:g}, atol {parity[0]['atol']:g})",
         "argmax agreement",
+        *(["mIoU (checkpoint's)"] if scored else []),
         "verdict",
     ):
         table.add_column(col, justify="left" if col == "model" else "right")
-    for i, p in enumerate(
-        parity
-    ):  # the first (float32) model is gated; an int8 one is reported only
+    for p in parity:  # float32 models are gated; int8 ones are reported only
         verdict = (
             "ok"
             if p["ok"]
             else "[red]beyond tolerance[/red]"
-            if i == 0
+            if "int8" not in p["model"]
             else "below the float32 bar (reported)"
         )
         table.add_row(
@@ -332,6 +332,7 @@ def parity_table(bundle: dict) -> Table:
             f"{p['max_abs']:.2e}",
             "yes" if p["allclose"] else "no",
             f"{p['agreement']:.4%}",
+            *([f"{p['miou']:.4f} ({p['checkpoint_miou']:.4f})"] if scored else []),
             verdict,
         )
     speeds = bundle.get("speed_images_per_second") or {}

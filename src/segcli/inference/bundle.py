@@ -1,7 +1,8 @@
 """An ONNX bundle of ``segcli export`` (inference/export.py, which writes and checks it) at run
 time: ``OnnxModel`` (an onnxruntime session as a model), ``load_bundle`` and a Predictor over
-onnxruntime, so that ``segcli predict -c BUNDLE`` shares every inference mode that makes sense
-there (whole, slide, flip, multi-scale; dense CRF too) with the checkpoint path.
+onnxruntime, or over OpenVINO's CPU runtime for the bundle's OpenVINO IR (``-c BUNDLE/model.xml``,
+inference/openvino_graph.py), so that ``segcli predict -c BUNDLE`` shares every inference mode
+that makes sense there (whole, slide, flip, multi-scale; dense CRF too) with the checkpoint path.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ BUNDLE_FORMAT = 1
 
 
 def is_bundle(path: Path) -> bool:
-    """A bundle folder (with ``bundle.json``) or an ``.onnx`` file (``bundle.json`` beside it)."""
+    """A bundle folder (with ``bundle.json``), an ``.onnx`` file or an OpenVINO ``.xml`` file
+    (``bundle.json`` beside it)."""
     path = Path(path)
-    return (path.is_dir() and (path / BUNDLE_FILE).is_file()) or path.suffix.lower() == ".onnx"
+    return (path.is_dir() and (path / BUNDLE_FILE).is_file()) or path.suffix.lower() in (
+        ".onnx",
+        ".xml",
+    )
 
 
 def load_bundle(path: Path) -> tuple[dict, Path]:
-    """``(bundle.json, model file)`` of a bundle folder or an ``.onnx`` file inside one.
+    """``(bundle.json, model file)`` of a bundle folder or a model file (``.onnx``, OpenVINO's
+    ``.xml``) inside one.
 
     Raises:
         SegcliError: no bundle.json, or one of another format."""
@@ -36,7 +42,7 @@ def load_bundle(path: Path) -> tuple[dict, Path]:
     if not meta.is_file():
         raise SegcliError(f"{meta}: missing; a segcli bundle is a folder written by segcli export")
     if not model.is_file():
-        raise SegcliError(f"{model}: no such ONNX model file")
+        raise SegcliError(f"{model}: no such model file")
     try:
         bundle = json.loads(meta.read_text())
         assert bundle["format"] == BUNDLE_FORMAT
@@ -49,10 +55,12 @@ def load_bundle(path: Path) -> tuple[dict, Path]:
 
 def predictor_from_bundle(path: Path, settings=None):
     """A ``predict.Predictor`` running the bundle's ONNX model on onnxruntime (CPU, float32 or the
-    int8 file when named), with the bundle's preprocessing and ``settings`` (inference/modes.py).
+    int8 file when named), or a named OpenVINO IR (``.xml``) on OpenVINO's CPU runtime, with the
+    bundle's preprocessing and ``settings`` (inference/modes.py).
 
     Raises:
-        SegcliError: see ``load_bundle``, ``require_export``; a CRF without pydensecrf2.
+        SegcliError: see ``load_bundle``, ``require_export``, ``openvino_graph.OpenVinoModel``; a
+            CRF without pydensecrf2.
     """
     from segcli.data.augment import build_transforms
     from segcli.inference.modes import Inference, InferenceSettings
@@ -66,15 +74,22 @@ def predictor_from_bundle(path: Path, settings=None):
     transform = build_transforms(
         bundle.get("eval_augmentation"), bundle["ignore_index"], mean=norm["mean"], std=norm["std"]
     )
+    if model_file.suffix.lower() == ".xml":
+        from segcli.inference.openvino_graph import OpenVinoModel
+
+        runtime, model = "openvino", OpenVinoModel(model_file, size)
+    else:
+        runtime, model = "onnxruntime", OnnxModel(model_file, size)
+    kind = "int8" if "int8" in model_file.name else "float32"
     ctx = StepContext(
         torch.device("cpu"),
         None,
         False,
         float(spec.get("scale", 1.0)),
-        Precision(None, "false", "onnxruntime float32"),
+        Precision(None, "false", f"{runtime} {kind}"),
     )
     return Predictor(
-        OnnxModel(model_file, size),
+        model,
         transform,
         bundle["colors"],
         bundle["class_names"],

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -33,9 +33,35 @@ from segcli.inference.parity import (
     check_parity,
     images_per_second,
     parity_inputs,
+    parity_samples,
 )
 
 INT8_FILE = "model.int8.onnx"
+#: ``segcli export --format`` values
+TARGETS = ("onnx", "openvino")
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What every exported model is checked on: ``inputs`` (``(1, 3, H, W) float32``, preprocessed)
+    and their ``masks`` (``(1, H, W) int64``; None for generated images), where they come from,
+    and whether to time the models (images/s)."""
+
+    inputs: list[torch.Tensor]
+    masks: list[torch.Tensor] | None
+    source: str
+    speed: bool
+
+    def parity(self, loaded, exported) -> Parity:
+        """``check_parity`` of ``exported`` against ``loaded.model``, with the masks' mIoU."""
+        return check_parity(
+            loaded.model, exported, self.inputs, self.source, self.masks, loaded.classes
+        )
+
+
+def _parity_record(p: Parity) -> dict:
+    """bundle.json's entry of one model's parity."""
+    return {**asdict(p), "ok": p.ok, "rtol": RTOL, "atol": ATOL, "min_agreement": AGREEMENT}
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -65,8 +91,13 @@ def export_bundle(
     data_root: str | None = None,
     parity_images: int = 8,
     speed: bool = True,
+    target: str = "onnx",
 ) -> dict:
     """Write the bundle of ``checkpoint`` into ``out_dir`` (see module docstring) and check it.
+    ``target``: ``onnx`` (the bundle above), or ``openvino``: the same bundle plus its OpenVINO IR
+    ``model.xml`` (with ``quantize``, NNCF's int8 ``model.int8.xml`` calibrated on the run's
+    training images instead of onnxruntime's dynamic int8), each checked the same way
+    (inference/openvino_graph.py).
 
     ``size``: (H, W) for a fixed input size, None for any multiple of 32 (and any batch). The bundle
     is written to a temporary folder beside ``out_dir`` and moved into place when complete.
@@ -77,9 +108,19 @@ def export_bundle(
         eager), onnxruntime float32 (and int8) on the parity inputs, when ``speed``.
 
     Raises:
-        SegcliError: extras missing, checkpoint unreadable, export failure (see ``export_onnx``).
+        SegcliError: extras missing, checkpoint unreadable, export failure (see ``export_onnx``),
+            an unknown ``target``.
     """
     import shutil
+
+    if target not in TARGETS:
+        raise SegcliError(f"--format {target}: expected one of {', '.join(TARGETS)}")
+    if target == "openvino":  # the extras first, before any export work
+        from segcli.inference.openvino_graph import require_nncf, require_openvino
+
+        require_openvino()
+        if quantize:
+            require_nncf()
 
     from segcli.inference.loaded import LoadedModel
     from segcli.inference.tasks import inference_of
@@ -98,12 +139,15 @@ def export_bundle(
             f"{checkpoint}: model.arch={arch} is a scikit-learn/NumPy baseline; "
             "it has no ONNX graph to export (eval and predict run it from the checkpoint)"
         )
-    inputs, source = parity_inputs(loaded, data_root, size, parity_images)
+    inputs, masks, source = parity_samples(loaded, data_root, size, parity_images)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        bundle = _write_bundle(loaded, tmp, opset, size, quantize, inputs, source, speed)
+        checks = Checks(inputs, masks, source, speed)
+        bundle = _write_bundle(loaded, tmp, opset, size, quantize and target == "onnx", checks)
+        if target == "openvino":
+            _add_openvino(loaded, tmp, size, quantize, checks, bundle, data_root)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -119,17 +163,16 @@ def _write_bundle(
     opset: int,
     size: tuple[int, int] | None,
     quantize: bool,
-    inputs: list[torch.Tensor],
-    source: str,
-    speed: bool,
+    checks: Checks,
 ) -> dict:
     """Export ``loaded.model`` (an ``inference.loaded.LoadedModel`` on the CPU, float32) into
     ``folder`` (model.onnx, with ``quantize`` model.int8.onnx, bundle.json), check each graph on
-    ``inputs`` (from ``source``), time them when ``speed``; returns bundle.json's content."""
+    ``checks``' inputs, time them when it says so; returns bundle.json's content."""
     model, arch = loaded.model, loaded.config["model"]["arch"]
+    inputs, speed = checks.inputs, checks.speed
     exporter = export_onnx(model, inputs[0], folder / MODEL_FILE, opset, size is None, arch)
     fp32 = OnnxModel(folder / MODEL_FILE, size)
-    parity = [check_parity(model, fp32, inputs, source)]
+    parity = [checks.parity(loaded, fp32)]
     speeds = {}
     if speed:
         speeds = {
@@ -143,7 +186,7 @@ def _write_bundle(
             str(folder / MODEL_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8
         )
         int8 = OnnxModel(folder / INT8_FILE, size)
-        parity.append(check_parity(model, int8, inputs, source))
+        parity.append(checks.parity(loaded, int8))
         if speed:
             speeds["onnxruntime int8 (dynamic)"] = images_per_second(int8, inputs)
     bundle = {
@@ -193,9 +236,47 @@ def _describe(
         "opset": opset,
         "torch": torch.__version__,
         "example_input": list(shape),
-        "parity": [
-            {**asdict(p), "ok": p.ok, "rtol": RTOL, "atol": ATOL, "min_agreement": AGREEMENT}
-            for p in parity
-        ],
+        "parity": [_parity_record(p) for p in parity],
         "speed_images_per_second": {k: round(v, 3) for k, v in speeds.items()},
     }
+
+
+def _add_openvino(
+    loaded,
+    folder: Path,
+    size,
+    quantize: bool,
+    checks: Checks,
+    bundle: dict,
+    data_root: str | None,
+) -> None:
+    """The OpenVINO IR of ``folder/model.onnx`` (and its NNCF int8 with ``quantize``, calibrated
+    on up to 32 training images), their parity and speed added to ``bundle`` and bundle.json."""
+    from segcli.inference.openvino_graph import (
+        OpenVinoModel,
+        convert_onnx,
+        quantize_ir,
+        require_openvino,
+    )
+
+    ov = require_openvino()
+    ir = convert_onnx(folder / MODEL_FILE, folder)
+    models = {"openvino float32": OpenVinoModel(ir, size)}
+    calibration_source = None
+    if quantize:
+        calibration, calibration_source = parity_inputs(
+            loaded, data_root, size, 32, splits=("train", "val", "test")
+        )
+        models["openvino int8 (NNCF)"] = OpenVinoModel(quantize_ir(ir, calibration, folder), size)
+    for name, ov_model in models.items():
+        bundle["parity"].append(_parity_record(checks.parity(loaded, ov_model)))
+        if checks.speed:
+            speed = images_per_second(ov_model, checks.inputs)
+            bundle["speed_images_per_second"][name] = round(speed, 3)
+    bundle["openvino"] = {
+        "model": ir.name,
+        "int8": "model.int8.xml" if quantize else None,
+        "calibration": calibration_source,
+        "version": ov.__version__,
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
