@@ -52,6 +52,10 @@ def test_export_bundle_parity_and_predict_from_the_bundle(evaluated_runs, tmp_pa
         fp32["source"].startswith("val split") and fp32["images"] == 3
     )  # the run's real val images
     assert fp32["ok"] and fp32["allclose"] and fp32["agreement"] >= 0.999 and fp32["max_abs"] < 1e-3
+    # every export is also scored on the parity images' masks, beside the checkpoint
+    assert 0 < fp32["checkpoint_miou"] <= 1 and fp32["miou"] == pytest.approx(
+        fp32["checkpoint_miou"]
+    )
     assert 0 < int8["max_abs"]  # quantised weights change the logits; reported, not gated
     assert set(bundle["speed_images_per_second"]) == {
         "torch float32 (eager)",

@@ -9,7 +9,8 @@ onnxscript), the runtime onnxruntime, the int8 model onnxruntime's ``quantize_dy
 is written here is the bundle and its description; the graph and its runtime are
 ``onnx_graph``'s, the parity check ``parity``'s (SMP's export notebook uses ``rtol=1e-3,
 atol=1e-5``; we also require argmax agreement >= 99.9%), reading a bundle back (``segcli predict
--c BUNDLE``) ``bundle``'s.
+-c BUNDLE``) ``bundle``'s. ``--format openvino`` adds the bundle's OpenVINO IR (and NNCF's int8),
+written and run by ``openvino_graph``, checked the same way.
 """
 
 from __future__ import annotations
