@@ -254,6 +254,7 @@ def _add_openvino(
     """The OpenVINO IR of ``folder/model.onnx`` (and its NNCF int8 with ``quantize``, calibrated
     on up to 32 training images), their parity and speed added to ``bundle`` and bundle.json."""
     from segcli.inference.openvino_graph import (
+        TRANSFORMERS,
         OpenVinoModel,
         convert_onnx,
         quantize_ir,
@@ -268,7 +269,9 @@ def _add_openvino(
         calibration, calibration_source = parity_inputs(
             loaded, data_root, size, 32, splits=("train", "val", "test")
         )
-        models["openvino int8 (NNCF)"] = OpenVinoModel(quantize_ir(ir, calibration, folder), size)
+        transformer = loaded.config["model"]["arch"] in TRANSFORMERS
+        int8 = quantize_ir(ir, calibration, folder, transformer)
+        models["openvino int8 (NNCF)"] = OpenVinoModel(int8, size)
     for name, ov_model in models.items():
         bundle["parity"].append(_parity_record(checks.parity(loaded, ov_model)))
         if checks.speed:

@@ -65,10 +65,18 @@ def convert_onnx(onnx_path: Path, folder: Path) -> Path:
     return folder / IR_FILE
 
 
-def quantize_ir(ir_path: Path, calibration: Sequence[torch.Tensor], folder: Path) -> Path:
+#: architectures with transformer encoders: NNCF's ``ModelType.TRANSFORMER`` scheme (it keeps the
+#: attention's sensitive operations out of int8)
+TRANSFORMERS = ("Segformer", "DPT")
+
+
+def quantize_ir(
+    ir_path: Path, calibration: Sequence[torch.Tensor], folder: Path, transformer: bool = False
+) -> Path:
     """``ir_path`` quantised to int8 by NNCF's post-training quantisation, calibrated on
-    ``calibration`` (``(1, 3, H, W) float32`` preprocessed training images); writes
-    ``folder/model.int8.xml`` and returns its path.
+    ``calibration`` (``(1, 3, H, W) float32`` preprocessed training images), with NNCF's
+    transformer scheme when ``transformer``; writes ``folder/model.int8.xml`` and returns its
+    path.
 
     Raises:
         SegcliError: NNCF missing or quantisation failing (one line, its reason)."""
@@ -76,7 +84,8 @@ def quantize_ir(ir_path: Path, calibration: Sequence[torch.Tensor], folder: Path
     model = ov.Core().read_model(str(ir_path))
     data = nncf.Dataset([x.detach().float().cpu().numpy() for x in calibration])
     try:
-        quantized = nncf.quantize(model, data, subset_size=len(calibration))
+        extra = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+        quantized = nncf.quantize(model, data, subset_size=len(calibration), **extra)
         ov.save_model(quantized, str(folder / INT8_IR_FILE), compress_to_fp16=False)
     except Exception as exc:  # noqa: BLE001
         raise SegcliError(f"{ir_path}: NNCF cannot quantize it: {_first_line(exc)}") from None
