@@ -118,3 +118,12 @@ PredictCheckpointOption = Annotated[
         "Default: checkpoints/best.pt of the newest run under outputs/.",
     ),
 ]
+
+ExportFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="onnx: the ONNX bundle; openvino: the bundle plus its OpenVINO IR (model.xml; "
+        "with --quantize NNCF's int8 model.int8.xml, calibrated on training images).",
+    ),
+]

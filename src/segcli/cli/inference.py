@@ -14,6 +14,7 @@ from segcli.cli.common import (
     CocoJsonOption,
     DataRootOption,
     DeviceOption,
+    ExportFormatOption,
     InferenceOption,
     JsonOption,
     PredictCheckpointOption,
@@ -332,14 +333,7 @@ def export_command(
     parity_images: Annotated[
         int, typer.Option(help="Images of the run's val split for the parity check.")
     ] = 8,
-    target: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="onnx: the ONNX bundle; openvino: the bundle plus its OpenVINO IR (model.xml; "
-            "with --quantize NNCF's int8 model.int8.xml, calibrated on training images).",
-        ),
-    ] = "onnx",
+    target: ExportFormatOption = "onnx",
 ) -> None:
     """Export a checkpoint as an ONNX bundle (model.onnx + bundle.json; --format openvino adds
     the OpenVINO IR) and check each model against the checkpoint; exit 1 when a float32 model is
@@ -369,8 +363,13 @@ def export_command(
         f"input: {bundle['input']['size']}",
         highlight=False,
     )
+    _gate(bundle, out_dir)
+
+
+def _gate(bundle: dict, out_dir: Path) -> None:
+    """Exit 1 when a float32 model of the bundle is beyond tolerance (int8 ones are reported)."""
     for p in bundle["parity"]:
-        if "int8" not in p["model"] and not p["ok"]:  # float32 models are gated
+        if "int8" not in p["model"] and not p["ok"]:
             console.error(
                 f"{out_dir}/{p['model']}: beyond tolerance (max |logit diff| "
                 f"{p['max_abs']:.2e}, argmax agreement {p['agreement']:.4%}); do not ship it"

@@ -2,7 +2,8 @@
 its defaults read from conf/dataset/*.yaml, and the classes, ``DatasetInfo``); image and mask files
 read as stored (``images``); which image goes with which mask by name and list files (``pairing``);
 the file layouts of folders and benchmarks, each described once (``layouts``: ``Layout`` in the
-``LAYOUTS`` registry: folders, CamVid, VOC, Cityscapes, ADE20K); mask values -> classes
+``LAYOUTS`` registry: folders, CamVid, VOC, Cityscapes, ADE20K) and where weak-label files' training
+images are (``weak_images``); mask values -> classes
 (``masks``); the datasets and the up-front pair check (``readers``), its per-file cache
 (``pair_cache``), the synthetic dataset (``synthetic``); sampler and loader (``loaders``); the
 augmentation pipelines (``augment``); the ``dataset`` group -> the splits' datasets (``datasets``:

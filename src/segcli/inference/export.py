@@ -114,32 +114,8 @@ def export_bundle(
     """
     import shutil
 
-    if target not in TARGETS:
-        raise SegcliError(f"--format {target}: expected one of {', '.join(TARGETS)}")
-    if target == "openvino":  # the extras first, before any export work
-        from segcli.inference.openvino_graph import require_nncf, require_openvino
-
-        require_openvino()
-        if quantize:
-            require_nncf()
-
-    from segcli.inference.loaded import LoadedModel
-    from segcli.inference.tasks import inference_of
-    from segcli.models.classical import ClassicalModel
-
-    require_export()
-    loaded = LoadedModel.load(checkpoint, "cpu", "false", channels_last=False)
-    if not inference_of(loaded.task).exports:
-        raise SegcliError(
-            f"{checkpoint}: a task={loaded.task} checkpoint; segcli export writes semantic models "
-            "only (Mask R-CNN's post-processing is not exported yet)"
-        )
-    if isinstance(loaded.model, ClassicalModel):
-        arch = loaded.config["model"]["arch"]
-        raise SegcliError(
-            f"{checkpoint}: model.arch={arch} is a scikit-learn/NumPy baseline; "
-            "it has no ONNX graph to export (eval and predict run it from the checkpoint)"
-        )
+    _require_extras(target, quantize)
+    loaded = _exportable(checkpoint)
     inputs, masks, source = parity_samples(loaded, data_root, size, parity_images)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +132,46 @@ def export_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return bundle
+
+
+def _require_extras(target: str, quantize: bool) -> None:
+    """The libraries ``target`` needs, before any export work.
+
+    Raises:
+        SegcliError: an unknown target, or a missing extra (one line naming it)."""
+    if target not in TARGETS:
+        raise SegcliError(f"--format {target}: expected one of {', '.join(TARGETS)}")
+    require_export()
+    if target == "openvino":
+        from segcli.inference.openvino_graph import require_nncf, require_openvino
+
+        require_openvino()
+        if quantize:
+            require_nncf()
+
+
+def _exportable(checkpoint: Path):
+    """The checkpoint's ``LoadedModel`` on the CPU in float32, if it has a graph to export.
+
+    Raises:
+        SegcliError: unreadable, a task=instance checkpoint, or a classical baseline."""
+    from segcli.inference.loaded import LoadedModel
+    from segcli.inference.tasks import inference_of
+    from segcli.models.classical import ClassicalModel
+
+    loaded = LoadedModel.load(checkpoint, "cpu", "false", channels_last=False)
+    if not inference_of(loaded.task).exports:
+        raise SegcliError(
+            f"{checkpoint}: a task={loaded.task} checkpoint; segcli export writes semantic models "
+            "only (Mask R-CNN's post-processing is not exported yet)"
+        )
+    if isinstance(loaded.model, ClassicalModel):
+        arch = loaded.config["model"]["arch"]
+        raise SegcliError(
+            f"{checkpoint}: model.arch={arch} is a scikit-learn/NumPy baseline; "
+            "it has no ONNX graph to export (eval and predict run it from the checkpoint)"
+        )
+    return loaded
 
 
 def _write_bundle(

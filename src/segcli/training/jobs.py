@@ -56,11 +56,12 @@ def existing_run(run_dir: Path, cfg: Mapping) -> FolderState:
     Raises:
         SegcliError: the folder holds a run of another config (every differing key listed).
     """
-    run = RunDir.read(run_dir)
-    if not run.last.is_file() and not run.started():
-        return FolderState.NEW
-    # a weak-label run still in an earlier round: that round's checkpoint holds the run's config
-    saved = run if run.last.is_file() else RunDir.read(run.weak_round(1))
+    run = saved = RunDir.read(run_dir)
+    if not run.last.is_file():
+        # a weak-label run still in an earlier round: round 1's checkpoint holds the run's config
+        saved = RunDir.read(run.weak_round(1))
+        if not saved.last.is_file():
+            return FolderState.NEW
     old = absolute_root(saved.saved_config())
     known = flatten(old)  # keys a newer segcli added are not differences of the run's own config
     changes = {

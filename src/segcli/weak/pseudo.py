@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from segcli.data.weak_images import train_image_folder, weak_training_names
 from segcli.errors import SegcliError
 from segcli.weak.fill import pseudo_mask
 from segcli.weak.labels import ImageLabels
+from segcli.weak.pseudo_scores import MaskTally
 from segcli.weak.refine import refine_with_prediction
 from segcli.weak.settings import WeakSettings, check_weak, weak_kind
 
@@ -277,7 +277,7 @@ class WeakLabels:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         images, info = self.images, self.info
-        tally = _Tally(info.num_classes, info.ignore_index, images.truth is not None)
+        tally = MaskTally(info.num_classes, info.ignore_index, images.truth is not None)
 
         def one(i: int) -> None:
             mask = mask_of(i)
@@ -292,29 +292,40 @@ class WeakLabels:
             highlight=False,
         )
         start = time.perf_counter()
-        pool = ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 1))
-        try:
-            for future in [pool.submit(one, i) for i in range(len(images.names))]:
-                future.result()
-        finally:  # an error or Ctrl-C stops the images not yet started
-            pool.shutdown(wait=True, cancel_futures=True)
+        _each(one, len(images.names), threads or min(4, os.cpu_count() or 1))
         shutil.rmtree(masks, ignore_errors=True)
         partial.rename(masks)
         record = {"images": len(images.names), "labels": what}
         record.update(tally.scores(info.class_names))
         record["seconds"] = round(time.perf_counter() - start, 1)
         record["settings"] = settings
-        score = record.get("miou_vs_truth")
-        console.out.print(
-            f"segcli: training masks written in {record['seconds']:.0f} s; labelled share "
-            f"{record['labelled_share']:.3f}"
-            + ("" if score is None else f", mIoU against the true masks {score:.4f}"),
-            highlight=False,
-        )
+        _report(record)
         tmp = scores.with_suffix(".json.partial")
         tmp.write_text(json.dumps(record, indent=2))
         tmp.replace(scores)
         return masks
+
+
+def _each(work: Callable[[int], None], count: int, threads: int) -> None:
+    """``work(i)`` for i in 0..count-1 on ``threads`` threads; the first error (or Ctrl-C) stops
+    the items not yet started and is raised."""
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
+        for future in [pool.submit(work, i) for i in range(count)]:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _report(record: dict) -> None:
+    """The console line of a round's finished masks (seconds, labelled share, mIoU)."""
+    score = record.get("miou_vs_truth")
+    console.out.print(
+        f"segcli: training masks written in {record['seconds']:.0f} s; labelled share "
+        f"{record['labelled_share']:.3f}"
+        + ("" if score is None else f", mIoU against the true masks {score:.4f}"),
+        highlight=False,
+    )
 
 
 def _gone(i: int) -> ImageLabels:
@@ -375,47 +386,3 @@ def _training_decoder(info: DatasetInfo):
     from segcli.data.masks import training_mask_decoder
 
     return training_mask_decoder(info.num_classes, info.ignore_index)
-
-
-class _Tally:
-    """Labelled pixels of the training masks and, with true masks, their confusion matrix (rows:
-    truth, columns: training mask) over the pixels both label."""
-
-    def __init__(self, num_classes: int, ignore_index: int, scored: bool) -> None:
-        self.c, self.ignore, self.scored = num_classes, ignore_index, scored
-        self.matrix = np.zeros((num_classes, num_classes), np.int64)
-        self.labelled = self.total = self.truth_labelled = self.covered = 0
-        self.lock = threading.Lock()
-
-    def add(self, mask: np.ndarray, truth: np.ndarray | None) -> None:
-        with self.lock:
-            self._add(mask, truth)
-
-    def _add(self, mask: np.ndarray, truth: np.ndarray | None) -> None:
-        c = self.c
-        labelled = (mask >= 0) & (mask < c)
-        self.labelled += int(labelled.sum())
-        self.total += mask.size
-        if truth is None:
-            return
-        known = (truth >= 0) & (truth < c)
-        both = labelled & known
-        counts = np.bincount(truth[both] * c + mask[both], minlength=c * c).reshape(c, c)
-        self.matrix += counts
-        self.truth_labelled += int(known.sum())
-        self.covered += int(both.sum())
-
-    def scores(self, class_names) -> dict:
-        out = {"labelled_share": self.labelled / max(self.total, 1)}
-        if not self.scored:
-            return out
-        m = self.matrix.astype(np.float64)
-        union = m.sum(0) + m.sum(1) - np.diag(m)
-        iou = np.where(union > 0, np.diag(m) / np.maximum(union, 1), np.nan)
-        out["miou_vs_truth"] = float(np.nanmean(iou)) if np.isfinite(iou).any() else None
-        out["pixel_accuracy_vs_truth"] = float(np.diag(m).sum() / max(m.sum(), 1))
-        out["truth_covered_share"] = self.covered / max(self.truth_labelled, 1)
-        out["iou_vs_truth"] = {
-            n: (None if np.isnan(v) else float(v)) for n, v in zip(class_names, iou)
-        }
-        return out
