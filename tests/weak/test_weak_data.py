@@ -178,3 +178,21 @@ def test_masks_of_other_settings_are_made_again(tmp_path: Path):
     import json
 
     assert json.loads((folder / "pseudo.json").read_text())["settings"]["weak"]["fill"] == "box_i"
+
+
+def test_simulated_training_masks_over_folder_data_read_the_image_files_only(segnet_root: Path):
+    from helpers import segnet_overrides
+
+    from segcli.config import compose_config, to_plain
+    from segcli.data.datasets import build_datasets
+
+    masks = segnet_root / "pseudo"
+    masks.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(masks / f"train{i}.png"), np.full((48, 80), 2, np.uint8))
+    cfg = to_plain(compose_config([*segnet_overrides(segnet_root), "dataset.simulate=boxes"]))
+    _, data, counts = build_datasets(cfg, ("train", "val"), 0, train_masks=masks)
+    ds = data["train"]
+    assert isinstance(ds, PseudoMaskDataset) and ds.base is None  # the true masks are not decoded
+    assert [p.name for p in ds.paths] == [f"train{i}.jpg" for i in range(8)]
+    assert (ds.load(3)[1] == 2).all() and counts["train"].pixels.tolist() == [0, 0, 8 * 48 * 80]

@@ -116,8 +116,11 @@ def build_datasets(
     request = BuildRequest(settings, info, own, seed, transforms, augmented, save_split)
     datasets, counts = kind.build(request)
     if train_masks is not None and "train" in splits:
+        base = datasets.get("train")  # None: the images are train_images (label files)
+        if train_images is None and isinstance(base, PairedFolderDataset):
+            train_images = [image for image, _ in base.pairs]  # its masks are not read again
         datasets["train"] = PseudoMaskDataset(
-            datasets["train"] if train_images is None else train_images,
+            base if train_images is None else train_images,
             Path(train_masks),
             training_mask_decoder(info.num_classes, info.ignore_index),
             transforms["train"],

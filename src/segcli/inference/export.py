@@ -33,7 +33,6 @@ from segcli.inference.parity import (
     Parity,
     check_parity,
     images_per_second,
-    parity_inputs,
     parity_samples,
 )
 
@@ -282,7 +281,7 @@ def _add_openvino(
     models = {"openvino float32": OpenVinoModel(ir, size)}
     calibration_source = None
     if quantize:
-        calibration, calibration_source = parity_inputs(
+        calibration, _, calibration_source = parity_samples(
             loaded, data_root, size, 32, splits=("train", "val", "test")
         )
         transformer = loaded.config["model"]["arch"] in TRANSFORMERS

@@ -53,16 +53,26 @@ class OnnxModel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        if self.size is not None:
-            if h > self.size[0] or w > self.size[1]:
-                raise SegcliError(
-                    f"{self.path}: input {h}x{w} is larger than the model's fixed {self.size[0]}x"
-                    f"{self.size[1]}; use --inference slide "
-                    f"inference.crop=[{self.size[0]},{self.size[1]}]"
-                )
-            x = torch.nn.functional.pad(x, (0, self.size[1] - w, 0, self.size[0] - h))
+        x = pad_to_fixed(x, self.size, self.path)
         out = self.session.run(None, {self.input: x.detach().float().cpu().contiguous().numpy()})[0]
         return torch.from_numpy(out)[..., :h, :w]
+
+
+def pad_to_fixed(x: torch.Tensor, size: tuple[int, int] | None, path: Path) -> torch.Tensor:
+    """``x: (N, 3, h, w)`` padded bottom/right with zeros to a fixed-size model's ``size`` (H, W)
+    (itself when ``size`` is None); the caller crops the output back to ``h, w``.
+
+    Raises:
+        SegcliError: ``x`` larger than ``size`` (naming the model file and slide inference)."""
+    if size is None:
+        return x
+    h, w = x.shape[-2:]
+    if h > size[0] or w > size[1]:
+        raise SegcliError(
+            f"{path}: input {h}x{w} is larger than the model's fixed {size[0]}x{size[1]}; use "
+            f"--inference slide inference.crop=[{size[0]},{size[1]}]"
+        )
+    return torch.nn.functional.pad(x, (0, size[1] - w, 0, size[0] - h))
 
 
 def export_onnx(

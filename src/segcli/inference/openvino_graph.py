@@ -115,15 +115,10 @@ class OpenVinoModel:
             raise SegcliError(f"{path}: OpenVINO cannot load it: {_first_line(exc)}") from None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from segcli.inference.onnx_graph import pad_to_fixed
+
         h, w = x.shape[-2:]
-        if self.size is not None:
-            if h > self.size[0] or w > self.size[1]:
-                raise SegcliError(
-                    f"{self.path}: input {h}x{w} is larger than the model's fixed {self.size[0]}x"
-                    f"{self.size[1]}; use --inference slide "
-                    f"inference.crop=[{self.size[0]},{self.size[1]}]"
-                )
-            x = torch.nn.functional.pad(x, (0, self.size[1] - w, 0, self.size[0] - h))
+        x = pad_to_fixed(x, self.size, self.path)
         out = self.compiled(np.ascontiguousarray(x.detach().float().cpu().numpy()))
         return torch.from_numpy(np.array(out[self.compiled.output(0)]))[..., :h, :w]
 

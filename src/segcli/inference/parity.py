@@ -1,7 +1,7 @@
 """Does the ONNX graph compute what the checkpoint does? ``check_parity`` compares the two on the
 same inputs (``Parity``: max |logit difference|, allclose at ``RTOL``/``ATOL``, argmax agreement),
-``parity_inputs`` picks those inputs (the run's own images, else generated ones), and
-``images_per_second`` times either model.
+``parity_samples`` picks those inputs and their masks (the run's own images, else generated ones),
+and ``images_per_second`` times either model.
 """
 
 from __future__ import annotations
@@ -48,19 +48,6 @@ class Parity:
     def ok(self) -> bool:
         """Within tolerance: allclose and argmax agreement >= ``AGREEMENT``."""
         return self.allclose and self.agreement >= AGREEMENT
-
-
-def parity_inputs(
-    loaded,
-    data_root: str | None,
-    size: tuple[int, int] | None,
-    count: int,
-    seed: int = 0,
-    splits: Sequence[str] = ("val", "test", "train"),
-) -> tuple[list[torch.Tensor], str]:
-    """``parity_samples``' inputs and source, without the masks."""
-    inputs, _, source = parity_samples(loaded, data_root, size, count, seed, splits)
-    return inputs, source
 
 
 def parity_samples(
