@@ -124,6 +124,8 @@ ExportFormatOption = Annotated[
     typer.Option(
         "--format",
         help="onnx: the ONNX bundle; openvino: the bundle plus its OpenVINO IR (model.xml; "
-        "with --quantize NNCF's int8 model.int8.xml, calibrated on training images).",
+        "with --quantize NNCF's int8 model.int8.xml, calibrated on training images); web: the "
+        "bundle plus an offline web page (index.html, onnxruntime-web), checked in headless "
+        "Chromium.",
     ),
 ]

@@ -334,10 +334,19 @@ def export_command(
         int, typer.Option(help="Images of the run's val split for the parity check.")
     ] = 8,
     target: ExportFormatOption = "onnx",
+    onnxruntime_web: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnxruntime-web",
+            help="--format web: onnxruntime-web's npm tarball (npm pack onnxruntime-web@1.30.0) "
+            "or package folder. Default: npm's 1.30.0 tarball, downloaded once into segcli's "
+            "cache and checked against its sha512.",
+        ),
+    ] = None,
 ) -> None:
     """Export a checkpoint as an ONNX bundle (model.onnx + bundle.json; --format openvino adds
-    the OpenVINO IR) and check each model against the checkpoint; exit 1 when a float32 model is
-    beyond tolerance."""
+    the OpenVINO IR, --format web an offline web page) and check each model against the
+    checkpoint; exit 1 when a float32 model is beyond tolerance."""
     from segcli.inference.export import export_bundle, parse_size
 
     with user_errors():
@@ -356,6 +365,7 @@ def export_command(
             data_root,
             parity_images,
             target=target,
+            onnxruntime_web=onnxruntime_web,
         )
     console.out.print(console.parity_table(bundle))
     console.out.print(

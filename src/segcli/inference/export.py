@@ -10,12 +10,15 @@ is written here is the bundle and its description; the graph and its runtime are
 ``onnx_graph``'s, the parity check ``parity``'s (SMP's export notebook uses ``rtol=1e-3,
 atol=1e-5``; we also require argmax agreement >= 99.9%), reading a bundle back (``segcli predict
 -c BUNDLE``) ``bundle``'s. ``--format openvino`` adds the bundle's OpenVINO IR (and NNCF's int8),
-written and run by ``openvino_graph``, checked the same way.
+written and run by ``openvino_graph``, checked the same way. ``--format web`` adds an offline web
+page running ``model.onnx`` on onnxruntime-web, written and checked in headless Chromium by
+``web_page``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -38,7 +41,7 @@ from segcli.inference.parity import (
 
 INT8_FILE = "model.int8.onnx"
 #: ``segcli export --format`` values
-TARGETS = ("onnx", "openvino")
+TARGETS = ("onnx", "openvino", "web")
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,16 @@ def export_bundle(
     parity_images: int = 8,
     speed: bool = True,
     target: str = "onnx",
+    onnxruntime_web: Path | None = None,
 ) -> dict:
     """Write the bundle of ``checkpoint`` into ``out_dir`` (see module docstring) and check it.
     ``target``: ``onnx`` (the bundle above), or ``openvino``: the same bundle plus its OpenVINO IR
     ``model.xml`` (with ``quantize``, NNCF's int8 ``model.int8.xml`` calibrated on the run's
     training images instead of onnxruntime's dynamic int8), each checked the same way
-    (inference/openvino_graph.py).
+    (inference/openvino_graph.py), or ``web``: the ONNX bundle plus its web page (index.html and
+    the files beside it; onnxruntime-web from ``onnxruntime_web``, an npm tarball or package
+    folder, else npm's tarball cached or downloaded once: ``web_page.onnxruntime_web``), checked
+    in headless Chromium on the parity images' pixels.
 
     ``size``: (H, W) for a fixed input size, None for any multiple of 32 (and any batch). The bundle
     is written to a temporary folder beside ``out_dir`` and moved into place when complete.
@@ -109,21 +116,28 @@ def export_bundle(
 
     Raises:
         SegcliError: extras missing, checkpoint unreadable, export failure (see ``export_onnx``),
-            an unknown ``target``.
+            an unknown ``target``; for ``web`` no Chromium, onnxruntime-web not found, a run
+            whose preprocessing the page does not do (``dataset.scale`` other than 1,
+            ``augmentation.eval`` transforms), a page that does not load.
     """
     import shutil
 
     _require_extras(target, quantize)
     loaded = _exportable(checkpoint)
+    web = _web_setup(loaded, checkpoint, onnxruntime_web) if target == "web" else None
     inputs, masks, source = parity_samples(loaded, data_root, size, parity_images)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the bundle from a web server
     try:
         checks = Checks(inputs, masks, source, speed)
-        bundle = _write_bundle(loaded, tmp, opset, size, quantize and target == "onnx", checks)
+        int8 = quantize and target != "openvino"
+        bundle = _write_bundle(loaded, tmp, opset, size, int8, checks)
         if target == "openvino":
             _add_openvino(loaded, tmp, size, quantize, checks, bundle, data_root)
+        if web is not None:
+            _add_web(loaded, tmp, checks, bundle, *web)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -131,6 +145,12 @@ def export_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return bundle
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _require_extras(target: str, quantize: bool) -> None:
@@ -147,6 +167,10 @@ def _require_extras(target: str, quantize: bool) -> None:
         require_openvino()
         if quantize:
             require_nncf()
+    if target == "web":
+        from segcli.inference.web_page import require_browser
+
+        require_browser()
 
 
 def _exportable(checkpoint: Path):
@@ -299,3 +323,54 @@ def _add_openvino(
         "version": ov.__version__,
     }
     (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
+
+
+def _web_setup(loaded, checkpoint: Path, given: Path | None):
+    """The browser and onnxruntime-web's files for ``--format web``, before any export work.
+
+    Raises:
+        SegcliError: preprocessing the page does not do; see ``web_page.onnxruntime_web``."""
+    from segcli.inference.web_page import onnxruntime_web, require_browser
+
+    pre = loaded.preprocessing
+    if pre.scale != 1.0:
+        raise SegcliError(
+            f"{checkpoint}: dataset.scale={pre.scale}; the web page runs the model at the "
+            "image's own resolution (scale 1) only"
+        )
+    if pre.eval_augmentation:
+        raise SegcliError(
+            f"{checkpoint}: augmentation.eval has {len(pre.eval_augmentation)} transform(s); the "
+            "web page does only the pad-and-normalise tail of segcli predict's preprocessing"
+        )
+    return require_browser(), onnxruntime_web(given)
+
+
+def _add_web(loaded, folder: Path, checks: Checks, bundle: dict, browser: str, ort) -> None:
+    """The page of ``folder/model.onnx`` (``web_page.write_page``), checked in ``browser`` on
+    ``checks``' images (their uint8 pixels: the page preprocesses them itself), its parity and
+    speed added to ``bundle``, bundle.json and bundle.js."""
+    from segcli.inference.web_page import PAGE, BrowserModel, write_bundle_js, write_page
+
+    bundle["web"] = {
+        "page": PAGE,
+        "runtime": "onnxruntime-web, WebAssembly (SIMD), 1 thread",
+        "onnxruntime_web": ort.version,
+        "onnxruntime_web_source": ort.source,
+        "model": MODEL_FILE,
+        "input_name": "image",
+        "output_name": "logits",
+        "size_divisor": SIZE_DIVISOR,
+        "browser": browser,
+    }
+    write_page(folder, bundle, folder / MODEL_FILE, ort)
+    pre = loaded.preprocessing
+    with BrowserModel(folder / PAGE, browser, pre.mean, pre.std) as page:
+        bundle["parity"].append(_parity_record(checks.parity(loaded, page)))
+        if checks.speed:
+            speed = page.images_per_second(checks.inputs)
+            bundle["speed_images_per_second"]["onnxruntime-web float32 (wasm, 1 thread)"] = round(
+                speed, 3
+            )
+    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
+    write_bundle_js(folder, bundle)
