@@ -114,7 +114,7 @@ PredictCheckpointOption = Annotated[
         "-c",
         "--checkpoint",
         help="A checkpoint, or a bundle of segcli export (its folder, model.onnx, or the "
-        "OpenVINO IR model.xml of --format openvino). "
+        "OpenVINO IR model.xml of --format openvino, the LiteRT model.tflite of --format litert). "
         "Default: checkpoints/best.pt of the newest run under outputs/.",
     ),
 ]
@@ -124,7 +124,9 @@ ExportFormatOption = Annotated[
     typer.Option(
         "--format",
         help="onnx: the ONNX bundle; openvino: the bundle plus its OpenVINO IR (model.xml; "
-        "with --quantize NNCF's int8 model.int8.xml, calibrated on training images); web: the "
+        "with --quantize NNCF's int8 model.int8.xml, calibrated on training images); litert: "
+        "the bundle plus model.tflite at a static size (with --quantize pt2e's int8 "
+        "model.int8.tflite); web: the "
         "bundle plus an offline web page (index.html, onnxruntime-web), checked in headless "
         "Chromium.",
     ),

@@ -275,10 +275,25 @@ def predict(
     ] = False,
     score_threshold: ScoreThresholdOption = None,
     coco_json: CocoJsonOption = None,
+    window: Annotated[
+        int,
+        typer.Option(
+            help="GeoTIFF scenes: the side of the blocks segmented one at a time, in pixels "
+            "(memory is one block with its margins)."
+        ),
+    ] = 1024,
+    margin: Annotated[
+        int,
+        typer.Option(
+            help="GeoTIFF scenes: pixels of context read around each block (each side) and "
+            "dropped after prediction: no seams at block borders."
+        ),
+    ] = 128,
 ) -> None:
     """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg;
-    for a task=instance checkpoint also NAME_instances.png (uint16 object ids) and
-    detections.json (COCO results)."""
+    a GeoTIFF scene (georeferenced .tif) block by block into NAME.tif (a GeoTIFF mask in its
+    coordinate system); for a task=instance checkpoint also NAME_instances.png (uint16 object ids)
+    and detections.json (COCO results)."""
     from segcli.inference.bundle import is_bundle
     from segcli.inference.modes import load_settings
     from segcli.inference.predict import expand_inputs
@@ -301,6 +316,8 @@ def predict(
             save_probs,
             score_threshold,
             coco_json,
+            window,
+            margin,
         )
         inference_of(task).predict(request)
 
@@ -343,10 +360,16 @@ def export_command(
             "cache and checked against its sha512.",
         ),
     ] = None,
+    nhwc: Annotated[
+        bool,
+        typer.Option(
+            "--nhwc", help="--format litert: NHWC input (1, H, W, 3) and output (1, H, W, C)."
+        ),
+    ] = False,
 ) -> None:
     """Export a checkpoint as an ONNX bundle (model.onnx + bundle.json; --format openvino adds
-    the OpenVINO IR, --format web an offline web page) and check each model against the
-    checkpoint; exit 1 when a float32 model is beyond tolerance."""
+    the OpenVINO IR, --format litert the LiteRT file, --format web an offline web page) and check
+    each model against the checkpoint; exit 1 when a float32 model is beyond tolerance."""
     from segcli.inference.export import export_bundle, parse_size
 
     with user_errors():
@@ -354,6 +377,8 @@ def export_command(
             raise SegcliError(
                 "--size and --dynamic: give one (a fixed input size, or any multiple of 32)"
             )
+        if nhwc and target != "litert":
+            raise SegcliError(f"--nhwc: a LiteRT option (--format litert), not --format {target}")
         if parity_images < 1:
             raise SegcliError(f"--parity-images {parity_images}: expected at least 1")
         bundle = export_bundle(
@@ -366,6 +391,7 @@ def export_command(
             parity_images,
             target=target,
             onnxruntime_web=onnxruntime_web,
+            nhwc=nhwc,
         )
     console.out.print(console.parity_table(bundle))
     console.out.print(

@@ -318,7 +318,7 @@ def parity_table(bundle: dict) -> Table:
         *(["mIoU (checkpoint's)"] if scored else []),
         "verdict",
     ):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for p in parity:  # float32 models are gated; int8 ones are reported only
         verdict = (
             "ok"

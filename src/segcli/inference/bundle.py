@@ -1,8 +1,10 @@
 """An ONNX bundle of ``segcli export`` (inference/export.py, which writes and checks it) at run
 time: ``OnnxModel`` (an onnxruntime session as a model), ``load_bundle`` and a Predictor over
 onnxruntime, or over OpenVINO's CPU runtime for the bundle's OpenVINO IR (``-c BUNDLE/model.xml``,
-inference/openvino_graph.py), so that ``segcli predict -c BUNDLE`` shares every inference mode
-that makes sense there (whole, slide, flip, multi-scale; dense CRF too) with the checkpoint path.
+inference/openvino_graph.py), or over the LiteRT interpreter for its LiteRT file (``-c
+BUNDLE/model.tflite``, inference/litert_graph.py), so that ``segcli predict -c BUNDLE`` shares
+every inference mode that makes sense there (whole, slide, flip, multi-scale; dense CRF too) with
+the checkpoint path.
 """
 
 from __future__ import annotations
@@ -21,18 +23,19 @@ BUNDLE_FORMAT = 1
 
 
 def is_bundle(path: Path) -> bool:
-    """A bundle folder (with ``bundle.json``), an ``.onnx`` file or an OpenVINO ``.xml`` file
-    (``bundle.json`` beside it)."""
+    """A bundle folder (with ``bundle.json``), an ``.onnx`` file, an OpenVINO ``.xml`` file or a
+    LiteRT ``.tflite`` file (``bundle.json`` beside it)."""
     path = Path(path)
     return (path.is_dir() and (path / BUNDLE_FILE).is_file()) or path.suffix.lower() in (
         ".onnx",
         ".xml",
+        ".tflite",
     )
 
 
 def load_bundle(path: Path) -> tuple[dict, Path]:
     """``(bundle.json, model file)`` of a bundle folder or a model file (``.onnx``, OpenVINO's
-    ``.xml``) inside one.
+    ``.xml``, LiteRT's ``.tflite``) inside one.
 
     Raises:
         SegcliError: no bundle.json, or one of another format."""
@@ -55,12 +58,13 @@ def load_bundle(path: Path) -> tuple[dict, Path]:
 
 def predictor_from_bundle(path: Path, settings=None):
     """A ``predict.Predictor`` running the bundle's ONNX model on onnxruntime (CPU, float32 or the
-    int8 file when named), or a named OpenVINO IR (``.xml``) on OpenVINO's CPU runtime, with the
-    bundle's preprocessing and ``settings`` (inference/modes.py).
+    int8 file when named), a named OpenVINO IR (``.xml``) on OpenVINO's CPU runtime, or a named
+    LiteRT file (``.tflite``, its own fixed size) on the LiteRT interpreter, with the bundle's
+    preprocessing and ``settings`` (inference/modes.py).
 
     Raises:
-        SegcliError: see ``load_bundle``, ``require_export``, ``openvino_graph.OpenVinoModel``; a
-            CRF without pydensecrf2.
+        SegcliError: see ``load_bundle``, ``require_export``, ``openvino_graph.OpenVinoModel``,
+            ``litert_graph.LiteRtModel``; a CRF without pydensecrf2.
     """
     from segcli.data.augment import build_transforms
     from segcli.inference.modes import Inference, InferenceSettings
@@ -78,6 +82,10 @@ def predictor_from_bundle(path: Path, settings=None):
         from segcli.inference.openvino_graph import OpenVinoModel
 
         runtime, model = "openvino", OpenVinoModel(model_file, size)
+    elif model_file.suffix.lower() == ".tflite":
+        from segcli.inference.litert_graph import LiteRtModel
+
+        runtime, model = "litert", LiteRtModel(model_file)
     else:
         runtime, model = "onnxruntime", OnnxModel(model_file, size)
     kind = "int8" if "int8" in model_file.name else "float32"

@@ -12,7 +12,8 @@ atol=1e-5``; we also require argmax agreement >= 99.9%), reading a bundle back (
 -c BUNDLE``) ``bundle``'s. ``--format openvino`` adds the bundle's OpenVINO IR (and NNCF's int8),
 written and run by ``openvino_graph``, checked the same way. ``--format web`` adds an offline web
 page running ``model.onnx`` on onnxruntime-web, written and checked in headless Chromium by
-``web_page``.
+``web_page``. ``--format litert`` adds the LiteRT (TFLite) file of the torch model (and its
+int8), converted by litert-torch and run on the LiteRT interpreter by ``litert_graph``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from segcli.inference.parity import (
 
 INT8_FILE = "model.int8.onnx"
 #: ``segcli export --format`` values
-TARGETS = ("onnx", "openvino", "web")
+TARGETS = ("onnx", "openvino", "litert", "web")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def export_bundle(
     speed: bool = True,
     target: str = "onnx",
     onnxruntime_web: Path | None = None,
+    nhwc: bool = False,
 ) -> dict:
     """Write the bundle of ``checkpoint`` into ``out_dir`` (see module docstring) and check it.
     ``target``: ``onnx`` (the bundle above), or ``openvino``: the same bundle plus its OpenVINO IR
@@ -104,7 +106,10 @@ def export_bundle(
     (inference/openvino_graph.py), or ``web``: the ONNX bundle plus its web page (index.html and
     the files beside it; onnxruntime-web from ``onnxruntime_web``, an npm tarball or package
     folder, else npm's tarball cached or downloaded once: ``web_page.onnxruntime_web``), checked
-    in headless Chromium on the parity images' pixels.
+    in headless Chromium on the parity images' pixels; or ``litert``: the ONNX bundle plus the
+    LiteRT file ``model.tflite`` of the torch model at a static size (``size``, else the largest
+    parity image's), NHWC input/output with ``nhwc``, and with ``quantize`` pt2e's int8
+    ``model.int8.tflite`` calibrated on the run's training images (inference/litert_graph.py).
 
     ``size``: (H, W) for a fixed input size, None for any multiple of 32 (and any batch). The bundle
     is written to a temporary folder beside ``out_dir`` and moved into place when complete.
@@ -132,10 +137,12 @@ def export_bundle(
     tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the bundle from a web server
     try:
         checks = Checks(inputs, masks, source, speed)
-        int8 = quantize and target != "openvino"
+        int8 = quantize and target not in ("openvino", "litert")
         bundle = _write_bundle(loaded, tmp, opset, size, int8, checks)
         if target == "openvino":
             _add_openvino(loaded, tmp, size, quantize, checks, bundle, data_root)
+        if target == "litert":
+            _add_litert(loaded, tmp, size, quantize, checks, bundle, data_root, nhwc)
         if web is not None:
             _add_web(loaded, tmp, checks, bundle, *web)
         if out_dir.exists():
@@ -167,6 +174,10 @@ def _require_extras(target: str, quantize: bool) -> None:
         require_openvino()
         if quantize:
             require_nncf()
+    if target == "litert":
+        from segcli.inference.litert_graph import require_litert
+
+        require_litert()
     if target == "web":
         from segcli.inference.web_page import require_browser
 
@@ -321,6 +332,53 @@ def _add_openvino(
         "int8": "model.int8.xml" if quantize else None,
         "calibration": calibration_source,
         "version": ov.__version__,
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
+
+
+def _add_litert(
+    loaded,
+    folder: Path,
+    size,
+    quantize: bool,
+    checks: Checks,
+    bundle: dict,
+    data_root: str | None,
+    nhwc: bool,
+) -> None:
+    """The LiteRT file of ``loaded.model`` at ``size`` (else the largest parity input's size), and
+    with ``quantize`` its int8 (calibrated on up to 32 training images at that size), their
+    parity and speed added to ``bundle`` and bundle.json."""
+    from importlib.metadata import version
+
+    from segcli.inference.litert_graph import LiteRtModel, convert
+
+    if size is None:
+        size = tuple(max(x.shape[d] for x in checks.inputs) for d in (-2, -1))
+    files = {"litert float32": convert(loaded.model, size, folder, nhwc)}
+    calibration_source = None
+    if quantize:
+        calibration, _, calibration_source = parity_samples(
+            loaded, data_root, size, 32, splits=("train", "val", "test")
+        )
+        files["litert int8 (pt2e)"] = convert(loaded.model, size, folder, nhwc, calibration)
+    for name, path in files.items():
+        model = LiteRtModel(path)
+        bundle["parity"].append(_parity_record(checks.parity(loaded, model)))
+        if checks.speed:
+            speed = images_per_second(model, checks.inputs)
+            bundle["speed_images_per_second"][name] = round(speed, 3)
+    bundle["litert"] = {
+        "model": files["litert float32"].name,
+        "int8": files["litert int8 (pt2e)"].name if quantize else None,
+        "input_size": list(size),
+        "layout": "NHWC float32 input, NHWC output" if nhwc else "NCHW, as model.onnx",
+        "int8_io": "int8 input and output: q = round(x / scale) + zero_point (the tensors' own)"
+        if quantize
+        else None,
+        "calibration": calibration_source,
+        "litert_torch": version("litert-torch"),
+        "ai_edge_litert": version("ai-edge-litert"),
     }
     (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
 

@@ -6,7 +6,8 @@ by the same eval pipeline as validation, then the logits are cropped back to H x
 (``inference.loop.forward_at_scale``), exactly as in validation. ``inference`` (inference/modes.py)
 chooses how: one pass (default), sliding windows, test-time augmentation, dense CRF. A Predictor
 runs a torch checkpoint (inference/loaded.py) or an ONNX bundle (inference/bundle.py) through the
-same code.
+same code. A GeoTIFF scene goes block by block through inference/raster.py instead, into a GeoTIFF
+mask.
 """
 
 from __future__ import annotations
@@ -180,12 +181,14 @@ def predict_checkpoint(request) -> list[Path]:
     where; returns the mask paths. ``request``: an ``inference.tasks.PredictRequest``.
 
     Raises:
-        SegcliError: task=instance's options (``--score-threshold``, ``--coco-json``), or see
-            ``Predictor.from_checkpoint``, ``predict_files``.
+        SegcliError: task=instance's options (``--score-threshold``, ``--coco-json``),
+            ``--save-probs`` with a GeoTIFF scene, or see ``Predictor.from_checkpoint``,
+            ``predict_files``, ``raster.predict_raster``.
     """
     from segcli import console
     from segcli.inference.bundle import is_bundle, predictor_from_bundle
     from segcli.inference.modes import describe
+    from segcli.inference.raster import is_geotiff, predict_raster
 
     r = request
     if r.score_threshold is not None or r.coco_json is not None:
@@ -204,6 +207,21 @@ def predict_checkpoint(request) -> list[Path]:
         f"{describe(r.settings)}",
         highlight=False,
     )
-    masks = predict_files(predictor, r.files, r.out_dir, save_probs=r.save_probs)
-    console.out.print(f"wrote {len(masks)} masks and overlays to {r.out_dir}", highlight=False)
+    scenes = [f for f in r.files if is_geotiff(f)]
+    if scenes and r.save_probs:
+        raise SegcliError(f"{scenes[0]}: --save-probs is not written for GeoTIFF scenes")
+    masks = predict_files(
+        predictor, [f for f in r.files if f not in scenes], r.out_dir, save_probs=r.save_probs
+    )
+    if masks:
+        console.out.print(f"wrote {len(masks)} masks and overlays to {r.out_dir}", highlight=False)
+    for scene in scenes:
+        done = predict_raster(predictor, scene, r.out_dir, r.window, r.margin)
+        masks.append(done.path)
+        console.out.print(
+            f"{scene}: {done.width}x{done.height} pixels in {done.blocks} blocks of {r.window} "
+            f"(+{r.margin} margin; {done.skipped} without valid pixels skipped), "
+            f"{done.seconds:.1f} s -> {done.path} (GeoTIFF, the scene's CRS and transform)",
+            highlight=False,
+        )
     return masks

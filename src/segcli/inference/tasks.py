@@ -26,7 +26,8 @@ class PredictRequest:
     """``segcli predict``'s arguments: the checkpoint (or an ONNX bundle, semantic only), the image
     files, the output folder, device, autocast, the inference settings (``modes``), and the
     options of one task (``save_probs``: semantic; ``score_threshold``, ``coco_json``: instance),
-    which the other task refuses."""
+    which the other task refuses; ``window``, ``margin``: GeoTIFF scenes' blocks (semantic,
+    inference/raster.py)."""
 
     checkpoint: Path
     files: list[Path]
@@ -37,6 +38,8 @@ class PredictRequest:
     save_probs: bool = False
     score_threshold: float | None = None
     coco_json: Path | None = None
+    window: int = 1024
+    margin: int = 128
 
 
 class TaskInference:

@@ -1,0 +1,111 @@
+"""Predict a generated GeoTIFF scene with segcli and print a table: scene size, seconds, peak
+resident memory (GNU time's "Maximum resident set size"), the georeference read back, and whether
+the mask of a known pattern shows a seam at block borders.
+
+    python scripts/bench_raster.py CHECKPOINT --size 30000        # 30,000 x 30,000 px, 3 bands
+    python scripts/bench_raster.py CHECKPOINT --size 8000 --window 1024 --margin 128
+
+The scene is stripes of two colours, 37 px wide (not a divisor of any block size), written in
+1024-row strips (deflate, tiled), so generating it needs little memory either. The seam check
+compares the mask along each block border with the mask one pixel away: on stripes that cross
+the borders at right angles, a seam would show as disagreement concentrated on border rows and
+columns; the table gives the disagreement rate on border lines and elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_scene(path: Path, size: int, strip: int = 1024) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    profile = {
+        "driver": "GTiff", "height": size, "width": size, "count": 3, "dtype": "uint8",
+        "crs": "EPSG:32633", "transform": from_origin(500_000, 4_000_000, 0.5, 0.5),
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        "BIGTIFF": "YES",
+    }  # fmt: skip
+    colors = np.array([[200, 60, 40], [40, 90, 200]], np.uint8)
+    with rasterio.open(path, "w", **profile) as dst:
+        cols = (np.arange(size) // 37) % 2
+        for row in range(0, size, strip):
+            h = min(strip, size - row)
+            rows = ((np.arange(row, row + h) // 53) % 2)[:, None]
+            image = colors[(cols[None, :] + rows) % 2]  # a checkerboard of 37 x 53 px cells
+            dst.write(image.transpose(2, 0, 1), window=((row, row + h), (0, size)))
+
+
+def seam_rates(mask_path: Path, window: int, sample: int = 8192) -> tuple[float, float]:
+    """Disagreement between each pixel and its neighbour across a line: on block-border lines
+    and on all other lines, over the top-left ``sample`` x ``sample`` pixels."""
+    import rasterio
+
+    with rasterio.open(mask_path) as src:
+        m = src.read(1, window=((0, min(sample, src.height)), (0, min(sample, src.width))))
+    diff_cols = m[:, 1:] != m[:, :-1]  # between column j and j+1
+    border = (np.arange(1, m.shape[1]) % window) == 0
+    # the pattern's own edges are every 37 px; compare like with like: only lines that are not
+    # pattern edges
+    pattern = (np.arange(1, m.shape[1]) % 37) == 0
+    on = diff_cols[:, border & ~pattern].mean() if (border & ~pattern).any() else float("nan")
+    off = diff_cols[:, ~border & ~pattern].mean()
+    return float(on), float(off)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--size", type=int, default=30000)
+    parser.add_argument("--window", type=int, default=1024)
+    parser.add_argument("--margin", type=int, default=128)
+    parser.add_argument("--keep", type=Path, help="Folder for the scene and mask (default: temp)")
+    a = parser.parse_args()
+    import rasterio
+
+    folder = a.keep or Path(tempfile.mkdtemp(prefix="bench-raster-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = folder / f"scene{a.size}.tif"
+    start = time.perf_counter()
+    if not scene.is_file():
+        write_scene(scene, a.size)
+    made = time.perf_counter() - start
+    cmd = [
+        "/usr/bin/time", "-v", sys.executable, "-m", "segcli", "predict", str(scene),
+        "-c", a.checkpoint, "-o", str(folder / "out"), "--window", str(a.window),
+        "--margin", str(a.margin),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if r.returncode != 0:
+        sys.exit(f"segcli predict failed ({r.returncode}): {r.stderr[-2000:]}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 1e6
+    mask = folder / "out" / scene.name
+    with rasterio.open(scene) as s, rasterio.open(mask) as m:
+        same = s.crs == m.crs and s.transform == m.transform and s.shape == m.shape
+    on, off = seam_rates(mask, a.window)
+    print(
+        "| scene (px) | scene file (MB) | window + margin | seconds (predict) | peak RSS (GB) "
+        "| CRS and transform read back | label changes on block borders / elsewhere |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        f"| {a.size} x {a.size} (3 x uint8) | {scene.stat().st_size / 1e6:.0f} | {a.window} + "
+        f"{a.margin} | {seconds:.0f} (scene made in {made:.0f}) | {rss:.2f} | "
+        f"{'same' if same else 'DIFFERENT'} | {on:.4f} / {off:.4f} |"
+    )
+    print(r.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
