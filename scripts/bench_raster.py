@@ -4,12 +4,15 @@ the mask of a known pattern shows a seam at block borders.
 
     python scripts/bench_raster.py CHECKPOINT --size 30000        # 30,000 x 30,000 px, 3 bands
     python scripts/bench_raster.py CHECKPOINT --size 8000 --window 1024 --margin 128
+    python scripts/bench_raster.py CHECKPOINT --size 2048 --window 512 --reference  # + one block
 
 The scene is stripes of two colours, 37 px wide (not a divisor of any block size), written in
 1024-row strips (deflate, tiled), so generating it needs little memory either. The seam check
 compares the mask along each block border with the mask one pixel away: on stripes that cross
 the borders at right angles, a seam would show as disagreement concentrated on border rows and
-columns; the table gives the disagreement rate on border lines and elsewhere.
+columns; the table gives the disagreement rate on border lines and elsewhere. ``--reference``
+(scenes that fit in memory) also predicts the scene as one block and prints how often the blocks'
+mask differs from it, by distance to the nearest block border: a seam is an excess near 0.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1024)
     parser.add_argument("--margin", type=int, default=128)
     parser.add_argument("--keep", type=Path, help="Folder for the scene and mask (default: temp)")
+    parser.add_argument("--reference", action="store_true", help="Also predict as one block")
     a = parser.parse_args()
     import rasterio
 
@@ -105,6 +109,27 @@ def main() -> None:
         f"{'same' if same else 'DIFFERENT'} | {on:.4f} / {off:.4f} |"
     )
     print(r.stdout.strip().splitlines()[-1])
+    if a.reference:
+        ref = subprocess.run(
+            [*cmd[2:-6], "-o", str(folder / "one"), "--window", str(a.size), "--margin", "0"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if ref.returncode != 0:
+            sys.exit(f"one-block predict failed: {ref.stderr[-2000:]}")
+        with rasterio.open(mask) as b, rasterio.open(folder / "one" / scene.name) as o:
+            wrong = b.read(1) != o.read(1)
+        d = np.arange(a.size) % a.window
+        d = np.minimum(d, a.window - d)  # distance to the nearest block border, per line
+        dist = np.minimum(d[:, None], d[None, :])
+        print("| distance to a block border (px) | 0-3 | 4-15 | 16-63 | 64+ | all |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        rates = [wrong[(dist >= lo) & (dist < hi)].mean() for lo, hi in ((0, 4), (4, 16), (16, 64))]
+        rates += [wrong[dist >= 64].mean(), wrong.mean()]
+        print(
+            "| blocks vs one block: pixels that differ | "
+            + " | ".join(f"{v:.4f}" for v in rates)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from helpers import segcli
 from PIL import Image
 
@@ -42,7 +43,8 @@ def write_scene(path: Path, image: np.ndarray, nodata=None, crs=CRS) -> Path:
 
 class LocalOperator:
     """A predictor with a 9x9 receptive field: class 1 where the 9x9 mean of the red band is
-    above 100 (OpenCV's box filter, border replicated), else 0."""
+    above 100 (OpenCV's box filter, border replicated), else 0; ``scores``: logits 2 for that
+    class, 0 for the other."""
 
     colors = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
 
@@ -50,9 +52,13 @@ class LocalOperator:
         self.calls = []
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        self.calls.append(image.shape[:2])
         mean = cv2.blur(image[..., 0].astype(np.float32), (9, 9), borderType=cv2.BORDER_REPLICATE)
         return (mean > 100).astype(np.uint8)
+
+    def scores(self, image: np.ndarray) -> torch.Tensor:
+        self.calls.append(image.shape[:2])
+        one = torch.from_numpy(self.predict(image)).long()
+        return torch.nn.functional.one_hot(one, 2).permute(2, 0, 1).float() * 2
 
 
 @pytest.fixture
@@ -131,6 +137,8 @@ def test_which_tiffs_are_scenes_and_bad_scenes_in_one_line(tmp_path):
     four = write_scene(tmp_path / "four.tif", np.zeros((8, 8, 4), np.uint16))
     with pytest.raises(SegcliError, match=r"4 band\(s\) of uint16; this model takes 3 bands"):
         predict_raster(LocalOperator(), four, tmp_path / "o")
+    with pytest.raises(SegcliError, match="0 <= margin <= window / 2"):
+        predict_raster(LocalOperator(), plain, tmp_path / "o", window=64, margin=40)
     with pytest.raises(SegcliError, match="expected window >= 32"):
         predict_raster(LocalOperator(), plain, tmp_path / "o", window=16)
     scene = write_scene(tmp_path / "s.tif", np.zeros((8, 8, 3), np.uint8))
