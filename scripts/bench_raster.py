@@ -119,7 +119,7 @@ def main() -> None:
         with rasterio.open(mask) as b, rasterio.open(folder / "one" / scene.name) as o:
             wrong = b.read(1) != o.read(1)
         d = np.arange(a.size) % a.window
-        d = np.minimum(d, a.window - d)  # distance to the nearest block border, per line
+        d = np.minimum(d, a.window - 1 - d)  # distance to the nearest block border, per line
         dist = np.minimum(d[:, None], d[None, :])
         print("| distance to a block border (px) | 0-3 | 4-15 | 16-63 | 64+ | all |")
         print("| --- | --- | --- | --- | --- | --- |")

@@ -176,3 +176,16 @@ def test_segcli_predict_writes_a_geotiff_mask_of_a_trained_model(evaluated_runs,
     assert r.returncode == 0, r.stderr
     assert np.array_equal(one, np.array(Image.open(tmp_path / "png" / "scene.png")))
     assert (blocks == one).mean() > 0.9
+
+
+def test_without_rasterio_a_geotiff_names_the_extra(tmp_path, monkeypatch):
+    from segcli.inference import raster
+
+    scene = write_scene(tmp_path / "g.tif", np.zeros((8, 8, 3), np.uint8))
+    plain = tmp_path / "plain.tif"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(plain)
+    monkeypatch.setattr(raster, "rasterio_or_none", lambda: None)
+    # GeoTIFF's own tags, read with PIL: the scene is not read whole as an image
+    assert raster.is_geotiff(scene) and not raster.is_geotiff(plain)
+    with pytest.raises(SegcliError, match=r"needs rasterio: pip install 'segcli\[geo\]'"):
+        predict_raster(LocalOperator(), scene, tmp_path / "o")

@@ -177,6 +177,16 @@ def test_a_page_that_normalises_wrongly_fails_the_check(web_export, tmp_path):
     good, bad = results
     assert good.ok and good.max_abs < 1e-4
     assert not bad.ok and bad.max_abs > 0.1
+    # a fixed-size page (--size 96x128): the parity input is the image then zeros to that size,
+    # which the page must add itself (not as pixels: zeros are not black once normalised)
+    changed = json.loads(json.dumps(bundle))
+    changed["input"]["fixed_size"] = [96, 128]
+    web_page.write_bundle_js(tmp_path / "page0", changed)
+    padded = torch.nn.functional.pad(x, (0, 32, 0, 32))
+    page_file = tmp_path / "page0" / "index.html"
+    with web_page.BrowserModel(page_file, BROWSER, norm["mean"], norm["std"], True) as page:
+        fixed = check_parity(net, page, [padded], "one image")
+    assert fixed.ok and fixed.max_abs < 1e-4
 
 
 # --- where onnxruntime-web comes from -------------------------------------------------------

@@ -285,8 +285,8 @@ def predict(
     margin: Annotated[
         int,
         typer.Option(
-            help="GeoTIFF scenes: pixels of context read around each block (each side) and "
-            "dropped after prediction: no seams at block borders."
+            help="GeoTIFF scenes: pixels of context read around each block (each side, at most "
+            "window / 2); neighbours' probabilities are blended across them: no seams."
         ),
     ] = 128,
 ) -> None:
@@ -377,6 +377,8 @@ def export_command(
             raise SegcliError(
                 "--size and --dynamic: give one (a fixed input size, or any multiple of 32)"
             )
+        if onnxruntime_web is not None and target != "web":
+            raise SegcliError(f"--onnxruntime-web: a web page option (--format web), not {target}")
         if nhwc and target != "litert":
             raise SegcliError(f"--nhwc: a LiteRT option (--format litert), not --format {target}")
         if parity_images < 1:

@@ -372,7 +372,7 @@ def _add_litert(
         "model": files["litert float32"].name,
         "int8": files["litert int8 (pt2e)"].name if quantize else None,
         "input_size": list(size),
-        "layout": "NHWC float32 input, NHWC output" if nhwc else "NCHW, as model.onnx",
+        "layout": "NHWC input and output" if nhwc else "NCHW input and output, as model.onnx",
         "int8_io": "int8 input and output: q = round(x / scale) + zero_point (the tensors' own)"
         if quantize
         else None,
@@ -423,7 +423,8 @@ def _add_web(loaded, folder: Path, checks: Checks, bundle: dict, browser: str, o
     }
     write_page(folder, bundle, folder / MODEL_FILE, ort)
     pre = loaded.preprocessing
-    with BrowserModel(folder / PAGE, browser, pre.mean, pre.std) as page:
+    fixed = bundle["input"]["fixed_size"] is not None
+    with BrowserModel(folder / PAGE, browser, pre.mean, pre.std, fixed) as page:
         bundle["parity"].append(_parity_record(checks.parity(loaded, page)))
         if checks.speed:
             speed = page.images_per_second(checks.inputs)

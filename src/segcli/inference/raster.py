@@ -50,14 +50,26 @@ def rasterio_or_none():
     return rasterio
 
 
+#: TIFF tags of GeoTIFF's georeference (pixel scale, tie points, transformation, GeoKeys)
+GEOTIFF_TAGS = (33550, 33922, 34264, 34735)
+
+
 def is_geotiff(path: Path) -> bool:
     """A ``.tif``/``.tiff`` file that rasterio opens and that is georeferenced (a CRS, or a
-    transform other than the identity, or ground control points). False without rasterio."""
+    transform other than the identity, or ground control points). Without rasterio: one that
+    carries GeoTIFF's tags (read with PIL), so that ``predict_raster`` names the missing extra
+    instead of the scene being read whole."""
     if Path(path).suffix.lower() not in TIFF_SUFFIXES:
         return False
     rasterio = rasterio_or_none()
     if rasterio is None:
-        return False
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return any(t in getattr(image, "tag_v2", {}) for t in GEOTIFF_TAGS)
+        except (OSError, ValueError):
+            return False
     import warnings
 
     try:
@@ -86,14 +98,16 @@ def predict_raster(
     predictor, path: Path, out_dir: Path, window: int = 1024, margin: int = 128
 ) -> RasterResult:
     """Segment the GeoTIFF ``path`` block by block (see the module docstring) with ``predictor``
-    (a ``predict.Predictor``: ``(H, W, 3) uint8`` RGB -> ``(H, W) uint8`` classes) and write
+    (a ``predict.Predictor``: its ``scores``, ``(H, W, 3) uint8`` RGB -> ``(C, H, W)`` logits
+    or, for other than the plain ``whole`` inference, probabilities; its ``colors``) and write
     ``out_dir/NAME.tif``: one uint8 band of class indices, the input's size, CRS and transform,
     nodata ``NODATA`` where the input is invalid, a colour table of the classes. ``window``: the
     block's core side in pixels; ``margin``: pixels of context read around it (each side). The
     file is written as ``NAME.tif.partial`` and renamed when complete.
 
     Raises:
-        SegcliError: rasterio missing; the file unreadable; not 3 bands of 8-bit values (the
+        SegcliError: rasterio missing; the file unreadable, or a block of it (or the mask
+            not writable); not 3 bands of 8-bit values (the
             model takes RGB); ``window`` < 32, ``margin`` < 0 or > window / 2; ``out_dir`` the
             scene's folder
             (the mask would replace the scene)."""
@@ -144,7 +158,12 @@ def _predict_scene(rasterio, predictor, path, final, window, margin, start) -> R
                 blender = _Blender(predictor, src, dst, bands, window, margin)
                 for row in range(0, src.height, window):
                     for col in range(0, src.width, window):
-                        ran = blender.block(row, col)
+                        try:
+                            ran = blender.block(row, col)
+                        except rasterio.errors.RasterioError as e:
+                            raise SegcliError(
+                                f"{path}: the block at row {row}, column {col}: {e}"
+                            ) from None
                         blocks += ran
                         skipped += not ran
             partial.replace(final)

@@ -216,15 +216,19 @@ class BrowserModel:
     """The exported page in headless Chromium as a model for ``parity.check_parity``: a call maps
     ``(1, 3, H, W) float32`` normalised inputs back to their uint8 RGB pixels (``mean``/``std``:
     the bundle's normalisation, per channel in 0..1 units), lets the page preprocess and run them,
-    and returns its ``(1, C, H, W) float32`` logits. Use as a context manager (it owns the
-    browser). ``seconds``: the page's own time (preprocessing + onnxruntime-web) of every call.
+    and returns its ``(1, C, H, W) float32`` logits; ``fixed``: the bundle has a fixed size (the
+    inputs' trailing zeros are that padding, which the page adds itself). Use as a context manager
+    (it owns the browser). ``seconds``: the page's own time (preprocessing, onnxruntime-web,
+    argmax) of every call.
 
     Raises:
         SegcliError: the browser did not start or the page did not load its model (its message).
     """
 
-    def __init__(self, page: Path, browser: str, mean, std, timeout_s: float = 300.0) -> None:
-        self.path = Path(page)
+    def __init__(
+        self, page: Path, browser: str, mean, std, fixed: bool = False, timeout_s: float = 300.0
+    ) -> None:
+        self.path, self.fixed = Path(page), fixed
         self.browser, self.timeout_ms = browser, timeout_s * 1000
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -258,23 +262,45 @@ class BrowserModel:
         rgb = ((x * self.std + self.mean) * 255).round().clamp(0, 255)
         return rgb[0].permute(1, 2, 0).to(torch.uint8).numpy()
 
-    def run(self, rgb: np.ndarray, logits: bool = True) -> dict:
-        """The page on ``rgb`` (``(H, W, 3) uint8``): ``mask`` ``(H, W) uint8``, ``logits``
-        ``(C, H, W) float32`` (or None), ``seconds``."""
+    def run(self, rgb: np.ndarray, logits: bool = True, full: bool = False) -> dict:
+        """The page on ``rgb`` (``(h, w, 3) uint8``): ``mask`` ``(h, w) uint8``, ``logits``
+        ``(C, h, w) float32`` (with ``full``, the model's whole padded output ``(C, H, W)``; None
+        without ``logits``), ``seconds`` (the page's clock: preprocessing, run, argmax).
+
+        Raises:
+            SegcliError: the page raised or timed out (its first line)."""
+        from playwright.sync_api import Error
+
         h, w = rgb.shape[:2]
-        out = self.page.evaluate(
-            "([b, w, h, l]) => window.segcli.predictBase64(b, w, h, l)",
-            [base64.b64encode(np.ascontiguousarray(rgb).tobytes()).decode(), w, h, logits],
-        )
+        try:
+            out = self.page.evaluate(
+                "([b, w, h, l, f]) => window.segcli.predictBase64(b, w, h, l, f)",
+                [
+                    base64.b64encode(np.ascontiguousarray(rgb).tobytes()).decode(),
+                    w,
+                    h,
+                    logits,
+                    full,
+                ],
+            )
+        except Error as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SegcliError(f"{self.path}: the page failed on a {w}x{h} image: {first}") from None
         self.seconds.append(float(out["seconds"]))
         mask = np.frombuffer(base64.b64decode(out["mask"]), np.uint8).reshape(h, w)
         scores = None
         if out["logits"] is not None:
-            scores = np.frombuffer(base64.b64decode(out["logits"]), np.float32).reshape(-1, h, w)
+            shape = out["dims"] if full else (h, w)
+            scores = np.frombuffer(base64.b64decode(out["logits"]), np.float32).reshape(-1, *shape)
         return {"mask": mask, "logits": scores, "seconds": float(out["seconds"])}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        scores = self.run(self.pixels(x))["logits"]
+        # a fixed-size parity input is the image (black-padded to a multiple of 32) then zeros to
+        # the fixed size: the page gets the image without the zeros, pads them itself, and hands
+        # back the whole padded output (were the image's own last rows zeros once normalised, the
+        # page's black padding would be those same zeros)
+        h, w = _extent(x) if self.fixed else x.shape[-2:]
+        scores = self.run(self.pixels(x[..., :h, :w]), full=True)["logits"]
         return torch.from_numpy(scores.copy()).unsqueeze(0)
 
     def images_per_second(self, inputs) -> float:
@@ -286,3 +312,14 @@ class BrowserModel:
         for rgb in rgbs:
             self.run(rgb, logits=False)
         return len(rgbs) / max(sum(self.seconds[start:]), 1e-9)
+
+
+def _base64(rgb: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(rgb).tobytes()).decode()
+
+
+def _extent(x: torch.Tensor) -> tuple[int, int]:
+    """Rows and columns of ``x: (1, 3, H, W)`` before its trailing all-zero ones."""
+    rows = torch.nonzero(x[0].abs().sum((0, 2)) > 0)
+    cols = torch.nonzero(x[0].abs().sum((0, 1)) > 0)
+    return (int(rows.max()) + 1 if len(rows) else 1), (int(cols.max()) + 1 if len(cols) else 1)

@@ -7,9 +7,10 @@
 // JavaScript strings (model.js, ort/*.js) because a page opened from file:// may not fetch() its
 // neighbours; the loader goes in as a blob: URL.
 //
-// window.segcli.predict(rgba, width, height, {logits}) -> Promise<{mask, logits, seconds}>
-//   rgba: Uint8ClampedArray (height * width * 4), mask: Uint8Array (height * width) class indices,
-//   logits (only when asked): Float32Array (C * height * width), seconds: preprocessing + run.
+// window.segcli.predict(rgba, width, height, {logits, full}) -> Promise<{mask, logits, dims,
+//   seconds}>: rgba: Uint8ClampedArray (height * width * 4), mask: Uint8Array (height * width)
+//   class indices, logits (only when asked): Float32Array (C * height * width; with full, the
+//   model's whole padded output, C * dims[0] * dims[1]), seconds: preprocessing, run and argmax.
 (function () {
   'use strict';
   const B = window.SEGCLI_BUNDLE;
@@ -88,7 +89,8 @@
     const out = (await s.run({ [W.input_name]: input }))[W.output_name].data;
     const plane = H * Wd;
     const mask = new Uint8Array(h * w);
-    const logits = opts && opts.logits ? new Float32Array(C * h * w) : null;
+    const full = opts && opts.logits && opts.full;
+    const logits = opts && opts.logits && !full ? new Float32Array(C * h * w) : null;
     for (let y = 0; y < h; y++) {
       for (let i = 0; i < w; i++) {
         const p = y * Wd + i;
@@ -104,11 +106,16 @@
         }
       }
     }
-    return { mask, logits, seconds: (performance.now() - start) / 1000 };
+    return {
+      mask,
+      logits: full ? new Float32Array(out) : logits,
+      dims: [H, Wd],
+      seconds: (performance.now() - start) / 1000,
+    };
   }
 
   // for segcli's own check (inference/web_page.py): base64 RGB in, base64 mask/logits out
-  async function predictBase64(rgb64, w, h, withLogits) {
+  async function predictBase64(rgb64, w, h, withLogits, full) {
     const rgb = bytes(rgb64);
     const rgba = new Uint8ClampedArray(w * h * 4);
     for (let i = 0; i < w * h; i++) {
@@ -117,10 +124,11 @@
       rgba[i * 4 + 2] = rgb[i * 3 + 2];
       rgba[i * 4 + 3] = 255;
     }
-    const r = await predict(rgba, w, h, { logits: withLogits });
+    const r = await predict(rgba, w, h, { logits: withLogits, full });
     return {
       mask: toBase64(r.mask),
       logits: r.logits ? toBase64(new Uint8Array(r.logits.buffer)) : null,
+      dims: r.dims,
       seconds: r.seconds,
     };
   }
@@ -178,9 +186,11 @@
   async function open(file) {
     try {
       status(`running on ${file.name}…`);
-      // no colour management and no premultiplied alpha: the pixels segcli predict reads
+      // no colour management, no EXIF rotation: the pixels segcli predict reads (OpenCV,
+      // IMREAD_IGNORE_ORIENTATION); a canvas keeps premultiplied alpha, so fully transparent
+      // pixels of a PNG read as black here (segcli predict keeps their stored colour)
       const bitmap = await createImageBitmap(file, {
-        colorSpaceConversion: 'none', premultiplyAlpha: 'none',
+        colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'none',
       });
       const w = bitmap.width;
       const h = bitmap.height;
