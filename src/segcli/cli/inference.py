@@ -342,8 +342,9 @@ def export_command(
         bool,
         typer.Option(
             "--quantize",
-            help="Also write model.int8.onnx (onnxruntime dynamic int8), with its parity and "
-            "speed.",
+            help="Also write an int8 model, with its parity and speed: onnxruntime's dynamic "
+            "model.int8.onnx (onnx, web), NNCF's model.int8.xml (openvino), pt2e's "
+            "model.int8.tflite (litert).",
         ),
     ] = False,
     data_root: DataRootOption = None,
