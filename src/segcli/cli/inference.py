@@ -399,7 +399,12 @@ def export_command(
     console.out.print(console.parity_table(bundle))
     console.out.print(
         f"wrote {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))}); "
-        f"input: {bundle['input']['size']}",
+        f"input: {bundle['input']['size']}"
+        + (
+            f" (the LiteRT files: fixed {'x'.join(map(str, bundle['litert']['input_size']))})"
+            if "litert" in bundle
+            else ""
+        ),
         highlight=False,
     )
     _gate(bundle, out_dir)
