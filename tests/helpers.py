@@ -47,6 +47,18 @@ def segcli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Complet
     )
 
 
+def segcli_without(modules: list[str], *args: str) -> subprocess.CompletedProcess:
+    """``segcli ARGS`` in a fresh interpreter where importing any of ``modules`` fails (their
+    ``sys.modules`` entries set to None), as on a machine without that extra."""
+    code = (
+        "import sys\n"
+        + "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
+        + f"sys.argv = ['segcli', *{list(args)!r}]\n"
+        + "from segcli.cli import main\nmain()"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
 def write_pair(
     image_dir: Path,
     mask_dir: Path,

@@ -6,15 +6,13 @@ OpenVINO IR, float32 and NNCF int8, checked the same way, and predict -c model.x
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO, segcli
+from helpers import REPO, segcli, segcli_without
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
@@ -342,13 +340,9 @@ def test_openvino_ir_float32_and_int8_checked_and_predict_runs_it(evaluated_runs
 
 def test_without_openvino_the_export_is_one_line_naming_the_extra(evaluated_runs, tmp_path):
     best = str(evaluated_runs["longer"] / "checkpoints" / "best.pt")
-    code = (
-        "import sys; sys.modules['openvino'] = None\n"
-        "from segcli.cli import main\n"
-        f"sys.argv = ['segcli', 'export', {best!r}, '-o', {str(tmp_path / 'b')!r}, "
-        "'--format', 'openvino']\nmain()"
+    r = segcli_without(
+        ["openvino"], "export", best, "-o", str(tmp_path / "b"), "--format", "openvino"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
         "segcli: error: segcli export --format openvino needs OpenVINO: "

@@ -5,13 +5,11 @@ predict from the checkpoint; the int8 input/output arithmetic; the missing extra
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import segcli
+from helpers import segcli, segcli_without
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
@@ -106,13 +104,8 @@ def test_int8_input_and_output_use_the_tensors_scale_and_zero_point():
 
 def test_without_litert_the_export_is_one_line_naming_the_extra(evaluated_runs, tmp_path):
     best = str(evaluated_runs["longer"] / "checkpoints" / "best.pt")
-    code = (
-        "import sys; sys.modules['litert_torch'] = None\n"
-        "from segcli.cli import main\n"
-        f"sys.argv = ['segcli', 'export', {best!r}, '-o', {str(tmp_path / 'b')!r}, "
-        "'--format', 'litert']\nmain()"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    args = ["export", best, "-o", str(tmp_path / "b"), "--format", "litert"]
+    r = segcli_without(["litert_torch"], *args)
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
         "segcli: error: segcli export --format litert needs litert-torch and ai-edge-litert: "

@@ -13,7 +13,6 @@ import http.server
 import io
 import json
 import shutil
-import subprocess
 import sys
 import tarfile
 import threading
@@ -23,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, segcli
+from helpers import REPO, segcli, segcli_without
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
@@ -293,13 +292,8 @@ def test_without_a_browser_the_export_is_one_line(evaluated_runs, tmp_path):
     assert line.startswith("segcli: error: --format web checks the page in headless") and (
         "apt-get install chromium" in line or "segcli[web]" in line
     )
-    code = (
-        "import sys; sys.modules['playwright'] = None; sys.modules['playwright.sync_api'] = None\n"
-        "from segcli.cli import main\n"
-        f"sys.argv = ['segcli', 'export', {best!r}, '-o', {str(tmp_path / 'b')!r}, "
-        "'--format', 'web']\nmain()"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    args = ["export", best, "-o", str(tmp_path / "b"), "--format", "web"]
+    r = segcli_without(["playwright", "playwright.sync_api"], *args)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
         "pip install 'segcli[web]'"
     )

@@ -131,3 +131,34 @@ ExportFormatOption = Annotated[
         "Chromium.",
     ),
 ]
+RasterWindowOption = Annotated[
+    int,
+    typer.Option(
+        "--window",
+        help="GeoTIFF scenes: the side of the blocks segmented one at a time, in pixels "
+        "(memory is one block with its margins).",
+    ),
+]
+RasterMarginOption = Annotated[
+    int,
+    typer.Option(
+        "--margin",
+        help="GeoTIFF scenes: pixels of context read around each block (each side, at most "
+        "window / 2); neighbours' probabilities are blended across them: no seams.",
+    ),
+]
+OnnxruntimeWebOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--onnxruntime-web",
+        help="--format web: onnxruntime-web's npm tarball (npm pack onnxruntime-web@1.30.0) "
+        "or package folder. Default: npm's 1.30.0 tarball, downloaded once into segcli's "
+        "cache and checked against its sha512.",
+    ),
+]
+NhwcOption = Annotated[
+    bool,
+    typer.Option(
+        "--nhwc", help="--format litert: NHWC input (1, H, W, 3) and output (1, H, W, C)."
+    ),
+]

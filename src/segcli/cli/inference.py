@@ -17,7 +17,11 @@ from segcli.cli.common import (
     ExportFormatOption,
     InferenceOption,
     JsonOption,
+    NhwcOption,
+    OnnxruntimeWebOption,
     PredictCheckpointOption,
+    RasterMarginOption,
+    RasterWindowOption,
     ScoreThresholdOption,
     SplitOption,
     split_overrides,
@@ -275,20 +279,8 @@ def predict(
     ] = False,
     score_threshold: ScoreThresholdOption = None,
     coco_json: CocoJsonOption = None,
-    window: Annotated[
-        int,
-        typer.Option(
-            help="GeoTIFF scenes: the side of the blocks segmented one at a time, in pixels "
-            "(memory is one block with its margins)."
-        ),
-    ] = 1024,
-    margin: Annotated[
-        int,
-        typer.Option(
-            help="GeoTIFF scenes: pixels of context read around each block (each side, at most "
-            "window / 2); neighbours' probabilities are blended across them: no seams."
-        ),
-    ] = 128,
+    window: RasterWindowOption = 1024,
+    margin: RasterMarginOption = 128,
 ) -> None:
     """Segment images: NAME.png (uint8 class indices, the input's size) and NAME_overlay.jpg;
     a GeoTIFF scene (georeferenced .tif) block by block into NAME.tif (a GeoTIFF mask in its
@@ -352,21 +344,8 @@ def export_command(
         int, typer.Option(help="Images of the run's val split for the parity check.")
     ] = 8,
     target: ExportFormatOption = "onnx",
-    onnxruntime_web: Annotated[
-        Path | None,
-        typer.Option(
-            "--onnxruntime-web",
-            help="--format web: onnxruntime-web's npm tarball (npm pack onnxruntime-web@1.30.0) "
-            "or package folder. Default: npm's 1.30.0 tarball, downloaded once into segcli's "
-            "cache and checked against its sha512.",
-        ),
-    ] = None,
-    nhwc: Annotated[
-        bool,
-        typer.Option(
-            "--nhwc", help="--format litert: NHWC input (1, H, W, 3) and output (1, H, W, C)."
-        ),
-    ] = False,
+    onnxruntime_web: OnnxruntimeWebOption = None,
+    nhwc: NhwcOption = False,
 ) -> None:
     """Export a checkpoint as an ONNX bundle (model.onnx + bundle.json; --format openvino adds
     the OpenVINO IR, --format litert the LiteRT file, --format web an offline web page) and check
@@ -374,16 +353,7 @@ def export_command(
     from segcli.inference.export import export_bundle, parse_size
 
     with user_errors():
-        if size is not None and dynamic:
-            raise SegcliError(
-                "--size and --dynamic: give one (a fixed input size, or any multiple of 32)"
-            )
-        if onnxruntime_web is not None and target != "web":
-            raise SegcliError(f"--onnxruntime-web: a web page option (--format web), not {target}")
-        if nhwc and target != "litert":
-            raise SegcliError(f"--nhwc: a LiteRT option (--format litert), not --format {target}")
-        if parity_images < 1:
-            raise SegcliError(f"--parity-images {parity_images}: expected at least 1")
+        _check_export_options(size, dynamic, target, onnxruntime_web, nhwc, parity_images)
         bundle = export_bundle(
             checkpoint,
             out_dir,
@@ -397,17 +367,34 @@ def export_command(
             nhwc=nhwc,
         )
     console.out.print(console.parity_table(bundle))
-    console.out.print(
-        f"wrote {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))}); "
-        f"input: {bundle['input']['size']}"
-        + (
-            f" (the LiteRT files: fixed {'x'.join(map(str, bundle['litert']['input_size']))})"
-            if "litert" in bundle
-            else ""
-        ),
-        highlight=False,
-    )
+    console.out.print(_written(bundle, out_dir), highlight=False)
     _gate(bundle, out_dir)
+
+
+def _check_export_options(size, dynamic, target, onnxruntime_web, nhwc, parity_images) -> None:
+    """``segcli export``'s options that contradict each other or the target.
+
+    Raises:
+        SegcliError: one line naming the option."""
+    if size is not None and dynamic:
+        raise SegcliError(
+            "--size and --dynamic: give one (a fixed input size, or any multiple of 32)"
+        )
+    if onnxruntime_web is not None and target != "web":
+        raise SegcliError(f"--onnxruntime-web: a web page option (--format web), not {target}")
+    if nhwc and target != "litert":
+        raise SegcliError(f"--nhwc: a LiteRT option (--format litert), not --format {target}")
+    if parity_images < 1:
+        raise SegcliError(f"--parity-images {parity_images}: expected at least 1")
+
+
+def _written(bundle: dict, out_dir: Path) -> str:
+    """The line saying what the export wrote and which input size its models take."""
+    files = ", ".join(sorted(p.name for p in out_dir.iterdir()))
+    line = f"wrote {out_dir}/ ({files}); input: {bundle['input']['size']}"
+    if "litert" in bundle:
+        line += f" (the LiteRT files: fixed {'x'.join(map(str, bundle['litert']['input_size']))})"
+    return line
 
 
 def _gate(bundle: dict, out_dir: Path) -> None:

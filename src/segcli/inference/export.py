@@ -125,33 +125,43 @@ def export_bundle(
             whose preprocessing the page does not do (``dataset.scale`` other than 1,
             ``augmentation.eval`` transforms), a page that does not load.
     """
-    import shutil
-
     _require_extras(target, quantize)
     loaded = _exportable(checkpoint)
     web = _web_setup(loaded, checkpoint, onnxruntime_web) if target == "web" else None
     inputs, masks, source = parity_samples(loaded, data_root, size, parity_images)
-    out_dir = Path(out_dir)
+    checks = Checks(inputs, masks, source, speed)
+
+    def write(folder: Path) -> dict:
+        int8 = quantize and target not in ("openvino", "litert")
+        bundle = _write_bundle(loaded, folder, opset, size, int8, checks)
+        if target == "openvino":
+            _add_openvino(loaded, folder, size, quantize, checks, bundle, data_root)
+        if target == "litert":
+            _add_litert(loaded, folder, size, quantize, checks, bundle, data_root, nhwc)
+        if web is not None:
+            _add_web(loaded, folder, checks, bundle, *web)
+        return bundle
+
+    return _in_place(Path(out_dir), write)
+
+
+def _in_place(out_dir: Path, write) -> dict:
+    """``write(folder)`` into a temporary folder beside ``out_dir``, moved into place (replacing
+    it) only when complete, removed on any failure; returns what ``write`` returns."""
+    import shutil
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the bundle from a web server
     try:
-        checks = Checks(inputs, masks, source, speed)
-        int8 = quantize and target not in ("openvino", "litert")
-        bundle = _write_bundle(loaded, tmp, opset, size, int8, checks)
-        if target == "openvino":
-            _add_openvino(loaded, tmp, size, quantize, checks, bundle, data_root)
-        if target == "litert":
-            _add_litert(loaded, tmp, size, quantize, checks, bundle, data_root, nhwc)
-        if web is not None:
-            _add_web(loaded, tmp, checks, bundle, *web)
+        result = write(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return bundle
+    return result
 
 
 def _umask() -> int:
@@ -292,6 +302,19 @@ def _describe(
     }
 
 
+def _check_models(loaded, models: dict, checks: Checks, bundle: dict) -> None:
+    """Each of ``models`` (name -> an exported model: ``(1, 3, H, W) float32`` ->
+    ``(1, C, H, W)`` logits) checked against the checkpoint (``bundle["parity"]``) and, when
+    ``checks.speed``, timed (``bundle["speed_images_per_second"][name]``, images/s; a model with
+    its own ``images_per_second``, the page, times itself)."""
+    for name, model in models.items():
+        bundle["parity"].append(_parity_record(checks.parity(loaded, model)))
+        if checks.speed:
+            timer = getattr(model, "images_per_second", None)
+            speed = timer(checks.inputs) if timer else images_per_second(model, checks.inputs)
+            bundle["speed_images_per_second"][name] = round(speed, 3)
+
+
 def _add_openvino(
     loaded,
     folder: Path,
@@ -322,11 +345,7 @@ def _add_openvino(
         transformer = loaded.config["model"]["arch"] in TRANSFORMERS
         int8 = quantize_ir(ir, calibration, folder, transformer)
         models["openvino int8 (NNCF)"] = OpenVinoModel(int8, size)
-    for name, ov_model in models.items():
-        bundle["parity"].append(_parity_record(checks.parity(loaded, ov_model)))
-        if checks.speed:
-            speed = images_per_second(ov_model, checks.inputs)
-            bundle["speed_images_per_second"][name] = round(speed, 3)
+    _check_models(loaded, models, checks, bundle)
     bundle["openvino"] = {
         "model": ir.name,
         "int8": "model.int8.xml" if quantize else None,
@@ -362,12 +381,7 @@ def _add_litert(
             loaded, data_root, size, 32, splits=("train", "val", "test")
         )
         files["litert int8 (pt2e)"] = convert(loaded.model, size, folder, nhwc, calibration)
-    for name, path in files.items():
-        model = LiteRtModel(path)
-        bundle["parity"].append(_parity_record(checks.parity(loaded, model)))
-        if checks.speed:
-            speed = images_per_second(model, checks.inputs)
-            bundle["speed_images_per_second"][name] = round(speed, 3)
+    _check_models(loaded, {k: LiteRtModel(p) for k, p in files.items()}, checks, bundle)
     bundle["litert"] = {
         "model": files["litert float32"].name,
         "int8": files["litert int8 (pt2e)"].name if quantize else None,
@@ -425,11 +439,6 @@ def _add_web(loaded, folder: Path, checks: Checks, bundle: dict, browser: str, o
     pre = loaded.preprocessing
     fixed = bundle["input"]["fixed_size"] is not None
     with BrowserModel(folder / PAGE, browser, pre.mean, pre.std, fixed) as page:
-        bundle["parity"].append(_parity_record(checks.parity(loaded, page)))
-        if checks.speed:
-            speed = page.images_per_second(checks.inputs)
-            bundle["speed_images_per_second"]["onnxruntime-web float32 (wasm, 1 thread)"] = round(
-                speed, 3
-            )
+        _check_models(loaded, {"onnxruntime-web float32 (wasm, 1 thread)": page}, checks, bundle)
     (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
     write_bundle_js(folder, bundle)
