@@ -140,6 +140,7 @@ def export_bundle(
             _add_litert(loaded, folder, size, quantize, checks, bundle, data_root, nhwc)
         if web is not None:
             _add_web(loaded, folder, checks, bundle, *web)
+        (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
         return bundle
 
     return _in_place(Path(out_dir), write)
@@ -227,8 +228,8 @@ def _write_bundle(
     checks: Checks,
 ) -> dict:
     """Export ``loaded.model`` (an ``inference.loaded.LoadedModel`` on the CPU, float32) into
-    ``folder`` (model.onnx, with ``quantize`` model.int8.onnx, bundle.json), check each graph on
-    ``checks``' inputs, time them when it says so; returns bundle.json's content."""
+    ``folder`` (model.onnx, with ``quantize`` model.int8.onnx), check each graph on ``checks``'
+    inputs, time them when it says so; returns bundle.json's content (written by the caller)."""
     model, arch = loaded.model, loaded.config["model"]["arch"]
     inputs, speed = checks.inputs, checks.speed
     exporter = export_onnx(model, inputs[0], folder / MODEL_FILE, opset, size is None, arch)
@@ -254,7 +255,6 @@ def _write_bundle(
         **_describe(loaded, opset, size, parity, speeds, inputs[0].shape),
         "exporter": exporter,
     }
-    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
     return bundle
 
 
@@ -325,7 +325,7 @@ def _add_openvino(
     data_root: str | None,
 ) -> None:
     """The OpenVINO IR of ``folder/model.onnx`` (and its NNCF int8 with ``quantize``, calibrated
-    on up to 32 training images), their parity and speed added to ``bundle`` and bundle.json."""
+    on up to 32 training images), their parity and speed added to ``bundle``."""
     from segcli.inference.openvino_graph import (
         TRANSFORMERS,
         OpenVinoModel,
@@ -352,7 +352,6 @@ def _add_openvino(
         "calibration": calibration_source,
         "version": ov.__version__,
     }
-    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
 
 
 def _add_litert(
@@ -367,7 +366,7 @@ def _add_litert(
 ) -> None:
     """The LiteRT file of ``loaded.model`` at ``size`` (else the largest parity input's size), and
     with ``quantize`` its int8 (calibrated on up to 32 training images at that size), their
-    parity and speed added to ``bundle`` and bundle.json."""
+    parity and speed added to ``bundle``."""
     from importlib.metadata import version
 
     from segcli.inference.litert_graph import LiteRtModel, convert
@@ -394,7 +393,6 @@ def _add_litert(
         "litert_torch": version("litert-torch"),
         "ai_edge_litert": version("ai-edge-litert"),
     }
-    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
 
 
 def _web_setup(loaded, checkpoint: Path, given: Path | None):
@@ -421,7 +419,7 @@ def _web_setup(loaded, checkpoint: Path, given: Path | None):
 def _add_web(loaded, folder: Path, checks: Checks, bundle: dict, browser: str, ort) -> None:
     """The page of ``folder/model.onnx`` (``web_page.write_page``), checked in ``browser`` on
     ``checks``' images (their uint8 pixels: the page preprocesses them itself), its parity and
-    speed added to ``bundle``, bundle.json and bundle.js."""
+    speed added to ``bundle`` and bundle.js."""
     from segcli.inference.web_page import PAGE, BrowserModel, write_bundle_js, write_page
 
     bundle["web"] = {
@@ -440,5 +438,4 @@ def _add_web(loaded, folder: Path, checks: Checks, bundle: dict, browser: str, o
     fixed = bundle["input"]["fixed_size"] is not None
     with BrowserModel(folder / PAGE, browser, pre.mean, pre.std, fixed) as page:
         _check_models(loaded, {"onnxruntime-web float32 (wasm, 1 thread)": page}, checks, bundle)
-    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2) + "\n")
     write_bundle_js(folder, bundle)
