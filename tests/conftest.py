@@ -4,7 +4,9 @@ The plain helpers (tiny configs, ``segcli`` in a subprocess, ``write_pair``) are
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,24 @@ def segnet_root(tmp_path: Path) -> Path:
         for i in range(n):
             write_pair(root / split, root / f"{split}annot", f"{split}{i}", 48, 80, 3, seed=i)
     return root
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Iterator[Callable[[str], Path]]:
+    """``tmp_path_factory.mktemp`` for module fixtures, whose folders are removed once the module's
+    tests are done (kept when a test of the session has failed). With pyproject's
+    tmp_path_retention_policy = "failed" for ``tmp_path``, the suite holds the runs of the tests in
+    progress instead of all of them (tens of GB: a run's checkpoints are 230 MB)."""
+    made: list[Path] = []
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if not request.session.testsfailed:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

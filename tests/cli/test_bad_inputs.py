@@ -20,8 +20,8 @@ SEGNET = [
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    cwd = tmp_path_factory.mktemp("run")
+def checkpoint(module_tmp) -> Path:
+    cwd = module_tmp("run")
     r = segcli(
         "train",
         "trainer.epochs=1",

@@ -13,10 +13,10 @@ from helpers import segcli, write_pair
 
 
 @pytest.fixture(scope="module")
-def doctored(tmp_path_factory) -> Path:
+def doctored(module_tmp) -> Path:
     """A folder dataset (images/ + masks/, 6 pairs, 3 classes) and the config segcli data doctor
     wrote for it in ``myconf/dataset/mine.yaml``; returns the working folder."""
-    base = tmp_path_factory.mktemp("doctored")
+    base = module_tmp("doctored")
     for i in range(6):
         write_pair(base / "mine" / "images", base / "mine" / "masks", f"im{i}", 48, 64, 3, seed=i)
     r = segcli("data", "doctor", "mine", "--write", "myconf/dataset/mine.yaml", cwd=base)

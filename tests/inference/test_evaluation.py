@@ -26,19 +26,19 @@ SLIDE = InferenceSettings(name="slide", mode="slide", crop=(32, 32), stride=None
 
 
 @pytest.fixture(scope="module")
-def checkpoint(evaluated_runs, tmp_path_factory) -> Path:
+def checkpoint(evaluated_runs, module_tmp) -> Path:
     """The longer run's best.pt copied out of its run folder (evals of it write nothing into the
     session's shared run)."""
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    path = module_tmp("ckpt") / "best.pt"
     shutil.copy(evaluated_runs["longer"] / "checkpoints" / "best.pt", path)
     return path
 
 
 @pytest.fixture(scope="module")
-def slide_eval(checkpoint, tmp_path_factory) -> Path:
+def slide_eval(checkpoint, module_tmp) -> Path:
     """``segcli eval --inference slide inference.crop=[32,32] --amp false`` of the test split: its
     ``--json`` file (the per-image matrices are the ``.npz`` beside it)."""
-    out = tmp_path_factory.mktemp("slide-eval")
+    out = module_tmp("slide-eval")
     r = segcli(
         "eval",
         str(checkpoint),

@@ -116,9 +116,9 @@ def _unet(seed: int) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def fixed_export(tmp_path_factory) -> tuple[torch.nn.Module, OnnxModel]:
+def fixed_export(module_tmp) -> tuple[torch.nn.Module, OnnxModel]:
     """A random U-Net (seed 0) and its ONNX graph exported at the fixed size 64x96."""
-    model, path = _unet(0), tmp_path_factory.mktemp("fixed") / "m.onnx"
+    model, path = _unet(0), module_tmp("fixed") / "m.onnx"
     export_onnx(model, torch.randn(1, 3, 64, 96), path, 18, dynamic=False)
     return model, OnnxModel(path, (64, 96))
 
@@ -211,13 +211,13 @@ def export_or_refusal(preset: str, folder: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, dict]:
+def exports(module_tmp) -> dict[str, dict]:
     """``export_or_refusal`` of every preset, two at a time (tracing for export is single-threaded
     Python: two processes halve the wall time on two cores)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    folders = [str(tmp_path_factory.mktemp(p)) for p in PRESETS]
+    folders = [str(module_tmp(p)) for p in PRESETS]
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
         return dict(zip(PRESETS, pool.map(export_or_refusal, PRESETS, folders), strict=True))
 

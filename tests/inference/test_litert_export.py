@@ -19,11 +19,11 @@ from segcli.errors import SegcliError
 
 
 @pytest.fixture(scope="module")
-def litert_export(evaluated_runs, tmp_path_factory):
+def litert_export(evaluated_runs, module_tmp):
     """``segcli export --format litert --quantize --nhwc`` of the 3-epoch run."""
     pytest.importorskip("litert_torch")
     pytest.importorskip("ai_edge_litert")
-    tmp = tmp_path_factory.mktemp("litert")
+    tmp = module_tmp("litert")
     best = str(evaluated_runs["longer"] / "checkpoints" / "best.pt")
     args = ["export", best, "-o", str(tmp / "b"), "--format", "litert", "--quantize", "--nhwc"]
     r = segcli(*args, cwd=tmp)

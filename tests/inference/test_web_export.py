@@ -46,12 +46,12 @@ def ort_web():
 
 
 @pytest.fixture(scope="module")
-def web_export(evaluated_runs, ort_web, tmp_path_factory):
+def web_export(evaluated_runs, ort_web, module_tmp):
     """``segcli export --format web`` of the 3-epoch run: ``(bundle folder, its bundle.json)``."""
     pytest.importorskip("playwright")
     if BROWSER is None:
         pytest.skip("no Chromium/Chrome installed")
-    tmp = tmp_path_factory.mktemp("web")
+    tmp = module_tmp("web")
     best = str(evaluated_runs["longer"] / "checkpoints" / "best.pt")
     r = segcli("export", best, "-o", str(tmp / "page"), "--format", "web", cwd=tmp)
     assert r.returncode == 0, r.stderr + r.stdout

@@ -44,9 +44,9 @@ def records(run: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(module_tmp) -> dict[str, Path]:
     """A run left alone and the same run killed after its first checkpoint and resumed."""
-    root = tmp_path_factory.mktemp("instance")
+    root = module_tmp("instance")
     ref, killed = root / "outputs" / "ref", root / "outputs" / "killed"
     r = segcli("train", *RUN, f"hydra.run.dir={ref}", cwd=root)
     assert r.returncode == 0, r.stderr

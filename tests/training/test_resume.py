@@ -167,9 +167,9 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def reference(module_tmp) -> Path:
     """The same run, never interrupted."""
-    cwd = tmp_path_factory.mktemp("reference")
+    cwd = module_tmp("reference")
     r = segcli("train", *TINY, "hydra.run.dir=ref", cwd=cwd)
     assert r.returncode == 0, r.stderr
     return cwd / "ref"

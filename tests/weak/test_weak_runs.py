@@ -30,8 +30,8 @@ def masks_of(run: Path, r: int = 1) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def box_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("weak")
+def box_run(module_tmp) -> Path:
+    root = module_tmp("weak")
     run = root / "outputs" / "boxes"
     r = segcli(
         "train", *WEAK, "dataset.simulate=boxes", "weak.fill=box", f"hydra.run.dir={run}", cwd=root
