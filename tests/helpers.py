@@ -155,3 +155,81 @@ def toy_model_and_batches(n: int = 6):
     model = torch.nn.Conv2d(3, 2, 1)
     images = [torch.randn(2, 3, 4, 4) for _ in range(n)]
     return model, [{"image": x, "mask": (x[:, 0] > 0).long()} for x in images]
+
+
+def write_rgbd(root: Path, splits: dict[str, int], size: int = 64, seed: int = 0) -> None:
+    """An RGB-D set (``root/images/<split>/NAME.png``, ``root/depth/<split>/NAME_depth.png``
+    16-bit, ``root/masks/<split>/NAME.png``) of 3 classes: 0 background (gray noise, depth about
+    2000), 1 a red 16x16 square (seen in RGB; flat in depth), 2 a disk of radius 9 whose depth is
+    600 lower and whose colour is the background's: only the depth channel shows class 2."""
+    for split, n in splits.items():
+        for sub in ("images", "depth", "masks"):
+            (root / sub / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            rng = np.random.default_rng([seed, i, len(split)])
+            rgb = rng.integers(60, 120, (size, size, 3)).astype(np.uint8)
+            depth = (2000 + rng.normal(0, 20, (size, size))).astype(np.uint16)
+            mask = np.zeros((size, size), np.uint8)
+            x, y = rng.integers(2, size - 18, 2)
+            rgb[y : y + 16, x : x + 16] = (200, 40, 40)
+            mask[y : y + 16, x : x + 16] = 1
+            cx, cy = rng.integers(10, size - 10, 2)
+            disk = np.zeros((size, size), np.uint8)
+            cv2.circle(disk, (int(cx), int(cy)), 9, 1, -1)
+            disk = disk.astype(bool) & (mask == 0)
+            depth[disk] -= 600
+            mask[disk] = 2
+            name = f"{split}{i}"
+            cv2.imwrite(str(root / "images" / split / f"{name}.png"), rgb[..., ::-1])
+            cv2.imwrite(str(root / "depth" / split / f"{name}_depth.png"), depth)
+            cv2.imwrite(str(root / "masks" / split / f"{name}.png"), mask)
+
+
+RGBD = ["dataset=folder", "dataset.num_classes=3", "dataset.class_names=[background,square,disk]"]
+EXTRA_DEPTH = "dataset.extra_inputs=[{dir: depth, suffix: _depth}]"
+
+
+def write_containers(root: Path, splits: dict[str, int], size: int = 64, seed: int = 0) -> None:
+    """A "container and contents" set (``root/images/<split>/NAME.png``, ``root/masks/...``) of 3
+    classes: 0 background (gray noise), 1 a container (an orange rectangle, a third to two thirds
+    of the side), 2 its contents (two disks of radius 3-5 inside it). Disks of the contents'
+    colour lie outside the containers too, as background: telling contents from those needs
+    to know where the container is."""
+    color, contents = (200, 120, 40), (60, 160, 220)
+    for split, n in splits.items():
+        for sub in ("images", "masks"):
+            (root / sub / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            rng = np.random.default_rng([seed, i, len(split), 7])
+            image = rng.integers(90, 140, (size, size, 3)).astype(np.uint8)
+            mask = np.zeros((size, size), np.uint8)
+            h, w = rng.integers(size // 3, 2 * size // 3, 2)
+            y, x = rng.integers(0, size - h), rng.integers(0, size - w)
+            image[y : y + h, x : x + w] = color
+            mask[y : y + h, x : x + w] = 1
+            for inside in (True, True, False, False):
+                r = int(rng.integers(3, 6))
+                for _ in range(50):  # a centre inside (or well outside) the container
+                    cy, cx = rng.integers(r, size - r, 2)
+                    within = y + r <= cy < y + h - r and x + r <= cx < x + w - r
+                    near = y - r <= cy < y + h + r and x - r <= cx < x + w + r
+                    if (inside and within) or (not inside and not near):
+                        break
+                else:
+                    continue
+                disk = np.zeros((size, size), np.uint8)
+                cv2.circle(disk, (int(cx), int(cy)), r, 1, -1)
+                image[disk > 0] = contents
+                if inside:
+                    mask[disk > 0] = 2
+            noise = rng.integers(-12, 13, image.shape)
+            image = np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / "images" / split / f"{split}{i}.png"), image[..., ::-1])
+            cv2.imwrite(str(root / "masks" / split / f"{split}{i}.png"), mask)
+
+
+CONTAINERS = [
+    "dataset=folder",
+    "dataset.num_classes=3",
+    "dataset.class_names=[background,container,contents]",
+]

@@ -135,7 +135,7 @@ def test_which_tiffs_are_scenes_and_bad_scenes_in_one_line(tmp_path):
     assert is_geotiff(write_scene(tmp_path / "g.tif", np.zeros((8, 8, 3), np.uint8)))
     assert not is_geotiff(tmp_path / "missing.tif")
     four = write_scene(tmp_path / "four.tif", np.zeros((8, 8, 4), np.uint16))
-    with pytest.raises(SegcliError, match=r"4 band\(s\) of uint16; this model takes 3 bands"):
+    with pytest.raises(SegcliError, match=r"4 band\(s\) of uint16; this model takes 3 bands of"):
         predict_raster(LocalOperator(), four, tmp_path / "o")
     with pytest.raises(SegcliError, match="0 <= margin <= window / 2"):
         predict_raster(LocalOperator(), plain, tmp_path / "o", window=64, margin=40)
@@ -144,6 +144,39 @@ def test_which_tiffs_are_scenes_and_bad_scenes_in_one_line(tmp_path):
     scene = write_scene(tmp_path / "s.tif", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(SegcliError, match="the mask would replace the scene"):
         predict_raster(LocalOperator(), scene, tmp_path)
+
+
+class BandOperator(LocalOperator):
+    """``LocalOperator`` of a stored-channels model of 4 uint16 bands: class 1 where the 9x9
+    mean of band 0 is above 20000 (values as stored, not 8-bit)."""
+
+    def __init__(self):
+        super().__init__()
+        self.normalization = {
+            "mean": [0.0] * 4,
+            "std": [1.0] * 4,
+            "max_pixel_value": 1.0,
+            "channels": [{"file": "image", "channels": 4, "dtype": "uint16"}],
+        }
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        assert image.dtype == np.float32 and image.shape[2] == 4
+        mean = cv2.blur(image[..., 0], (9, 9), borderType=cv2.BORDER_REPLICATE)
+        return (mean > 20000).astype(np.uint8)
+
+
+def test_a_stored_channels_model_reads_every_band_at_full_precision(tmp_path):
+    rng = np.random.default_rng(1)
+    bands = (rng.random((96, 130, 4)) * 40000).astype(np.uint16)
+    path = write_scene(tmp_path / "bands.tif", bands)
+    whole = BandOperator().predict(bands.astype(np.float32))
+    assert 0.2 < whole.mean() < 0.8  # the pattern is not trivial
+    done = predict_raster(BandOperator(), path, tmp_path / "o", window=32, margin=8)
+    with rasterio.open(done.path) as out:
+        np.testing.assert_array_equal(out.read(1), whole)
+    three = write_scene(tmp_path / "three.tif", bands[..., :3])
+    with pytest.raises(SegcliError, match=r"3 band\(s\) of uint16; this model takes 4"):
+        predict_raster(BandOperator(), three, tmp_path / "o")
 
 
 def test_segcli_predict_writes_a_geotiff_mask_of_a_trained_model(evaluated_runs, tmp_path):

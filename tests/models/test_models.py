@@ -141,3 +141,23 @@ def test_segcli_models_counts_a_one_convolution_model_by_hand(monkeypatch):
             "gflops": pytest.approx(flops / 1e9, rel=1e-12),
         }
     ]
+
+
+@pytest.mark.parametrize("channels", [1, 4, 13])
+def test_a_local_rgb_weights_file_fits_other_input_channels_as_smp_fits_its_own(
+    channels, tmp_path: Path
+):
+    import copy
+
+    from segmentation_models_pytorch.encoders._utils import patch_first_conv
+
+    rgb = build_model({"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None}, 2)
+    torch.save(rgb.encoder.state_dict(), tmp_path / "rgb.pth")
+    cfg = {"arch": "Unet", "encoder_name": "resnet18", "encoder_weights": str(tmp_path / "rgb.pth")}
+    model = build_model(cfg, 2, in_channels=channels)
+    reference = copy.deepcopy(rgb.encoder)  # SMP's own rule on the same RGB weights
+    patch_first_conv(reference, channels, pretrained=True)
+    torch.testing.assert_close(model.encoder.conv1.weight, reference.conv1.weight)
+    torch.testing.assert_close(
+        model.encoder.layer1[0].conv1.weight, rgb.encoder.layer1[0].conv1.weight
+    )

@@ -9,6 +9,15 @@ same call convention). The tail that train, eval and predict share is added here
 
 Padding is anchored top-left so that a prediction is cropped back with ``[:H, :W]``.
 
+Images of any number of channels (``dataset.channels: stored``, data/channels.py) arrive as
+``(H, W, C) float32`` in their files' units: the tail clips them to the training data's
+percentiles when ``dataset.clip_percentiles`` is set, then normalises with the training data's
+per-channel statistics (``max_pixel_value`` 1). Geometric transforms apply to every channel.
+Photometric ones (albumentations' ``ImageOnlyTransform``s: colour, brightness, blur, noise) are
+applied to channels 0-2 only when those are an 8-bit RGB image file's (RGB + extra inputs such as
+depth: ``OnRGB``), and refused otherwise with a one-line error naming the transform: never
+silently dropped and never run on channels they do not understand.
+
 Random draws are a pure function of (seed, epoch, sample index) (``seed_transform``): the same
 on any number of loader workers and after a resume. albumentations' own
 ``Compose.set_random_seed`` is not used for this: it gives every transform a generator with the
@@ -37,14 +46,64 @@ from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 SIZE_DIVISOR = 32  # the output stride of 5-stage encoders
 
 
-def fixed_tail(
-    ignore_index: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> list[A.BasicTransform]:
-    """Pad to a multiple of 32 (mask padded with ``ignore_index``), normalise, to tensor.
+class ClipChannels(A.ImageOnlyTransform):
+    """Clip each channel of ``(H, W, C)`` images to ``[low[c], high[c]]`` (percentile clipping,
+    ``dataset.clip_percentiles``)."""
 
-    Output of the whole pipeline: ``image (3, H', W') float32`` and ``mask (H', W')``, with
-    H', W' the input size rounded up to a multiple of 32.
+    def __init__(self, low: Sequence[float], high: Sequence[float]) -> None:
+        super().__init__(p=1.0)
+        self.low = np.asarray(low, dtype=np.float32)
+        self.high = np.asarray(high, dtype=np.float32)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return np.clip(img, self.low, self.high).astype(np.float32, copy=False)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("low", "high")
+
+
+class OnRGB(A.ImageOnlyTransform):
+    """Apply a photometric ``transform`` to channels 0-2 of an ``(H, W, C) float32`` image whose
+    first three channels are 8-bit RGB values (rounded to uint8 for it and back); the other
+    channels are left as they are. Shares the pipeline's random stream."""
+
+    def __init__(self, transform: A.ImageOnlyTransform) -> None:
+        super().__init__(p=1.0)
+        self.transform = transform
+
+    def set_random_state(self, random_generator, py_random) -> None:
+        super().set_random_state(random_generator, py_random)
+        self.transform.set_random_state(random_generator, py_random)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        rgb = np.clip(np.rint(img[..., :3]), 0, 255).astype(np.uint8)
+        out = img.copy()
+        out[..., :3] = self.transform(image=rgb)["image"]
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("transform",)
+
+
+def fixed_tail(
+    ignore_index: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    max_pixel_value: float = 255.0,
+    clip: Sequence[Sequence[float]] | None = None,
+) -> list[A.BasicTransform]:
+    """Pad to a multiple of 32 (mask padded with ``ignore_index``), [clip,] normalise, to tensor:
+    ``x = (clip(pixel) / max_pixel_value - mean) / std`` per channel.
+
+    Args:
+        max_pixel_value: 255 for 8-bit RGB (mean and std in 0..1 units); 1 for stored channels
+            (mean and std in the files' units, data/channels.py).
+        clip: ``[low per channel, high per channel]`` or None.
+
+    Output of the whole pipeline: ``image (C, H', W') float32`` (C = len(mean)) and ``mask
+    (H', W')``, with H', W' the input size rounded up to a multiple of 32.
     """
+    clipping = [] if clip is None else [ClipChannels(clip[0], clip[1])]
     return [
         A.PadIfNeeded(
             min_height=None,
@@ -56,7 +115,8 @@ def fixed_tail(
             fill=0,
             fill_mask=ignore_index,
         ),
-        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+        *clipping,
+        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=max_pixel_value),
         ToTensorV2(),
     ]
 
@@ -113,25 +173,66 @@ def instantiate_specs(specs: Sequence[Mapping] | None) -> list:
     return transforms
 
 
+def photometric_for_channels(
+    transforms: list, specs: Sequence[Mapping] | None, channels: Sequence[Mapping] | None
+) -> list:
+    """The transforms fit for images of these ``channels`` (``ChannelStack.layout``; None: 8-bit
+    RGB): photometric ones wrapped in ``OnRGB`` when the first file is 8-bit RGB.
+
+    Raises:
+        SegcliError: a photometric transform and channels that are not 8-bit RGB first.
+    """
+    if channels is None:
+        return transforms
+    first = channels[0]
+    rgb_first = first["channels"] == 3 and first["dtype"] == "uint8"
+    described = ", ".join(f"{c['file']}: {c['channels']} x {c['dtype']}" for c in channels)
+    out = []
+    for i, transform in enumerate(transforms):
+        if isinstance(transform, A.ImageOnlyTransform):
+            if not rgb_first:
+                target = (list(specs or [{}])[i] or {}).get("_target_", type(transform).__name__)
+                raise SegcliError(
+                    f"augmentation entry {i} ({target}): a photometric transform needs 8-bit RGB "
+                    f"channels; these images have {described}; remove it or use a geometric "
+                    "pipeline (augmentation=light)"
+                )
+            transform = OnRGB(transform)
+        out.append(transform)
+    return out
+
+
 def build_transforms(
     specs: Sequence[Mapping] | None,
     ignore_index: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     scale: float = 1.0,
+    normalization: Mapping | None = None,
 ) -> A.Compose:
     """Compose the YAML-listed transforms and the fixed tail.
 
     Args:
         specs: entries with ``_target_`` (e.g. ``albumentations.HorizontalFlip``) and arguments.
         ignore_index: the mask fill value of every padding step of the tail.
+        normalization: a checkpoint's ``normalization`` (``mean``, ``std``, and for stored
+            channels ``max_pixel_value``, ``clip``, ``channels``); replaces ``mean`` and ``std``.
         scale: ``dataset.scale``; other than 1, image and mask are first resized by this factor
             (area / nearest), for training. Evaluation and prediction resize inside the forward
             pass instead (``inference.loop.forward_at_scale``), so that masks keep their resolution.
 
     Raises:
-        SegcliError: an entry cannot be instantiated (``instantiate_specs``).
+        SegcliError: an entry cannot be instantiated (``instantiate_specs``), or is photometric
+            and the channels are not 8-bit RGB first (``photometric_for_channels``).
     """
+    norm = dict(normalization or {"mean": mean, "std": std})
     transforms: list = [] if scale == 1.0 else [rescale_transform(scale)]
-    transforms += instantiate_specs(specs)
-    return A.Compose(transforms + fixed_tail(ignore_index, mean, std))
+    transforms += photometric_for_channels(instantiate_specs(specs), specs, norm.get("channels"))
+    tail = fixed_tail(
+        ignore_index,
+        norm["mean"],
+        norm["std"],
+        float(norm.get("max_pixel_value") or 255.0),
+        norm.get("clip"),
+    )
+    return A.Compose(transforms + tail)

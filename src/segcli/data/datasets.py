@@ -20,6 +20,7 @@ from pathlib import Path
 from segcli import console
 from segcli.config import run_seed
 from segcli.data.augment import build_transforms
+from segcli.data.channels import ChannelStack
 from segcli.data.layouts import SplitFiles, find_split_files
 from segcli.data.masks import MaskDecoder, keep_points, mask_table, training_mask_decoder
 from segcli.data.readers import PairedFolderDataset, PseudoMaskDataset, SplitCheck, check_pairs
@@ -84,8 +85,9 @@ def build_datasets(
     folders (``{split: [image stems]}``, to keep it with the run) when segcli made one.
     ``settings``: the parsed ``dataset`` group when the caller has it (e.g. ``with_root`` of
     another data folder), else ``cfg["dataset"]`` is parsed.
-    ``normalization``: ``{"mean", "std"}`` (per channel, 0..1 units) of every pipeline's
-    normalising step, a checkpoint's for eval; None: ImageNet's (``preprocessing``).
+    ``normalization``: a checkpoint's (``{"mean", "std"}`` per channel, 0..1 units; for stored
+    channels also ``max_pixel_value``, ``clip``, ``channels``: data/channels.py) for every
+    pipeline's normalising step; None: ``input_normalization``'s.
     ``train_masks``: a folder of ``NAME.png`` training masks segcli wrote (weak labels' pseudo
     masks, weak/pseudo.py) that replace the train split's masks; its images are ``train_images``
     (files), or the train split's own when None. Only the images that have such a mask train.
@@ -100,14 +102,13 @@ def build_datasets(
     settings = settings or DatasetSettings.from_config(cfg["dataset"])
     info = DatasetInfo.from_settings(settings)
     aug = cfg["augmentation"]
-    norm = normalization or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    norm = normalization or input_normalization(settings, seed)
     transforms = {
         s: build_transforms(
             aug.get("train" if s in augmented else "eval"),
             info.ignore_index,
             scale=settings.scale if s in augmented else 1.0,
-            mean=norm["mean"],
-            std=norm["std"],
+            normalization=norm,
         )
         for s in splits
     }
@@ -128,6 +129,29 @@ def build_datasets(
         )
         counts["train"] = datasets["train"].class_pixels(info.num_classes)
     return info, {s: datasets[s] for s in splits}, counts
+
+
+def input_normalization(settings: DatasetSettings, seed: int) -> dict:
+    """How images of this dataset are normalised, the checkpoint's ``normalization``: ImageNet's
+    mean and std for 8-bit RGB (``preprocessing``); for ``channels: stored`` the training split's
+    per-channel statistics (``channels.cached_statistics``: mean, std, clipping bounds, the
+    channels' files and dtypes), from which ``model.in_channels`` follows.
+
+    Raises:
+        SegcliError: stored channels on a dataset kind other than folder, or any data problem.
+    """
+    if not settings.stored_channels:
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    if settings.kind != "folder":
+        raise SegcliError(
+            f"dataset.channels=stored: reads image files; dataset.kind={settings.kind} has none"
+        )
+    from segcli.data.channels import cached_statistics
+
+    files = find_split_files(settings, seed, [] if settings.on_bad_file == "skip" else None)
+    images = [image for image, _ in files.pairs.get("train", [])]
+    stack = ChannelStack(files.extras, tuple(d for d, _ in settings.extra_inputs or ()))
+    return cached_statistics(images, stack, settings.clip_percentiles, seed)
 
 
 def _build_synthetic(request: BuildRequest) -> tuple[dict, dict]:
@@ -194,6 +218,7 @@ def _folder_split(
         request.augment_seed(split),
         sparsify,
         files.rois,
+        **({"read": ChannelStack(files.extras)} if settings.stored_channels else {}),
     )
     if found.problems:
         console.warning(
@@ -222,6 +247,7 @@ def _checked(
         point_labels=points,
         rois=files.rois,
         cache=cache,
+        extras=files.extras,
     )
     if cache is not None:
         cache.save()

@@ -137,6 +137,8 @@ def _semantic(root: Path) -> Diagnosis:
         return out
     images, masks, split_dirs = folders
     cfg = _folder_config(out, images, masks, split_dirs)
+    _channels(out, cfg, images, split_dirs)
+    _extra_inputs(out, images, masks, split_dirs)
     mask_files = sorted(
         p
         for d in ([masks / s for s in split_dirs] or [masks])
@@ -217,6 +219,52 @@ def _folder_config(out: Diagnosis, images: Path, masks: Path, split_dirs: list[s
                 "splits: none; training makes a seeded random 80/20 train/val split (split.json)"
             )
     return cfg
+
+
+def _channels(out: Diagnosis, cfg: dict, images: Path, split_dirs: list[str]) -> None:
+    """Findings on the images' channels (data/channels.py's ``channel_report``); ``channels:
+    stored`` in ``cfg`` when they are not 8-bit gray or RGB."""
+    from segcli.data.channels import channel_report
+
+    files = sorted(
+        p
+        for d in ([images / s for s in split_dirs] or [images])
+        for p in d.iterdir()
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    lines, stored = channel_report(files)
+    out.findings += lines
+    if stored:
+        cfg["channels"] = "stored"
+        out.findings.append(
+            "channels: stored (every channel at full precision, per-channel statistics of the "
+            "training split; docs/channels.md)"
+        )
+
+
+def _extra_inputs(out: Diagnosis, images: Path, masks: Path, split_dirs: list[str]) -> None:
+    """Findings on other folders beside the images whose files pair with them by name (a depth
+    map per frame): candidates for ``dataset.extra_inputs``, named with their channels, not put
+    in the config (a folder of previews pairs by name too)."""
+    from segcli.data.channels import channel_report
+
+    first = split_dirs[0] if split_dirs else ""
+    for folder in sorted(d for d in images.parent.iterdir() if d.is_dir()):
+        if folder in (images, masks) or not _has_images(folder / first):
+            continue
+        image_suffix, suffix, paired, count, _ = _pairing(images / first, folder / first)
+        if image_suffix or paired < max(1, count // 2):
+            continue
+        files = sorted(
+            p for p in (folder / first).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        lines, _ = channel_report(files, f"{folder.name}/")
+        out.findings += lines
+        dir_name = folder.relative_to(out.root).as_posix()
+        out.findings.append(
+            f"{dir_name}/ pairs with the images ({paired} of {count} as NAME{suffix}.*): to stack "
+            f"it as input channels, dataset.extra_inputs=[{{dir: {dir_name}, suffix: '{suffix}'}}]"
+        )
 
 
 def _builtin_config(name: str) -> dict:

@@ -5,6 +5,11 @@ OpenCV's rule, value / 256 (the top 8 bits of the full 0..65535 range: 12-bit da
 bits comes out dark; rescale such files first); GIFs through Pillow (first frame). EXIF
 orientation is ignored for images and masks alike, so that their pixels stay aligned.
 
+Images with every channel as stored (``read_channels``, ``dataset.channels: stored``): ``.npy``
+arrays (numpy), TIFFs of any number of bands and any dtype (tifffile: the first series, its axes
+other than Y and X as channels: RGB, planar multi-band, one band per page), and every other image
+file through OpenCV's unchanged read (16-bit PNGs stay 16-bit); nothing is scaled.
+
 Masks (``read_raw_mask``): palette ("P" mode) PNGs and GIFs through Pillow, as their *indices*
 (OpenCV would expand them to their palette's colours, the most common way a VOC mask is misread);
 a palette whose colours are all gray (a 0/255 mask saved as GIF) as its gray levels, so the mask
@@ -29,7 +34,9 @@ cv2.utils.logging.setLogLevel(
     cv2.utils.logging.LOG_LEVEL_SILENT
 )  # bad files get segcli's one-line errors instead
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".npy"}
+ARRAY_EXTENSIONS = {".npy"}  # read only with dataset.channels=stored
+TIFF_EXTENSIONS = {".tif", ".tiff"}
 LOSSY_FORMATS = {"JPEG", "MPO"}
 
 
@@ -38,8 +45,13 @@ def read_image(path: Path) -> np.ndarray:
     is ignored, as it is for masks, so that image and mask pixels stay aligned).
 
     Raises:
-        SegcliError: the file cannot be decoded as an image.
+        SegcliError: the file cannot be decoded as an image, or is a ``.npy`` array (read with
+            ``dataset.channels=stored``).
     """
+    if Path(path).suffix.lower() in ARRAY_EXTENSIONS:
+        raise SegcliError(
+            f"{path}: a numpy array, not an image file; read arrays with dataset.channels=stored"
+        )
     array = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if array is None and Path(path).suffix.lower() == ".gif":
         try:
@@ -52,17 +64,84 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
+def read_channels(path: Path) -> np.ndarray:
+    """Read an image file with every channel as stored (see the module docstring).
+
+    Returns:
+        ``(H, W, C)`` in the file's dtype (uint8, uint16, int16, float32, ...); C >= 1; colour
+        files in RGB(A) order.
+
+    Raises:
+        SegcliError: the file cannot be read, or its array is not (H, W) or (H, W, C) (``.npy``:
+            channels last) or its TIFF has axes other than Y, X and channels (Z stacks, time).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in ARRAY_EXTENSIONS:
+            array = np.load(path, allow_pickle=False)
+            if array.ndim not in (2, 3) or array.dtype.kind not in "uif":
+                raise SegcliError(
+                    f"{path}: array of shape {array.shape} and dtype {array.dtype}; expected "
+                    "(H, W) or (H, W, C) numbers, channels last"
+                )
+            return array[..., None] if array.ndim == 2 else array
+        if suffix in TIFF_EXTENSIONS:
+            return _read_tiff(path)
+    except SegcliError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, IndexError) as exc:  # numpy's, tifffile's
+        raise SegcliError(f"{path}: cannot read ({str(exc)[:80] or type(exc).__name__})") from None
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if array is None:
+        if suffix == ".gif":
+            return read_image(path)
+        raise SegcliError(f"{path}: cannot read as an image (missing, truncated or not an image)")
+    if array.ndim == 2:
+        return array[..., None]
+    if array.shape[2] in (3, 4):
+        return cv2.cvtColor(
+            array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+        )
+    return array
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A TIFF's first series as (H, W, C): tifffile's axes Y and X first, the others (samples S,
+    channels C, pages I/Q) merged into channels."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array, axes = series.asarray(), series.axes
+    if "Y" not in axes or "X" not in axes:
+        raise SegcliError(f"{path}: TIFF axes {axes}; expected Y and X (rows and columns)")
+    other = [i for i, a in enumerate(axes) if a not in "YX"]
+    if any(axes[i] in "ZT" for i in other) or len(other) > 1:
+        raise SegcliError(
+            f"{path}: TIFF axes {axes}; expected a 2-D image with channels (Y, X, one of S C I)"
+        )
+    array = np.transpose(array, [axes.index("Y"), axes.index("X"), *other])
+    return array.reshape(array.shape[0], array.shape[1], -1)
+
+
 def image_size(path: Path) -> tuple[int, int]:
-    """Decode an image file in full (which finds truncated files) and return its (height, width).
+    """Decode an image file in full (which finds truncated files) and return its (height, width);
+    ``.npy`` arrays and TIFFs that Pillow cannot open (multi-band, float) through
+    ``read_channels``.
 
     Raises:
         SegcliError: the file is missing, truncated or not an image.
     """
+    if Path(path).suffix.lower() in ARRAY_EXTENSIONS:
+        return tuple(read_channels(path).shape[:2])
     try:
         with Image.open(path) as im:
             im.load()
             width, height = im.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if Path(path).suffix.lower() in TIFF_EXTENSIONS and Path(path).is_file():
+            return tuple(read_channels(path).shape[:2])
         raise SegcliError(
             f"{path}: cannot read as an image ({str(exc)[:80] or type(exc).__name__})"
         ) from None

@@ -58,12 +58,14 @@ CITY_IMAGES, CITY_LABEL_IDS, CITY_TRAIN_IDS = (
 class SplitFiles:
     """The file pairs of each split of a folder dataset; whether the split was made by segcli
     (``random_split``); the splits whose masks already hold class indices (``identity``: the
-    config's ``mask_values`` do not apply); image path -> region-of-interest mask (``rois``)."""
+    config's ``mask_values`` do not apply); image path -> region-of-interest mask (``rois``);
+    image path -> its extra input files (``extras``, ``dataset.extra_inputs``)."""
 
     pairs: dict[str, list[tuple[Path, Path]]] = field(default_factory=dict)
     random_split: bool = False
     identity: set[str] = field(default_factory=set)
     rois: dict[Path, Path] = field(default_factory=dict)
+    extras: dict[Path, tuple[Path, ...]] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         """``{split: [image stems]}`` for split.json."""
@@ -136,7 +138,14 @@ def find_split_files(
             raise SegcliError(
                 f"{base / needed}: not found; dataset={layout.builtin} expects {layout.expects}"
             )
-    return layout.find(layout, settings, base, seed, problems)
+    out = layout.find(layout, settings, base, seed, problems)
+    if settings.extra_inputs:
+        from segcli.data.channels import find_extras
+
+        out.extras, out.pairs = find_extras(
+            root, settings.extra_inputs, out.pairs, settings.image_suffix or "", problems
+        )
+    return out
 
 
 def _split_folders(

@@ -85,29 +85,37 @@ class PairCache:
         return cls(folder / f"pairs-{name}.json")
 
     @staticmethod
-    def _key(image: Path, mask: Path, roi: Path | None) -> str:
-        return f"{image}|{mask}|{roi or ''}"
+    def _key(image: Path, mask: Path, roi: Path | None, extras: tuple = ()) -> str:
+        return "|".join([str(image), str(mask), str(roi or ""), *map(str, extras)])
 
     def get(
-        self, image: Path, mask: Path, roi: Path | None = None
+        self, image: Path, mask: Path, roi: Path | None = None, extras: tuple = ()
     ) -> tuple[list[int], int, tuple[int, int]] | None:
-        """The cached result of this pair if no file changed since, else None."""
-        entry = self.entries.get(self._key(image, mask, roi))
-        hit = entry is not None and entry["stamp"] == _stamp((image, mask, roi))
+        """The cached result of this pair (with its ROI and extra input files) if no file
+        changed since, else None."""
+        entry = self.entries.get(self._key(image, mask, roi, extras))
+        hit = entry is not None and entry["stamp"] == _stamp((image, mask, roi, *extras))
         with self.lock:
             self.hits += hit
             self.misses += not hit
         return (entry["counts"], entry["ignored"], tuple(entry["size"])) if hit else None
 
     def put(
-        self, image: Path, mask: Path, roi: Path | None, counts, ignored: int, size: tuple[int, int]
+        self,
+        image: Path,
+        mask: Path,
+        roi: Path | None,
+        counts,
+        ignored: int,
+        size: tuple[int, int],
+        extras: tuple = (),
     ) -> None:
         """Remember a good pair's result with the files' current stamps."""
-        stamp = _stamp((image, mask, roi))
+        stamp = _stamp((image, mask, roi, *extras))
         if stamp is None:
             return
         with self.lock:
-            self.entries[self._key(image, mask, roi)] = {
+            self.entries[self._key(image, mask, roi, extras)] = {
                 "stamp": stamp,
                 "counts": [int(c) for c in counts],
                 "ignored": int(ignored),

@@ -66,6 +66,7 @@ def _check_pair(
     num_classes: int,
     point_labels: int | None = None,
     roi: Path | None = None,
+    extras: Sequence[Path] = (),
 ) -> tuple[np.ndarray, int, tuple[int, int]]:
     mask = decoder.decode(read_raw_mask(mask_path), mask_path)
     if roi is not None:
@@ -76,6 +77,13 @@ def _check_pair(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); "
             f"expected the size of its image {image_path.name}, {width}x{height}"
         )
+    for extra in extras:
+        if image_size(extra) != (height, width):
+            h, w = image_size(extra)
+            raise SegcliError(
+                f"{extra}: extra input is {w}x{h} (WxH); expected the size of its image "
+                f"{image_path.name}, {width}x{height}"
+            )
     labelled = (mask >= 0) & (mask < num_classes)
     counts = np.bincount(mask[labelled], minlength=num_classes)[:num_classes]
     if point_labels is not None:
@@ -91,6 +99,7 @@ def check_pairs(
     point_labels: int | None = None,
     rois: Mapping[Path, Path] | None = None,
     cache=None,
+    extras: Mapping[Path, Sequence[Path]] | None = None,
 ) -> SplitCheck:
     """Check every pair up front, before any training step: both files decode in full (truncated
     files are found), sizes match, and mask values are classes. Files are read by a few threads
@@ -103,6 +112,8 @@ def check_pairs(
         rois: image path -> region-of-interest mask (``masks.apply_roi``): only pixels inside count.
         cache: a ``pair_cache.PairCache`` opened for this decoder: unchanged pairs are not decoded
             again (the caller saves it).
+        extras: image path -> its extra input files (data/channels.py): each must have the
+            image's size.
 
     Returns:
         see ``SplitCheck``; ``pixels`` and ``present`` count the good pairs only.
@@ -114,14 +125,14 @@ def check_pairs(
     from concurrent.futures import ThreadPoolExecutor
 
     def check(pair):
-        roi = (rois or {}).get(pair[0])
-        cached = cache.get(pair[0], pair[1], roi) if cache is not None else None
+        roi, extra = (rois or {}).get(pair[0]), tuple((extras or {}).get(pair[0], ()))
+        cached = cache.get(pair[0], pair[1], roi, extra) if cache is not None else None
         if cached is not None:
             return np.asarray(cached[0], dtype=np.int64), cached[1], cached[2]
         try:
-            result = _check_pair(pair[0], pair[1], decoder, num_classes, point_labels, roi)
+            result = _check_pair(pair[0], pair[1], decoder, num_classes, point_labels, roi, extra)
             if cache is not None:
-                cache.put(pair[0], pair[1], roi, *result)
+                cache.put(pair[0], pair[1], roi, *result, extras=extra)
             return result
         except SegcliError as exc:
             if not skip_bad:
@@ -199,6 +210,8 @@ class PairedFolderDataset(SegmentationSamples):
         augment_seed: see ``SegmentationSamples``; None for evaluation.
         sparsify: ``f(mask, name) -> mask`` applied after decoding (``dataset.point_labels``), or
         None. rois: image path -> region-of-interest mask; pixels outside become ignore_index.
+        read: ``read(image_path) -> (H, W, C)`` image: ``images.read_image`` (8-bit RGB), or a
+            ``channels.ChannelStack`` (stored channels and extra inputs, float32).
     """
 
     def __init__(
@@ -209,7 +222,9 @@ class PairedFolderDataset(SegmentationSamples):
         augment_seed: int | None = None,
         sparsify: Callable[[np.ndarray, str], np.ndarray] | None = None,
         rois: Mapping[Path, Path] | None = None,
+        read: Callable[[Path], np.ndarray] = read_image,
     ) -> None:
+        self.read = read
         self.pairs, self.lut, self.transform, self.augment_seed = (
             list(pairs),
             as_decoder(lut),
@@ -229,7 +244,7 @@ class PairedFolderDataset(SegmentationSamples):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.pairs[index]
-        image, mask = read_image(image_path), self.lut.decode(read_raw_mask(mask_path), mask_path)
+        image, mask = self.read(image_path), self.lut.decode(read_raw_mask(mask_path), mask_path)
         if image.shape[:2] != mask.shape:
             raise SegcliError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "

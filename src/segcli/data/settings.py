@@ -35,6 +35,10 @@ MASK_FORMATS = ("index", "rgb")
 LABEL_KINDS = ("masks", "boxes", "points", "scribbles", "tags")
 #: ``dataset.simulate``: the weak labels segcli can derive from full masks
 SIMULATED = ("boxes", "points", "scribbles")
+#: ``dataset.channels``: rgb: 8-bit RGB as today (gray and 16-bit converted, ImageNet statistics) |
+#: stored: every channel as the files store it (dtype kept), extra_inputs stacked, statistics of
+#: the training split (data/channels.py)
+CHANNEL_MODES = ("rgb", "stored")
 MISSING = "???"  # Hydra's "required" marker (folder.yaml's root)
 DEFAULT_KIND = "folder"  # a group without kind reads as conf/dataset/folder.yaml's
 
@@ -156,6 +160,32 @@ def _split_lists(key: str, value: Any) -> dict[str, str]:
     return {split: _text(f"{key}.{split}", path) for split, path in lists.items()}
 
 
+def _extra_inputs(key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """``[{dir: depth, suffix: _depth}, ...]`` -> ``((dir, suffix), ...)``."""
+    expected = "a list of {dir: FOLDER, suffix: TEXT} (e.g. [{dir: depth, suffix: _depth}])"
+    if not _listed(value):
+        raise _bad(key, value, expected)
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or "dir" not in entry or set(entry) - {"dir", "suffix"}:
+            raise _bad(f"{key}[{i}]", entry, expected)
+        out.append(
+            (
+                _text(f"{key}[{i}].dir", entry["dir"]),
+                _text(f"{key}[{i}]", entry.get("suffix") or ""),
+            )
+        )
+    return tuple(out)
+
+
+def _percentiles(key: str, value: Any) -> tuple[float, float]:
+    ok = _listed(value) and len(value) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not ok or not 0 <= value[0] < value[1] <= 100:
+        raise _bad(key, value, "[low, high] percentiles, 0 <= low < high <= 100 (e.g. [0.5, 99.5])")
+    return float(value[0]), float(value[1])
+
+
 def _anything(key: str, value: Any) -> Any:
     return value
 
@@ -172,6 +202,9 @@ RULES: dict[str, tuple[Callable[[str, Any], Any], bool]] = {
     "recursive": (_flag, False),
     "roi_dir": (_text, True),
     "roi_suffix": (_text, False),
+    "channels": (_choice(*CHANNEL_MODES), True),
+    "extra_inputs": (_extra_inputs, True),
+    "clip_percentiles": (_percentiles, True),
     "split_lists": (_split_lists, True),
     "val_fraction": (_number(0, ">= 0"), False),
     "aug": (_flag, False),
@@ -243,6 +276,9 @@ class DatasetSettings:
     recursive: bool | None
     roi_dir: str | None
     roi_suffix: str | None
+    channels: str | None
+    extra_inputs: tuple[tuple[str, str], ...] | None
+    clip_percentiles: tuple[float, float] | None
     split_lists: dict[str, str] | None
     val_fraction: float | None
     aug: bool | None
@@ -317,6 +353,13 @@ class DatasetSettings:
         """Whether the training split is labelled by weak-label files (``labels`` is not masks
         and nothing is simulated): its masks are not read, its images are ``weak_images``'."""
         return self.labels not in (None, "masks") and not self.simulate
+
+    @property
+    def stored_channels(self) -> bool:
+        """Whether images are read with every channel as stored (``channels: stored``, or
+        ``extra_inputs`` given and ``channels`` unset) instead of as 8-bit RGB."""
+        mode = self.channels or ("stored" if self.extra_inputs else "rgb")
+        return mode == "stored"
 
     def images_in(self, split: str) -> int:
         """A synthetic dataset's number of images of ``split`` (``num_train``, ...)."""

@@ -76,7 +76,7 @@ def predictor_from_bundle(path: Path, settings=None):
     norm = spec["normalization"]
     size = tuple(spec["fixed_size"]) if spec.get("fixed_size") else None
     transform = build_transforms(
-        bundle.get("eval_augmentation"), bundle["ignore_index"], mean=norm["mean"], std=norm["std"]
+        bundle.get("eval_augmentation"), bundle["ignore_index"], normalization=norm
     )
     if model_file.suffix.lower() == ".xml":
         from segcli.inference.openvino_graph import OpenVinoModel
@@ -103,4 +103,20 @@ def predictor_from_bundle(path: Path, settings=None):
         bundle["class_names"],
         ctx,
         Inference(settings or InferenceSettings(), norm["mean"], norm["std"]),
+        norm,
+        _reader(spec),
     )
+
+
+def _reader(spec: dict):
+    """How the bundle's images are read: 8-bit RGB, or stored channels (``normalization`` with
+    ``max_pixel_value`` 1) with the bundle's ``extra_inputs`` (data/channels.py)."""
+    norm = spec["normalization"]
+    if float(norm.get("max_pixel_value") or 255.0) != 1.0:
+        return None
+    from segcli.data.channels import StoredReader
+
+    layout = norm.get("channels") or []
+    described = ", ".join(f"{c['file']}: {c['channels']} x {c['dtype']}" for c in layout)
+    extras = tuple((str(d), str(x)) for d, x in spec.get("extra_inputs") or ())
+    return StoredReader(extras, len(norm["mean"]), described)

@@ -294,8 +294,7 @@ class _EvalJob:
             loaded.ctx,
             loaded.classes.colors,
             loaded.classes.ignore_index,
-            pre.mean,
-            pre.std,
+            pre.normalization,
             png,
         )
 

@@ -275,11 +275,17 @@ def _describe(
         "ignore_index": classes.ignore_index,
         "input": {
             "name": "image",
-            "layout": "NCHW float32, RGB",
+            "layout": "NCHW float32, RGB"
+            if pre.stored is None
+            else "NCHW float32, " + (pre.describe_channels()),
             "normalization": {
                 **pre.normalization,
-                "rule": "x = (pixel / 255 - mean) / std, per channel",
+                "rule": "x = (pixel / 255 - mean) / std, per channel"
+                if pre.stored is None
+                else "x = (clip(value, clip[0], clip[1]) - mean) / std, per channel, in the "
+                "files' units (clip when not null)",
             },
+            "extra_inputs": [list(e) for e in pre.extra_inputs],
             "size": (
                 f"fixed {size[0]}x{size[1]}"
                 if size
@@ -403,6 +409,11 @@ def _web_setup(loaded, checkpoint: Path, given: Path | None):
     from segcli.inference.web_page import onnxruntime_web, require_browser
 
     pre = loaded.preprocessing
+    if pre.stored is not None:
+        raise SegcliError(
+            f"{checkpoint}: the model takes {pre.describe_channels()}; the web page reads 8-bit "
+            "RGB images only (use --format onnx, openvino or litert)"
+        )
     if pre.scale != 1.0:
         raise SegcliError(
             f"{checkpoint}: dataset.scale={pre.scale}; the web page runs the model at the "

@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+
+from segcli.preprocessing import display_rgb
 
 
 def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
@@ -25,11 +27,12 @@ def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: in
 
 @torch.inference_mode()
 def predict_sample(
-    model: torch.nn.Module, sample: dict, ctx, mean: Sequence[float], std: Sequence[float]
+    model: torch.nn.Module, sample: dict, ctx, normalization: Mapping
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One eval-transformed sample (``image (3, H, W) float32`` normalised, ``mask (H, W) int64``)
-    through ``model`` as validation runs it: ``(image (H, W, 3) uint8 RGB, truth (H, W) int64,
-    prediction (H, W) int64)``."""
+    """One eval-transformed sample (``image (C, H, W) float32`` normalised with the checkpoint's
+    ``normalization``, ``mask (H, W) int64``) through ``model`` as validation runs it: ``(image
+    (H, W, 3) uint8 RGB (``preprocessing.display_rgb``), truth (H, W) int64, prediction (H, W)
+    int64)``."""
     from segcli.inference.loop import forward_at_scale
 
     x = sample["image"].unsqueeze(0).to(ctx.device)
@@ -37,8 +40,7 @@ def predict_sample(
         x = x.contiguous(memory_format=torch.channels_last)
     with ctx.autocast():
         pred = forward_at_scale(model, x, ctx.eval_scale).float().argmax(1)[0].cpu().numpy()
-    image = sample["image"].permute(1, 2, 0).cpu().numpy() * np.asarray(std) + np.asarray(mean)
-    image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    image = display_rgb(sample["image"].permute(1, 2, 0).cpu().numpy(), normalization)
     return image, sample["mask"].cpu().numpy(), pred
 
 
@@ -80,8 +82,7 @@ def save_samples(
     ctx,
     colors,
     ignore_index: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    normalization: Mapping,
     path: Path,
 ) -> None:
     """One PNG of ``count`` rows (image | truth | prediction) for images spread evenly over
@@ -99,7 +100,7 @@ def save_samples(
         else []
     )
     for index in picks:
-        image, truth, pred = predict_sample(model, dataset[index], ctx, mean, std)
+        image, truth, pred = predict_sample(model, dataset[index], ctx, normalization)
         pred = np.where(truth == ignore_index, ignore_index, pred)
         rows.append(
             np.concatenate(
@@ -124,8 +125,7 @@ def save_gallery(
     ctx,
     colors,
     ignore_index: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    normalization: Mapping,
     path: Path,
 ) -> None:
     """One PNG with a captioned row per ``(dataset index, caption)``: image | truth | prediction |
@@ -133,7 +133,7 @@ def save_gallery(
     model.eval()
     rows = []
     for index, caption in picks:
-        image, truth, pred = predict_sample(model, dataset[index], ctx, mean, std)
+        image, truth, pred = predict_sample(model, dataset[index], ctx, normalization)
         pred = np.where(truth == ignore_index, ignore_index, pred)
         row = np.concatenate(
             [

@@ -45,6 +45,12 @@ def require_litert():
     return litert_torch
 
 
+def _in_channels(model: torch.nn.Module) -> int:
+    """The input channels of ``model``'s first convolution (3 for RGB models)."""
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return 3 if first is None else int(first.in_channels)
+
+
 def convert(
     model: torch.nn.Module,
     size: tuple[int, int],
@@ -61,7 +67,7 @@ def convert(
     Raises:
         SegcliError: the converter is missing or fails (one line, its reason)."""
     litert_torch = require_litert()
-    example = torch.zeros(1, 3, *size)
+    example = torch.zeros(1, _in_channels(model), *size)
     path = folder / (TFLITE_FILE if calibration is None else INT8_TFLITE_FILE)
     try:
         # the converter and the quantizer print their progress: kept off segcli's output

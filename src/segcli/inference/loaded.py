@@ -8,11 +8,12 @@ architecture or another class count with one line (a ``SegcliError``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from segcli.data.augment import build_transforms
@@ -31,38 +32,66 @@ class Preprocessing:
     """How an image becomes the model's input, as the run validated it.
 
     Attributes:
-        mean, std: per channel, in 0..1 units: ``x = (pixel / 255 - mean) / std`` (the checkpoint's
-            ``normalization``).
+        mean, std: per channel: ``x = (pixel / 255 - mean) / std`` for 8-bit RGB (0..1 units, the
+            checkpoint's ``normalization``); for stored channels ``x = (clip(value) - mean) /
+            std`` in the files' units (data/channels.py).
         scale: ``dataset.scale``: the model runs at ``scale`` times the image's resolution, scores
             come back at the image's (``inference.loop.forward_at_scale``).
         eval_augmentation: the run's ``augmentation.eval`` entries (before the fixed tail that
             pads to a multiple of 32 and normalises), or None.
+        stored: for ``dataset.channels: stored`` the rest of the checkpoint's normalization
+            (``max_pixel_value`` 1, ``clip``, ``channels``, ``min``, ``max``), else None.
+        extra_inputs: the run's ``dataset.extra_inputs`` as ``((dir, suffix), ...)``.
     """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     scale: float
     eval_augmentation: list | None
+    stored: dict | None = None
+    extra_inputs: tuple[tuple[str, str], ...] = ()
 
     @property
     def in_channels(self) -> int:
-        """Input channels of the model: one per ``mean`` entry (3, RGB)."""
+        """Input channels of the model: one per ``mean`` entry (3 for RGB)."""
         return len(self.mean)
 
     @property
-    def normalization(self) -> dict[str, list[float]]:
-        """``{"mean": [...], "std": [...]}``, the checkpoint's format."""
-        return {"mean": list(self.mean), "std": list(self.std)}
+    def normalization(self) -> dict:
+        """``{"mean": [...], "std": [...], ...stored}``, the checkpoint's format."""
+        return {"mean": list(self.mean), "std": list(self.std), **(self.stored or {})}
+
+    def describe_channels(self) -> str:
+        """E.g. ``3 x uint8 RGB`` or ``image: 3 x uint8, depth: 1 x uint16``."""
+        if self.stored is None:
+            return "3 x uint8 RGB"
+        layout = self.stored.get("channels") or []
+        return ", ".join(f"{c['file']}: {c['channels']} x {c['dtype']}" for c in layout)
+
+    def reader(self) -> Callable[[Path], np.ndarray]:
+        """``read(path) -> (H, W, C)`` image as the run read its data: ``images.read_image`` (8-bit
+        RGB), else a ``channels.StoredReader`` (extra inputs found beside the image)."""
+        if self.stored is None:
+            from segcli.data.images import read_image
+
+            return read_image
+        from segcli.data.channels import StoredReader
+
+        return StoredReader(self.extra_inputs, self.in_channels, self.describe_channels())
 
     @classmethod
     def of_checkpoint(cls, ckpt: dict) -> Preprocessing:
         """From a checkpoint dict (see runs/checkpoints.py)."""
         norm, cfg = ckpt["normalization"], ckpt["config"]
+        settings = DatasetSettings.from_config(cfg["dataset"])
+        rest = {k: v for k, v in norm.items() if k not in ("mean", "std")}
         return cls(
             tuple(float(v) for v in norm["mean"]),
             tuple(float(v) for v in norm["std"]),
-            DatasetSettings.from_config(cfg["dataset"]).scale,
+            settings.scale,
             cfg["augmentation"].get("eval"),
+            rest if float(rest.get("max_pixel_value") or 255.0) == 1.0 else None,
+            tuple(settings.extra_inputs or ()),
         )
 
 
@@ -144,7 +173,7 @@ class LoadedModel:
         bottom/right to a multiple of 32 (masks with ignore_index)."""
         pre = self.preprocessing
         return build_transforms(
-            pre.eval_augmentation, self.classes.ignore_index, mean=pre.mean, std=pre.std
+            pre.eval_augmentation, self.classes.ignore_index, normalization=pre.normalization
         )
 
     def inference(self, settings: InferenceSettings | None = None) -> Inference:

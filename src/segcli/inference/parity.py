@@ -58,7 +58,7 @@ def parity_samples(
     seed: int = 0,
     splits: Sequence[str] = ("val", "test", "train"),
 ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, str]:
-    """Up to ``count`` preprocessed ``(1, 3, H, W)`` inputs and their ``(1, H, W) int64`` masks
+    """Up to ``count`` preprocessed ``(1, C_in, H, W)`` inputs and their ``(1, H, W) int64`` masks
     (padding ignore_index) from the first of the run's ``splits`` that can be read (the parity
     check: val, else test, train; int8 calibration: train first) with the checkpoint's
     preprocessing (``loaded``: an ``inference.loaded.LoadedModel``), each cut/padded to ``size``
@@ -80,15 +80,20 @@ def parity_samples(
         return inputs, masks, f"{split} split of {where}"
     rng = np.random.default_rng(seed)
     h, w = size or (256, 256)
-    mean = torch.tensor(loaded.preprocessing.mean).view(1, 3, 1, 1)
-    std = torch.tensor(loaded.preprocessing.std).view(1, 3, 1, 1)
-    inputs = [
-        (
-            (torch.from_numpy(rng.integers(0, 256, (1, 3, h, w)).astype(np.float32)) / 255 - mean)
+    pre = loaded.preprocessing
+    c = pre.in_channels
+    if pre.stored is None:
+        mean = torch.tensor(pre.mean).view(1, c, 1, 1)
+        std = torch.tensor(pre.std).view(1, c, 1, 1)
+        inputs = [
+            (torch.from_numpy(rng.integers(0, 256, (1, c, h, w)).astype(np.float32)) / 255 - mean)
             / std
-        )
-        for _ in range(count)
-    ]
+            for _ in range(count)
+        ]
+    else:  # stored channels: values of the training data's spread, already normalised
+        inputs = [
+            torch.from_numpy(rng.standard_normal((1, c, h, w), np.float32)) for _ in range(count)
+        ]
     return inputs, None, f"generated {h}x{w} images (the run's data was not found)"
 
 

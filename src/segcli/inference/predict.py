@@ -61,8 +61,10 @@ class Predictor:
     """A trained model with its preprocessing, class names and colours.
 
     Use ``Predictor.from_checkpoint(path)`` or ``bundle.predictor_from_bundle(dir)``;
-    ``predict(image)`` maps an ``(H, W, 3) uint8`` RGB image to an ``(H, W) uint8`` class-index
-    mask. ``model``: a torch module or any callable ``(N, 3, H, W) float32 -> (N, C, H, W)`` logits.
+    ``predict(image)`` maps an ``(H, W, 3) uint8`` RGB image (``(H, W, C) float32`` for a
+    stored-channels run: ``read(path)`` reads either) to an ``(H, W) uint8`` class-index mask.
+    ``model``: a torch module or any callable ``(N, C_in, H, W) float32 -> (N, C, H, W)`` logits.
+    ``display(image) -> (H, W, 3) uint8``: the picture the overlay is drawn on.
     """
 
     def __init__(
@@ -73,8 +75,12 @@ class Predictor:
         class_names: list[str],
         ctx: StepContext,
         inference: Inference | None = None,
+        normalization: dict | None = None,
+        read=None,
     ) -> None:
         self.model, self.transform, self.ctx = model, transform, ctx
+        self.normalization = normalization or {}
+        self.read = read or read_image
         self.colors = np.array(colors, dtype=np.uint8)
         self.class_names = class_names
         self.inference = inference or Inference(InferenceSettings())
@@ -97,6 +103,7 @@ class Predictor:
                 that do not fit); an unknown ``amp``; a CRF without pydensecrf2.
         """
         loaded = LoadedModel.load(path, device, amp)
+        pre = loaded.preprocessing
         return cls(
             loaded.model,
             loaded.transform(),
@@ -104,7 +111,16 @@ class Predictor:
             loaded.classes.class_names,
             loaded.ctx,
             loaded.inference(inference),
+            pre.normalization,
+            pre.reader(),
         )
+
+    def display(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W, 3) uint8`` RGB of an image as ``read`` gives it (``preprocessing.stored_rgb``
+        for stored channels)."""
+        from segcli.preprocessing import stored_rgb
+
+        return stored_rgb(image, self.normalization)
 
     @torch.inference_mode()
     def scores(self, image: np.ndarray) -> torch.Tensor:
@@ -153,7 +169,7 @@ def predict_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in files:
-        image = read_image(path)
+        image = predictor.read(path)
         if save_probs:
             mask, probs = predictor.predict_with_probabilities(image)
             np.savez_compressed(
@@ -167,7 +183,7 @@ def predict_files(
         cv2.imwrite(str(mask_path), mask)
         cv2.imwrite(
             str(out_dir / f"{path.stem}_overlay.jpg"),
-            cv2.cvtColor(predictor.overlay(image, mask), cv2.COLOR_RGB2BGR),
+            cv2.cvtColor(predictor.overlay(predictor.display(image), mask), cv2.COLOR_RGB2BGR),
         )
         written.append(mask_path)
         if on_image:

@@ -107,10 +107,9 @@ def predict_raster(
 
     Raises:
         SegcliError: rasterio missing; the file unreadable, or a block of it (or the mask
-            not writable); not 3 bands of 8-bit values (the
-            model takes RGB); ``window`` < 32, ``margin`` < 0 or > window / 2; ``out_dir`` the
-            scene's folder
-            (the mask would replace the scene)."""
+            not writable); bands the model does not take (``_input_bands``); ``window`` < 32,
+            ``margin`` < 0 or > window / 2; ``out_dir`` the scene's folder (the mask would
+            replace the scene)."""
     rasterio = rasterio_or_none()
     if rasterio is None:
         raise SegcliError(f"{path}: predicting a GeoTIFF needs rasterio: pip install 'segcli[geo]'")
@@ -136,7 +135,7 @@ def _predict_scene(rasterio, predictor, path, final, window, margin, start) -> R
     except rasterio.errors.RasterioError as e:
         raise SegcliError(f"{path}: rasterio cannot read it: {e}") from None
     with src:
-        bands = _colour_bands(src, path)
+        bands = _input_bands(src, path, getattr(predictor, "normalization", None) or {})
         profile = {
             "driver": "GTiff",
             "height": src.height,
@@ -247,6 +246,8 @@ class _Blender:
         if ran:
             read = Window(c0, r0, c1 - c0, r1 - r0)
             image = np.ascontiguousarray(self.src.read(self.bands, window=read).transpose(1, 2, 0))
+            if image.dtype != np.uint8:  # a stored-channels model: values as stored, float32
+                image = image.astype(np.float32)
             acc = self._probabilities(image) * self._weights(y0, y1, r0, r1, x0, x1, c0, c1)
         if not last_row:  # rows [y1 - m, r1): pending until the next row of blocks
             self.bottom[:, : r1 - (y1 - m), c0:c1] += acc[:, y1 - m - r0 :]
@@ -264,18 +265,36 @@ class _Blender:
         return ran
 
 
-def _colour_bands(src, path: Path) -> list[int]:
-    """The scene's 3 colour bands (1-based; an alpha band is the validity mask, not a colour).
+def _input_bands(src, path: Path, normalization: dict) -> list[int]:
+    """The scene's bands the model reads (1-based; an alpha band is the validity mask, not an
+    input): 3 bands of uint8 for an RGB model; for a stored-channels model (``normalization``
+    with ``max_pixel_value`` 1, data/channels.py) as many bands as it has input channels, of any
+    dtype, read at full precision.
 
     Raises:
-        SegcliError: not 3 colour bands of uint8."""
+        SegcliError: another number of bands or (RGB model) not uint8; a model with extra
+            inputs (a scene holds all its bands in one file)."""
     from rasterio.enums import ColorInterp
 
     bands = [i for i, c in enumerate(src.colorinterp, 1) if c != ColorInterp.alpha]
-    if len(bands) != 3 or any(src.dtypes[i - 1] != "uint8" for i in bands):
+    kinds = ", ".join(sorted(set(src.dtypes)))
+    if float(normalization.get("max_pixel_value") or 255.0) != 1.0:
+        if len(bands) != 3 or any(src.dtypes[i - 1] != "uint8" for i in bands):
+            raise SegcliError(
+                f"{path}: {len(bands)} band(s) of {kinds}; this model takes 3 bands of 8-bit RGB "
+                "(train with dataset.channels=stored for other bands)"
+            )
+        return bands
+    layout = normalization.get("channels") or []
+    if len(layout) > 1:
         raise SegcliError(
-            f"{path}: {len(bands)} band(s) of {', '.join(sorted(set(src.dtypes)))}; this model "
-            "takes 3 bands of 8-bit RGB (multi-band and 16-bit input are not supported yet)"
+            f"{path}: the model stacks extra input files ({', '.join(c['file'] for c in layout)});"
+            " a GeoTIFF scene must hold every input band itself"
+        )
+    if len(bands) != len(normalization["mean"]):
+        raise SegcliError(
+            f"{path}: {len(bands)} band(s) of {kinds}; this model takes "
+            f"{len(normalization['mean'])}"
         )
     return bands
 

@@ -137,7 +137,15 @@ def semantic_model_from_checkpoint(
     """
     model_cfg = {**ckpt["config"]["model"], "encoder_weights": None}
     num_classes = int(ckpt["classes"]["num_classes"])
-    model = build_model(model_cfg, num_classes, in_channels)
+    if ckpt.get("cascade"):  # two stages, both in this checkpoint (models/cascade.py)
+        from segcli.models.cascade import build_cascade
+
+        stage1 = ckpt["cascade"]
+        first = build_model(stage1["model"], int(stage1["num_classes"]), int(stage1["in_channels"]))
+        background = ckpt["config"]["dataset"].get("background_class") or 0
+        model = build_cascade(first, stage1, model_cfg, num_classes, in_channels, background)
+    else:
+        model = build_model(model_cfg, num_classes, in_channels)
     load_weights(
         model,
         ckpt["model"],

@@ -81,11 +81,36 @@ def load_weights(
         raise SegcliError(f"{what}: {load_error_detail(exc)}") from None
 
 
+def adapt_input_channels(encoder: nn.Module, state: dict) -> dict:
+    """A 3-channel (RGB) file's first convolution fitted to an encoder of another number of input
+    channels N, by SMP's rule for its own pretrained weights (``encoders._utils.patch_first_conv``):
+    N = 1: the sum over R, G, B; N = 2 or N > 3: channel i takes RGB channel i mod 3, all scaled by
+    3 / N (so a constant input gives the same activations). Other tensors are left as they are.
+
+    ``state``: name -> tensor; a conv weight ``(out, 3, kh, kw)`` whose encoder tensor is ``(out,
+    N, kh, kw)`` is the one adapted."""
+    own = encoder.state_dict()
+    out = dict(state)
+    for name, tensor in state.items():
+        target = own.get(name)
+        if target is None or tensor.ndim != 4 or target.ndim != 4 or tensor.shape[1] != 3:
+            continue
+        n = target.shape[1]
+        if n == 3 or tensor.shape[0] != target.shape[0] or tensor.shape[2:] != target.shape[2:]:
+            continue
+        if n == 1:
+            out[name] = tensor.sum(1, keepdim=True)
+        else:
+            out[name] = tensor[:, [i % 3 for i in range(n)]] * (3 / n)
+    return out
+
+
 def load_encoder_file(encoder: nn.Module, path: Path, name: str, strip: str = "") -> None:
     """Load a local weights file (``load_weights_file``) into ``encoder`` by tensor name, leaving a
     classifier head (``fc.*``, ``classifier.*``) out and removing the prefix ``strip`` from names
     (``features.`` for torchvision's MobileNet files); ``name`` names the encoder in messages.
-    Tensors the file lacks stay random (a warning says how many).
+    Tensors the file lacks stay random (a warning says how many); an RGB file's first convolution
+    is fitted to other input channels as SMP fits its own (``adapt_input_channels``).
 
     Raises:
         SegcliError: the file is unreadable, its shapes do not fit, or no tensor name matches.
@@ -95,6 +120,7 @@ def load_encoder_file(encoder: nn.Module, path: Path, name: str, strip: str = ""
         for k, v in load_weights_file(path).items()
         if not k.startswith(("fc.", "classifier."))
     }
+    state = adapt_input_channels(encoder, state)
     # same names, other shapes (another depth or width of encoder): an error
     missing, unexpected = load_weights(
         encoder, state, f"{path}: weights do not fit encoder {name}", strict=False

@@ -21,11 +21,12 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from segcli import console
 from segcli.config import check_config, run_seed
-from segcli.data.datasets import build_datasets
+from segcli.data.datasets import build_datasets, input_normalization
 from segcli.data.loaders import make_loader
 from segcli.data.settings import DatasetSettings
 from segcli.errors import RunInterrupted, SegcliError
@@ -43,6 +44,14 @@ from segcli.training.interrupts import StopSignals, failure_recorded
 from segcli.training.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.training.resume import RunState, capture_rng
 from segcli.training.settings import TrainerSettings
+
+
+def _same_numbers(a, b) -> bool:
+    """Whether two optional nested lists of numbers are equal (to float rounding)."""
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and bool(np.allclose(a, b))
 
 
 class RunPhases(ABC):
@@ -90,6 +99,7 @@ class RunPhases(ABC):
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(self.seed)
         self.run = RunDir(run_path, writer=self.ddp.main)
+        self.normalization = self._input_normalization()
         self._build_data()
         self.net = self._build_net().to(self.ctx.device)
         self.base = {
@@ -97,7 +107,8 @@ class RunPhases(ABC):
             "task": self.task,
             "config": self.cfg,
             "classes": asdict(self.info),
-            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            "normalization": self.normalization,
+            **({"cascade": self.stage1} if self.stage1 else {}),
         }
         self._build()
         self.totals: RunningTotals | None = None  # the current epoch's, while it trains/validates
@@ -130,14 +141,66 @@ class RunPhases(ABC):
                 "validation images; expected at least one of each"
             )
 
+    def _input_normalization(self) -> dict:
+        """The checkpoint's ``normalization``: ImageNet's for 8-bit RGB, the training split's
+        per-channel statistics for stored channels (``data.datasets.input_normalization``)."""
+        if self.task != "semantic":
+            return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        return input_normalization(self.dataset, self.seed)
+
     def _build_datasets(self) -> tuple:
         """(class info, {split: Dataset}, {split: class statistics}) of train and val."""
         write = self.run.write_split if self.run.writer else None
-        return build_datasets(self.cfg, ("train", "val"), self.seed, write)
+        return build_datasets(
+            self.cfg, ("train", "val"), self.seed, write, normalization=self.normalization
+        )
 
     def _build_net(self) -> torch.nn.Module:
-        """The model of ``cfg["model"]`` for the dataset's classes."""
-        return build_model(self.cfg["model"], self.info.num_classes)
+        """The model of ``cfg["model"]`` for the dataset's classes and input channels (one per
+        entry of the normalisation's mean: 3 for RGB, the data's for stored channels); with
+        ``model.cascade.from`` the two-stage ``models.cascade.CascadeModel`` (``self.stage1``
+        describes stage 1 for the checkpoint)."""
+        self.stage1 = None
+        in_channels = len(self.normalization["mean"])
+        cascade = self.cfg["model"].get("cascade") or {}
+        if not cascade.get("from"):
+            return build_model(self.cfg["model"], self.info.num_classes, in_channels)
+        from segcli.models.cascade import build_cascade
+
+        first, self.stage1 = self._stage1(Path(str(cascade["from"])).expanduser())
+        background = self.dataset.background_class or 0
+        return build_cascade(
+            first, self.stage1, self.cfg["model"], self.info.num_classes, in_channels, background
+        )
+
+    def _stage1(self, path: Path) -> tuple[torch.nn.Module, dict]:
+        """Stage 1 of a cascade: its model (weights loaded, CPU) and ``describe_stage1``.
+
+        Raises:
+            SegcliError: not a semantic checkpoint, or its inputs are normalised otherwise than
+                this run's (another dataset's channels)."""
+        import hashlib
+
+        from segcli.models.build import model_from_checkpoint
+        from segcli.models.cascade import describe_stage1
+        from segcli.runs.checkpoints import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.get("task", "semantic") != "semantic" or ckpt.get("cascade"):
+            raise SegcliError(
+                f"model.cascade.from={path}: expected a one-stage semantic checkpoint"
+            )
+        theirs = {k: ckpt["normalization"].get(k) for k in ("mean", "std", "clip")}
+        ours = {k: self.normalization.get(k) for k in ("mean", "std", "clip")}
+        if not all(_same_numbers(theirs[k], ours[k]) for k in theirs):
+            raise SegcliError(
+                f"model.cascade.from={path}: stage 1 normalises its input with mean "
+                f"{theirs['mean']}, this run with {ours['mean']}; train both stages on the same "
+                "channels"
+            )
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        model = model_from_checkpoint(ckpt, torch.device("cpu"), len(ckpt["normalization"]["mean"]))
+        return model, describe_stage1(ckpt, str(path.resolve()), sha)
 
     def _evaluate_val(self, stop_requested):
         """The val split's ``EvalResult`` (``inference.loop.evaluate``), or None when stopped."""
@@ -154,7 +217,6 @@ class RunPhases(ABC):
     def _save_samples(self) -> None:
         """samples/best.png: the first val images beside their masks and predictions."""
         info, s = self.info, self.settings
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
         save_samples(
             self.net,
             self.data["val"],
@@ -162,8 +224,7 @@ class RunPhases(ABC):
             self.ctx,
             info.colors,
             info.ignore_index,
-            mean,
-            std,
+            self.normalization,
             self.run.samples,
         )
 
