@@ -564,8 +564,12 @@ class Checker:
 def _has_key(cfg, dotted: str) -> bool:
     from omegaconf import OmegaConf
 
-    sentinel = object()
-    return OmegaConf.select(cfg, dotted, default=sentinel, throw_on_missing=False) is not sentinel
+    node = cfg  # walked by hand: select() takes a required value (``???``) for a missing key
+    for part in dotted.split("."):
+        if not OmegaConf.is_dict(node) or part not in list(node.keys()):
+            return False
+        node = node._get_node(part)
+    return True
 
 
 # --- the docs -----------------------------------------------------------------------------------

@@ -202,3 +202,29 @@ def test_doctor_reports_channels_and_proposes_stored_channels_and_extra_inputs(t
     assert "images: 4 channel(s), uint16 (16-bit); min..max per channel in 3 files: " in text
     assert "2: 1000..3000" in text
     assert found.config["channels"] == "stored" and found.usable, found.problems
+
+
+def test_geotiff_nodata_pixels_are_ignore_index_in_training(tmp_path: Path):
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    from segcli.data.readers import PairedFolderDataset
+
+    bands = np.full((2, 16, 16), 500, np.uint16)
+    bands[:, :, :5] = 9999  # nodata on the left, in every band
+    bands[0, 0, 10] = 9999  # one band only: a valid pixel
+    profile = {"driver": "GTiff", "height": 16, "width": 16, "count": 2, "dtype": "uint16"}
+    with rasterio.open(
+        tmp_path / "t.tif", "w", nodata=9999, transform=from_origin(500_000, 4_000_000, 1, 1), **profile
+    ) as dst:
+        dst.write(bands)
+    cv2.imwrite(str(tmp_path / "t.png"), np.ones((16, 16), np.uint8))
+    dataset = PairedFolderDataset(
+        [(tmp_path / "t.tif", tmp_path / "t.png")],
+        np.arange(256),  # mask values are classes
+        lambda image, mask: {"image": image, "mask": mask},
+        read=ChannelStack({}),
+    )
+    image, mask, _ = dataset.load(0)
+    assert image.shape == (16, 16, 2) and image.dtype == np.float32
+    assert (mask[:, :5] == 255).all() and (mask[:, 5:] == 1).all()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segcli.data.images import read_channels
+from segcli.data.images import read_channels, tiff_nodata
 from segcli.data.pairing import list_images
 from segcli.errors import SegcliError
 
@@ -142,6 +142,17 @@ class ChannelStack:
 
     def __call__(self, image_path: Path) -> np.ndarray:
         return stack_channels(image_path, self.extras.get(Path(image_path), ()))
+
+    def with_nodata(self, image_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(stack, invalid)``: the stacked image and, for a GeoTIFF with a nodata value, the
+        ``(H, W) bool`` pixels where every band of the image file holds it (rasterio's dataset
+        mask rule), else None. Training makes those pixels ignore_index."""
+        stack = self(image_path)
+        nodata = tiff_nodata(image_path)
+        if nodata is None:
+            return stack, None
+        bands = read_channels(image_path).shape[2] if self.extras.get(Path(image_path)) else None
+        return stack, (stack[..., :bands] == np.float32(nodata)).all(axis=2)
 
     def layout(self, image_path: Path) -> list[dict]:
         """What each group of channels is: ``[{"file": "image"|"<dir>", "channels": n,

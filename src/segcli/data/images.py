@@ -125,6 +125,21 @@ def _read_tiff(path: Path) -> np.ndarray:
     return array.reshape(array.shape[0], array.shape[1], -1)
 
 
+def tiff_nodata(path: Path) -> float | None:
+    """The nodata value of a GeoTIFF (GDAL's ``GDAL_NODATA`` tag, 42113), or None (no tag, not a
+    TIFF, unreadable: the readers report those)."""
+    if Path(path).suffix.lower() not in TIFF_EXTENSIONS:
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tag = tif.pages[0].tags.get("GDAL_NODATA")
+            return None if tag is None else float(str(tag.value).strip().strip("\x00"))
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError):
+        return None
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """Decode an image file in full (which finds truncated files) and return its (height, width);
     ``.npy`` arrays and TIFFs that Pillow cannot open (multi-band, float) through

@@ -2,7 +2,7 @@
 job; reading a file's pixels is data/images.py's, what mask values mean data/masks.py's; batching is
 data/loaders.py's). The embedded synthetic dataset is in data/synthetic.py.
 
-Every sample is a dict ``{"image": (3, H, W) float32, "mask": (H, W) int64, "name": str,
+Every sample is a dict ``{"image": (C, H, W) float32, "mask": (H, W) int64, "name": str,
 "size": (h, w)}`` after the transform (see data/augment.py); ``size`` is the image's as read, in
 pixels (evaluation pipelines only pad, bottom/right, so ``[:h, :w]`` is the image). Masks hold
 class indices 0..C-1 or ``ignore_index``; raw mask values are decoded by data/masks.py.
@@ -205,7 +205,7 @@ class PairedFolderDataset(SegmentationSamples):
     Args:
         pairs: ``(image_path, mask_path)`` pairs.
         lut: raw mask decoder (``masks.mask_table``; a ``mask_lut`` array or ``ColorTable`` also
-        do). transform: ``f(image=(H, W, 3) uint8, mask=(H, W) int64) -> {"image": (3, h, w) float32
+        do). transform: ``f(image=(H, W, C), mask=(H, W) int64) -> {"image": (C, h, w) float32
             tensor, "mask": (h, w) tensor}``.
         augment_seed: see ``SegmentationSamples``; None for evaluation.
         sparsify: ``f(mask, name) -> mask`` applied after decoding (``dataset.point_labels``), or
@@ -244,12 +244,19 @@ class PairedFolderDataset(SegmentationSamples):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_path, mask_path = self.pairs[index]
-        image, mask = self.read(image_path), self.lut.decode(read_raw_mask(mask_path), mask_path)
+        invalid = None
+        if hasattr(self.read, "with_nodata"):  # stored channels: a GeoTIFF's nodata is ignored
+            image, invalid = self.read.with_nodata(image_path)
+        else:
+            image = self.read(image_path)
+        mask = self.lut.decode(read_raw_mask(mask_path), mask_path)
         if image.shape[:2] != mask.shape:
             raise SegcliError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH); expected the "
                 f"size of its image {image_path.name}, {image.shape[1]}x{image.shape[0]}"
             )
+        if invalid is not None:
+            mask = np.where(invalid, self.lut.ignore_index, mask)
         if image_path in self.rois:
             apply_roi(mask, self.rois[image_path], self.lut.ignore_index)
         if self.sparsify is not None:

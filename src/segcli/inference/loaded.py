@@ -18,6 +18,7 @@ import torch
 
 from segcli.data.augment import build_transforms
 from segcli.data.settings import DatasetInfo, DatasetSettings
+from segcli.errors import SegcliError
 from segcli.inference.modes import Inference, InferenceSettings
 from segcli.models.build import model_from_checkpoint
 from segcli.runs.checkpoints import load_checkpoint
@@ -179,7 +180,13 @@ class LoadedModel:
     def inference(self, settings: InferenceSettings | None = None) -> Inference:
         """``settings`` (default ``whole``) with this checkpoint's statistics (see modes.py)."""
         pre = self.preprocessing
-        return Inference(settings or InferenceSettings(), pre.mean, pre.std)
+        settings = settings or InferenceSettings()
+        if settings.crf is not None and pre.stored is not None:
+            raise SegcliError(
+                f"{self.path}: the dense CRF compares 8-bit RGB colours; this model takes "
+                f"{pre.describe_channels()}"
+            )
+        return Inference(settings, pre.mean, pre.std)
 
     def datasets(self, splits: Sequence[str], data_root: str | None = None) -> dict:
         """``{split: Dataset}`` of the run's data with its eval pipeline and this checkpoint's

@@ -101,6 +101,7 @@ class RunPhases(ABC):
         self.run = RunDir(run_path, writer=self.ddp.main)
         self.normalization = self._input_normalization()
         self._build_data()
+        self.stage1: dict | None = None  # a cascade's stage 1 (_build_net), for the checkpoint
         self.net = self._build_net().to(self.ctx.device)
         self.base = {
             "format": CHECKPOINT_FORMAT,
@@ -160,7 +161,6 @@ class RunPhases(ABC):
         entry of the normalisation's mean: 3 for RGB, the data's for stored channels); with
         ``model.cascade.from`` the two-stage ``models.cascade.CascadeModel`` (``self.stage1``
         describes stage 1 for the checkpoint)."""
-        self.stage1 = None
         in_channels = len(self.normalization["mean"])
         cascade = self.cfg["model"].get("cascade") or {}
         if not cascade.get("from"):
