@@ -215,7 +215,11 @@ def test_geotiff_nodata_pixels_are_ignore_index_in_training(tmp_path: Path):
     bands[0, 0, 10] = 9999  # one band only: a valid pixel
     profile = {"driver": "GTiff", "height": 16, "width": 16, "count": 2, "dtype": "uint16"}
     with rasterio.open(
-        tmp_path / "t.tif", "w", nodata=9999, transform=from_origin(500_000, 4_000_000, 1, 1), **profile
+        tmp_path / "t.tif",
+        "w",
+        nodata=9999,
+        transform=from_origin(500_000, 4_000_000, 1, 1),
+        **profile,
     ) as dst:
         dst.write(bands)
     cv2.imwrite(str(tmp_path / "t.png"), np.ones((16, 16), np.uint8))
@@ -228,3 +232,19 @@ def test_geotiff_nodata_pixels_are_ignore_index_in_training(tmp_path: Path):
     image, mask, _ = dataset.load(0)
     assert image.shape == (16, 16, 2) and image.dtype == np.float32
     assert (mask[:, :5] == 255).all() and (mask[:, 5:] == 1).all()
+
+
+def test_a_photometric_transform_inside_one_of_is_refused_for_stored_channels():
+    nested = [
+        {
+            "_target_": "albumentations.OneOf",
+            "transforms": [
+                {"_target_": "albumentations.HorizontalFlip"},
+                {"_target_": "albumentations.GaussNoise"},
+            ],
+        }
+    ]
+    norm = _stored(RGB_DEPTH, [0.0] * 4, [1.0] * 4)
+    with pytest.raises(SegcliError, match=r"entry 0 \(albumentations.OneOf\): holds a photometric"):
+        build_transforms(nested, 255, normalization=norm)
+    build_transforms(nested, 255)  # 8-bit RGB: as before

@@ -91,3 +91,24 @@ def test_eval_and_predict_use_the_stored_statistics_after_the_data_changed(rgbd_
     r = segcli("predict", str(lonely), "-c", str(ckpt), "-o", "p2", cwd=tmp_path)
     assert r.returncode == 2
     assert f"{lonely}: no extra input lonely_depth.*" in r.stderr.replace("\n", "")
+
+
+def test_export_keeps_the_channels_and_predict_runs_the_bundle_alike(rgbd_run, tmp_path):
+    import json
+
+    root, run = rgbd_run
+    ckpt = run / "checkpoints" / "best.pt"
+    r = segcli("export", str(ckpt), "-o", "bundle", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["normalization"]
+    assert bundle["input"]["normalization"]["mean"] == saved["mean"]
+    assert bundle["input"]["extra_inputs"] == [["depth", "_depth"]]
+    assert bundle["example_input"][1] == 4 and bundle["parity"][0]["ok"]
+    images = sorted(str(p) for p in (root / "images" / "val").glob("*.png"))
+    for name, model in (("torch", str(ckpt)), ("onnx", str(tmp_path / "bundle"))):
+        r = segcli("predict", *images, "-c", model, "--amp", "false", "-o", name, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    for image in images:
+        a, b = (cv2.imread(str(tmp_path / d / Path(image).name), -1) for d in ("torch", "onnx"))
+        assert (a == b).mean() >= 0.999

@@ -189,9 +189,14 @@ def photometric_for_channels(
     described = ", ".join(f"{c['file']}: {c['channels']} x {c['dtype']}" for c in channels)
     out = []
     for i, transform in enumerate(transforms):
+        target = (list(specs or [{}])[i] or {}).get("_target_", type(transform).__name__)
+        if isinstance(transform, A.BaseCompose) and _has_photometric(transform):
+            raise SegcliError(
+                f"augmentation entry {i} ({target}): holds a photometric transform; with stored "
+                "channels list photometric transforms at the top level (applied to RGB only)"
+            )
         if isinstance(transform, A.ImageOnlyTransform):
             if not rgb_first:
-                target = (list(specs or [{}])[i] or {}).get("_target_", type(transform).__name__)
                 raise SegcliError(
                     f"augmentation entry {i} ({target}): a photometric transform needs 8-bit RGB "
                     f"channels; these images have {described}; remove it or use a geometric "
@@ -200,6 +205,15 @@ def photometric_for_channels(
             transform = OnRGB(transform)
         out.append(transform)
     return out
+
+
+def _has_photometric(compose: A.BaseCompose) -> bool:
+    """Whether a OneOf/Sequential/SomeOf (at any depth) holds an ``ImageOnlyTransform``."""
+    return any(
+        isinstance(t, A.ImageOnlyTransform)
+        or (isinstance(t, A.BaseCompose) and _has_photometric(t))
+        for t in compose.transforms
+    )
 
 
 def build_transforms(

@@ -146,12 +146,18 @@ def input_normalization(settings: DatasetSettings, seed: int) -> dict:
         raise SegcliError(
             f"dataset.channels=stored: reads image files; dataset.kind={settings.kind} has none"
         )
+    if settings.labels != "masks" or settings.simulate:
+        raise SegcliError(
+            "dataset.channels=stored: weak labels (dataset.labels, dataset.simulate) read 8-bit "
+            "RGB images only"
+        )
     from segcli.data.channels import cached_statistics
 
     files = find_split_files(settings, seed, [] if settings.on_bad_file == "skip" else None)
     images = [image for image, _ in files.pairs.get("train", [])]
     stack = ChannelStack(files.extras, tuple(d for d, _ in settings.extra_inputs or ()))
-    return cached_statistics(images, stack, settings.clip_percentiles, seed)
+    skip = settings.on_bad_file == "skip"
+    return cached_statistics(images, stack, settings.clip_percentiles, seed, skip)
 
 
 def _build_synthetic(request: BuildRequest) -> tuple[dict, dict]:

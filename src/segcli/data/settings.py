@@ -330,6 +330,11 @@ class DatasetSettings:
             if value is None and not nullable:
                 value = defaults.get(key)
             values[key] = None if value is None else parse(key, value)
+        if values["extra_inputs"] and values["channels"] == "rgb":
+            raise SegcliError(
+                "dataset.extra_inputs: stacking channels needs dataset.channels=stored (or null), "
+                "not rgb"
+            )
         return cls(**values)
 
     def with_root(self, root: str | PathLike) -> DatasetSettings:

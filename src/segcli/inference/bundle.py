@@ -74,6 +74,11 @@ def predictor_from_bundle(path: Path, settings=None):
     bundle, model_file = load_bundle(path)
     spec = bundle["input"]
     norm = spec["normalization"]
+    reader = _reader(spec)
+    if reader is not None and settings is not None and settings.crf is not None:
+        raise SegcliError(
+            f"{path}: the dense CRF compares 8-bit RGB colours; this model takes {reader.described}"
+        )
     size = tuple(spec["fixed_size"]) if spec.get("fixed_size") else None
     transform = build_transforms(
         bundle.get("eval_augmentation"), bundle["ignore_index"], normalization=norm
@@ -85,7 +90,7 @@ def predictor_from_bundle(path: Path, settings=None):
     elif model_file.suffix.lower() == ".tflite":
         from segcli.inference.litert_graph import LiteRtModel
 
-        runtime, model = "litert", LiteRtModel(model_file)
+        runtime, model = "litert", LiteRtModel(model_file, channels=len(norm["mean"]))
     else:
         runtime, model = "onnxruntime", OnnxModel(model_file, size)
     kind = "int8" if "int8" in model_file.name else "float32"
@@ -104,7 +109,7 @@ def predictor_from_bundle(path: Path, settings=None):
         ctx,
         Inference(settings or InferenceSettings(), norm["mean"], norm["std"]),
         norm,
-        _reader(spec),
+        reader,
     )
 
 

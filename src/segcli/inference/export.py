@@ -1,7 +1,7 @@
 """``segcli export``: a checkpoint as an ONNX bundle that runs without PyTorch, checked against
 the checkpoint before anyone ships it.
 
-A bundle is a folder: ``model.onnx`` (input ``image``: ``(N, 3, H, W) float32``, output
+A bundle is a folder: ``model.onnx`` (input ``image``: ``(N, C_in, H, W) float32``, output
 ``logits``: ``(N, C, H, W) float32``), ``bundle.json`` (classes, colours, the preprocessing in
 words and numbers, the input size rule, the parity figures) and, with ``--quantize``,
 ``model.int8.onnx``. The export is torch's own (``torch.onnx.export``, the dynamo exporter with
@@ -47,9 +47,9 @@ TARGETS = ("onnx", "openvino", "litert", "web")
 
 @dataclass(frozen=True)
 class Checks:
-    """What every exported model is checked on: ``inputs`` (``(1, 3, H, W) float32``, preprocessed)
-    and their ``masks`` (``(1, H, W) int64``; None for generated images), where they come from,
-    and whether to time the models (images/s)."""
+    """What every exported model is checked on: ``inputs`` (``(1, C_in, H, W) float32``,
+    preprocessed) and their ``masks`` (``(1, H, W) int64``; None for generated images), where they
+    come from, and whether to time the models (images/s)."""
 
     inputs: list[torch.Tensor]
     masks: list[torch.Tensor] | None
@@ -309,7 +309,7 @@ def _describe(
 
 
 def _check_models(loaded, models: dict, checks: Checks, bundle: dict) -> None:
-    """Each of ``models`` (name -> an exported model: ``(1, 3, H, W) float32`` ->
+    """Each of ``models`` (name -> an exported model: ``(1, C_in, H, W) float32`` ->
     ``(1, C, H, W)`` logits) checked against the checkpoint (``bundle["parity"]``) and, when
     ``checks.speed``, timed (``bundle["speed_images_per_second"][name]``, images/s; a model with
     its own ``images_per_second``, the page, times itself)."""
@@ -386,7 +386,9 @@ def _add_litert(
             loaded, data_root, size, 32, splits=("train", "val", "test")
         )
         files["litert int8 (pt2e)"] = convert(loaded.model, size, folder, nhwc, calibration)
-    _check_models(loaded, {k: LiteRtModel(p) for k, p in files.items()}, checks, bundle)
+    channels = loaded.preprocessing.in_channels
+    models = {k: LiteRtModel(p, channels=channels) for k, p in files.items()}
+    _check_models(loaded, models, checks, bundle)
     bundle["litert"] = {
         "model": files["litert float32"].name,
         "int8": files["litert int8 (pt2e)"].name if quantize else None,

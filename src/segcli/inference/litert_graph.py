@@ -108,18 +108,19 @@ def _quantized(model, example, calibration):
 
 
 class LiteRtModel:
-    """A LiteRT file on ``ai_edge_litert``'s interpreter as a model: ``(1, 3, h, w) float32``
-    tensor -> ``(1, C, h, w) float32`` logits tensor, the input padded bottom/right with zeros to
-    the file's fixed size and the output cropped back (as ``onnx_graph.OnnxModel``); an NHWC file
-    (input ``(1, H, W, 3)``) gets its input and output transposed, an int8 file its input quantised
-    and its output dequantised (each tensor's scale and zero point). ``threads``: the
-    interpreter's (default torch's intra-op threads).
+    """A LiteRT file on ``ai_edge_litert``'s interpreter as a model: ``(1, channels, h, w)
+    float32`` tensor -> ``(1, C, h, w) float32`` logits tensor, the input padded bottom/right with
+    zeros to the file's fixed size and the output cropped back (as ``onnx_graph.OnnxModel``); an
+    NHWC file (input ``(1, H, W, channels)``) gets its input and output transposed, an int8 file
+    its input quantised and its output dequantised (each tensor's scale and zero point).
+    ``threads``: the interpreter's (default torch's intra-op threads); ``channels``: the model's
+    input channels (3 for RGB; the checkpoint's or bundle's), which tells NHWC from NCHW.
 
     Raises:
         SegcliError: ai-edge-litert missing, the file unreadable, a batch other than 1, or an input
             larger than the file's size."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, channels: int = 3) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -137,7 +138,7 @@ class LiteRtModel:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         shape = [int(v) for v in self.input["shape"]]
-        self.nhwc = shape[-1] == 3 and shape[1] != 3
+        self.nhwc = shape[-1] == channels and shape[1] != channels  # the model's input channels
         self.size = tuple(shape[1:3]) if self.nhwc else tuple(shape[2:4])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -170,8 +170,9 @@ class LoadedModel:
 
     def transform(self) -> A.Compose:
         """The run's eval pipeline with this checkpoint's statistics (``data.augment``): ``f(image=
-        (H, W, 3) uint8 RGB[, mask=(H, W) int64]) -> {"image": (3, H', W') float32, ...}``, padded
-        bottom/right to a multiple of 32 (masks with ignore_index)."""
+        (H, W, 3) uint8 RGB or (H, W, C) float32 stored channels[, mask=(H, W) int64]) ->
+        {"image": (C, H', W') float32, ...}``, padded bottom/right to a multiple of 32 (masks with
+        ignore_index)."""
         pre = self.preprocessing
         return build_transforms(
             pre.eval_augmentation, self.classes.ignore_index, normalization=pre.normalization

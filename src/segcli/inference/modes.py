@@ -237,7 +237,7 @@ def load_settings(
 class Inference:
     """Class scores of a batch under ``settings``.
 
-    ``Inference(settings, mean, std)(model, x, scale)``: ``x: (N, 3, H, W) float`` normalised as
+    ``Inference(settings, mean, std)(model, x, scale)``: ``x: (N, C_in, H, W) float`` normalised as
     in training (``(pixel/255 - mean) / std``, padded to a multiple of 32), ``model(x) -> (N, C,
     h, w)`` logits, ``scale``: ``dataset.scale`` (see ``inference.loop.forward_at_scale``). Returns
     ``(N, C, H, W) float32``: the logits when ``settings.plain``, else probabilities (mean of the

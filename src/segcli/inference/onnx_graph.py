@@ -33,7 +33,7 @@ def require_export():
 
 
 class OnnxModel:
-    """An onnxruntime session as a model: ``(N, 3, H, W) float32`` tensor -> ``(N, C, H, W)
+    """An onnxruntime session as a model: ``(N, C_in, H, W) float32`` tensor -> ``(N, C, H, W)
     float32`` logits tensor on the CPU. A fixed-size model gets inputs smaller than its size padded
     bottom/right (the output cropped back).
 
@@ -59,7 +59,7 @@ class OnnxModel:
 
 
 def pad_to_fixed(x: torch.Tensor, size: tuple[int, int] | None, path: Path) -> torch.Tensor:
-    """``x: (N, 3, h, w)`` padded bottom/right with zeros to a fixed-size model's ``size`` (H, W)
+    """``x: (N, C_in, h, w)`` padded bottom/right with zeros to a fixed-size model's ``size`` (H, W)
     (itself when ``size`` is None); the caller crops the output back to ``h, w``.
 
     Raises:
@@ -86,7 +86,7 @@ def export_onnx(
     """``model`` (eval mode, float32, CPU) to ONNX at ``path``; returns the exporter used.
 
     ``dynamic``: batch, height and width free (height and width multiples of 32), else fixed to
-    ``example``'s shape ``(N, 3, H, W)``. torch's dynamo exporter first; where it fails, or its
+    ``example``'s shape ``(N, C_in, H, W)``. torch's dynamo exporter first; where it fails, or its
     dynamic graph does not run or does not match torch at another size (adaptive pooling can
     freeze sizes), torch's TorchScript exporter. A dynamic graph is checked at a second size and
     batch (N + 1, H + 32, W + 64) against torch.
@@ -101,8 +101,8 @@ def export_onnx(
         try:
             _export_with(exporter, model, example, path, opset, dynamic)
             if dynamic:
-                n, _, h, w = example.shape
-                other = torch.randn(n + 1, 3, h + SIZE_DIVISOR, w + 2 * SIZE_DIVISOR)
+                n, c, h, w = example.shape
+                other = torch.randn(n + 1, c, h + SIZE_DIVISOR, w + 2 * SIZE_DIVISOR)
                 if not check_parity(model, OnnxModel(path, None), [other], "generated").ok:
                     raise ValueError(
                         f"its graph differs from torch at {h + SIZE_DIVISOR}x{w + 2 * SIZE_DIVISOR}"

@@ -74,7 +74,7 @@ def quantize_ir(
     ir_path: Path, calibration: Sequence[torch.Tensor], folder: Path, transformer: bool = False
 ) -> Path:
     """``ir_path`` quantised to int8 by NNCF's post-training quantisation, calibrated on
-    ``calibration`` (``(1, 3, H, W) float32`` preprocessed training images), with NNCF's
+    ``calibration`` (``(1, C_in, H, W) float32`` preprocessed training images), with NNCF's
     transformer scheme when ``transformer``; writes ``folder/model.int8.xml`` and returns its
     path.
 
@@ -94,7 +94,7 @@ def quantize_ir(
 
 class OpenVinoModel:
     """An OpenVINO IR compiled for the CPU (inference precision f32: the int8 model's int8
-    operations stay int8, the rest float32) as a model: ``(N, 3, H, W) float32`` tensor ->
+    operations stay int8, the rest float32) as a model: ``(N, C_in, H, W) float32`` tensor ->
     ``(N, C, H, W) float32`` logits tensor. A fixed-size model gets smaller inputs padded
     bottom/right (the output cropped back), as ``onnx_graph.OnnxModel``.
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from segcli.config import run_seed
-from segcli.data.datasets import build_datasets
+from segcli.data.datasets import build_datasets, input_normalization
 from segcli.data.loaders import make_loader
 from segcli.data.settings import DatasetSettings
 from segcli.errors import SegcliError
@@ -165,7 +165,9 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     """The parts of the composed config, the loader's images/s and the settings to report."""
     trainer, seed = TrainerSettings.from_config(cfg["trainer"]), run_seed(cfg)
     seed_everything(seed)
-    info, data, counts = build_datasets(cfg, ("train", "val"), seed)
+    settings = DatasetSettings.from_config(cfg["dataset"])
+    norm = input_normalization(settings, seed)
+    info, data, counts = build_datasets(cfg, ("train", "val"), seed, normalization=norm)
     ctx = step_context(asdict(trainer), DatasetSettings.from_config(cfg["dataset"]).scale)
     batch_size, workers = trainer.batch_size, trainer.num_workers
     loader = make_loader(
@@ -176,7 +178,9 @@ def _prepare(cfg: Mapping, seconds: float) -> tuple[Parts, float, dict]:
     )
     loader_rate, train_batches = _loader_rate(loader, seconds)
     eval_batches = list(itertools.islice(iter(eval_loader), 2))
-    model = build_model(cfg["model"], info.num_classes).to(ctx.device)
+    if (cfg["model"].get("cascade") or {}).get("from"):
+        raise SegcliError("model.cascade.from: segcli bench times one model; bench stage 2 alone")
+    model = build_model(cfg["model"], info.num_classes, len(norm["mean"])).to(ctx.device)
     if isinstance(model, ClassicalModel):
         raise SegcliError(
             f"model.arch={cfg['model']['arch']}: segcli bench times optimizer steps; this baseline "

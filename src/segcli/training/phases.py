@@ -32,7 +32,7 @@ from segcli.data.settings import DatasetSettings
 from segcli.errors import RunInterrupted, SegcliError
 from segcli.inference.gallery import save_samples
 from segcli.inference.loop import EvalResult, evaluate
-from segcli.models.build import build_model, model_label
+from segcli.models.build import build_model, is_classical, model_label
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from segcli.runs.checkpoints import CHECKPOINT_FORMAT
 from segcli.runs.run_dir import RunDir
@@ -142,11 +142,28 @@ class RunPhases(ABC):
                 "validation images; expected at least one of each"
             )
 
+    def _resumed_checkpoint(self) -> dict | None:
+        """``last.pt`` when resuming from one (its statistics and stage 1 are the run's), else
+        None."""
+        if not (self.resuming and self.run.last.is_file()):
+            return None
+        from segcli.runs.checkpoints import load_checkpoint
+
+        return load_checkpoint(self.run.last)
+
     def _input_normalization(self) -> dict:
         """The checkpoint's ``normalization``: ImageNet's for 8-bit RGB, the training split's
-        per-channel statistics for stored channels (``data.datasets.input_normalization``)."""
+        per-channel statistics for stored channels (``data.datasets.input_normalization``); a
+        resumed run keeps its ``last.pt``'s (the data may have changed since)."""
         if self.task != "semantic":
+            if self.dataset.stored_channels:
+                raise SegcliError(
+                    f"dataset.channels=stored: task={self.task} reads 8-bit RGB images only"
+                )
             return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        last = self._resumed_checkpoint()
+        if last is not None and last.get("normalization"):
+            return dict(last["normalization"])
         return input_normalization(self.dataset, self.seed)
 
     def _build_datasets(self) -> tuple:
@@ -162,12 +179,24 @@ class RunPhases(ABC):
         ``model.cascade.from`` the two-stage ``models.cascade.CascadeModel`` (``self.stage1``
         describes stage 1 for the checkpoint)."""
         in_channels = len(self.normalization["mean"])
+        if self.dataset.stored_channels and is_classical(self.cfg["model"]):
+            raise SegcliError(
+                f"model.arch={self.cfg['model']['arch']}: the classical baselines read 8-bit RGB; "
+                "dataset.channels=stored is for the networks"
+            )
         cascade = self.cfg["model"].get("cascade") or {}
         if not cascade.get("from"):
             return build_model(self.cfg["model"], self.info.num_classes, in_channels)
         from segcli.models.cascade import build_cascade
 
-        first, self.stage1 = self._stage1(Path(str(cascade["from"])).expanduser())
+        last = self._resumed_checkpoint()
+        if last is not None and last.get("cascade"):  # stage 1's weights come back with last.pt
+            self.stage1 = dict(last["cascade"])
+            first = build_model(
+                self.stage1["model"], int(self.stage1["num_classes"]), self.stage1["in_channels"]
+            )
+        else:
+            first, self.stage1 = self._stage1(Path(str(cascade["from"])).expanduser())
         background = self.dataset.background_class or 0
         return build_cascade(
             first, self.stage1, self.cfg["model"], self.info.num_classes, in_channels, background
@@ -192,11 +221,12 @@ class RunPhases(ABC):
             )
         theirs = {k: ckpt["normalization"].get(k) for k in ("mean", "std", "clip")}
         ours = {k: self.normalization.get(k) for k in ("mean", "std", "clip")}
-        if not all(_same_numbers(theirs[k], ours[k]) for k in theirs):
+        differ = [k for k in theirs if not _same_numbers(theirs[k], ours[k])]
+        if differ:
+            k = differ[0]
             raise SegcliError(
-                f"model.cascade.from={path}: stage 1 normalises its input with mean "
-                f"{theirs['mean']}, this run with {ours['mean']}; train both stages on the same "
-                "channels"
+                f"model.cascade.from={path}: stage 1 normalises its input with {k} {theirs[k]}, "
+                f"this run with {ours[k]}; train both stages on the same channels"
             )
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         model = model_from_checkpoint(ckpt, torch.device("cpu"), len(ckpt["normalization"]["mean"]))
