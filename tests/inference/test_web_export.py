@@ -275,9 +275,18 @@ def test_the_download_is_checked_against_npm_and_cached(tmp_path, monkeypatch):
 def test_runs_the_page_cannot_reproduce_are_refused(tmp_path):
     from segcli.inference.export import _web_setup
 
+    rgb = {"stored": None, "describe_channels": lambda: "3 x uint8 RGB"}
+    bands = {"stored": {"max_pixel_value": 1.0}, "describe_channels": lambda: "image: 4 x uint16"}
     for pre, message in (
-        (SimpleNamespace(scale=0.5, eval_augmentation=None), "dataset.scale=0.5"),
-        (SimpleNamespace(scale=1.0, eval_augmentation=[{"Resize": {}}]), "augmentation.eval"),
+        (SimpleNamespace(scale=0.5, eval_augmentation=None, **rgb), "dataset.scale=0.5"),
+        (
+            SimpleNamespace(scale=1.0, eval_augmentation=[{"Resize": {}}], **rgb),
+            "augmentation.eval",
+        ),
+        (
+            SimpleNamespace(scale=1.0, eval_augmentation=None, **bands),
+            "takes image: 4 x uint16; the web page reads 8-bit RGB images only",
+        ),
     ):
         with pytest.raises(SegcliError, match=message):
             _web_setup(SimpleNamespace(preprocessing=pre), Path("x.pt"), None)

@@ -112,3 +112,21 @@ def test_export_keeps_the_channels_and_predict_runs_the_bundle_alike(rgbd_run, t
     for image in images:
         a, b = (cv2.imread(str(tmp_path / d / Path(image).name), -1) for d in ("torch", "onnx"))
         assert (a == b).mean() >= 0.999
+
+
+def test_a_resumed_run_keeps_its_statistics_when_the_data_changed(rgbd_run, tmp_path):
+    import shutil
+
+    root, run = rgbd_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = torch.load(copy / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    for depth in (root / "depth" / "train").glob("*.png"):  # the data's statistics change
+        cv2.imwrite(str(depth), (cv2.imread(str(depth), -1) // 3 + 7).astype(np.uint16))
+    r = segcli(
+        "train", "--resume", str(copy), "--allow-changes", "trainer.epochs=2", cwd=tmp_path
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    after = torch.load(copy / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert after["epoch"] == 2 and before["epoch"] == 1
+    assert after["normalization"] == before["normalization"]
