@@ -273,7 +273,7 @@ def test_the_download_is_checked_against_npm_and_cached(tmp_path, monkeypatch):
 
 
 def test_runs_the_page_cannot_reproduce_are_refused(tmp_path):
-    from segcli.inference.export import _web_setup
+    from segcli.inference.export_targets import web_setup
 
     rgb = {"stored": None, "describe_channels": lambda: "3 x uint8 RGB"}
     bands = {"stored": {"max_pixel_value": 1.0}, "describe_channels": lambda: "image: 4 x uint16"}
@@ -289,7 +289,7 @@ def test_runs_the_page_cannot_reproduce_are_refused(tmp_path):
         ),
     ):
         with pytest.raises(SegcliError, match=message):
-            _web_setup(SimpleNamespace(preprocessing=pre), Path("x.pt"), None)
+            web_setup(SimpleNamespace(preprocessing=pre), Path("x.pt"), None)
 
 
 def test_without_a_browser_the_export_is_one_line(evaluated_runs, tmp_path):

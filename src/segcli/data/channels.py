@@ -246,6 +246,34 @@ def channel_statistics(
         raise SegcliError("dataset.channels=stored: no training images to compute statistics on")
     chosen = np.linspace(0, len(images) - 1, min(len(images), MAX_IMAGES)).round().astype(int)
     chosen = sorted(set(chosen.tolist()))
+    sample, low, high = _pixel_sample(images, chosen, stack, seed, skip_bad)
+    clip = None
+    if clip_percentiles is not None:
+        bounds = np.percentile(sample, list(clip_percentiles), axis=0)
+        sample = np.clip(sample, bounds[0], bounds[1])
+        clip = [[float(v) for v in bounds[0]], [float(v) for v in bounds[1]]]
+    std = sample.std(0, dtype=np.float64)
+    return {
+        "mean": [float(v) for v in sample.mean(0, dtype=np.float64)],
+        "std": [float(v) if v > 0 else 1.0 for v in std],
+        "max_pixel_value": 1.0,
+        "clip": clip,
+        "min": [float(v) for v in low],
+        "max": [float(v) for v in high],
+        "channels": stack.layout(images[0]),
+        "images": len(chosen),
+    }
+
+
+def _pixel_sample(
+    images: Sequence[Path], chosen: Sequence[int], stack: ChannelStack, seed: int, skip_bad: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(sample (N, C) float32, min (C,), max (C,))`` over the ``chosen`` images' valid pixels:
+    at most ``PIXELS_PER_IMAGE`` of each (seeded by ``seed`` and the image's index), min and max
+    over all of them.
+
+    Raises:
+        SegcliError: see ``channel_statistics``."""
     samples, low, high, first = [], None, None, None
     for k in chosen:
         try:
@@ -268,29 +296,13 @@ def channel_statistics(
             continue
         low = flat.min(0) if low is None else np.minimum(low, flat.min(0))  # exact
         high = flat.max(0) if high is None else np.maximum(high, flat.max(0))
-        rng = np.random.default_rng([seed, k])
         if len(flat) > PIXELS_PER_IMAGE:
+            rng = np.random.default_rng([seed, k])
             flat = flat[rng.choice(len(flat), PIXELS_PER_IMAGE, replace=False)]
         samples.append(flat.astype(np.float32, copy=False))
     if not samples:
         raise SegcliError(f"{images[0].parent}: no valid pixel in the training images' sample")
-    sample = np.concatenate(samples)
-    clip = None
-    if clip_percentiles is not None:
-        bounds = np.percentile(sample, list(clip_percentiles), axis=0)
-        sample = np.clip(sample, bounds[0], bounds[1])
-        clip = [[float(v) for v in bounds[0]], [float(v) for v in bounds[1]]]
-    std = sample.std(0, dtype=np.float64)
-    return {
-        "mean": [float(v) for v in sample.mean(0, dtype=np.float64)],
-        "std": [float(v) if v > 0 else 1.0 for v in std],
-        "max_pixel_value": 1.0,
-        "clip": clip,
-        "min": [float(v) for v in low],
-        "max": [float(v) for v in high],
-        "channels": stack.layout(images[0]),
-        "images": len(chosen),
-    }
+    return np.concatenate(samples), low, high
 
 
 def cached_statistics(

@@ -58,6 +58,19 @@ class SplitCheck(ClassPixels):
     sizes: dict[tuple[int, int], int] = field(default_factory=dict)
     ignored: int = 0
 
+    def add(self, pair: tuple[Path, Path], result) -> None:
+        """Count one checked pair: ``result`` is ``(class pixel counts (C,), ignored pixels,
+        (height, width))`` for a good pair, or its problem line (a bad pair, left out)."""
+        if isinstance(result, str):
+            self.problems.append(result)
+            return
+        counts, ignored, size = result
+        self.ignored += ignored
+        self.pairs.append(pair)
+        self.pixels += counts
+        self.present += np.where(counts > 0, counts.sum(), 0)
+        self.sizes[size] = self.sizes.get(size, 0) + 1
+
 
 def _check_pair(
     image_path: Path,
@@ -143,15 +156,7 @@ def check_pairs(
     out = SplitCheck(np.zeros(num_classes, dtype=np.int64), np.zeros(num_classes, dtype=np.int64))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for pair, result in zip(pairs, pool.map(check, pairs)):
-            if isinstance(result, str):
-                out.problems.append(result)
-                continue
-            counts, ignored, size = result
-            out.ignored += ignored
-            out.pairs.append(pair)
-            out.pixels += counts
-            out.present += np.where(counts > 0, counts.sum(), 0)
-            out.sizes[size] = out.sizes.get(size, 0) + 1
+            out.add(pair, result)
     return out
 
 

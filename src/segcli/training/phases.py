@@ -21,7 +21,6 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from segcli import console
@@ -34,7 +33,7 @@ from segcli.inference.gallery import save_samples
 from segcli.inference.loop import EvalResult, evaluate
 from segcli.models.build import build_model, is_classical, model_label
 from segcli.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from segcli.runs.checkpoints import CHECKPOINT_FORMAT
+from segcli.runs.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from segcli.runs.run_dir import RunDir
 from segcli.runtime import out_of_memory_error, seed_everything, step_context
 from segcli.tasks import check_task
@@ -44,14 +43,6 @@ from segcli.training.interrupts import StopSignals, failure_recorded
 from segcli.training.loggers import CsvLogger, build_logger, closed_on_error
 from segcli.training.resume import RunState, capture_rng
 from segcli.training.settings import TrainerSettings
-
-
-def _same_numbers(a, b) -> bool:
-    """Whether two optional nested lists of numbers are equal (to float rounding)."""
-    if a is None or b is None:
-        return a is None and b is None
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return a.shape == b.shape and bool(np.allclose(a, b))
 
 
 class RunPhases(ABC):
@@ -99,6 +90,9 @@ class RunPhases(ABC):
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(self.seed)
         self.run = RunDir(run_path, writer=self.ddp.main)
+        # last.pt when resuming from one: its statistics and stage 1 are the run's (read once)
+        resumed = resume and self.run.last.is_file()
+        self.resumed = load_checkpoint(self.run.last) if resumed else None
         self.normalization = self._input_normalization()
         self._build_data()
         self.stage1: dict | None = None  # a cascade's stage 1 (_build_net), for the checkpoint
@@ -142,15 +136,6 @@ class RunPhases(ABC):
                 "validation images; expected at least one of each"
             )
 
-    def _resumed_checkpoint(self) -> dict | None:
-        """``last.pt`` when resuming from one (its statistics and stage 1 are the run's), else
-        None."""
-        if not (self.resuming and self.run.last.is_file()):
-            return None
-        from segcli.runs.checkpoints import load_checkpoint
-
-        return load_checkpoint(self.run.last)
-
     def _input_normalization(self) -> dict:
         """The checkpoint's ``normalization``: ImageNet's for 8-bit RGB, the training split's
         per-channel statistics for stored channels (``data.datasets.input_normalization``); a
@@ -161,9 +146,8 @@ class RunPhases(ABC):
                     f"dataset.channels=stored: task={self.task} reads 8-bit RGB images only"
                 )
             return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-        last = self._resumed_checkpoint()
-        if last is not None and last.get("normalization"):
-            return dict(last["normalization"])
+        if self.resumed is not None and self.resumed.get("normalization"):
+            return dict(self.resumed["normalization"])
         return input_normalization(self.dataset, self.seed)
 
     def _build_datasets(self) -> tuple:
@@ -188,49 +172,19 @@ class RunPhases(ABC):
         if not cascade.get("from"):
             return build_model(self.cfg["model"], self.info.num_classes, in_channels)
         from segcli.models.cascade import build_cascade
+        from segcli.training.cascade_stage import rebuilt_stage_one, stage_one
 
-        last = self._resumed_checkpoint()
+        last = self.resumed
         if last is not None and last.get("cascade"):  # stage 1's weights come back with last.pt
             self.stage1 = dict(last["cascade"])
-            first = build_model(
-                self.stage1["model"], int(self.stage1["num_classes"]), self.stage1["in_channels"]
-            )
+            first = rebuilt_stage_one(self.stage1)
         else:
-            first, self.stage1 = self._stage1(Path(str(cascade["from"])).expanduser())
+            path = Path(str(cascade["from"])).expanduser()
+            first, self.stage1 = stage_one(path, self.normalization)
         background = self.dataset.background_class or 0
         return build_cascade(
             first, self.stage1, self.cfg["model"], self.info.num_classes, in_channels, background
         )
-
-    def _stage1(self, path: Path) -> tuple[torch.nn.Module, dict]:
-        """Stage 1 of a cascade: its model (weights loaded, CPU) and ``describe_stage1``.
-
-        Raises:
-            SegcliError: not a semantic checkpoint, or its inputs are normalised otherwise than
-                this run's (another dataset's channels)."""
-        import hashlib
-
-        from segcli.models.build import model_from_checkpoint
-        from segcli.models.cascade import describe_stage1
-        from segcli.runs.checkpoints import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        if ckpt.get("task", "semantic") != "semantic" or ckpt.get("cascade"):
-            raise SegcliError(
-                f"model.cascade.from={path}: expected a one-stage semantic checkpoint"
-            )
-        theirs = {k: ckpt["normalization"].get(k) for k in ("mean", "std", "clip")}
-        ours = {k: self.normalization.get(k) for k in ("mean", "std", "clip")}
-        differ = [k for k in theirs if not _same_numbers(theirs[k], ours[k])]
-        if differ:
-            k = differ[0]
-            raise SegcliError(
-                f"model.cascade.from={path}: stage 1 normalises its input with {k} {theirs[k]}, "
-                f"this run with {ours[k]}; train both stages on the same channels"
-            )
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        model = model_from_checkpoint(ckpt, torch.device("cpu"), len(ckpt["normalization"]["mean"]))
-        return model, describe_stage1(ckpt, str(path.resolve()), sha)
 
     def _evaluate_val(self, stop_requested):
         """The val split's ``EvalResult`` (``inference.loop.evaluate``), or None when stopped."""
