@@ -186,7 +186,9 @@ def photometric_for_channels(
         return transforms
     first = channels[0]
     rgb_first = first["channels"] == 3 and first["dtype"] == "uint8"
-    described = ", ".join(f"{c['file']}: {c['channels']} x {c['dtype']}" for c in channels)
+    from segcli.data.channels import describe_layout
+
+    described = describe_layout(channels)
     out = []
     for i, transform in enumerate(transforms):
         target = (list(specs or [{}])[i] or {}).get("_target_", type(transform).__name__)

@@ -127,6 +127,11 @@ def extra_files_of(image: Path, extra_inputs: Sequence[tuple[str, str]]) -> tupl
     return tuple(out)
 
 
+def describe_layout(layout: Sequence[Mapping]) -> str:
+    """``ChannelStack.layout`` in words: ``image: 3 x uint8, depth: 1 x uint16``."""
+    return ", ".join(f"{c['file']}: {c['channels']} x {c['dtype']}" for c in layout)
+
+
 @dataclass(frozen=True)
 class ChannelStack:
     """Reads an image and its extra inputs as one array: ``stack(image_path) -> (H, W, C) float32``

@@ -119,9 +119,8 @@ def _reader(spec: dict):
     norm = spec["normalization"]
     if float(norm.get("max_pixel_value") or 255.0) != 1.0:
         return None
-    from segcli.data.channels import StoredReader
+    from segcli.data.channels import StoredReader, describe_layout
 
-    layout = norm.get("channels") or []
-    described = ", ".join(f"{c['file']}: {c['channels']} x {c['dtype']}" for c in layout)
+    described = describe_layout(norm.get("channels") or [])
     extras = tuple((str(d), str(x)) for d, x in spec.get("extra_inputs") or ())
     return StoredReader(extras, len(norm["mean"]), described)

@@ -64,10 +64,11 @@ class Preprocessing:
 
     def describe_channels(self) -> str:
         """E.g. ``3 x uint8 RGB`` or ``image: 3 x uint8, depth: 1 x uint16``."""
+        from segcli.data.channels import describe_layout
+
         if self.stored is None:
             return "3 x uint8 RGB"
-        layout = self.stored.get("channels") or []
-        return ", ".join(f"{c['file']}: {c['channels']} x {c['dtype']}" for c in layout)
+        return describe_layout(self.stored.get("channels") or [])
 
     def reader(self) -> Callable[[Path], np.ndarray]:
         """``read(path) -> (H, W, C)`` image as the run read its data: ``images.read_image`` (8-bit

@@ -88,7 +88,9 @@ def adapt_input_channels(encoder: nn.Module, state: dict) -> dict:
     3 / N (so a constant input gives the same activations). Other tensors are left as they are.
 
     ``state``: name -> tensor; a conv weight ``(out, 3, kh, kw)`` whose encoder tensor is ``(out,
-    N, kh, kw)`` is the one adapted."""
+    N, kh, kw)`` is the one adapted. The rule is applied to the file's tensor here because SMP's
+    function patches a module already holding the RGB weights, and the model is built for N
+    channels before the file is read (tests/models/test_models.py compares the two)."""
     own = encoder.state_dict()
     out = dict(state)
     for name, tensor in state.items():
